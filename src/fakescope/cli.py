@@ -1,0 +1,198 @@
+"""`fakescope` command line: thin commands over Detector, train and evaluation."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
+
+DEFAULT_HELP = """\
+With no --model, the shipped default detector is used: a linear probe on EfficientNet-Lite0
+ImageNet features (runs offline), trained on CIFAKE (32 px CIFAR-10 vs Stable Diffusion 1.4)
+and on full-size ImageNet photos vs five older text-to-image generators (latent diffusion,
+DALL-E mini, GLID-3-XL, Disco Diffusion, VQGAN+CLIP). Known weak spots: generators it never
+saw (modern diffusion, GAN faces), heavily edited or re-compressed images, and local edits
+(inpainting) of real photos. Its threshold allows about 5% of real photos to be called fake.
+See docs/results.md for measured numbers."""
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
+err = Console(stderr=True)
+
+
+def _read_done(out: Path, model: str) -> dict[str, dict]:
+    """Records already in a results file, by path; a torn last line (killed run) is dropped."""
+    done: dict[str, dict] = {}
+    if not out.exists():
+        return done
+    good_bytes = 0
+    with out.open("rb") as f:
+        for raw in f:
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            good_bytes += len(raw)
+            if rec.get("model") == model and rec.get("error") is None:
+                done[rec["path"]] = rec
+    if good_bytes < out.stat().st_size:  # cut the partial line so appends stay valid JSONL
+        with out.open("r+b") as f:
+            f.truncate(good_bytes)
+    return done
+
+
+@app.command(epilog="Exit status: 0 all images scored; 3 some failed; 4 none could be scored; 2 usage error.")
+def scan(
+    paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON Lines results; re-running with the same file resumes."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    batch_size: int = typer.Option(0, help="Images per forward pass (0: the model's default)."),
+    workers: int = typer.Option(0, help="Decoding threads (0: automatic)."),
+    max_pixels: int = typer.Option(89_478_485, help="Refuse images with more pixels than this."),
+    max_bytes: int = typer.Option(50 * 2**20, help="Refuse files larger than this many bytes."),
+    table: bool = typer.Option(True, help="Print the results table."),
+):
+    """Score images: probability each was AI-generated, and a verdict at the model's threshold."""
+    from .data.samples import Sample, iter_input_paths
+    from .detector import load_detector
+    from .images import ImageLimits
+    from .progress import progress
+
+    det = load_detector(model)
+    if batch_size:
+        det.batch_size = batch_size
+    files = list(iter_input_paths(paths))
+    if not files:
+        err.print("[red]no images found[/red] in " + " ".join(paths))
+        raise typer.Exit(EXIT_USAGE)
+    done = _read_done(out, det.name) if out else {}
+    todo = [f for f in files if f not in done]
+    if done:
+        err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {out}")
+    limits = ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels)
+    results = [done[f] for f in files if f in done]
+    sink = out.open("a", encoding="utf-8") if out else None
+    try:
+        with progress(total=len(todo), desc="scan") as bar:
+            for batch in det.iter_predict((Sample(path=f) for f in todo), limits=limits, workers=workers or None):
+                recs = [r.to_dict() for r in batch]
+                if sink:  # one flush per batch: a killed run loses at most the batch in flight
+                    sink.write("".join(json.dumps(r) + "\n" for r in recs))
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                results += recs
+                bar.update(len(batch))
+    finally:
+        if sink:
+            sink.close()
+    order = {f: i for i, f in enumerate(files)}
+    results.sort(key=lambda r: order.get(r["path"], 0))
+    failed = sum(r["error"] is not None for r in results)
+    if table:
+        _print_table(results, det.name)
+    err.print(f"{len(results) - failed} scored, {failed} failed" + (f"; results in {out}" if out else ""))
+    raise typer.Exit(EXIT_OK if failed == 0 else EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
+
+
+def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
+    t = Table(title=f"fakescope · {model}", title_justify="left")
+    t.add_column("file", overflow="fold")
+    t.add_column("P(fake)", justify="right")
+    t.add_column("verdict")
+    for r in results[:limit]:
+        if r["error"]:
+            t.add_row(r["path"], "-", f"[red]error: {r['error']}[/red]")
+        else:
+            colour = "magenta" if r["label"] == "fake" else "green"
+            t.add_row(r["path"], f"{r['score']:.3f}", f"[{colour}]{r['label']}[/{colour}]")
+    Console().print(t)
+    if len(results) > limit:
+        Console().print(f"... {len(results) - limit} more rows (see --out)")
+
+
+@app.command()
+def train(
+    data: List[str] = typer.Option(..., "--data", help="Folder with real/ and fake/[generator]/, a .tar of that layout, or a CSV/JSONL manifest; repeatable."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the detector to."),
+    backbone: str = typer.Option("effnet-lite0", help="Backbone spec string (see `fakescope backbones`)."),
+    method: str = typer.Option("linear", help="Head to fit on the frozen features."),
+    views: int = typer.Option(1, help="Views per training image: 1 clean + (views-1) augmented (crop, resize, JPEG)."),
+    per_class: Optional[int] = typer.Option(None, help="Use at most this many images per class from each --data source."),
+    val_fraction: float = typer.Option(0.15, help="Fraction of images held out for validation and the threshold."),
+    target_fpr: float = typer.Option(0.05, help="Threshold: this fraction of held-out real images may be called fake."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    model_id: str = typer.Option("custom", "--id", help="Model id written into results."),
+    seed: int = typer.Option(0),
+):
+    """Fit a detector on labelled images (frozen backbone + head)."""
+    from .features import DEFAULT_CACHE
+    from .train import TrainConfig, fit_detector
+
+    cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
+                      val_fraction=val_fraction, target_fpr=target_fpr, seed=seed, model_id=model_id,
+                      cache=None if no_cache else str(cache or DEFAULT_CACHE))
+    det = fit_detector(cfg, log=err.print)
+    det.save(out)
+    vm = det.metadata.get("validation_metrics")
+    if vm:
+        err.print(f"validation: AUC {vm['auc']:.4f}  AP {vm['ap']:.4f}  acc {vm['accuracy']:.4f} "
+                  f"(real {vm['acc_real']:.4f}, fake {vm['acc_fake']:.4f}) at threshold {det.threshold:.4f}")
+    err.print(f"saved {out}")
+
+
+@app.command("eval")
+def evaluate(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    data: List[str] = typer.Option(..., "--data", help="Labelled data (as for train); repeatable."),
+    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Folder for metrics.json."),
+    seed: int = typer.Option(0),
+):
+    """Measure a detector on labelled images: AP, ROC-AUC, accuracy at its threshold, per class and generator."""
+    from .detector import load_detector
+    from .evaluation.report import evaluate_detector
+
+    det = load_detector(model)
+    from .train import load_sources
+    samples = load_sources(data, per_class, seed)
+    metrics = evaluate_detector(det, samples)
+    t = Table(title=f"{det.name} on {', '.join(data)}", title_justify="left")
+    for col in ("subset", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
+        t.add_column(col, justify="right" if col != "subset" else "left")
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731  (NaN -> "-")
+    t.add_row("all", str(metrics["n"]), fmt(metrics["auc"]), fmt(metrics["ap"]), fmt(metrics["accuracy"]),
+              fmt(metrics["acc_real"]), fmt(metrics["acc_fake"]))
+    for g, m in metrics["per_generator"].items():
+        t.add_row(f"real vs {g}", str(m["n"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m["acc_real"]),
+                  fmt(m["acc_fake"]))
+    Console().print(t)
+    if metrics["errors"]:
+        err.print(f"{len(metrics['errors'])} images could not be read (listed in metrics.json)")
+    if report:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        err.print(f"wrote {report / 'metrics.json'}")
+
+
+@app.command()
+def backbones():
+    """List the backbone spec names and prefixes this installation knows."""
+    from .backbones import available, parse_spec
+
+    for name in available():
+        if name.endswith(":"):
+            print(f"{name}<hub id or local dir>")
+        else:
+            s = parse_spec(name)
+            print(f"{name:16s} dim={s.dim:<5d} input={s.input_size} weights={s.weights}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

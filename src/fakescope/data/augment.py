@@ -1,0 +1,71 @@
+"""Training views: the same random resizing, cropping and JPEG re-compression for both classes.
+
+Why: in most fake/real collections the two classes differ in size, format and JPEG
+history (camera JPEGs vs PNGs re-encoded once). A detector trained on clean files
+learns those instead of generator traces. Each training image is seen as its clean
+self plus `views - 1` augmented copies, drawn with a seed derived from its content
+hash, so features of a view can be cached and reproduced.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from dataclasses import asdict, dataclass
+
+from PIL import Image, ImageFilter
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_area: tuple[float, float] = (0.5, 1.0)      # fraction of the image kept by a random crop
+    downscale: tuple[float, float] = (0.5, 1.0)      # random resize factor, applied with p_downscale
+    p_downscale: float = 0.5
+    jpeg_quality: tuple[int, int] = (60, 95)         # random re-compression, applied with p_jpeg
+    p_jpeg: float = 0.7
+    p_blur: float = 0.1                              # mild Gaussian blur, sigma in 0.3..1.0
+    p_flip: float = 0.5
+
+    def signature(self) -> str:
+        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+
+
+def view_seed(sha256: str, view: int) -> int:
+    return int(hashlib.sha256(f"{sha256}:{view}".encode()).hexdigest()[:12], 16)
+
+
+def random_crop(img: Image.Image, rng: random.Random, area: tuple[float, float]) -> Image.Image:
+    w, h = img.size
+    frac = rng.uniform(*area)
+    cw, ch = max(1, round(w * frac ** 0.5)), max(1, round(h * frac ** 0.5))
+    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    return img.crop((left, top, left + cw, top + ch))
+
+
+def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()
+    return out.convert("RGB")
+
+
+def augment(img: Image.Image, rng: random.Random, cfg: AugmentConfig = AugmentConfig()) -> Image.Image:
+    img = random_crop(img, rng, cfg.crop_area)
+    if rng.random() < cfg.p_downscale:
+        f = rng.uniform(*cfg.downscale)
+        w, h = img.size
+        img = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.BICUBIC)
+    if rng.random() < cfg.p_blur:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    if rng.random() < cfg.p_flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if rng.random() < cfg.p_jpeg:
+        img = jpeg_roundtrip(img, rng.randint(*cfg.jpeg_quality))
+    return img
+
+
+def make_view(img: Image.Image, sha256: str, view: int, cfg: AugmentConfig = AugmentConfig()) -> Image.Image:
+    """View 0 is the image itself; view k > 0 a reproducible augmented copy."""
+    return img if view == 0 else augment(img, random.Random(view_seed(sha256, view)), cfg)

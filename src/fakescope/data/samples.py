@@ -1,0 +1,139 @@
+"""One record for every image fakescope reads, and the sources that yield them.
+
+Labelled sources share one layout rule: the first path component `real` or `fake`
+gives the label, and a folder under `fake/` names the generator:
+
+    DIR/real/**.jpg   DIR/fake/<generator>/**.png       (a folder)
+    file.tar with the same layout inside                (read in place, not extracted)
+    manifest.csv / .jsonl with columns path,label[,generator,text]
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"}
+REAL, FAKE, UNKNOWN = 0, 1, -1
+
+
+@dataclass
+class Sample:
+    path: str                      # what the user knows the image by (file path or tar://member)
+    data: bytes | None = None      # raw bytes when the image does not live in its own file
+    label: int = UNKNOWN           # REAL, FAKE or UNKNOWN
+    generator: str | None = None   # e.g. "ldif"; None for reals and unnamed fakes
+    text: str | None = None        # caption / prompt / class name when the source has one
+
+
+def parse_label(value: str | int) -> int:
+    text = str(value).strip().lower()
+    if text in ("0", "real"):
+        return REAL
+    if text in ("1", "fake"):
+        return FAKE
+    raise ValueError(f"label must be real/fake or 0/1, got {value!r}")
+
+
+def _label_from_parts(parts: tuple[str, ...]) -> tuple[int, str | None] | None:
+    """('fake', 'ldif', 'x.jpg') -> (FAKE, 'ldif'); None when the path is outside real/ and fake/."""
+    for i, part in enumerate(parts[:-1]):
+        if part in ("real", "fake"):
+            sub = parts[i + 1:-1]
+            label = REAL if part == "real" else FAKE
+            return label, (sub[0] if label == FAKE and sub else None)
+    return None
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+# ---------------------------------------------------------------- unlabelled inputs (scan)
+def iter_input_paths(inputs: Iterable[str], stdin=None) -> Iterator[str]:
+    """Files as given, folders walked recursively (sorted, images only), '-' reads paths from stdin.
+
+    A path that does not exist is still yielded, so the scanner reports it as an error for that item.
+    """
+    for item in inputs:
+        if item == "-":
+            for line in (stdin or sys.stdin):
+                if line.strip():
+                    yield line.strip()
+            continue
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and is_image_name(f.name):
+                    yield str(f)
+        else:
+            yield str(p)
+
+
+# ---------------------------------------------------------------- labelled sources (train / eval)
+def _folder(root: Path) -> Iterator[Sample]:
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and is_image_name(f.name):
+            found = _label_from_parts(f.relative_to(root).parts)
+            if found:
+                yield Sample(path=str(f), label=found[0], generator=found[1])
+
+
+def _tar(path: Path) -> Iterator[Sample]:
+    texts: dict[str, str] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            name = member.name.lstrip("./")
+            if name.endswith("manifest.csv"):  # the shared wild/ layout carries prompts / class names
+                rows = csv.DictReader(io.TextIOWrapper(tar.extractfile(member), encoding="utf-8"))
+                texts = {r["path"]: r.get("text") for r in rows}
+                continue
+            found = _label_from_parts(Path(name).parts)
+            if found and is_image_name(name):
+                yield Sample(path=f"{path}::{name}", data=tar.extractfile(member).read(), label=found[0],
+                             generator=found[1], text=texts.get(name))
+
+
+def _manifest(path: Path) -> Iterator[Sample]:
+    if path.suffix == ".jsonl":
+        rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    else:
+        rows = csv.DictReader(path.open(newline=""))
+    for row in rows:
+        file = Path(row["path"])
+        if not file.is_absolute():
+            file = path.parent / file
+        yield Sample(path=str(file), label=parse_label(row["label"]), generator=row.get("generator") or None,
+                     text=row.get("text") or row.get("caption") or None)
+
+
+def load_labelled(source: str | Path) -> Iterator[Sample]:
+    """Samples with labels from a folder, a tar file or a CSV/JSONL manifest."""
+    p = Path(source)
+    if p.is_dir():
+        return _folder(p)
+    if p.suffix in (".tar",) or p.name.endswith((".tar.gz", ".tgz")):
+        return _tar(p)
+    if p.suffix in (".csv", ".jsonl"):
+        return _manifest(p)
+    raise ValueError(f"{source}: expected a folder with real/ and fake/, a .tar, or a .csv/.jsonl manifest")
+
+
+def balanced_subset(samples: list[Sample], per_class: int | None, seed: int = 0) -> list[Sample]:
+    """At most `per_class` of each label, drawn with a fixed seed (order of the source kept)."""
+    if not per_class:
+        return samples
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for label in (REAL, FAKE):
+        idx = [i for i, s in enumerate(samples) if s.label == label]
+        keep.update(rng.sample(idx, min(per_class, len(idx))))
+    return [s for i, s in enumerate(samples) if i in keep]

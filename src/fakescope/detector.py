@@ -1,0 +1,161 @@
+"""Detector = backbone spec + head + threshold + metadata; saved as safetensors + JSON.
+
+    MODEL_DIR/detector.json      format, id, version, backbone spec, method + head config,
+                                 threshold, training data, validation metrics
+    MODEL_DIR/head.safetensors   the head's arrays
+
+`predict_batch` is the one batch function every entry point calls (CLI scan, the
+Python API, later the service and Ray): samples in, one Result per sample out.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import load_file, save_file
+
+from .backbones import Backbone, BackboneSpec, load_backbone
+from .data.samples import Sample
+from .features import feature_vector
+from .heads import Head, head_from_state
+from .images import DEFAULT_LIMITS, ImageLimits
+from .pipeline import Item, batched, iter_items, stack
+
+FORMAT = "fakescope.detector/1"
+DEFAULT_MODEL = "default"
+
+
+@dataclass
+class Result:
+    path: str
+    sha256: str | None
+    score: float | None          # probability that the image is AI-generated, 0..1
+    label: str | None            # "fake" if score >= threshold else "real"; None on error
+    threshold: float
+    model: str                   # "<id>@<version>"
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Detector:
+    spec: BackboneSpec
+    head: Head
+    threshold: float = 0.5
+    id: str = "custom"
+    version: str = "0"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
+    _backbone: Backbone | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = load_backbone(self.spec)
+        return self._backbone
+
+    # ------------------------------------------------------------ inference
+    def scores(self, arrays: np.ndarray) -> np.ndarray:
+        return self.head.predict(feature_vector(self.backbone.forward(arrays), self.spec))
+
+    def predict_batch(self, batch: list[Item]) -> list[Result]:
+        """Prepared items in, one Result each; failed items keep their error."""
+        x = stack(batch)
+        scores = iter(self.scores(x)) if x is not None else iter(())
+        out = []
+        for it in batch:
+            if it.ok:
+                s = float(next(scores))
+                out.append(Result(it.sample.path, it.sha256, s, "fake" if s >= self.threshold else "real",
+                                  self.threshold, self.name))
+            else:
+                out.append(Result(it.sample.path, it.sha256, None, None, self.threshold, self.name, it.error))
+        return out
+
+    def iter_predict(self, samples: Iterable[Sample], limits: ImageLimits = DEFAULT_LIMITS,
+                     workers: int | None = None) -> Iterator[list[Result]]:
+        """Batches of results in input order, decoding overlapped with the forward pass."""
+        for batch in batched(iter_items(samples, self.spec, limits=limits, workers=workers), self.batch_size):
+            yield self.predict_batch(batch)
+
+    def predict(self, inputs: str | Path | Image.Image | np.ndarray | bytes | Sequence) -> list[Result]:
+        """Paths, PIL images, HxWx3 uint8 arrays or raw bytes (one or a list) -> a list of Results."""
+        if isinstance(inputs, (str, Path, Image.Image, np.ndarray, bytes)):
+            inputs = [inputs]
+        samples = [_to_sample(x, i) for i, x in enumerate(inputs)]
+        return [r for batch in self.iter_predict(samples) for r in batch]
+
+    # ------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "id": self.id, "version": self.version, "backbone": asdict(self.spec),
+                "method": self.head.method, "head": self.head.config(), "threshold": self.threshold,
+                "metadata": self.metadata}
+        tmp = d / ".head.safetensors.tmp"
+        save_file({k: np.ascontiguousarray(v) for k, v in self.head.state().items()}, str(tmp))
+        os.replace(tmp, d / "head.safetensors")
+        tmp = d / ".detector.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        os.replace(tmp, d / "detector.json")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Detector":
+        d = Path(directory)
+        if not (d / "detector.json").exists():
+            raise FileNotFoundError(f"{d}: no detector.json (expected a folder written by `fakescope train`)")
+        meta = json.loads((d / "detector.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{d}: unsupported detector format {meta.get('format')!r} (this fakescope reads {FORMAT})")
+        spec_fields = dict(meta["backbone"])
+        spec = BackboneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
+        head = head_from_state(meta["method"], meta["head"], load_file(str(d / "head.safetensors")))
+        return cls(spec=spec, head=head, threshold=float(meta["threshold"]), id=meta["id"],
+                   version=str(meta["version"]), metadata=meta.get("metadata", {}))
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _to_sample(x, i: int) -> Sample:
+    if isinstance(x, (str, Path)):
+        return Sample(path=str(x))
+    if isinstance(x, bytes):
+        return Sample(path=f"<bytes {i}>", data=x)
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8 or x.ndim not in (2, 3):
+            raise ValueError("arrays must be HxW or HxWxC uint8")
+        x = Image.fromarray(x)
+    if isinstance(x, Image.Image):
+        buf = io.BytesIO()
+        x.save(buf, format="PNG")  # lossless: the decoder sees exactly these pixels
+        return Sample(path=f"<image {i}>", data=buf.getvalue())
+    raise TypeError(f"cannot read {type(x).__name__} as an image")
+
+
+def default_model_dir() -> Path:
+    return Path(str(resources.files("fakescope") / "models" / DEFAULT_MODEL))
+
+
+def load_detector(model: str | Path | None = None) -> Detector:
+    """The shipped default detector, or one saved by `fakescope train` / `Detector.save`."""
+    return Detector.load(default_model_dir() if model in (None, "", DEFAULT_MODEL) else model)

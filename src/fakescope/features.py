@@ -1,0 +1,153 @@
+"""On-disk feature cache: content hash x backbone signature x view -> embedding.
+
+Layout (one folder per backbone signature, so two preprocessings never mix):
+
+    CACHE/<spec.signature()>/manifest.json         the spec that made these features
+    CACHE/<spec.signature()>/shard-<time>-<n>.safetensors   rows + their keys in the header
+
+Each shard is written to a temporary name and renamed, so a killed extraction
+leaves only complete shards; the next run finds their keys and computes the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from .backbones import Backbone, BackboneSpec, Features
+from .data.augment import AugmentConfig
+from .data.samples import Sample
+from .pipeline import batched, iter_items, stack
+from .progress import progress
+
+DEFAULT_CACHE = Path(os.environ.get("FAKESCOPE_CACHE", Path.home() / ".cache" / "fakescope" / "features"))
+
+
+def feature_vector(f: Features, spec: BackboneSpec) -> np.ndarray:
+    """The head's input: pooled embedding, then the requested intermediate layers in spec order."""
+    return np.concatenate([f.pooled, *(f.layers[k] for k in spec.layers)], axis=1).astype(np.float32)
+
+
+def view_key(sha256: str, view: int, augment: AugmentConfig | None) -> str:
+    return sha256 if view == 0 else f"{sha256}:v{view}:{(augment or AugmentConfig()).signature()}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path, spec: BackboneSpec):
+        self.dir = Path(root) / spec.signature()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.dir / "manifest.json"
+        if not manifest.exists():
+            atomic_write_bytes(manifest, json.dumps({"spec": asdict(spec)}, indent=1).encode())
+        self._index: dict[str, tuple[Path, int]] = {}
+        for shard in sorted(self.dir.glob("shard-*.safetensors")):
+            with safe_open(str(shard), "numpy") as f:
+                for row, key in enumerate(json.loads(f.metadata()["keys"])):
+                    self._index[key] = (shard, row)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        for i, k in enumerate(keys):
+            shard, row = self._index[k]
+            by_shard.setdefault(shard, []).append((i, row))
+        out: np.ndarray | None = None
+        for shard, pairs in by_shard.items():
+            with safe_open(str(shard), "numpy") as f:
+                rows = f.get_tensor("features")
+            if out is None:
+                out = np.empty((len(keys), rows.shape[1]), np.float32)
+            idx, rr = zip(*pairs)
+            out[list(idx)] = rows[list(rr)]
+        return out if out is not None else np.empty((0, 0), np.float32)
+
+    def put(self, keys: Sequence[str], rows: np.ndarray) -> None:
+        if not len(keys):
+            return
+        digest = hashlib.sha1("".join(keys).encode()).hexdigest()[:8]
+        shard = self.dir / f"shard-{time.time_ns()}-{digest}.safetensors"
+        tmp = shard.with_name(f".{shard.name}.tmp")
+        save_file({"features": np.ascontiguousarray(rows, np.float32)}, str(tmp), metadata={"keys": json.dumps(list(keys))})
+        os.replace(tmp, shard)
+        for row, k in enumerate(keys):
+            self._index[k] = (shard, row)
+
+
+def _sha_of(sample: Sample) -> str | None:
+    try:
+        data = sample.data if sample.data is not None else Path(sample.path).read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache | None = None,
+            views: Sequence[int] = (0,), augment: AugmentConfig | None = None, batch_size: int = 16,
+            flush_every: int = 512, desc: str = "features") -> tuple[list[tuple[int, int]], np.ndarray, list[tuple[str, str]]]:
+    """Features for every (sample, view), read from the cache where present.
+
+    Returns (rows, X, errors): rows[i] = (sample index, view) of X[i]; errors = [(path, message)].
+    Cache shards are flushed every `flush_every` rows, so an interrupted run keeps its work.
+    """
+    spec = backbone.spec
+    keys: dict[tuple[int, int], str] = {}
+    todo: list[int] = []
+    for i, s in enumerate(samples):
+        sha = _sha_of(s) if cache is not None else None
+        wanted = [view_key(sha, v, augment) for v in views] if sha else []
+        if sha and all(k in cache for k in wanted):
+            keys.update({(i, v): k for v, k in zip(views, wanted)})
+        else:
+            todo.append(i)
+    computed: dict[str, np.ndarray] = {}
+    errors: list[tuple[str, str]] = []
+    pending_keys: list[str] = []
+    pending_rows: list[np.ndarray] = []
+    index_of = {id(samples[i]): i for i in todo}
+    items = iter_items((samples[i] for i in todo), spec, views=views, augment=augment)
+    with progress(total=len(todo) * len(views), desc=desc) as bar:
+        for batch in batched(items, batch_size):
+            x = stack(batch)
+            ok = [it for it in batch if it.ok]
+            for it in batch:
+                if not it.ok and it.view == views[0]:
+                    errors.append((it.sample.path, it.error))
+            if x is not None:
+                rows = feature_vector(backbone.forward(x), spec)
+                for it, row in zip(ok, rows):
+                    k = view_key(it.sha256, it.view, augment)
+                    keys[(index_of[id(it.sample)], it.view)] = k
+                    computed[k] = row
+                    pending_keys.append(k)
+                    pending_rows.append(row)
+            if cache is not None and len(pending_keys) >= flush_every:
+                cache.put(pending_keys, np.stack(pending_rows))
+                pending_keys, pending_rows = [], []
+            bar.update(len(batch))
+    if cache is not None and pending_keys:
+        cache.put(pending_keys, np.stack(pending_rows))
+    order = sorted(keys)
+    cached = [keys[r] for r in order if keys[r] not in computed]
+    from_cache = dict(zip(cached, cache.get(cached))) if cached else {}
+    X = np.stack([computed[keys[r]] if keys[r] in computed else from_cache[keys[r]] for r in order]) if order \
+        else np.empty((0, 0), np.float32)
+    return order, X, errors

@@ -1,0 +1,94 @@
+"""The one data path: sample -> safe decode -> (view) -> preprocess -> batches for a backbone.
+
+Decoding and preprocessing run in a small thread pool ahead of the consumer, so the
+backbone (ONNX Runtime / torch, both release the GIL) computes one batch while the
+next is being decoded. A bad file becomes an `Item` with an error; it never stops
+the stream.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .backbones import BackboneSpec, preprocess
+from .data.augment import AugmentConfig, make_view
+from .data.samples import Sample
+from .images import DEFAULT_LIMITS, ImageError, ImageLimits, decode_image_with_hash
+
+
+@dataclass
+class Item:
+    sample: Sample
+    view: int = 0
+    sha256: str | None = None
+    array: np.ndarray | None = None   # preprocessed input, None when the image failed
+    error: str | None = None          # "<code>: <message>" for a failed image
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
+            limits: ImageLimits = DEFAULT_LIMITS, augment: AugmentConfig | None = None) -> list[Item]:
+    """Decode once, then one preprocessed Item per requested view (view 0 = the image as it is)."""
+    try:
+        # JPEG DCT scaling: decode large photos straight at >= the model's input size. It is part of
+        # the preprocessing contract (train and scan both come through here), not a lossy shortcut.
+        draft = spec.input_size if spec.resize == "resize_crop" else None
+        img, sha = decode_image_with_hash(sample.data if sample.data is not None else sample.path,
+                                          limits=limits, name=sample.path, draft_size=draft)
+    except ImageError as e:
+        return [Item(sample, v, error=f"{e.code}: {e}") for v in views]
+    items = []
+    for v in views:
+        try:
+            view = make_view(img, sha, v, augment or AugmentConfig())
+            items.append(Item(sample, v, sha, preprocess(view, spec)))
+        except Exception as e:  # a preprocessing failure is still this item's problem only
+            items.append(Item(sample, v, sha, error=f"preprocess_failed: {type(e).__name__}: {e}"))
+    return items
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def iter_items(samples: Iterable[Sample], spec: BackboneSpec, views: Sequence[int] = (0,),
+               limits: ImageLimits = DEFAULT_LIMITS, augment: AugmentConfig | None = None,
+               workers: int | None = None, prefetch: int = 64) -> Iterator[Item]:
+    """Prepared items in input order, at most `prefetch` samples decoded ahead."""
+    workers = workers or default_workers()
+    if workers <= 1:
+        for s in samples:
+            yield from prepare(s, spec, views, limits, augment)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="fakescope-decode") as pool:
+        pending: deque = deque()
+        for s in samples:
+            pending.append(pool.submit(prepare, s, spec, views, limits, augment))
+            if len(pending) >= prefetch:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+
+
+def batched(items: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
+    batch: list[Item] = []
+    for it in items:
+        batch.append(it)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stack(batch: list[Item]) -> np.ndarray | None:
+    arrays = [it.array for it in batch if it.ok]
+    return np.stack(arrays) if arrays else None

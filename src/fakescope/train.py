@@ -1,0 +1,116 @@
+"""Fit a head on frozen features: the engine behind `fakescope train`.
+
+Split by image (views of one image stay together), extract features through the
+cache (augmented views for training, the clean view for validation), fit the head,
+then set the threshold on the validation reals to a target false-positive rate and
+record everything needed to judge the model in its metadata.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .backbones import load_backbone, parse_spec
+from .data.augment import AugmentConfig
+from .data.samples import FAKE, REAL, Sample, balanced_subset, load_labelled
+from .detector import Detector
+from .evaluation.metrics import summary, threshold_at_fpr
+from .features import DEFAULT_CACHE, FeatureCache, extract
+from .heads import make_head
+
+
+@dataclass
+class TrainConfig:
+    data: Sequence[str]                 # folders / tars / manifests with real/ and fake/
+    backbone: str = "effnet-lite0"      # registry spec string
+    method: str = "linear"
+    views: int = 1                      # 1 = clean images only; k > 1 adds k-1 augmented views per training image
+    per_class: int | None = None        # cap per class and per source (balanced, seeded)
+    val_fraction: float = 0.15          # held-out images for validation metrics and the threshold
+    target_fpr: float = 0.05            # threshold: at most this fraction of held-out reals called fake
+    seed: int = 0
+    cache: str | None = str(DEFAULT_CACHE)   # None disables the feature cache
+    model_id: str = "custom"
+    version: str = "1"
+    head_options: dict = field(default_factory=dict)
+
+
+def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
+    samples: list[Sample] = []
+    for src in sources:
+        part = list(load_labelled(src))
+        if not part:
+            raise ValueError(f"{src}: no labelled images found (expected real/ and fake/)")
+        samples += balanced_subset(part, per_class, seed)
+    return samples
+
+
+def split_by_image(samples: Sequence[Sample], val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation samples, stable per image path (so re-runs hit the same cache rows)."""
+    def bucket(s: Sample) -> float:
+        return int(hashlib.sha256(f"{seed}:{s.path}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return np.array([bucket(s) < val_fraction for s in samples])
+
+
+def describe(samples: Sequence[Sample]) -> dict:
+    return {"n": len(samples), "real": sum(s.label == REAL for s in samples),
+            "fake": sum(s.label == FAKE for s in samples),
+            "generators": dict(Counter(s.generator or "unnamed" for s in samples if s.label == FAKE))}
+
+
+def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:
+    samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
+    backbone = load_backbone(cfg.backbone)
+    spec = backbone.spec
+    cache = FeatureCache(cfg.cache, spec) if cfg.cache else None
+    is_val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    train = [s for s, v in zip(samples, is_val) if not v]
+    val = [s for s, v in zip(samples, is_val) if v]
+    augment = AugmentConfig()
+    log(f"train {describe(train)}; validation {describe(val)}; backbone {spec.name}")
+
+    rows, X, errors = extract(train, backbone, cache, views=range(cfg.views), augment=augment, desc="train features")
+    y = np.array([train[i].label for i, _ in rows])
+    groups = np.array([i for i, _ in rows])
+    for path, err in errors:
+        log(f"skipped {path}: {err}")
+    head = make_head(cfg.method, seed=cfg.seed, **cfg.head_options)
+    info = head.fit(X, y, groups)
+
+    threshold, val_metrics = 0.5, None
+    if val:
+        vrows, VX, verr = extract(val, backbone, cache, desc="validation features")
+        vy = np.array([val[i].label for i, _ in vrows])
+        vs = head.predict(VX)
+        if (vy == REAL).any():
+            threshold = threshold_at_fpr(vs[vy == REAL], cfg.target_fpr)
+        val_metrics = summary(vy, vs, threshold) if len(set(vy)) == 2 else None
+        if val_metrics:
+            val_metrics["per_generator_acc"] = {
+                g: float((vs[(vy == FAKE) & gm] >= threshold).mean())
+                for g in sorted({val[i].generator or "unnamed" for i, _ in vrows if val[i].label == FAKE})
+                for gm in [np.array([(val[i].generator or "unnamed") == g for i, _ in vrows])]}
+    metadata = {
+        "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "fakescope_version": __version__,
+        "data": [str(Path(d)) for d in cfg.data],
+        "train": describe(train), "validation": describe(val),
+        "views": cfg.views, "augment": augment.__dict__ if cfg.views > 1 else None,
+        "threshold_rule": f"at most {cfg.target_fpr:.0%} of held-out real images scored >= threshold",
+        "target_fpr": cfg.target_fpr,
+        "validation_metrics": val_metrics, "fit": info, "skipped_images": len(errors),
+        "machine": platform.platform(),
+    }
+    return Detector(spec=spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
+                    metadata=metadata, _backbone=backbone)
+
+
+__all__ = ["TrainConfig", "fit_detector", "load_sources", "parse_spec"]
