@@ -22,28 +22,39 @@ saw (modern diffusion, GAN faces), heavily edited or re-compressed images, and l
 (inpainting) of real photos. Its threshold allows about 5% of real photos to be called fake.
 See docs/results.md for measured numbers."""
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
 err = Console(stderr=True)
 
 
-def _read_done(out: Path, model: str) -> dict[str, dict]:
-    """Records already in a results file, by path; a torn last line (killed run) is dropped."""
+def _read_done(out: Path, model: str, version: str) -> dict[str, dict]:
+    """Records already in a results file, by path; a torn last line (killed run) is dropped.
+
+    Failed images of this model are scored again, so their old records are removed from the file
+    (one record per input, however often a scan is resumed)."""
     done: dict[str, dict] = {}
     if not out.exists():
         return done
-    good_bytes = 0
+    keep: list[bytes] = []
+    changed = False
     with out.open("rb") as f:
         for raw in f:
             try:
                 rec = json.loads(raw)
             except json.JSONDecodeError:
+                changed = True  # cut the partial line so appends stay valid JSONL
                 break
-            good_bytes += len(raw)
-            if rec.get("model") == model and rec.get("error") is None:
+            if not raw.endswith(b"\n"):  # a complete record whose newline was not written
+                raw, changed = raw + b"\n", True
+            if (rec.get("model"), rec.get("model_version")) == (model, version):
+                if rec.get("error") is not None:
+                    changed = True  # retried below; its new record replaces this one
+                    continue
                 done[rec["path"]] = rec
-    if good_bytes < out.stat().st_size:  # cut the partial line so appends stay valid JSONL
-        with out.open("r+b") as f:
-            f.truncate(good_bytes)
+            keep.append(raw)
+    if changed:
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(b"".join(keep))
+        os.replace(tmp, out)
     return done
 
 
@@ -71,7 +82,7 @@ def scan(
     if not files:
         err.print("[red]no images found[/red] in " + " ".join(paths))
         raise typer.Exit(EXIT_USAGE)
-    done = _read_done(out, det.name) if out else {}
+    done = _read_done(out, det.id, det.version) if out else {}
     todo = [f for f in files if f not in done]
     if done:
         err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {out}")

@@ -39,7 +39,8 @@ class Result:
     score: float | None          # probability that the image is AI-generated, 0..1
     label: str | None            # "fake" if score >= threshold else "real"; None on error
     threshold: float
-    model: str                   # "<id>@<version>"
+    model: str                   # detector id
+    model_version: str
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -80,9 +81,10 @@ class Detector:
             if it.ok:
                 s = float(next(scores))
                 out.append(Result(it.sample.path, it.sha256, s, "fake" if s >= self.threshold else "real",
-                                  self.threshold, self.name))
+                                  self.threshold, self.id, self.version))
             else:
-                out.append(Result(it.sample.path, it.sha256, None, None, self.threshold, self.name, it.error))
+                out.append(Result(it.sample.path, it.sha256, None, None, self.threshold, self.id, self.version,
+                                  it.error))
         return out
 
     def iter_predict(self, samples: Iterable[Sample], limits: ImageLimits = DEFAULT_LIMITS,

@@ -67,6 +67,7 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
 def load_backbone(spec: str | BackboneSpec) -> Backbone:
     """Build (once per process) the backbone a spec names."""
     spec = parse_spec(spec)
+    _ensure_registered()
     if spec.kind not in _REGISTRY:
         raise ValueError(f"backbone kind {spec.kind!r} unknown to this fakescope; known: {', '.join(available())}")
     if spec not in _loaded:

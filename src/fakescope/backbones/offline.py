@@ -76,6 +76,8 @@ class OnnxBackbone:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = _threads()
         opts.log_severity_level = 3
+        # Idle compute threads must not spin: on few cores they would starve the decoding threads.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 

@@ -82,6 +82,8 @@ def threshold_at_fpr(real_scores, target_fpr: float) -> float:
     if not len(s):
         raise ValueError("need real images to set a threshold")
     k = int(np.floor(target_fpr * len(s)))  # at most k reals may score >= t
+    if (k + 1) / len(s) <= target_fpr:  # float rounding: 0.29 * 100 == 28.999999999999996
+        k += 1
     if k >= len(s):
         return float(s[-1])
     return float(np.nextafter(s[k], np.inf))

@@ -1,0 +1,109 @@
+"""Which offline backbone should the shipped default use? Measure, don't guess.
+
+For each backbone: a linear probe trained on CIFAKE train (subset) + wild/train
+(augmented views, both classes alike), then validation numbers on
+  - CIFAKE val (all 2,000),
+  - wild leave-one-generator-out (LOGO): fit without generator g, test held-out reals vs g,
+  - CocoGlide dev at image level (real vs inpainted; never trained on),
+  - FPR on real photos not used for training (COCO reals of CocoGlide) at the threshold set on
+    held-out wild reals for 5% FPR.
+Features go through the fakescope cache, so re-runs are cheap.
+
+    python benchmarks/select_backbone.py --backbones effnet-lite0 rn50-nsfw vit-s14-focus
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fakescope.backbones import load_backbone
+from fakescope.data.samples import FAKE, REAL, balanced_subset, load_labelled
+from fakescope.evaluation.metrics import roc_auc, summary, threshold_at_fpr
+from fakescope.features import FeatureCache, extract
+from fakescope.heads import make_head
+from fakescope.train import split_by_image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def features(samples, backbone, cache, views=1):
+    rows, X, errors = extract(samples, backbone, cache, views=range(views))
+    idx = np.array([i for i, _ in rows])
+    return idx, X, errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backbones", nargs="+", default=["effnet-lite0", "rn50-nsfw", "vit-s14-focus"])
+    ap.add_argument("--cifake-per-class", type=int, default=2000)
+    ap.add_argument("--views", type=int, default=3)
+    ap.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / ".cache" / "features"))
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args()
+
+    cifake = balanced_subset(list(load_labelled(SHARED / "cifake/train.tar")), args.cifake_per_class, seed=0)
+    cifake_val = list(load_labelled(SHARED / "cifake/val.tar"))
+    wild = list(load_labelled(SHARED / "wild/train.tar"))
+    glide = list(load_labelled(SHARED / "cocoglide/dev.tar"))
+    held = split_by_image(wild, 0.15, seed=0)  # same split as `fakescope train`
+    wild_tr = [s for s, h in zip(wild, held) if not h]
+    wild_va = [s for s, h in zip(wild, held) if h]
+    gens = sorted({s.generator for s in wild if s.label == FAKE})
+    print(f"cifake train {len(cifake)}, cifake val {len(cifake_val)}, wild train {len(wild_tr)}, "
+          f"wild held-out {len(wild_va)}, cocoglide {len(glide)}; generators {gens}", file=sys.stderr)
+
+    report = {}
+    for spec in args.backbones:
+        t0 = time.time()
+        bb = load_backbone(spec)
+        cache = FeatureCache(args.cache, bb.spec)
+        train = cifake + wild_tr
+        ti, TX, _ = features(train, bb, cache, args.views)
+        ty = np.array([train[i].label for i in ti])
+        tgen = np.array([train[i].generator or "" for i in ti], dtype=object)
+        tfrom_wild = ti >= len(cifake)
+        vi, VX, _ = features(wild_va, bb, cache)
+        vy = np.array([wild_va[i].label for i in vi])
+        vgen = np.array([wild_va[i].generator or "" for i in vi], dtype=object)
+        ci, CX, _ = features(cifake_val, bb, cache)
+        cy = np.array([cifake_val[i].label for i in ci])
+        gi, GX, _ = features(glide, bb, cache)
+        gy = np.array([glide[i].label for i in gi])
+        extract_s = time.time() - t0
+
+        head = make_head("linear")
+        head.fit(TX, ty, ti)
+        thr = threshold_at_fpr(head.predict(VX[vy == REAL]), 0.05)
+        res = {"extract_seconds": round(extract_s, 1), "l2": head.l2, "threshold": thr,
+               "cifake_val": summary(cy, head.predict(CX), thr),
+               "wild_heldout": summary(vy, head.predict(VX), thr),
+               "cocoglide_image": summary(gy, head.predict(GX), thr),
+               "coco_real_fpr": float((head.predict(GX[gy == REAL]) >= thr).mean())}
+        logo = {}
+        for g in gens:  # leave one generator out of training entirely
+            keep = ~(tfrom_wild & (tgen == g))
+            h = make_head("linear", l2=head.l2)
+            h.fit(TX[keep], ty[keep], ti[keep])
+            t_g = threshold_at_fpr(h.predict(VX[vy == REAL]), 0.05)
+            m = (vy == REAL) | (vgen == g)
+            s = h.predict(VX[m])
+            logo[g] = {"auc": roc_auc(vy[m], s), "tpr_at_5fpr": float((s[vy[m] == FAKE] >= t_g).mean()),
+                       "n_fake": int((vy[m] == FAKE).sum())}
+        res["logo"] = logo
+        res["logo_mean_auc"] = float(np.mean([v["auc"] for v in logo.values()]))
+        report[spec] = res
+        print(f"{spec:32s} cifake-val AUC {res['cifake_val']['auc']:.4f} acc {res['cifake_val']['accuracy']:.4f} | "
+              f"wild held-out AUC {res['wild_heldout']['auc']:.4f} | LOGO mean AUC {res['logo_mean_auc']:.4f} "
+              f"{ {g: round(v['auc'], 3) for g, v in logo.items()} } | cocoglide AUC {res['cocoglide_image']['auc']:.4f} | "
+              f"COCO-real FPR {res['coco_real_fpr']:.3f} | {extract_s:.0f}s", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""`fakescope train / scan / eval` end to end on a tiny random DINOv2 and generated images."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+sk = pytest.importorskip("sklearn.metrics")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from fakescope.cli import EXIT_ALL_FAILED, EXIT_OK, EXIT_SOME_FAILED, app  # noqa: E402
+from fakescope.detector import load_detector  # noqa: E402
+
+TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            image_size=32, patch_size=8)
+PER_CLASS = 12
+FIELDS = {"path", "sha256", "score", "label", "threshold", "model", "model_version", "error"}
+
+
+def smooth(rng) -> np.ndarray:
+    """A random colour gradient: the "real" class."""
+    yy, xx = np.mgrid[0:48, 0:48] / 47.0
+    a, b, c = rng.random((3, 3))
+    img = a[None, None] * xx[..., None] + b[None, None] * yy[..., None] + 0.3 * c[None, None]
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def noisy(rng) -> np.ndarray:
+    """High-frequency noise over a flat colour: the "fake" class."""
+    base = rng.integers(60, 200, 3)
+    return np.clip(base + rng.integers(-60, 61, (48, 48, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A folder with data/ (labelled), a tiny backbone and a trained model; the CLI runs inside it."""
+    root = tmp_path_factory.mktemp("cli")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("FAKESCOPE_CACHE", str(root / "unused-cache"))
+    mp.chdir(root)  # relative paths: the train/validation split (hashed on paths) is the same every run
+    torch.manual_seed(0)
+    tf.Dinov2Model(tf.Dinov2Config(**TINY)).eval().save_pretrained(root / "dino")
+    (root / "dino" / "preprocessor_config.json").write_text(json.dumps(
+        {"crop_size": {"height": 32, "width": 32}, "do_center_crop": True}))
+    rng = np.random.default_rng(0)
+    for folder, make in (("data/real", smooth), ("data/fake/genA", noisy)):
+        (root / folder).mkdir(parents=True)
+        for i in range(PER_CLASS):
+            Image.fromarray(make(rng)).save(root / folder / f"{i:02d}.png")
+    result = CliRunner().invoke(app, ["train", "--data", "data", "--backbone", "hf-dinov2:dino", "--out", "model",
+                                      "--no-cache", "--val-fraction", "0.25", "--id", "tiny"])
+    assert result.exit_code == 0, result.output
+    yield root, result
+    mp.undo()
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def records(path) -> list[dict]:
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_train_writes_model(work):
+    root, result = work
+    assert "saved model" in result.output
+    assert not (root / "unused-cache").exists()  # --no-cache
+    assert sorted(p.name for p in (root / "model").iterdir()) == ["detector.json", "head.safetensors"]
+    meta = json.loads((root / "model" / "detector.json").read_text())
+    assert meta["id"] == "tiny" and meta["backbone"]["name"] == "hf-dinov2:dino"
+    md = meta["metadata"]
+    tr, va = md["train"], md["validation"]
+    assert tr["n"] + va["n"] == 2 * PER_CLASS
+    assert tr["real"] + va["real"] == PER_CLASS and tr["fake"] + va["fake"] == PER_CLASS
+    assert va["real"] > 0 and va["fake"] > 0 and tr["real"] > 0 and tr["fake"] > 0
+    assert tr["generators"] == {"genA": tr["fake"]} and va["generators"] == {"genA": va["fake"]}
+    assert 0.0 <= meta["threshold"] <= 1.0
+    assert md["skipped_images"] == 0 and md["data"] == ["data"]
+    vm = md["validation_metrics"]
+    assert vm["n"] == va["n"] and vm["threshold"] == meta["threshold"]
+    assert set(vm["per_generator_acc"]) == {"genA"}
+    # the threshold keeps at most target_fpr of the held-out reals above it
+    assert 1 - vm["acc_real"] <= md["target_fpr"]
+    assert "validation: AUC" in result.output
+
+
+def _scan_folder(root):
+    """Good images (two in a subfolder) plus three broken files; returns (folder, good, broken)."""
+    src = root / "data" / "real"
+    d = root / "scanme"
+    if d.exists():
+        shutil.rmtree(d)
+    (d / "sub").mkdir(parents=True)
+    good = []
+    for i, name in enumerate(["a.png", "b.png", "sub/c.png", "sub/d.jpg"]):
+        img = Image.open(src / f"{i:02d}.png")
+        img.save(d / name)
+        good.append(str(d / name))
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.jpg").write_text("this is a text file, not a JPEG\n")
+    buf = io.BytesIO()
+    Image.fromarray(noisy(np.random.default_rng(5))).save(buf, "JPEG", quality=95)
+    (d / "sub" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (d / "readme.txt").write_text("not an image name: not scanned\n")
+    broken = [str(d / "empty.png"), str(d / "notes.jpg"), str(d / "sub" / "cut.jpg")]
+    return d, good, broken
+
+
+def test_scan_mixed_folder(work):
+    root, _ = work
+    d, good, broken = _scan_folder(root)
+    out = root / "res.jsonl"
+    out.unlink(missing_ok=True)
+    result = run("scan", d, "--model", "model", "--out", out)
+    assert result.exit_code == EXIT_SOME_FAILED, result.output
+    recs = records(out)
+    assert sorted(r["path"] for r in recs) == sorted(good + broken)  # readme.txt skipped, subfolder walked
+    det = load_detector("model")
+    for r in recs:
+        assert set(r) == FIELDS
+        assert (r["model"], r["model_version"], r["threshold"]) == ("tiny", det.version, det.threshold)
+        if r["path"] in broken:
+            assert r["error"] and r["score"] is None and r["label"] is None
+        else:
+            assert r["error"] is None and 0 <= r["score"] <= 1
+            assert r["label"] == ("fake" if r["score"] >= r["threshold"] else "real")
+            assert len(r["sha256"]) == 64
+    by = {r["path"]: r for r in recs}
+    assert by[str(d / "empty.png")]["error"].startswith("empty")
+    assert by[str(d / "notes.jpg")]["error"].startswith("not_an_image")
+    assert by[str(d / "sub" / "cut.jpg")]["error"].startswith("truncated")
+    # scores equal the Python API's
+    api = {r.path: r.score for r in det.predict(good)}
+    for p in good:
+        assert by[p]["score"] == pytest.approx(api[p], abs=1e-6)
+    assert "4 scored, 3 failed" in result.output
+
+
+def test_scan_exit_codes(work):
+    root, _ = work
+    d, good, broken = _scan_folder(root)
+    res = run("scan", *broken, "--model", "model", "--no-table")
+    assert res.exit_code == EXIT_ALL_FAILED, res.output
+    res = run("scan", *good, "--model", "model", "--no-table")
+    assert res.exit_code == EXIT_OK, res.output
+    res = run("scan", d / "sub" / "nope", "--model", "model", "--no-table")  # a missing file is an item error
+    assert res.exit_code == EXIT_ALL_FAILED, res.output
+    empty_dir = root / "nothing"
+    empty_dir.mkdir(exist_ok=True)
+    assert run("scan", empty_dir, "--model", "model").exit_code == 2
+
+
+def test_scan_stdin(work):
+    root, _ = work
+    d, good, broken = _scan_folder(root)
+    out = root / "stdin.jsonl"
+    out.unlink(missing_ok=True)
+    res = run("scan", "-", "--model", "model", "--out", out, "--no-table",
+              input="\n".join(good[:3]) + "\n\n" + broken[0] + "\n")
+    assert res.exit_code == EXIT_SOME_FAILED, res.output
+    recs = records(out)
+    assert [r["path"] for r in recs] == good[:3] + broken[:1]  # in the given order
+
+
+def test_scan_resume(work):
+    root, _ = work
+    d, good, broken = _scan_folder(root)
+    inputs = good + broken
+    out = root / "resume.jsonl"
+    out.unlink(missing_ok=True)
+    first = run("scan", d, "--model", "model", "--out", out, "--batch-size", "2", "--no-table")
+    assert first.exit_code == EXIT_SOME_FAILED
+    full = {r["path"]: r for r in records(out)}
+    assert len(full) == len(inputs)
+
+    lines = out.read_text().splitlines(keepends=True)
+    kept = lines[:-2]
+    dropped = [json.loads(x)["path"] for x in lines[-2:]]
+    out.write_text("".join(kept) + '{"path": "x')  # a run killed mid-write
+    n_done = sum(json.loads(x)["error"] is None for x in kept)
+
+    second = run("scan", d, "--model", "model", "--out", out, "--batch-size", "2", "--no-table")
+    assert second.exit_code == EXIT_SOME_FAILED, second.output
+    assert f"resuming: {n_done} of {len(inputs)} already scored" in second.output
+    recs = records(out)  # every line parses: the torn line is gone
+    assert sorted(r["path"] for r in recs) == sorted(inputs)  # exactly one record per input
+    assert all(set(r) == FIELDS for r in recs)
+    # the scored records kept from the first run come first, untouched; only the rest was scanned again
+    kept_ok = [json.loads(x) for x in kept if json.loads(x)["error"] is None]
+    assert recs[:len(kept_ok)] == kept_ok
+    appended = {r["path"] for r in recs[len(kept_ok):]}
+    assert appended == (set(dropped) | set(broken)) - {r["path"] for r in kept_ok}
+    for r in recs:
+        assert r["score"] == full[r["path"]]["score"] and r["error"] == full[r["path"]]["error"]
+
+    # a last record complete but for its newline is kept, and the next append starts on a new line
+    out2 = root / "resume2.jsonl"
+    out2.write_text("\n".join(json.dumps(full[p]) for p in good[:2]))
+    res = run("scan", *good[:3], "--model", "model", "--out", out2, "--no-table")
+    assert res.exit_code == EXIT_OK and "resuming: 2 of 3" in res.output
+    assert [r["path"] for r in records(out2)] == good[:3]
+
+    # a complete file: nothing left to score except the failures, still one record each
+    third = run("scan", d, "--model", "model", "--out", out, "--no-table")
+    assert third.exit_code == EXIT_SOME_FAILED
+    assert f"resuming: {len(good)} of {len(inputs)} already scored" in third.output
+    assert sorted(r["path"] for r in records(out)) == sorted(inputs)
+
+
+def test_eval_report(work):
+    root, _ = work
+    res = run("eval", "--model", "model", "--data", "data", "--report", "rep")
+    assert res.exit_code == 0, res.output
+    m = json.loads((root / "rep" / "metrics.json").read_text())
+    for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake"):
+        assert isinstance(m[k], float) and not math.isnan(m[k]) and 0 <= m[k] <= 1
+    assert m["n"] == 2 * PER_CLASS and m["n_real"] == m["n_fake"] == PER_CLASS and m["errors"] == []
+    assert set(m["per_generator"]) == {"genA"} and m["per_generator"]["genA"]["n"] == 2 * PER_CLASS
+    assert m["model"] == "tiny@1"
+    # recompute from the Python API with scikit-learn
+    det = load_detector("model")
+    paths = sorted(str(p) for p in (root / "data").rglob("*.png"))
+    y = np.array([0 if "/real/" in p else 1 for p in paths])
+    s = np.array([r.score for r in det.predict(paths)])
+    assert m["auc"] == pytest.approx(sk.roc_auc_score(y, s), abs=1e-9)
+    assert m["ap"] == pytest.approx(sk.average_precision_score(y, s), abs=1e-9)
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, s >= det.threshold), abs=1e-9)
+    assert m["per_generator"]["genA"]["auc"] == pytest.approx(m["auc"])

@@ -1,0 +1,207 @@
+"""FeatureCache + extract with a counting stand-in backbone: caching, resume after a crash, views."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import safe_open
+
+from fakescope.backbones import BackboneSpec, Features, preprocess
+from fakescope.data.samples import Sample
+from fakescope.features import FeatureCache, extract, view_key
+from fakescope.images import decode_image
+
+SPEC = BackboneSpec(name="count-test", kind="count-test", weights="none", input_size=16, dim=3)
+N_GOOD = 10
+
+
+class Boom(RuntimeError):
+    pass
+
+
+class CountingBackbone:
+    """Per-channel mean of the preprocessed image; counts images and calls, can fail on call `fail_on`."""
+
+    def __init__(self, spec: BackboneSpec = SPEC, fail_on: int | None = None):
+        self.spec = spec
+        self.images = 0
+        self.calls = 0
+        self.fail_on = fail_on
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        self.calls += 1
+        if self.fail_on is not None and self.calls >= self.fail_on:
+            raise Boom(f"forward call {self.calls}")
+        assert batch.dtype == np.float32 and batch.shape[1:] == (3, self.spec.input_size, self.spec.input_size)
+        self.images += len(batch)
+        return Features(pooled=batch.mean(axis=(2, 3)))
+
+
+@pytest.fixture
+def images(tmp_path):
+    """10 distinct PNG/JPEG images of assorted sizes, then one broken file (sorted last)."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(N_GOOD):
+        h, w = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        arr[..., i % 3] = np.linspace(0, 255, w, dtype=np.uint8)  # make every image clearly different
+        ext = "png" if i % 2 else "jpg"
+        p = d / f"img{i:02d}.{ext}"
+        Image.fromarray(arr).save(p, quality=90) if ext == "jpg" else Image.fromarray(arr).save(p)
+        paths.append(p)
+    broken = d / "zz_broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    paths.append(broken)
+    return [Sample(path=str(p)) for p in paths]
+
+
+def expected_rows(samples) -> np.ndarray:
+    """What the backbone must give for view 0, computed independently of extract.
+
+    The pipeline decodes JPEGs with DCT scaling down to >= input_size (its preprocessing contract)."""
+    return np.stack([preprocess(decode_image(s.path, draft_size=SPEC.input_size), SPEC).mean(axis=(1, 2))
+                     for s in samples[:N_GOOD]])
+
+
+def listing(d):
+    return sorted(os.listdir(d))
+
+
+def test_first_pass_computes_second_pass_reads(tmp_path, images):
+    root = tmp_path / "cache"
+    bb = CountingBackbone()
+    rows, X, errors = extract(images, bb, FeatureCache(root, SPEC), batch_size=3, flush_every=4)
+    assert bb.images == N_GOOD
+    assert rows == [(i, 0) for i in range(N_GOOD)]  # the broken sample (index 10) has no row
+    assert X.shape == (N_GOOD, 3) and X.dtype == np.float32
+    np.testing.assert_allclose(X, expected_rows(images), rtol=1e-5, atol=1e-6)
+    assert [p for p, _ in errors] == [images[-1].path]
+    assert errors[0][1].split(":")[0] in ("truncated", "not_an_image")
+
+    bb2 = CountingBackbone()
+    cache2 = FeatureCache(root, SPEC)  # fresh object: index rebuilt from the shards on disk
+    assert len(cache2) == N_GOOD
+    rows2, X2, errors2 = extract(images, bb2, cache2, batch_size=3)
+    assert bb2.calls == 0 and bb2.images == 0
+    assert rows2 == rows
+    np.testing.assert_array_equal(X2, X)
+    assert [p for p, _ in errors2] == [images[-1].path]  # still reported, not cached
+
+
+def test_shards_and_manifest(tmp_path, images):
+    root = tmp_path / "cache"
+    cache = FeatureCache(root, SPEC)
+    assert cache.dir == root / SPEC.signature()
+    extract(images, CountingBackbone(), cache, batch_size=2, flush_every=4)
+    names = listing(cache.dir)
+    assert not [n for n in names if n.endswith(".tmp")]
+    shards = [n for n in names if n.startswith("shard-") and n.endswith(".safetensors")]
+    assert set(names) == set(shards) | {"manifest.json"}
+    assert len(shards) == 3  # flushed after 4 and 8 rows, then the last 2 at the end
+    keys = []
+    for n in shards:
+        with safe_open(str(cache.dir / n), "numpy") as f:
+            k = json.loads(f.metadata()["keys"])
+            assert f.get_tensor("features").shape == (len(k), 3)
+            keys += k
+    assert len(keys) == len(set(keys)) == N_GOOD
+    manifest = json.loads((cache.dir / "manifest.json").read_text())
+    assert manifest["spec"]["name"] == "count-test" and manifest["spec"]["input_size"] == 16
+    assert manifest["spec"]["dim"] == 3 and manifest["spec"]["weights"] == "none"
+
+
+def test_interrupted_extraction_resumes(tmp_path, images):
+    clean_rows, clean_X, _ = extract(images, CountingBackbone(), None, batch_size=2)
+
+    root = tmp_path / "cache"
+    bb = CountingBackbone(fail_on=3)  # batches of 2, flush after 4 rows = after call 2; call 3 dies
+    with pytest.raises(Boom):
+        extract(images, bb, FeatureCache(root, SPEC), batch_size=2, flush_every=4)
+    assert bb.images == 4
+    cache = FeatureCache(root, SPEC)
+    assert len(cache) == 4  # the flushed shard survived the crash, nothing else
+    assert not [n for n in listing(cache.dir) if n.endswith(".tmp")]
+
+    bb2 = CountingBackbone()
+    rows, X, errors = extract(images, bb2, cache, batch_size=2, flush_every=4)
+    assert bb2.images == N_GOOD - 4  # only the missing ones
+    assert rows == clean_rows
+    np.testing.assert_array_equal(X, clean_X)
+    assert len(FeatureCache(root, SPEC)) == N_GOOD
+
+
+def test_views(tmp_path, images):
+    root = tmp_path / "cache"
+    bb = CountingBackbone()
+    rows, X, errors = extract(images, bb, FeatureCache(root, SPEC), views=(0, 1, 2), batch_size=4)
+    assert bb.images == 3 * N_GOOD
+    assert rows == [(i, v) for i in range(N_GOOD) for v in (0, 1, 2)]
+    assert X.shape == (3 * N_GOOD, 3)
+    assert len(errors) == 1  # the broken file is reported once, not once per view
+    V = X.reshape(N_GOOD, 3, 3)
+    np.testing.assert_allclose(V[:, 0], expected_rows(images), rtol=1e-5, atol=1e-6)
+    for i in range(N_GOOD):
+        assert not np.allclose(V[i, 1], V[i, 0], atol=1e-4), i  # augmented view differs from the clean one
+        assert not np.allclose(V[i, 1], V[i, 2], atol=1e-4), i  # and views differ from each other
+
+    # reproducible: a run without a cache computes the same augmented views
+    _, X_nocache, _ = extract(images, CountingBackbone(), None, views=(0, 1, 2), batch_size=5)
+    np.testing.assert_allclose(X_nocache, X, rtol=1e-5, atol=1e-6)
+    # and the cache serves them (and the clean view alone) without a forward pass
+    bb2 = CountingBackbone()
+    _, X2, _ = extract(images, bb2, FeatureCache(root, SPEC), views=(0, 1, 2))
+    _, X0, _ = extract(images, bb2, FeatureCache(root, SPEC), views=(0,))
+    assert bb2.calls == 0
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(X0, X[::3])
+    # a view the cache has not seen is computed, and only that one
+    bb3 = CountingBackbone()
+    rows3, X3, _ = extract(images, bb3, FeatureCache(root, SPEC), views=(0, 3))
+    assert bb3.images == 2 * N_GOOD  # not all views cached for an image -> the image is recomputed
+    assert rows3 == [(i, v) for i in range(N_GOOD) for v in (0, 3)]
+    np.testing.assert_allclose(X3[::2], X[::3], rtol=1e-5, atol=1e-6)
+
+
+def test_view_keys():
+    sha = "ab" * 32
+    assert view_key(sha, 0, None) == sha
+    assert view_key(sha, 1, None) != view_key(sha, 2, None)
+    assert view_key(sha, 1, None).startswith(sha + ":v1:")
+
+
+def test_signature_separates_caches(tmp_path, images):
+    root = tmp_path / "cache"
+    other = replace(SPEC, input_size=24)
+    assert other.signature() != SPEC.signature()
+    assert replace(SPEC, dim=7).signature() == SPEC.signature()  # dim does not change the features
+    assert FeatureCache(root, SPEC).dir != FeatureCache(root, other).dir
+    assert FeatureCache(root, SPEC).dir == FeatureCache(root, replace(SPEC)).dir
+    assert FeatureCache(root, replace(SPEC, layers=(1,))).dir != FeatureCache(root, SPEC).dir
+
+    extract(images, CountingBackbone(), FeatureCache(root, SPEC))
+    bb = CountingBackbone(other)
+    extract(images, bb, FeatureCache(root, other))
+    assert bb.images == N_GOOD  # nothing borrowed from the other preprocessing
+    assert len(FeatureCache(root, SPEC)) == len(FeatureCache(root, other)) == N_GOOD
+
+
+def test_samples_from_bytes_and_duplicates(tmp_path, images):
+    """In-memory samples are keyed by content like files, and a duplicate image is computed once."""
+    root = tmp_path / "cache"
+    data = [Sample(path=f"mem{i}", data=open(s.path, "rb").read()) for i, s in enumerate(images[:4])]
+    dup = Sample(path="copy-of-0", data=data[0].data)
+    bb = CountingBackbone()
+    rows, X, _ = extract(images[:4], bb, FeatureCache(root, SPEC))
+    bb2 = CountingBackbone()
+    rows2, X2, _ = extract(data + [dup], bb2, FeatureCache(root, SPEC))
+    assert bb2.images == 0
+    assert rows2 == [(i, 0) for i in range(5)]
+    np.testing.assert_array_equal(X2[:4], X)
+    np.testing.assert_array_equal(X2[4], X[0])
