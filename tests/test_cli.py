@@ -25,6 +25,18 @@ PER_CLASS = 12
 FIELDS = {"path", "sha256", "score", "label", "threshold", "model", "model_version", "error"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One compute thread: on a busy small machine, torch/ORT thread pools spin against each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FAKESCOPE_THREADS", "1")
+    yield
+    mp.undo()
+    torch.set_num_threads(n)
+
+
 def smooth(rng) -> np.ndarray:
     """A random colour gradient: the "real" class."""
     yy, xx = np.mgrid[0:48, 0:48] / 47.0
@@ -89,7 +101,7 @@ def test_train_writes_model(work):
     assert md["skipped_images"] == 0 and md["data"] == ["data"]
     vm = md["validation_metrics"]
     assert vm["n"] == va["n"] and vm["threshold"] == meta["threshold"]
-    assert set(vm["per_generator_acc"]) == {"genA"}
+    assert set(vm.get("per_generator") or vm.get("per_generator_acc")) == {"genA"}
     # the threshold keeps at most target_fpr of the held-out reals above it
     assert 1 - vm["acc_real"] <= md["target_fpr"]
     assert "validation: AUC" in result.output

@@ -39,6 +39,21 @@ def _photos() -> tuple[np.ndarray, np.ndarray]:
         return a.astype(np.uint8), b.astype(np.uint8)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One compute thread: on a busy small machine, torch/ORT thread pools spin against each other."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FAKESCOPE_THREADS", "1")  # read when an ONNX session is built
+    torch = None if importlib.util.find_spec("torch") is None else __import__("torch")
+    n = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(1)
+    yield
+    mp.undo()
+    if torch:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def photos():
     return _photos()
@@ -66,17 +81,17 @@ def test_forward(name, photos):
     x = batch(bb.spec, *photos)
     expected = (2, 3, 224, 224) if bb.spec.layout == "NCHW" else (2, 224, 224, 3)
     assert x.shape == expected
-    f = bb.forward(x)
+    f = bb.forward(x, want_patches=True)
     assert f.pooled.shape == (2, DIMS[name]) and f.pooled.dtype == np.float32
     assert np.isfinite(f.pooled).all()
     assert not np.allclose(f.pooled[0], f.pooled[1], atol=1e-3)
-    assert f.patches is None and f.layers == {}
-    g = bb.forward(x, want_patches=True)
-    assert g.patches.ndim == 4 and g.patches.shape[0] == 2 and g.patches.shape[1] == g.patches.shape[2] > 1
-    assert np.isfinite(g.patches).all()
-    np.testing.assert_allclose(g.pooled, f.pooled, rtol=1e-5, atol=1e-5)  # deterministic
-    # one image alone gives the same embedding as inside a batch
-    np.testing.assert_allclose(bb.forward(x[1:]).pooled[0], f.pooled[1], rtol=1e-4, atol=1e-4)
+    assert f.layers == {}
+    assert f.patches.ndim == 4 and f.patches.shape[0] == 2 and f.patches.shape[1] == f.patches.shape[2] > 1
+    assert np.isfinite(f.patches).all()
+    # without want_patches: no grid, and one image alone gives the same embedding as inside the batch
+    g = bb.forward(x[1:])
+    assert g.patches is None
+    np.testing.assert_allclose(g.pooled[0], f.pooled[1], rtol=1e-4, atol=1e-4)
 
 
 @needs("effnet-lite0")
@@ -84,9 +99,9 @@ def test_effnet_matches_library(photos):
     import torch
 
     bb = load_backbone("effnet-lite0")
-    x = batch(bb.spec, *photos)
+    x = batch(bb.spec, photos[0])
     f = bb.forward(x, want_patches=True)
-    assert f.patches.shape == (2, 7, 7, 1280)
+    assert f.patches.shape == (1, 7, 7, 1280)
     with torch.inference_mode():
         fmap = bb.model.extract_features(torch.from_numpy(x))
         logits = bb.model(torch.from_numpy(x))
@@ -119,10 +134,10 @@ def test_effnet_layers(photos):
     bb = load_backbone("effnet-lite0?layers=1,16,-1")
     assert bb.spec.layers == (1, 16, -1) and bb.spec.name == "effnet-lite0?layers=1,16,-1"
     assert bb.spec.signature() != parse_spec("effnet-lite0").signature()
-    x = batch(bb.spec, *photos)
+    x = batch(bb.spec, photos[1])
     f = bb.forward(x)
     assert sorted(f.layers) == [-1, 1, 16]
-    assert f.layers[1].shape == (2, 16) and f.layers[16].shape == (2, 320)
+    assert f.layers[1].shape == (1, 16) and f.layers[16].shape == (1, 320)
     np.testing.assert_array_equal(f.layers[-1], f.layers[16])  # -1 is the last block
     plain = load_backbone("effnet-lite0").forward(x)
     np.testing.assert_allclose(f.pooled, plain.pooled, rtol=1e-5, atol=1e-5)

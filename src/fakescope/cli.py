@@ -137,6 +137,7 @@ def train(
     per_class: Optional[int] = typer.Option(None, help="Use at most this many images per class from each --data source."),
     val_fraction: float = typer.Option(0.15, help="Fraction of images held out for validation and the threshold."),
     target_fpr: float = typer.Option(0.05, help="Threshold: this fraction of held-out real images may be called fake."),
+    calibrate_on: List[str] = typer.Option([], help="Set the threshold on held-out reals of these --data sources only."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     model_id: str = typer.Option("custom", "--id", help="Model id written into results."),
@@ -147,7 +148,7 @@ def train(
     from .train import TrainConfig, fit_detector
 
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
-                      val_fraction=val_fraction, target_fpr=target_fpr, seed=seed, model_id=model_id,
+                      val_fraction=val_fraction, target_fpr=target_fpr, calibrate_on=calibrate_on, seed=seed, model_id=model_id,
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     det = fit_detector(cfg, log=err.print)
     det.save(out)

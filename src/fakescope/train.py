@@ -23,6 +23,7 @@ from .data.augment import AugmentConfig
 from .data.samples import FAKE, REAL, Sample, balanced_subset, load_labelled
 from .detector import Detector
 from .evaluation.metrics import summary, threshold_at_fpr
+from .evaluation.report import metrics_by_generator
 from .features import DEFAULT_CACHE, FeatureCache, extract
 from .heads import make_head
 
@@ -36,6 +37,7 @@ class TrainConfig:
     per_class: int | None = None        # cap per class and per source (balanced, seeded)
     val_fraction: float = 0.15          # held-out images for validation metrics and the threshold
     target_fpr: float = 0.05            # threshold: at most this fraction of held-out reals called fake
+    calibrate_on: Sequence[str] = ()    # sources whose held-out reals set the threshold (default: all)
     seed: int = 0
     cache: str | None = str(DEFAULT_CACHE)   # None disables the feature cache
     model_id: str = "custom"
@@ -49,6 +51,8 @@ def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -
         part = list(load_labelled(src))
         if not part:
             raise ValueError(f"{src}: no labelled images found (expected real/ and fake/)")
+        for s in part:
+            s.source = str(src)
         samples += balanced_subset(part, per_class, seed)
     return samples
 
@@ -85,28 +89,32 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     head = make_head(cfg.method, seed=cfg.seed, **cfg.head_options)
     info = head.fit(X, y, groups)
 
-    threshold, val_metrics = 0.5, None
+    threshold, val_metrics, by_source = 0.5, None, {}
     if val:
-        vrows, VX, verr = extract(val, backbone, cache, desc="validation features")
-        vy = np.array([val[i].label for i, _ in vrows])
+        vrows, VX, _ = extract(val, backbone, cache, desc="validation features")
+        vsamples = [val[i] for i, _ in vrows]
+        vy = np.array([s.label for s in vsamples])
         vs = head.predict(VX)
-        if (vy == REAL).any():
-            threshold = threshold_at_fpr(vs[vy == REAL], cfg.target_fpr)
-        val_metrics = summary(vy, vs, threshold) if len(set(vy)) == 2 else None
-        if val_metrics:
-            val_metrics["per_generator_acc"] = {
-                g: float((vs[(vy == FAKE) & gm] >= threshold).mean())
-                for g in sorted({val[i].generator or "unnamed" for i, _ in vrows if val[i].label == FAKE})
-                for gm in [np.array([(val[i].generator or "unnamed") == g for i, _ in vrows])]}
+        calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
+                                         for s in vsamples])
+        if calib.any():
+            threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
+        if len(set(vy)) == 2:
+            val_metrics = summary(vy, vs, threshold)
+            val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
+        for src in sorted({s.source for s in vsamples if s.source}):
+            m = np.array([s.source == src for s in vsamples])
+            by_source[src] = summary(vy[m], vs[m], threshold)
     metadata = {
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "fakescope_version": __version__,
         "data": [str(Path(d)) for d in cfg.data],
         "train": describe(train), "validation": describe(val),
         "views": cfg.views, "augment": augment.__dict__ if cfg.views > 1 else None,
-        "threshold_rule": f"at most {cfg.target_fpr:.0%} of held-out real images scored >= threshold",
+        "threshold_rule": f"at most {cfg.target_fpr:.0%} of held-out real images "
+                          f"{'of ' + ', '.join(map(str, cfg.calibrate_on)) + ' ' if cfg.calibrate_on else ''}scored >= threshold",
         "target_fpr": cfg.target_fpr,
-        "validation_metrics": val_metrics, "fit": info, "skipped_images": len(errors),
+        "validation_metrics": val_metrics, "validation_by_source": by_source, "fit": info, "skipped_images": len(errors),
         "machine": platform.platform(),
     }
     return Detector(spec=spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,

@@ -10,7 +10,9 @@ as extra graph outputs when the session is built.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +118,8 @@ class EffNetLiteBackbone:
         from efficientnet_lite_pytorch import EfficientNet
 
         self.spec = spec
-        self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load; stdout is for results
+            self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
         self.blocks = len(self.model._blocks)
         for k in spec.layers:
             if not (1 <= abs(k) <= self.blocks):

@@ -30,6 +30,7 @@ class Sample:
     label: int = UNKNOWN           # REAL, FAKE or UNKNOWN
     generator: str | None = None   # e.g. "ldif"; None for reals and unnamed fakes
     text: str | None = None        # caption / prompt / class name when the source has one
+    source: str | None = None      # the --data entry it came from
 
 
 def parse_label(value: str | int) -> int:
