@@ -124,6 +124,7 @@ class Detector:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{d}: unsupported detector format {meta.get('format')!r} (this fakescope reads {FORMAT})")
         spec_fields = dict(meta["backbone"])
+        spec_fields["extra"] = tuple(tuple(pair) for pair in spec_fields.get("extra", ()))
         spec = BackboneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
         head = head_from_state(meta["method"], meta["head"], load_file(str(d / "head.safetensors")))
         return cls(spec=spec, head=head, threshold=float(meta["threshold"]), id=meta["id"],

@@ -122,7 +122,9 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     errors: list[tuple[str, str]] = []
     pending_keys: list[str] = []
     pending_rows: list[np.ndarray] = []
-    index_of = {id(samples[i]): i for i in todo}
+    index_of: dict[int, list[int]] = {}  # a Sample object listed twice fills both rows
+    for i in todo:
+        index_of.setdefault(id(samples[i]), []).append(i)
     items = iter_items((samples[i] for i in todo), spec, views=views, augment=augment)
     with progress(total=len(todo) * len(views), desc=desc) as bar:
         for batch in batched(items, batch_size):
@@ -135,7 +137,8 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
                 rows = feature_vector(backbone.forward(x), spec)
                 for it, row in zip(ok, rows):
                     k = view_key(it.sha256, it.view, augment)
-                    keys[(index_of[id(it.sample)], it.view)] = k
+                    for i in index_of[id(it.sample)]:
+                        keys[(i, it.view)] = k
                     computed[k] = row
                     pending_keys.append(k)
                     pending_rows.append(row)
