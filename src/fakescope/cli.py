@@ -63,7 +63,7 @@ def scan(
     paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON Lines results; re-running with the same file resumes."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
-    batch_size: int = typer.Option(0, help="Images per forward pass (0: the model's default)."),
+    batch_size: int = typer.Option(0, help="Images per forward pass (0: what the backbone runs fastest at)."),
     workers: int = typer.Option(0, help="Decoding threads (0: automatic)."),
     max_pixels: int = typer.Option(89_478_485, help="Refuse images with more pixels than this."),
     max_bytes: int = typer.Option(50 * 2**20, help="Refuse files larger than this many bytes."),
@@ -127,6 +127,20 @@ def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
         Console().print(f"... {len(results) - limit} more rows (see --out)")
 
 
+def parse_options(pairs: List[str]) -> dict:
+    """KEY=VALUE strings -> dict; values read as JSON when they parse (0.9, true, [1,2]), else as text."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        try:
+            out[key.strip()] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 @app.command()
 def train(
     data: List[str] = typer.Option(..., "--data", help="Folder with real/ and fake/[generator]/, a .tar of that layout, or a CSV/JSONL manifest; repeatable."),
@@ -141,14 +155,19 @@ def train(
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     model_id: str = typer.Option("custom", "--id", help="Model id written into results."),
+    version: str = typer.Option("1", "--model-version", help="Model version written into results."),
+    text: Optional[str] = typer.Option(None, "--text", help="Caption encoder spec, e.g. minilm or hf-clip-text:<ref>."),
+    modality: str = typer.Option("image", help="What the head reads: image, text or both (text/both need --text)."),
+    options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE, e.g. --set alpha=0.9 --set sam=false; repeatable."),
     seed: int = typer.Option(0),
 ):
-    """Fit a detector on labelled images (frozen backbone + head)."""
+    """Fit a detector on labelled images (frozen backbone + head). Methods: linear, multilayer, disentangle, robust-mlp."""
     from .features import DEFAULT_CACHE
     from .train import TrainConfig, fit_detector
 
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
                       val_fraction=val_fraction, target_fpr=target_fpr, calibrate_on=calibrate_on, seed=seed, model_id=model_id,
+                      version=version, text_encoder=text, modality=modality, head_options=parse_options(options),
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     det = fit_detector(cfg, log=err.print)
     det.save(out)

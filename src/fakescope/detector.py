@@ -4,6 +4,9 @@
                                  threshold, training data, validation metrics
     MODEL_DIR/head.safetensors   the head's arrays
 
+A detector may also read a caption per image (`text_encoder` + `modality` "text" or
+"both", as in the COCOFake probes); it then needs `Sample.text` for every image.
+
 `predict_batch` is the one batch function every entry point calls (CLI scan, the
 Python API, later the service and Ray): samples in, one Result per sample out.
 """
@@ -21,9 +24,9 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-from .backbones import Backbone, BackboneSpec, load_backbone
+from .backbones import Backbone, BackboneSpec, load_backbone, preferred_batch_size
 from .data.samples import Sample
-from .features import feature_vector
+from .features import feature_vector, head_input
 from .heads import Head, head_from_state
 from .images import DEFAULT_LIMITS, ImageLimits
 from .pipeline import Item, batched, iter_items, stack
@@ -55,8 +58,11 @@ class Detector:
     id: str = "custom"
     version: str = "0"
     metadata: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 16
+    batch_size: int | None = None   # images per forward; None: the backbone's preferred size
+    text_encoder: str | None = None # caption encoder spec ("minilm", "hf-clip-text:..."), if the head reads text
+    modality: str = "image"         # "image", "text" or "both": what the head reads
     _backbone: Backbone | None = field(default=None, repr=False)
+    _text: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -68,14 +74,34 @@ class Detector:
             self._backbone = load_backbone(self.spec)
         return self._backbone
 
+    @property
+    def needs_text(self) -> bool:
+        return self.modality != "image"
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        if self._text is None:
+            from .backbones.text import load_text_encoder
+            self._text = load_text_encoder(self.text_encoder)
+        return self._text.encode(list(texts))
+
     # ------------------------------------------------------------ inference
-    def scores(self, arrays: np.ndarray) -> np.ndarray:
-        return self.head.predict(feature_vector(self.backbone.forward(arrays), self.spec))
+    def scores(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None) -> np.ndarray:
+        image = feature_vector(self.backbone.forward(arrays), self.spec) if self.modality != "text" else None
+        text = self.encode_text(texts) if self.needs_text else None
+        return self.head.predict(head_input(image, text, self.modality))
 
     def predict_batch(self, batch: list[Item]) -> list[Result]:
         """Prepared items in, one Result each; failed items keep their error."""
-        x = stack(batch)
-        scores = iter(self.scores(x)) if x is not None else iter(())
+        if self.needs_text:  # a caption model cannot score an image without its caption
+            for it in batch:
+                if it.ok and it.sample.text is None:
+                    it.error = "missing_text: this model also reads a caption; none was given for this image"
+        ok = [it for it in batch if it.ok]
+        x = stack(ok) if self.modality != "text" else None
+        if ok:
+            scores = iter(self.scores(x, [it.sample.text for it in ok] if self.needs_text else None))
+        else:
+            scores = iter(())
         out = []
         for it in batch:
             if it.ok:
@@ -90,14 +116,24 @@ class Detector:
     def iter_predict(self, samples: Iterable[Sample], limits: ImageLimits = DEFAULT_LIMITS,
                      workers: int | None = None) -> Iterator[list[Result]]:
         """Batches of results in input order, decoding overlapped with the forward pass."""
-        for batch in batched(iter_items(samples, self.spec, limits=limits, workers=workers), self.batch_size):
+        size = self.batch_size or preferred_batch_size(self.backbone)
+        for batch in batched(iter_items(samples, self.spec, limits=limits, workers=workers), size):
             yield self.predict_batch(batch)
 
-    def predict(self, inputs: str | Path | Image.Image | np.ndarray | bytes | Sequence) -> list[Result]:
-        """Paths, PIL images, HxWx3 uint8 arrays or raw bytes (one or a list) -> a list of Results."""
+    def predict(self, inputs: str | Path | Image.Image | np.ndarray | bytes | Sequence,
+                texts: str | Sequence[str] | None = None) -> list[Result]:
+        """Paths, PIL images, HxWx3 uint8 arrays or raw bytes (one or a list) -> a list of Results.
+
+        `texts`: one caption per input, for detectors that read captions (`needs_text`)."""
         if isinstance(inputs, (str, Path, Image.Image, np.ndarray, bytes)):
             inputs = [inputs]
+            texts = [texts] if isinstance(texts, str) else texts
         samples = [_to_sample(x, i) for i, x in enumerate(inputs)]
+        if texts is not None:
+            if len(texts) != len(samples):
+                raise ValueError(f"{len(texts)} texts for {len(samples)} images")
+            for s, t in zip(samples, texts):
+                s.text = t
         return [r for batch in self.iter_predict(samples) for r in batch]
 
     # ------------------------------------------------------------ persistence
@@ -106,7 +142,7 @@ class Detector:
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "id": self.id, "version": self.version, "backbone": asdict(self.spec),
                 "method": self.head.method, "head": self.head.config(), "threshold": self.threshold,
-                "metadata": self.metadata}
+                "text_encoder": self.text_encoder, "modality": self.modality, "metadata": self.metadata}
         tmp = d / ".head.safetensors.tmp"
         save_file({k: np.ascontiguousarray(v) for k, v in self.head.state().items()}, str(tmp))
         os.replace(tmp, d / "head.safetensors")
@@ -128,7 +164,8 @@ class Detector:
         spec = BackboneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
         head = head_from_state(meta["method"], meta["head"], load_file(str(d / "head.safetensors")))
         return cls(spec=spec, head=head, threshold=float(meta["threshold"]), id=meta["id"],
-                   version=str(meta["version"]), metadata=meta.get("metadata", {}))
+                   version=str(meta["version"]), metadata=meta.get("metadata", {}),
+                   text_encoder=meta.get("text_encoder"), modality=meta.get("modality", "image"))
 
 
 def _json_default(o):

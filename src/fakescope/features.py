@@ -22,7 +22,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from .backbones import Backbone, BackboneSpec, Features
+from .backbones import Backbone, BackboneSpec, Features, preferred_batch_size
 from .data.augment import AugmentConfig
 from .data.samples import Sample
 from .pipeline import batched, iter_items, stack
@@ -34,6 +34,19 @@ DEFAULT_CACHE = Path(os.environ.get("FAKESCOPE_CACHE", Path.home() / ".cache" / 
 def feature_vector(f: Features, spec: BackboneSpec) -> np.ndarray:
     """The head's input: pooled embedding, then the requested intermediate layers in spec order."""
     return np.concatenate([f.pooled, *(f.layers[k] for k in spec.layers)], axis=1).astype(np.float32)
+
+
+MODALITIES = ("image", "text", "both")
+
+
+def head_input(image: np.ndarray | None, text: np.ndarray | None, modality: str = "image") -> np.ndarray:
+    """What a head reads: image features, caption features, or both side by side."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
+    if modality != "image" and text is None:
+        raise ValueError(f"modality {modality!r} needs caption features (a text encoder and a caption per image)")
+    parts = {"image": [image], "text": [text], "both": [image, text]}[modality]
+    return np.concatenate(parts, axis=1).astype(np.float32) if len(parts) > 1 else parts[0].astype(np.float32)
 
 
 def view_key(sha256: str, view: int, augment: AugmentConfig | None) -> str:
@@ -101,7 +114,7 @@ def _sha_of(sample: Sample) -> str | None:
 
 
 def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache | None = None,
-            views: Sequence[int] = (0,), augment: AugmentConfig | None = None, batch_size: int = 16,
+            views: Sequence[int] = (0,), augment: AugmentConfig | None = None, batch_size: int | None = None,
             flush_every: int = 512, desc: str = "features") -> tuple[list[tuple[int, int]], np.ndarray, list[tuple[str, str]]]:
     """Features for every (sample, view), read from the cache where present.
 
@@ -127,7 +140,7 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
         index_of.setdefault(id(samples[i]), []).append(i)
     items = iter_items((samples[i] for i in todo), spec, views=views, augment=augment)
     with progress(total=len(todo) * len(views), desc=desc) as bar:
-        for batch in batched(items, batch_size):
+        for batch in batched(items, batch_size or preferred_batch_size(backbone)):
             x = stack(batch)
             ok = [it for it in batch if it.ok]
             for it in batch:

@@ -24,8 +24,8 @@ from .data.samples import FAKE, REAL, Sample, balanced_subset, load_labelled
 from .detector import Detector
 from .evaluation.metrics import summary, threshold_at_fpr
 from .evaluation.report import metrics_by_generator
-from .features import DEFAULT_CACHE, FeatureCache, extract
-from .heads import make_head
+from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
+from .heads import HEADS_READING_TEXT, make_head
 
 
 @dataclass
@@ -42,7 +42,9 @@ class TrainConfig:
     cache: str | None = str(DEFAULT_CACHE)   # None disables the feature cache
     model_id: str = "custom"
     version: str = "1"
-    head_options: dict = field(default_factory=dict)
+    head_options: dict = field(default_factory=dict)   # passed to the head, e.g. {"alpha": 0.9, "sam": False}
+    text_encoder: str | None = None     # caption encoder spec ("minilm", "hf-clip-text:<ref>"); None: images only
+    modality: str = "image"             # what the head reads: "image", "text" or "both"
 
 
 def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
@@ -70,6 +72,30 @@ def describe(samples: Sequence[Sample]) -> dict:
             "generators": dict(Counter(s.generator or "unnamed" for s in samples if s.label == FAKE))}
 
 
+def caption_features(samples: Sequence[Sample], encoder) -> np.ndarray:
+    """One embedding per sample's caption; each distinct text is encoded once."""
+    missing = sum(s.text is None for s in samples)
+    if missing:
+        raise ValueError(f"{missing} of {len(samples)} images have no caption; captions come from a manifest "
+                         "`text`/`caption` column or a tar's manifest.csv / table.csv")
+    unique = sorted({s.text for s in samples})
+    emb = encoder.encode(unique)
+    row = {t: i for i, t in enumerate(unique)}
+    return emb[[row[s.text] for s in samples]]
+
+
+def head_options(cfg: TrainConfig, image_dim: int, spec) -> dict:
+    """Options the head needs from the data: the block sizes of a multi-layer feature vector."""
+    opts = dict(cfg.head_options)
+    if cfg.method == "multilayer" and "blocks" not in opts:
+        if not spec.layers or cfg.modality != "image":
+            raise ValueError("method multilayer reads several layers' class tokens: use an image backbone spec "
+                             "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
+        layer_dim = (image_dim - spec.dim) // len(spec.layers)
+        opts["blocks"] = [spec.dim] + [layer_dim] * len(spec.layers)
+    return opts
+
+
 def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:
     samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
     backbone = load_backbone(cfg.backbone)
@@ -86,15 +112,29 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     groups = np.array([i for i, _ in rows])
     for path, err in errors:
         log(f"skipped {path}: {err}")
-    head = make_head(cfg.method, seed=cfg.seed, **cfg.head_options)
-    info = head.fit(X, y, groups)
+    encoder, T, leak = None, None, None
+    if cfg.text_encoder:
+        from .backbones.text import load_text_encoder
+        from .evaluation.leakage import warn_if_text_leaks
+        encoder = load_text_encoder(cfg.text_encoder)
+        T = caption_features([train[i] for i, _ in rows], encoder)
+        leak = warn_if_text_leaks(T, y, groups)  # a caption that gives the label away is a shortcut
+        log(f"text-only probe: held-out AUC {leak['text_only_auc']:.3f}" + (" -- " + leak["message"] if leak["leaks"] else ""))
+    elif cfg.modality != "image" or cfg.method in HEADS_READING_TEXT:
+        raise ValueError(f"modality {cfg.modality!r} / method {cfg.method!r} needs captions: set a text encoder")
+    head = make_head(cfg.method, seed=cfg.seed, **head_options(cfg, X.shape[1], spec))
+    fit_text = {"text": T} if cfg.method in HEADS_READING_TEXT else {}
+    info = head.fit(head_input(X, T, cfg.modality), y, groups, **fit_text)
 
     threshold, val_metrics, by_source = 0.5, None, {}
     if val:
         vrows, VX, _ = extract(val, backbone, cache, desc="validation features")
         vsamples = [val[i] for i, _ in vrows]
         vy = np.array([s.label for s in vsamples])
-        vs = head.predict(VX)
+        VT = caption_features(vsamples, encoder) if encoder is not None and cfg.modality != "image" else None
+        vs = head.predict(head_input(VX, VT, cfg.modality))
+        if hasattr(head, "analysis") and len(set(vy)) == 2:  # e.g. disentangle: semantic vs low-level signal
+            info["validation_analysis"] = head.analysis(VX, vy)
         calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
                                          for s in vsamples])
         if calib.any():
@@ -114,11 +154,13 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         "threshold_rule": f"at most {cfg.target_fpr:.0%} of held-out real images "
                           f"{'of ' + ', '.join(map(str, cfg.calibrate_on)) + ' ' if cfg.calibrate_on else ''}scored >= threshold",
         "target_fpr": cfg.target_fpr,
+        "text_encoder": cfg.text_encoder, "modality": cfg.modality, "text_leak_check": leak,
         "validation_metrics": val_metrics, "validation_by_source": by_source, "fit": info, "skipped_images": len(errors),
         "machine": platform.platform(),
     }
     return Detector(spec=spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
-                    metadata=metadata, _backbone=backbone)
+                    metadata=metadata, text_encoder=cfg.text_encoder, modality=cfg.modality, _backbone=backbone,
+                    _text=encoder)
 
 
 __all__ = ["TrainConfig", "fit_detector", "load_sources", "parse_spec"]

@@ -28,6 +28,11 @@ def register(key: str, make_spec: SpecFactory, load: Loader) -> None:
     _REGISTRY[key] = (make_spec, load)
 
 
+def preferred_batch_size(backbone: Backbone) -> int:
+    """Images per forward pass this backbone runs fastest at on CPU (a class attribute; 16 if unset)."""
+    return int(getattr(backbone, "batch_size", 16))
+
+
 def available() -> list[str]:
     _ensure_registered()
     return sorted(_REGISTRY)

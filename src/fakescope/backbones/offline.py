@@ -59,6 +59,8 @@ _ONNX = {
 
 
 class OnnxBackbone:
+    batch_size = 8  # forward images/s is flat from 1 to 32 on 2 cores (benchmarks/throughput.py)
+
     def __init__(self, spec: BackboneSpec, weights_path: str):
         import onnx
         import onnxruntime as ort
@@ -112,6 +114,8 @@ class OnnxBackbone:
 # -------------------------------------------------------- EfficientNet-Lite0
 class EffNetLiteBackbone:
     """Global-average-pooled output of the final 1x1 conv (1280-d), before the ImageNet classifier."""
+
+    batch_size = 4  # torch's depthwise convs slow down with bigger CPU batches: 42 img/s at 4, 18 at 16
 
     def __init__(self, spec: BackboneSpec, weights_path: str):
         import torch

@@ -87,20 +87,34 @@ def _folder(root: Path) -> Iterator[Sample]:
 
 
 def _tar(path: Path) -> Iterator[Sample]:
+    """A tar of real/ and fake/[generator]/ read in place. Captions come from a `manifest.csv`
+    (path,text: the shared wild/ layout) or a CocoGlide `table.csv` (real,fake,mask,prompt:
+    the pair's prompt is the caption of both images), wherever they sit in the archive."""
     texts: dict[str, str] = {}
+    found_samples: list[tuple[str, Sample]] = []
     with tarfile.open(path) as tar:
         for member in tar:
             if not member.isfile():
                 continue
             name = member.name.lstrip("./")
-            if name.endswith("manifest.csv"):  # the shared wild/ layout carries prompts / class names
+            if name.endswith(("manifest.csv", "table.csv")):
                 rows = csv.DictReader(io.TextIOWrapper(tar.extractfile(member), encoding="utf-8"))
-                texts = {r["path"]: r.get("text") for r in rows}
+                for r in rows:
+                    if "path" in r:
+                        texts[r["path"]] = r.get("text") or None
+                    else:
+                        base = str(Path(name).parent) + "/" if "/" in name else ""
+                        for col in ("real", "fake"):
+                            if r.get(col):
+                                texts[base + r[col]] = r.get("prompt") or None
                 continue
             found = _label_from_parts(Path(name).parts)
             if found and is_image_name(name):
-                yield Sample(path=f"{path}::{name}", data=tar.extractfile(member).read(), label=found[0],
-                             generator=found[1], text=texts.get(name))
+                found_samples.append((name, Sample(path=f"{path}::{name}", data=tar.extractfile(member).read(),
+                                                   label=found[0], generator=found[1])))
+    for name, sample in found_samples:
+        sample.text = texts.get(name)
+        yield sample
 
 
 def _manifest(path: Path) -> Iterator[Sample]:

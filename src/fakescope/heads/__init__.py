@@ -11,6 +11,12 @@ import numpy as np
 
 
 class Head(Protocol):
+    """What a Detector needs from a head.
+
+    Some heads accept extra per-row inputs in fit, e.g. `fit(X, y, groups, text=...)`
+    (caption embeddings aligned with the rows of X, see heads/disentangle.py); predict
+    always takes image features only.
+    """
     method: str
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict: ...
@@ -20,6 +26,7 @@ class Head(Protocol):
 
 
 _HEADS: dict[str, type] = {}
+HEADS_READING_TEXT = {"disentangle"}  # fit(X, y, groups, text=caption embeddings)
 
 
 def register(cls: type) -> type:
@@ -44,3 +51,5 @@ def head_from_state(method: str, config: dict, state: dict[str, np.ndarray]) -> 
 
 
 from . import linear  # noqa: E402,F401  (registers "linear")
+from . import robust_mlp  # noqa: E402,F401  (registers "robust-mlp")
+from . import multilayer, disentangle  # noqa: E402,F401  (registers "multilayer", "disentangle")

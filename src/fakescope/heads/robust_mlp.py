@@ -1,0 +1,243 @@
+"""Robust MLP head: the Purdue "Robust CLIP-based detector" recipe on frozen features.
+
+A small MLP (Linear-BatchNorm-LeakyReLU-Dropout x2, then Linear) on standardised
+features, trained with gamma * CVaR(BCE) + (1 - gamma) * pairwise AUC loss (see
+losses.py) and Sharpness-Aware Minimization over AdamW (see sam.py). The epoch kept
+is the best one by AUC on a group-disjoint held-out split (views of one image stay on
+one side), so nothing is refit. Batches are class-stratified, since the AUC term
+needs (fake, real) pairs in every batch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import register
+from .losses import robust_loss
+from .sam import SAM
+
+_PREDICT_CHUNK = 8192
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> float:
+    from ..evaluation.metrics import roc_auc
+    return roc_auc(y, scores)
+
+
+def build_mlp(dim: int, h1: int, h2: int, dropout: float, negative_slope: float = 0.01) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(dim, h1), nn.BatchNorm1d(h1), nn.LeakyReLU(negative_slope), nn.Dropout(dropout),
+        nn.Linear(h1, h2), nn.BatchNorm1d(h2), nn.LeakyReLU(negative_slope), nn.Dropout(dropout),
+        nn.Linear(h2, 1),
+    )
+
+
+def heldout_split(y: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of held-out samples: whole groups, drawn separately among groups with and
+    without a fake (so both classes are held out when there are at least 2 groups of each)."""
+    uniq, inv = np.unique(groups, return_inverse=True)
+    has_fake = np.zeros(len(uniq), bool)
+    np.logical_or.at(has_fake, inv, y > 0.5)
+    held_groups = np.zeros(len(uniq), bool)
+    for cls in (True, False):
+        idx = np.flatnonzero(has_fake == cls)
+        if len(idx) >= 2:
+            k = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+            held_groups[rng.choice(idx, k, replace=False)] = True
+    return held_groups[inv]
+
+
+def stratified_batches(y: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled index batches, each with the overall fake/real mix (and both classes when possible)."""
+    fake, real = rng.permutation(np.flatnonzero(y > 0.5)), rng.permutation(np.flatnonzero(y <= 0.5))
+    nb = max(1, math.ceil(len(y) / batch_size))
+    if len(fake) and len(real):
+        nb = min(nb, len(fake), len(real))
+    return [rng.permutation(np.concatenate([f, r]))
+            for f, r in zip(np.array_split(fake, nb), np.array_split(real, nb))]
+
+
+def _as_bool(v) -> bool:
+    """Options may arrive as text (e.g. from a command line): "false" must not become True."""
+    if isinstance(v, str):
+        if v.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"not a boolean: {v!r}")
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    return bool(v)
+
+
+def _set_bn_momentum(net: nn.Module, momentum: float | None, saved: dict | None = None) -> dict:
+    """SAM's second forward pass must not update BatchNorm running statistics twice."""
+    old = {}
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            old[m] = m.momentum
+            m.momentum = saved[m] if saved is not None else momentum
+    return old
+
+
+@register
+class RobustMLP:
+    method = "robust-mlp"
+
+    def __init__(self, h1: int = 512, h2: int = 128, dropout: float = 0.5, negative_slope: float = 0.01,
+                 alpha: float = 0.8, gamma: float = 0.5, margin: float = 0.6, power: float = 2,
+                 auc_on: str = "prob", sam: bool = True, rho: float = 0.05, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, epochs: int = 30, batch_size: int = 256,
+                 holdout: float = 0.15, patience: int | None = 10, seed: int = 0):
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if auc_on not in ("prob", "logit"):
+            raise ValueError(f"auc_on must be 'prob' or 'logit', got {auc_on!r}")
+        self.h1, self.h2, self.dropout, self.negative_slope = int(h1), int(h2), float(dropout), float(negative_slope)
+        self.alpha, self.gamma, self.margin, self.auc_on = float(alpha), float(gamma), float(margin), auc_on
+        self.power = power
+        self.sam, self.rho, self.lr, self.weight_decay = _as_bool(sam), float(rho), float(lr), float(weight_decay)
+        self.epochs, self.batch_size, self.holdout = int(epochs), int(batch_size), float(holdout)
+        self.patience = None if patience is None else int(patience)
+        self.seed = int(seed)
+        self.mean = self.std = None
+        self.net: nn.Sequential | None = None
+        self.dim: int | None = None
+
+    # ------------------------------------------------------------ training
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return robust_loss(logits, y, self.alpha, self.gamma, self.margin, self.power, self.auc_on)
+
+    def _train_epoch(self, opt: torch.optim.Optimizer, Z: torch.Tensor, t: torch.Tensor, y: np.ndarray,
+                     rng: np.random.Generator) -> float:
+        net = self.net
+        net.train()
+        total, n = 0.0, 0
+        for b in stratified_batches(y, self.batch_size, rng):
+            if len(b) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            xb, yb = Z[b], t[b]
+            loss = self._loss(net(xb).squeeze(1), yb)
+            opt.zero_grad()
+            loss.backward()
+            if self.sam:
+                opt.first_step(zero_grad=True)
+                saved = _set_bn_momentum(net, 0.0)
+                self._loss(net(xb).squeeze(1), yb).backward()
+                _set_bn_momentum(net, None, saved)
+                opt.second_step(zero_grad=True)
+            else:
+                opt.step()
+            total += float(loss.detach()) * len(b)
+            n += len(b)
+        return total / max(n, 1)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:
+        X = np.asarray(X, np.float32)
+        y = (np.asarray(y) > 0.5).astype(np.float32)
+        if X.ndim != 2 or len(X) != len(y) or len(y) < 2:
+            raise ValueError(f"need X of shape (n >= 2, d) and n labels, got {X.shape} and {y.shape}")
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        rng = np.random.default_rng(self.seed)
+        held = heldout_split(y, groups, self.holdout, rng) if self.holdout > 0 else np.zeros(len(y), bool)
+        if len(np.unique(y[held])) < 2 or len(np.unique(y[~held])) < 2 or (~held).sum() < 2:
+            held[:] = False  # no usable held-out split: train on everything, keep the last epoch
+        tr = ~held
+
+        self.mean = X[tr].mean(0)
+        self.std = X[tr].std(0) + 1e-6
+        self.dim = X.shape[1]
+        Z = torch.from_numpy((X - self.mean) / self.std)
+        t = torch.from_numpy(y)
+        history: list[float] = []
+        best = (-math.inf, -math.inf)
+        best_epoch, best_state, stale = self.epochs, None, 0
+
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+            torch.manual_seed(self.seed)
+            self.net = build_mlp(self.dim, self.h1, self.h2, self.dropout, self.negative_slope)
+            params = self.net.parameters()
+            if self.sam:
+                opt = SAM(params, torch.optim.AdamW, rho=self.rho, lr=self.lr, weight_decay=self.weight_decay)
+            else:
+                opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            Ztr, ttr, ytr = Z[tr], t[tr], y[tr]
+            Zva, yva = Z[held], y[held]
+            for epoch in range(1, self.epochs + 1):
+                train_loss = self._train_epoch(opt, Ztr, ttr, ytr, rng)
+                if not held.any():
+                    history.append(round(train_loss, 5))
+                    continue
+                logits = self._logits(Zva)
+                auc = _auc(yva, logits)
+                bce = float(nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits),
+                                                                          torch.from_numpy(yva)))
+                history.append(round(auc, 5))
+                if (auc, -bce) > best:  # ties in AUC -> lower held-out BCE
+                    best, best_epoch, stale = (auc, -bce), epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+                else:
+                    stale += 1
+                    if self.patience is not None and stale >= self.patience:
+                        break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.net.eval()
+        info = {"best_epoch": best_epoch, "epochs_run": len(history),
+                "heldout_auc": round(best[0], 5) if held.any() else None,
+                "heldout_n": int(held.sum()), "train_n": int(tr.sum()),
+                "history": history, "history_metric": "heldout_auc" if held.any() else "train_loss",
+                "loss": {"alpha": self.alpha, "gamma": self.gamma, "margin": self.margin, "power": self.power,
+                         "auc_on": self.auc_on},
+                "optimizer": {"sam": self.sam, "rho": self.rho if self.sam else None, "lr": self.lr,
+                              "weight_decay": self.weight_decay}}
+        return info
+
+    # ------------------------------------------------------------ inference
+    @torch.no_grad()
+    def _logits(self, Z: torch.Tensor) -> np.ndarray:
+        was_training = self.net.training
+        self.net.eval()
+        out = torch.cat([self.net(Z[i:i + _PREDICT_CHUNK]).squeeze(1) for i in range(0, len(Z), _PREDICT_CHUNK)]
+                        ) if len(Z) else torch.zeros(0)
+        self.net.train(was_training)
+        return out.numpy().astype(np.float32)
+
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        if self.net is None:
+            raise RuntimeError("robust-mlp head is not fitted")
+        X = np.asarray(X, np.float32).reshape(-1, self.dim)
+        return self._logits(torch.from_numpy((X - self.mean) / self.std))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        z = self.decision(X)
+        return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+
+    # ------------------------------------------------------------ persistence
+    _OPTIONS = ("h1", "h2", "dropout", "negative_slope", "alpha", "gamma", "margin", "power", "auc_on", "sam",
+                "rho", "lr", "weight_decay", "epochs", "batch_size", "holdout", "patience", "seed")
+
+    def config(self) -> dict:
+        cfg = {k: getattr(self, k) for k in self._OPTIONS}
+        cfg["power"] = float(cfg["power"]) if not float(cfg["power"]).is_integer() else int(cfg["power"])
+        cfg["dim"] = self.dim
+        return cfg
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {"mean": np.asarray(self.mean, np.float32), "std": np.asarray(self.std, np.float32)}
+        for k, v in self.net.state_dict().items():
+            out["net." + k] = v.detach().cpu().numpy().copy()
+        return out
+
+    @classmethod
+    def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "RobustMLP":
+        head = cls(**{k: config[k] for k in cls._OPTIONS if k in config})
+        head.mean = np.asarray(state["mean"], np.float32)
+        head.std = np.asarray(state["std"], np.float32)
+        head.dim = int(config.get("dim") or head.mean.shape[0])
+        head.net = build_mlp(head.dim, head.h1, head.h2, head.dropout, head.negative_slope)
+        head.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items()
+                                  if k.startswith("net.")})
+        head.net.eval()
+        return head
