@@ -178,12 +178,49 @@ def train(
     err.print(f"saved {out}")
 
 
+@app.command()
+def compare(
+    backbones_: List[str] = typer.Option(..., "--backbone", help="Backbone spec; repeat to compare several."),
+    data: List[str] = typer.Option(..., "--data", help="Training data (as for train); repeatable."),
+    test: List[str] = typer.Option([], "--test", help="Labelled test data, evaluated at each model's threshold; repeatable."),
+    method: str = typer.Option("linear", help="The head trained on every backbone."),
+    views: int = typer.Option(1, help="Views per training image (as for train)."),
+    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
+    save: Optional[Path] = typer.Option(None, help="Also save each trained detector under this folder."),
+    report: Optional[Path] = typer.Option(None, help="Write the table as JSON here."),
+    seed: int = typer.Option(0),
+):
+    """Train the same head on several backbones and print one table: which features expose fakes?"""
+    from .evaluation.compare import COLUMNS, compare_backbones
+    from .features import DEFAULT_CACHE
+    from .train import TrainConfig
+
+    cfg = TrainConfig(data=data, method=method, views=views, per_class=per_class, seed=seed,
+                      cache=str(cache or DEFAULT_CACHE))
+    rows = compare_backbones(backbones_, cfg, test, save, log=err.print)
+    t = Table(title=f"{method} probe per backbone", title_justify="left")
+    t.add_column("backbone")
+    t.add_column("dim", justify="right")
+    t.add_column("set")
+    for col in COLUMNS:
+        t.add_column(col, justify="right")
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        for name, m in [("validation", r["validation"])] + list(r["tests"].items()):
+            t.add_row(r["backbone"], str(r["dim"]), Path(name).name, *(fmt(m.get(c)) for c in COLUMNS))
+    Console().print(t)
+    if report:
+        report.write_text(json.dumps(rows, indent=2) + "\n")
+
+
 @app.command("eval")
 def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
     data: List[str] = typer.Option(..., "--data", help="Labelled data (as for train); repeatable."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for metrics.json."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default: none)."),
     seed: int = typer.Option(0),
 ):
     """Measure a detector on labelled images: AP, ROC-AUC, accuracy at its threshold, per class and generator."""
@@ -193,7 +230,7 @@ def evaluate(
     det = load_detector(model)
     from .train import load_sources
     samples = load_sources(data, per_class, seed)
-    metrics = evaluate_detector(det, samples)
+    metrics = evaluate_detector(det, samples, cache=str(cache) if cache else None)
     t = Table(title=f"{det.name} on {', '.join(data)}", title_justify="left")
     for col in ("subset", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
         t.add_column(col, justify="right" if col != "subset" else "left")
@@ -204,6 +241,14 @@ def evaluate(
         t.add_row(f"real vs {g}", str(m["n"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m["acc_real"]),
                   fmt(m["acc_fake"]))
     Console().print(t)
+    if metrics.get("analysis"):  # disentangle: how much of the signal is semantic vs low-level
+        a = Table(title="share of the detection signal (probes on each projection)", title_justify="left")
+        for col in ("probe", "AUC", "acc"):
+            a.add_column(col)
+        for name, m in metrics["analysis"].items():
+            if isinstance(m, dict):
+                a.add_row(name, fmt(m.get("auc")), fmt(m.get("accuracy")))
+        Console().print(a)
     if metrics["errors"]:
         err.print(f"{len(metrics['errors'])} images could not be read (listed in metrics.json)")
     if report:

@@ -32,8 +32,9 @@ DEFAULT_CACHE = Path(os.environ.get("FAKESCOPE_CACHE", Path.home() / ".cache" / 
 
 
 def feature_vector(f: Features, spec: BackboneSpec) -> np.ndarray:
-    """The head's input: pooled embedding, then the requested intermediate layers in spec order."""
-    return np.concatenate([f.pooled, *(f.layers[k] for k in spec.layers)], axis=1).astype(np.float32)
+    """The head's input: pooled embedding (unless spec.pooled is False), then the requested layers in spec order."""
+    parts = ([f.pooled] if spec.pooled else []) + [f.layers[k] for k in spec.layers]
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 MODALITIES = ("image", "text", "both")

@@ -91,8 +91,9 @@ def head_options(cfg: TrainConfig, image_dim: int, spec) -> dict:
         if not spec.layers or cfg.modality != "image":
             raise ValueError("method multilayer reads several layers' class tokens: use an image backbone spec "
                              "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
-        layer_dim = (image_dim - spec.dim) // len(spec.layers)
-        opts["blocks"] = [spec.dim] + [layer_dim] * len(spec.layers)
+        pooled_dim = spec.dim if spec.pooled else 0
+        layer_dim = (image_dim - pooled_dim) // len(spec.layers)
+        opts["blocks"] = ([pooled_dim] if spec.pooled else []) + [layer_dim] * len(spec.layers)
     return opts
 
 

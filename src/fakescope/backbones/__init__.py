@@ -3,6 +3,7 @@
     effnet-lite0                        a named offline model (PyPI wheel)
     hf-clip:openai/clip-vit-large-patch14   a loader prefix + a hub id or local dir
     hf-dinov2:/models/dinov2-small?layers=4,8&resize=native_crop
+    vit-s14-focus?layers=6&pooled=0     only block 6's class token (an intermediate-layer probe)
 
 Options after `?` override preprocessing (`resize`, `size`) or ask for intermediate
 `layers`. Unknown names, prefixes or options are errors, never silently ignored.
@@ -19,7 +20,7 @@ from .spec import Backbone, BackboneSpec, Features, preprocess
 SpecFactory = Callable[[str], BackboneSpec]
 Loader = Callable[[BackboneSpec], Backbone]
 _REGISTRY: dict[str, tuple[SpecFactory, Loader]] = {}
-_OPTIONS = {"layers", "resize", "size"}
+_OPTIONS = {"layers", "resize", "size", "pooled"}
 _loaded: dict[BackboneSpec, Backbone] = {}
 
 
@@ -66,6 +67,12 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
         changes["resize"] = opts["resize"]
     if "size" in opts:
         changes["input_size"] = int(opts["size"])
+    if "pooled" in opts:
+        if opts["pooled"] not in ("0", "1"):
+            raise ValueError(f"backbone spec {spec!r}: pooled must be 0 or 1")
+        changes["pooled"] = opts["pooled"] == "1"
+        if not changes["pooled"] and not changes.get("layers"):
+            raise ValueError(f"backbone spec {spec!r}: pooled=0 needs layers=... (else there is nothing to read)")
     return replace(made, **changes)
 
 

@@ -41,6 +41,7 @@ class BackboneSpec:
     pixel_scale: float = 1.0           # 1.0 -> pixels in 0..1; 255.0 -> pixels in 0..255 (Caffe models)
     dim: int = 0                       # size of the pooled embedding
     layers: tuple[int, ...] = ()       # intermediate layers to return besides the pooled output
+    pooled: bool = True                # False: a head reads only the `layers` (probe an intermediate layer alone)
     extra: tuple[tuple[str, str], ...] = field(default=())  # loader-specific options, hashable
 
     def preprocessing(self) -> dict:

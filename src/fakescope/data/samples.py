@@ -121,7 +121,7 @@ def _manifest(path: Path) -> Iterator[Sample]:
     if path.suffix == ".jsonl":
         rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
     else:
-        rows = csv.DictReader(path.open(newline=""))
+        rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
     for row in rows:
         file = Path(row["path"])
         if not file.is_absolute():

@@ -21,13 +21,28 @@ def metrics_by_generator(labels: np.ndarray, scores: np.ndarray, generators: Seq
     return out
 
 
-def evaluate_detector(det, samples: Sequence[Sample]) -> dict:
-    results = [r for batch in det.iter_predict(samples) for r in batch]
-    ok = [(s, r) for s, r in zip(samples, results) if r.error is None]
-    labels = np.array([s.label for s, _ in ok])
-    scores = np.array([r.score for _, r in ok])
+def evaluate_detector(det, samples: Sequence[Sample], cache=None) -> dict:
+    """Metrics of a detector on labelled samples; heads with an `analysis` (disentangle) add theirs.
+
+    Goes through the feature extractor (the same decode/preprocess path as scanning), so a
+    feature cache makes repeated evaluations cheap."""
+    from ..features import FeatureCache, extract, head_input
+
+    fc = FeatureCache(cache, det.spec) if cache else None
+    rows, X, failed = extract(samples, det.backbone, fc, desc="eval features")
+    ok = [samples[i] for i, _ in rows]
+    T = None
+    if det.needs_text:
+        with_text = [j for j, s in enumerate(ok) if s.text is not None]
+        failed += [(s.path, "missing_text: this model also reads a caption") for s in ok if s.text is None]
+        ok, X = [ok[j] for j in with_text], X[with_text]
+        T = det.encode_text([s.text for s in ok])
+    labels = np.array([s.label for s in ok])
+    scores = det.head.predict(head_input(X, T, det.modality)) if len(ok) else np.zeros(0)
     metrics = summary(labels, scores, det.threshold) if len(ok) else {"n": 0}
     metrics["model"] = det.name
-    metrics["per_generator"] = metrics_by_generator(labels, scores, [s.generator for s, _ in ok], det.threshold)
-    metrics["errors"] = [{"path": r.path, "error": r.error} for r in results if r.error is not None]
+    metrics["per_generator"] = metrics_by_generator(labels, scores, [s.generator for s in ok], det.threshold)
+    if hasattr(det.head, "analysis") and len(set(labels)) == 2:
+        metrics["analysis"] = det.head.analysis(X, labels)
+    metrics["errors"] = [{"path": path, "error": error} for path, error in failed]
     return metrics

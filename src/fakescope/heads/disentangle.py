@@ -44,15 +44,23 @@ def _mlp(d_in: int, hidden: int, k: int) -> nn.Sequential:
 
 
 def cross_correlation_penalty(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Sum of squared cross-correlations between the columns of a and b over the batch, / k.
+    """How much of b's variance the columns of a can each explain, summed over a's columns.
 
-    With b dominated by one label direction this is ~ the sum over a's columns of their
-    squared correlation with the label, so 0 means no linear read-out of a can find
-    what b encodes (on this batch)."""
+    a is standardised per column, b is centred and scaled to unit *total* variance:
+
+        penalty = sum_ij cov(a_i, b_j)^2 / sum_j var(b_j)
+
+    If b is dominated by one direction u (a SupCon embedding of two classes collapses
+    onto the real/fake axis), this is sum_i corr(a_i, b.u)^2: zero means no column of a,
+    hence no linear read-out of a, follows what b encodes. Weighting b's columns by
+    their variance rather than standardising each one keeps b's near-constant noise
+    columns from drowning that signal (with per-column standardisation the penalty is
+    mostly batch noise once k is large). Its floor on independent data is ~ k / batch.
+    """
     a = (a - a.mean(0)) / (a.std(0) + 1e-5)
-    b = (b - b.mean(0)) / (b.std(0) + 1e-5)
+    b = b - b.mean(0)
     c = a.T @ b / a.shape[0]
-    return (c * c).sum() / a.shape[1]
+    return (c * c).sum() / (b.pow(2).mean(0).sum() + 1e-8)
 
 
 class _Nets(nn.Module):
@@ -120,10 +128,10 @@ class DisentangleProbe:
             nets = _Nets(self.dim, self.text_dim, self.k, self.hidden, self.temperature)
             nets.log_temperature.requires_grad_(self.learn_temperature)
             params = [p for n, p in nets.named_parameters() if n != "log_temperature"]
-            groups_ = [{"params": params}]
+            param_groups = [{"params": params}]
             if self.learn_temperature:
-                groups_.append({"params": [nets.log_temperature], "weight_decay": 0.0})
-            opt = torch.optim.AdamW(groups_, lr=self.lr, weight_decay=self.weight_decay)
+                param_groups.append({"params": [nets.log_temperature], "weight_decay": 0.0})
+            opt = torch.optim.AdamW(param_groups, lr=self.lr, weight_decay=self.weight_decay)
             nets.train()
             for _ in range(self.epochs):
                 order = tr[rng.permutation(len(tr))]

@@ -12,9 +12,12 @@ Here X is [pooled embedding, class token of layer l1, l2, ...] (see
     h      = sum_b softmax(alpha)_b * proj_b                                 sizes may differ)
     logit  = Linear(proj_dim -> 1)(Dropout(GELU(Linear(proj_dim -> proj_dim)(h))))
 
-trained with class-balanced BCE and AdamW; the epoch kept is the one with the best
-ROC-AUC on a group-disjoint 15% held-out split (groups = image ids, so views of one
-image never sit on both sides). softmax(alpha) is reported as `block_weights`.
+trained with class-balanced BCE and AdamW (alpha at `alpha_lr_mult` x the learning
+rate and without weight decay, so the importance can move within a short run). The
+epoch kept is the one with the best ROC-AUC on a group-disjoint 15% held-out split
+(groups = image ids, so views of one image never sit on both sides); training stops
+after `patience` epochs without improvement. softmax(alpha) is reported as
+`block_weights` (in fit's info and in the config).
 """
 from __future__ import annotations
 
@@ -82,7 +85,8 @@ class MultiLayerProbe:
                  weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0, patience: int = 10,
                  dropout: float = 0.2, alpha_lr_mult: float = 10.0):
         self.blocks = None if blocks is None else [int(b) for b in blocks]
-        self.proj_dim, self.epochs, self.lr, self.weight_decay = int(proj_dim), int(epochs), float(lr), float(weight_decay)
+        self.proj_dim, self.epochs = int(proj_dim), int(epochs)
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.batch_size, self.seed, self.patience = int(batch_size), int(seed), int(patience)
         self.dropout, self.alpha_lr_mult = float(dropout), float(alpha_lr_mult)
         self.mean = self.std = None

@@ -1,0 +1,221 @@
+"""Contrastive losses vs loop references; multi-layer probe and semantic/low-level disentanglement heads."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+from fakescope.evaluation.metrics import roc_auc  # noqa: E402
+from fakescope.heads import head_from_state, make_head, methods  # noqa: E402
+from fakescope.heads.contrastive import info_nce, supcon_loss  # noqa: E402
+from fakescope.heads.disentangle import DisentangleProbe  # noqa: E402
+from fakescope.heads.multilayer import MultiLayerProbe  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _unit(rows):
+    return [[v / math.sqrt(sum(x * x for x in r)) for v in r] for r in rows]
+
+
+def _dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def ref_supcon(z, labels, t):
+    z = _unit(z)
+    n, losses = len(z), []
+    for i in range(n):
+        pos = [p for p in range(n) if p != i and labels[p] == labels[i]]
+        if not pos:
+            continue  # documented: anchors without a positive are skipped
+        denom = sum(math.exp(_dot(z[i], z[a]) / t) for a in range(n) if a != i)
+        losses.append(-sum(math.log(math.exp(_dot(z[i], z[p]) / t) / denom) for p in pos) / len(pos))
+    return sum(losses) / len(losses) if losses else 0.0
+
+
+def ref_info_nce(a, b, t):
+    a, b = _unit(a), _unit(b)
+    n = len(a)
+    row = col = 0.0
+    for i in range(n):
+        row -= math.log(math.exp(_dot(a[i], b[i]) / t) / sum(math.exp(_dot(a[i], b[j]) / t) for j in range(n)))
+        col -= math.log(math.exp(_dot(a[i], b[i]) / t) / sum(math.exp(_dot(a[j], b[i]) / t) for j in range(n)))
+    return 0.5 * (row + col) / n
+
+
+def _t(a):
+    return torch.tensor(np.asarray(a), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_losses_match_loop_references(seed, temperature):
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(3, 9)), int(rng.integers(2, 6))
+    z, w = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    labels = rng.integers(0, 3, n)
+    assert float(supcon_loss(_t(z), torch.tensor(labels), temperature)) == \
+        pytest.approx(ref_supcon(z.tolist(), labels.tolist(), temperature), rel=1e-9, abs=1e-12)
+    assert float(info_nce(_t(z), _t(w), temperature)) == \
+        pytest.approx(ref_info_nce(z.tolist(), w.tolist(), temperature), rel=1e-9)
+    # tensor (learnable) temperature, scaling invariance (inputs are normalised), gradients flow
+    zt = _t(z * 3.0).requires_grad_(True)
+    tt = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+    loss = info_nce(zt, _t(w), tt) + supcon_loss(zt, torch.tensor(labels), tt)
+    loss.backward()
+    assert torch.isfinite(zt.grad).all() and torch.isfinite(tt.grad)
+    assert loss.item() == pytest.approx(ref_info_nce(z.tolist(), w.tolist(), temperature)
+                                        + ref_supcon(z.tolist(), labels.tolist(), temperature), rel=1e-9)
+
+
+def test_supcon_edge_cases():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(6, 4))
+    # all labels equal: every other sample is a positive; bounded below by log(N - 1)
+    same = torch.zeros(6, dtype=torch.long)
+    got = float(supcon_loss(_t(z), same, 0.1))
+    assert got == pytest.approx(ref_supcon(z.tolist(), [0] * 6, 0.1), rel=1e-9)
+    assert got >= math.log(5) - 1e-9
+    assert float(supcon_loss(_t(np.ones((6, 4))), same, 0.1)) == pytest.approx(math.log(5), rel=1e-9)
+    # sample 5 is alone in its class: it is skipped as an anchor but stays a negative for the others
+    labels = [0, 0, 1, 1, 1, 2]
+    got = float(supcon_loss(_t(z), torch.tensor(labels), 0.1))
+    assert got == pytest.approx(ref_supcon(z.tolist(), labels, 0.1), rel=1e-9)
+    without_5 = float(supcon_loss(_t(z[:5]), torch.tensor(labels[:5]), 0.1))
+    assert got != pytest.approx(without_5)  # it still shapes the denominators
+    # no anchor has a positive (all distinct, or a single sample): 0, differentiable
+    for zz, ll in ((z, list(range(6))), (z[:1], [0])):
+        zt = _t(zz).requires_grad_(True)
+        loss = supcon_loss(zt, torch.tensor(ll), 0.1)
+        loss.backward()
+        assert loss.item() == 0.0 and float(zt.grad.abs().sum()) == 0.0
+    assert float(info_nce(_t(z[:1]), _t(z[:1]), 0.07)) == pytest.approx(0.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------ multilayer
+
+BLOCKS = [24, 16, 24, 16]
+SIGNAL = np.random.default_rng(7).normal(size=BLOCKS[2])
+
+
+def _layers(n, seed):
+    """Four blocks of noise; only block index 2 shifts with the label."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, sum(BLOCKS)))
+    s = sum(BLOCKS[:2])
+    X[:, s:s + BLOCKS[2]] += 1.5 * np.outer(2 * y - 1, SIGNAL / np.linalg.norm(SIGNAL))
+    return X.astype(np.float32), y
+
+
+def _round_trip(head, tmp_path):
+    """Through JSON and safetensors, the way a Detector saves a head."""
+    save_file({k: np.ascontiguousarray(v) for k, v in head.state().items()}, str(tmp_path / "head.safetensors"))
+    config = json.loads(json.dumps(head.config()))
+    return head_from_state(head.method, config, load_file(str(tmp_path / "head.safetensors")))
+
+
+def test_multilayer_learns_and_weights_the_signal_block(tmp_path):
+    assert {"multilayer", "disentangle"} <= set(methods())
+    X, y = _layers(600, 0)
+    head = make_head("multilayer", blocks=BLOCKS, proj_dim=32, seed=0)
+    info = head.fit(X, y, groups=np.arange(600) // 2)  # two views per image
+    assert info["heldout_auc"] > 0.9
+    w = info["block_weights"]
+    assert len(w) == 4 and sum(w) == pytest.approx(1.0, abs=1e-5)
+    assert int(np.argmax(w)) == 2
+    assert head.config()["block_weights"] == w
+    Xt, yt = _layers(400, 1)
+    scores = head.predict(Xt)
+    assert roc_auc(yt, scores) > 0.9 and ((scores >= 0) & (scores <= 1)).all()
+
+    again = _round_trip(head, tmp_path)
+    assert isinstance(again, MultiLayerProbe)
+    np.testing.assert_array_equal(again.predict(Xt), scores)
+    one = again.predict(Xt[:1])
+    assert one.shape == (1,) and one[0] == pytest.approx(scores[0], abs=1e-6)
+
+
+def test_multilayer_needs_blocks():
+    X, y = _layers(40, 2)
+    with pytest.raises(ValueError, match=r"layers="):
+        MultiLayerProbe().fit(X, y)
+    with pytest.raises(ValueError, match="sum to"):
+        MultiLayerProbe(blocks=[10, 10]).fit(X, y)
+
+
+# ------------------------------------------------------------------ disentangle
+
+_F = np.random.default_rng(11)
+W_SEM, W_TXT = _F.normal(size=(8, 24)), _F.normal(size=(8, 12))
+D_LOW = _F.normal(size=16)
+
+
+def _captioned(n, seed, signal_in="low"):
+    """X = [semantic part driven by the caption content c | low-level part carrying the label].
+    c is drawn the same way for real and fake; the 'caption embedding' t is another view of c.
+    signal_in="content" is the control: fakes depict other content, low-level part is pure noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    c = rng.normal(size=(n, 8))
+    if signal_in == "content":
+        c[:, 0] += 1.5 * (2 * y - 1)
+    sem = c @ W_SEM / math.sqrt(8) + 0.3 * rng.normal(size=(n, 24))
+    low = rng.normal(size=(n, 16))
+    if signal_in == "low":
+        low += 1.5 * np.outer(2 * y - 1, D_LOW / np.linalg.norm(D_LOW))
+    text = c @ W_TXT / math.sqrt(8) + 0.1 * rng.normal(size=(n, 12))
+    return np.concatenate([sem, low], 1).astype(np.float32), y, text.astype(np.float32), c
+
+
+def test_disentangle_separates_semantic_from_low_level(tmp_path):
+    X, y, text, _ = _captioned(600, 0)
+    head = make_head("disentangle", k=32, hidden=64, batch_size=64, epochs=30, seed=0)
+    with pytest.raises(ValueError, match="captions"):
+        head.fit(X, y)
+    info = head.fit(X, y, groups=np.arange(600), text=text)
+    held = info["heldout_analysis"]
+    assert set(held) == {"semantic", "low_level", "both"}
+    assert held["low_level"]["auc"] > 0.9
+
+    Xt, yt, _, ct = _captioned(600, 1)
+    table = head.analysis(Xt, yt)
+    assert table["low_level"]["auc"] > 0.9 and table["both"]["auc"] > 0.9
+    assert table["semantic"]["auc"] < 0.7
+    assert 0.0 <= table["semantic"]["accuracy"] <= 1.0
+
+    # the semantic embedding does carry the caption content: it predicts c's first coordinate
+    sem, low = head.embed(Xt)
+    target = ct[:, 0]
+    coef, *_ = np.linalg.lstsq(np.c_[sem, np.ones(600)], target, rcond=None)
+    assert np.corrcoef(np.c_[sem, np.ones(600)] @ coef, target)[0, 1] > 0.8
+
+    again = _round_trip(head, tmp_path)
+    assert isinstance(again, DisentangleProbe)
+    assert all(k.split(".")[0] in {"sem", "low", "txt", "log_temperature", "mean", "std", "text_mean", "text_std",
+                                   "probe_sem", "probe_low", "probe_both"} for k in head.state())
+    np.testing.assert_array_equal(again.predict(Xt), head.predict(Xt))
+    assert again.analysis(Xt, yt) == table
+    assert again.predict(Xt[:1]).shape == (1,)
+
+
+def test_disentangle_sees_content_signal_when_there_is_one():
+    """Control: when fakes differ only in what they depict, the semantic probe finds it."""
+    X, y, text, _ = _captioned(600, 2, signal_in="content")
+    head = DisentangleProbe(k=32, hidden=64, batch_size=64, epochs=30, seed=0)
+    head.fit(X, y, text=text)
+    Xt, yt, _, _ = _captioned(600, 3, signal_in="content")
+    assert head.analysis(Xt, yt)["semantic"]["auc"] > 0.85
