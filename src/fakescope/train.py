@@ -84,16 +84,19 @@ def caption_features(samples: Sequence[Sample], encoder) -> np.ndarray:
     return emb[[row[s.text] for s in samples]]
 
 
-def head_options(cfg: TrainConfig, image_dim: int, spec) -> dict:
-    """Options the head needs from the data: the block sizes of a multi-layer feature vector."""
+def head_options(cfg: TrainConfig, backbone) -> dict:
+    """Options the head needs from the backbone: the block sizes of a multi-layer feature vector,
+    read off one forward pass (layers of a CNN differ in width, a ViT's do not)."""
     opts = dict(cfg.head_options)
     if cfg.method == "multilayer" and "blocks" not in opts:
+        spec = backbone.spec
         if not spec.layers or cfg.modality != "image":
             raise ValueError("method multilayer reads several layers' class tokens: use an image backbone spec "
                              "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
-        pooled_dim = spec.dim if spec.pooled else 0
-        layer_dim = (image_dim - pooled_dim) // len(spec.layers)
-        opts["blocks"] = ([pooled_dim] if spec.pooled else []) + [layer_dim] * len(spec.layers)
+        from PIL import Image
+        from .backbones import preprocess
+        f = backbone.forward(preprocess(Image.new("RGB", (spec.input_size,) * 2, (128, 128, 128)), spec)[None])
+        opts["blocks"] = ([f.pooled.shape[1]] if spec.pooled else []) + [f.layers[k].shape[1] for k in spec.layers]
     return opts
 
 
@@ -123,7 +126,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         log(f"text-only probe: held-out AUC {leak['text_only_auc']:.3f}" + (" -- " + leak["message"] if leak["leaks"] else ""))
     elif cfg.modality != "image" or cfg.method in HEADS_READING_TEXT:
         raise ValueError(f"modality {cfg.modality!r} / method {cfg.method!r} needs captions: set a text encoder")
-    head = make_head(cfg.method, seed=cfg.seed, **head_options(cfg, X.shape[1], spec))
+    head = make_head(cfg.method, seed=cfg.seed, **head_options(cfg, backbone))
     fit_text = {"text": T} if cfg.method in HEADS_READING_TEXT else {}
     info = head.fit(head_input(X, T, cfg.modality), y, groups, **fit_text)
 
