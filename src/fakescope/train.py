@@ -60,9 +60,12 @@ def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -
 
 
 def split_by_image(samples: Sequence[Sample], val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of validation samples, stable per image path (so re-runs hit the same cache rows)."""
+    """Boolean mask of validation samples, drawn by hashing each file's name: the same split
+    however the source is spelled (relative or absolute, folder or tar), so every script and
+    re-run agrees on which images were held out."""
     def bucket(s: Sample) -> float:
-        return int(hashlib.sha256(f"{seed}:{s.path}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        name = s.path.split("::")[-1].replace("\\", "/").rsplit("/", 1)[-1]
+        return int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return np.array([bucket(s) < val_fraction for s in samples])
 
 
