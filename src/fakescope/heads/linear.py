@@ -40,7 +40,7 @@ def _auc(scores: np.ndarray, y: np.ndarray) -> float:
 class LinearProbe:
     method = "linear"
 
-    def __init__(self, l2: float | None = None, l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1), seed: int = 0):
+    def __init__(self, l2: float | None = None, l2_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), seed: int = 0):
         self.l2, self.l2_grid, self.seed = l2, tuple(l2_grid), seed
         self.mean = self.std = self.weight = None
         self.bias = 0.0
