@@ -4,9 +4,12 @@
     hf-clip:openai/clip-vit-large-patch14   a loader prefix + a hub id or local dir
     hf-dinov2:/models/dinov2-small?layers=4,8&resize=native_crop
     vit-s14-focus?layers=6&pooled=0     only block 6's class token (an intermediate-layer probe)
+    vit-s14-focus?patch_layer=8         patch grid (Features.patches) of block 8, not the last
 
 Options after `?` override preprocessing (`resize`, `size`) or ask for intermediate
-`layers`. Unknown names, prefixes or options are errors, never silently ignored.
+`layers` or the `patch_layer` the patch grid comes from (1-based block index, negative
+counts from the end; backbones without addressable blocks refuse it at load). Unknown
+names, prefixes or options are errors, never silently ignored.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from .spec import Backbone, BackboneSpec, Features, preprocess
 SpecFactory = Callable[[str], BackboneSpec]
 Loader = Callable[[BackboneSpec], Backbone]
 _REGISTRY: dict[str, tuple[SpecFactory, Loader]] = {}
-_OPTIONS = {"layers", "resize", "size", "pooled"}
+_OPTIONS = {"layers", "resize", "size", "pooled", "patch_layer"}
 _loaded: dict[BackboneSpec, Backbone] = {}
 
 
@@ -67,6 +70,15 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
         changes["resize"] = opts["resize"]
     if "size" in opts:
         changes["input_size"] = int(opts["size"])
+    if "patch_layer" in opts:
+        try:
+            k = int(opts["patch_layer"])
+        except ValueError:
+            k = 0
+        if k == 0:
+            raise ValueError(f"backbone spec {spec!r}: patch_layer must be a non-zero integer "
+                             "(1-based block index, negative counts from the end)")
+        changes["patch_layer"] = k
     if "pooled" in opts:
         if opts["pooled"] not in ("0", "1"):
             raise ValueError(f"backbone spec {spec!r}: pooled must be 0 or 1")

@@ -15,7 +15,8 @@ before any final layernorm. Each layer gives one (N, D) vector per image: the cl
 or the mean of all tokens for SigLIP, which has no class token.
 
 Patches (`want_patches=True`) are the tokens of `last_hidden_state` without the class and
-register tokens, as an (N, h, w, C) grid, h = H / patch_size.
+register tokens, as an (N, h, w, C) grid, h = H / patch_size. With `?patch_layer=k` they
+come from `hidden_states[k]` instead (same indexing as `layers`; no final layernorm).
 
 Building a spec never touches the network: the sizes, mean/std and embedding dimension
 come from config.json / preprocessor_config.json of a local directory or of the local hub
@@ -138,11 +139,14 @@ class HFVisionBackbone:
         self.num_layers = int(model.config.num_hidden_layers)
         self.image_size = int(getattr(model.config, "image_size", 0) or 0)
         self.patch_size = int(model.config.patch_size)
-        for k in spec.layers:
+        for k in spec.layers + ((spec.patch_layer,) if spec.patch_layer is not None else ()):
             if k == 0 or abs(k) > self.num_layers:
                 raise ValueError(f"{spec.name}: layer {k} not available "
                                  f"(blocks 1..{self.num_layers}, or -1..-{self.num_layers})")
         self.spec = spec
+
+    def _hidden(self, out, k: int):
+        return out.hidden_states[k if k > 0 else self.num_layers + 1 + k]
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
         import torch
@@ -151,7 +155,8 @@ class HFVisionBackbone:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (N, 3, H, W) batch, got {tuple(x.shape)}")
         kwargs: dict = {}
-        if self.spec.layers:
+        patch_layer = self.spec.patch_layer if want_patches else None
+        if self.spec.layers or patch_layer is not None:
             kwargs["output_hidden_states"] = True
         if self.family.key != "hf-dinov2:" and tuple(x.shape[2:]) != (self.image_size, self.image_size):
             kwargs["interpolate_pos_encoding"] = True  # DINOv2 always interpolates
@@ -160,10 +165,11 @@ class HFVisionBackbone:
             feats = Features(pooled=_np(getattr(out, self.pooled_attr)))
             if want_patches:
                 h, w = x.shape[2] // self.patch_size, x.shape[3] // self.patch_size
-                tokens = out.last_hidden_state[:, self.prefix_tokens:]
+                seq = out.last_hidden_state if patch_layer is None else self._hidden(out, patch_layer)
+                tokens = seq[:, self.prefix_tokens:]
                 feats.patches = _np(tokens.reshape(tokens.shape[0], h, w, tokens.shape[-1]))
             for k in self.spec.layers:
-                hs = out.hidden_states[k if k > 0 else self.num_layers + 1 + k]
+                hs = self._hidden(out, k)
                 feats.layers[k] = _np(hs[:, 0] if self.family.cls_token else hs.mean(dim=1))
         return feats
 

