@@ -1,0 +1,473 @@
+"""Localizer = frozen backbone(s) + ConvDecoder: where in an image was it generated or edited?
+
+    loc = Localizer(LocalizerConfig(backbone="vit-s14-focus?resize=resize&patch_layer=8", epochs=20))
+    info = loc.fit([(path, mask_uint8), (real_path, None), ...], val_pairs=...)
+    maps = loc.predict_maps([path])          # float32 (H, W) in [0, 1] at each image's own size
+    loc.save("runs/loc"); Localizer.load("runs/loc")
+
+Training pairs are (image, mask): the image as a path, bytes, PIL image or uint8 array; the
+mask as an (H, W) array (or PIL image) of the decoded image's size, or None for a real image
+(all zeros). Integer masks are binarised (> 127 when they use the 0..255 range, else > 0);
+float masks in [0, 1] are used as soft targets.
+
+Geometry. The image goes through the backbone's own preprocessing (`spec.resize`,
+`spec.input_size`) and the mask through `preprocess_mask`, the same resize (area filter,
+so a target pixel is the manipulated fraction under it) and the same crop: target pixel
+(i, j) covers exactly the input pixel (i, j). Images are decoded at full resolution (no
+JPEG draft decoding, unlike detection) so the original size is known exactly; EXIF
+orientation is applied, so masks must be given in the displayed orientation.
+
+Back to the original size (`restore_map`). The decoder predicts an input_size x input_size
+map of the preprocessed input. It is placed where that input came from and resized
+(bilinear) to the original image:
+    resize       the map covers the whole image (stretched back): every pixel is predicted.
+                 This is the recommended policy for localisation, hence the default spec.
+    resize_crop  the map covers the centre crop; pixels outside it were never seen.
+    native_crop  same, at native resolution: usually a small central window of a photo.
+Unseen pixels get `outside`: "mean" (default: the map's mean, an uninformative value that
+neither raises nor hides a region), "nan" (explicitly unknown), or a number.
+
+Frozen backbone. The backbone is never trained. `fit` runs it once per image and keeps the
+patch grids in memory (float16 unless a value overflows it, then float32): about
+h*w*C*2 bytes per image (ViT-S/14 at 224: 16*16*384*2 = 196 KB, so 10k images ~ 2 GB),
+plus the uint8 targets (input_size^2 bytes). Decoder epochs then cost only the decoder.
+No augmentation happens (features are computed once); add views as extra pairs if needed.
+
+Loss: pixel-wise BCE on logits, optionally class-balanced (both pixel classes weigh half,
+from the manipulated fraction of the training targets) or with a fixed `pos_weight`;
+AdamW. With val_pairs, the epoch with the best pixel ROC-AUC (or the lowest val loss, or
+when val has only one pixel class) is kept; without, the last epoch.
+
+Saved as LOCALIZER_DIR/localizer.json (format "fakescope.localizer/1": specs, config,
+decoder architecture, threshold, metadata) + decoder.safetensors. Never pickle.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.numpy import load_file, save_file
+from torch.nn import functional as F
+
+from ..backbones import Backbone, BackboneSpec, load_backbone, parse_spec, preferred_batch_size, preprocess
+from ..backbones.spec import fit_geometry
+from ..evaluation.metrics import roc_auc
+from ..images import DEFAULT_LIMITS, ImageLimits, decode_image
+from .decoder import ConvDecoder
+
+FORMAT = "fakescope.localizer/1"
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+MaskSource = Union[np.ndarray, Image.Image, None]
+_AUC_PIXELS = 1_000_000  # validation AUC reads at most this many pixels (a fixed random subset)
+
+
+@dataclass
+class LocalizerConfig:
+    backbone: str = "vit-s14-focus?resize=resize"  # spec whose patch grid the decoder reads; add &patch_layer=K
+    second_backbone: str | None = None  # optional second grid (DeCLIP: a ResNet layer), resized to the first
+                                        # grid and concatenated; needs the same input_size and resize policy
+    width: int = 256                    # decoder channels of the first stage (halved per stage, floor 16)
+    stages: int | None = None           # conv + x2 upsample stages; None: enough to reach input_size / 2
+    lr: float = 1e-3                    # AdamW learning rate
+    weight_decay: float = 1e-4          # AdamW weight decay
+    epochs: int = 20                    # passes over the training pairs
+    batch_size: int = 16                # images per decoder step
+    balanced: bool = False              # class-balanced BCE (manipulated and clean pixels weigh half each)
+    pos_weight: float | None = None     # or a fixed BCE weight of manipulated pixels (not with balanced)
+    select: str = "auc"                 # best epoch on val_pairs by pixel "auc" or "loss"
+    seed: int = 0                       # decoder init and batch order
+    # The mask resolution is the backbone's input_size: targets and predictions are input_size^2.
+
+    def check(self) -> None:
+        if self.balanced and self.pos_weight is not None:
+            raise ValueError("use either balanced=True or pos_weight, not both")
+        if self.pos_weight is not None and self.pos_weight <= 0:
+            raise ValueError("pos_weight must be positive")
+        if self.select not in ("auc", "loss"):
+            raise ValueError(f"select must be 'auc' or 'loss', not {self.select!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.width < 1:
+            raise ValueError("epochs, batch_size and width must be >= 1")
+        if self.stages is not None and self.stages < 0:
+            raise ValueError("stages must be >= 0")
+
+
+# ------------------------------------------------------------------ geometry
+def mask_array(mask: np.ndarray | Image.Image) -> np.ndarray:
+    """A mask as float32 (H, W) in [0, 1]: integer masks binarised, float masks clipped, bool as is."""
+    m = np.asarray(mask)
+    if m.ndim == 3 and m.shape[2] in (1, 3, 4):  # a grey mask saved as RGB(A): first channel
+        m = m[:, :, 0]
+    if m.ndim != 2:
+        raise ValueError(f"a mask must be (H, W), got shape {m.shape}")
+    if m.dtype == bool:
+        return m.astype(np.float32)
+    if np.issubdtype(m.dtype, np.integer):
+        return (m > 127 if m.max(initial=0) > 1 else m > 0).astype(np.float32)
+    if np.issubdtype(m.dtype, np.floating):
+        return np.clip(np.nan_to_num(m.astype(np.float32), nan=0.0), 0.0, 1.0)
+    raise ValueError(f"unsupported mask dtype {m.dtype}")
+
+
+def preprocess_mask(mask: np.ndarray | Image.Image, spec: BackboneSpec) -> np.ndarray:
+    """(H, W) mask of an image -> float32 (input_size, input_size) in [0, 1], aligned with
+    `preprocess(image, spec)`: the same resize (area filter, so each value is the manipulated
+    fraction under that input pixel) and the same crop."""
+    m = mask_array(mask)
+    h, w = m.shape
+    s = spec.input_size
+    size, (left, top) = fit_geometry(w, h, spec)
+    img = Image.fromarray(m)  # mode F
+    if size != (w, h):
+        img = img.resize(size, Image.BOX)
+    out = np.asarray(img, dtype=np.float32)[top:top + s, left:left + s]
+    return np.clip(out, 0.0, 1.0)
+
+
+def restore_map(prob_map: np.ndarray, size: tuple[int, int], spec: BackboneSpec,
+                outside: str | float = "mean") -> np.ndarray:
+    """An (input_size, input_size) map of the preprocessed input -> float32 (H, W) map of the
+    original image, size = (W, H). Pixels the crop left out get `outside` (module docstring)."""
+    w, h = size
+    s = spec.input_size
+    m = np.asarray(prob_map, dtype=np.float32)
+    if m.shape != (s, s):
+        raise ValueError(f"expected a ({s}, {s}) map, got {m.shape}")
+    if isinstance(outside, str) and outside not in ("mean", "nan"):
+        raise ValueError(f"outside must be 'mean', 'nan' or a number, not {outside!r}")
+    (rw, rh), (left, top) = fit_geometry(w, h, spec)
+    covers_all = (rw, rh) == (s, s)
+    if covers_all:
+        canvas = m
+    else:
+        # "nan": fill with the mean first so the bilinear resize does not smear NaN into the crop
+        fill = float(m.mean()) if outside in ("mean", "nan") else float(outside)
+        canvas = np.full((rh, rw), fill, np.float32)
+        canvas[top:top + s, left:left + s] = m
+    out = canvas
+    if canvas.shape != (h, w):
+        out = np.asarray(Image.fromarray(canvas).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    out = np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)  # a new, writable array
+    if outside == "nan" and not covers_all:
+        seen = np.zeros((rh, rw), np.uint8)
+        seen[top:top + s, left:left + s] = 1
+        if seen.shape != (h, w):
+            seen = np.asarray(Image.fromarray(seen).resize((w, h), Image.NEAREST))
+        out[seen == 0] = np.nan
+    return out
+
+
+def load_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Any accepted image source -> RGB PIL image at full resolution (fakescope's decoder rules)."""
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise ValueError("image arrays must be HxW or HxWxC uint8")
+        source = Image.fromarray(source)
+    if isinstance(source, Image.Image):
+        if source.mode == "RGB":
+            return source
+        buf = io.BytesIO()
+        source.save(buf, format="PNG")  # lossless; then the same mode conversions as files get
+        return decode_image(buf.getvalue(), limits=limits, name="<image>")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(source), limits=limits, name="<bytes>")
+    return decode_image(source, limits=limits, name=str(source))
+
+
+# ------------------------------------------------------------------ features
+@dataclass
+class _Prepared:
+    grids: list[np.ndarray]            # per backbone: (N, C, h, w) float16 or float32
+    sizes: list[tuple[int, int]]       # original (W, H) per image
+    targets: np.ndarray | None = None  # (N, s, s) uint8, manipulated fraction x 255
+
+
+class _GridStore:
+    """Collects (n, C, h, w) batches in float16, switching to float32 if a value would overflow."""
+
+    def __init__(self):
+        self.parts: list[np.ndarray] = []
+        self.dtype = np.float16
+
+    def add(self, nhwc: np.ndarray) -> None:
+        x = np.ascontiguousarray(np.asarray(nhwc, np.float32).transpose(0, 3, 1, 2))
+        if self.dtype == np.float16 and np.abs(x).max(initial=0.0) > 60000.0:
+            self.dtype = np.float32
+            self.parts = [p.astype(np.float32) for p in self.parts]
+        self.parts.append(x.astype(self.dtype))
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0, 0, 0), self.dtype)
+
+
+def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+# ------------------------------------------------------------------ the model
+@dataclass
+class Localizer:
+    config: LocalizerConfig = field(default_factory=LocalizerConfig)
+    spec: BackboneSpec | None = None           # None: parsed from config.backbone
+    second_spec: BackboneSpec | None = None    # None: parsed from config.second_backbone (if any)
+    decoder: ConvDecoder | None = None         # built by fit (or load)
+    threshold: float = 0.5                     # predict_masks: map >= threshold
+    metadata: dict[str, Any] = field(default_factory=dict)
+    limits: ImageLimits = DEFAULT_LIMITS
+    _backbones: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.config.check()
+        if self.spec is None:
+            self.spec = parse_spec(self.config.backbone)
+        if self.second_spec is None and self.config.second_backbone:
+            self.second_spec = parse_spec(self.config.second_backbone)
+        if self.second_spec is not None:
+            a, b = self.spec, self.second_spec
+            if (a.input_size, a.resize) != (b.input_size, b.resize):
+                raise ValueError(f"second backbone must see the same geometry: {b.name} has input_size "
+                                 f"{b.input_size} / {b.resize}, {a.name} has {a.input_size} / {a.resize}")
+
+    @property
+    def specs(self) -> list[BackboneSpec]:
+        return [self.spec] + ([self.second_spec] if self.second_spec is not None else [])
+
+    def backbone(self, i: int = 0) -> Backbone:
+        if i not in self._backbones:
+            self._backbones[i] = load_backbone(self.specs[i])
+        return self._backbones[i]
+
+    # -------------------------------------------------------------- features
+    def _prepare(self, images: Sequence[ImageSource], masks: Sequence[MaskSource] | None = None) -> _Prepared:
+        specs = self.specs
+        stores = [_GridStore() for _ in specs]
+        sizes: list[tuple[int, int]] = []
+        targets: list[np.ndarray] = []
+        s = self.spec.input_size
+
+        def load(i: int):
+            img = load_image(images[i], self.limits)
+            arrays = [preprocess(img, sp) for sp in specs]
+            target = None
+            if masks is not None:
+                m = masks[i]
+                if m is None:
+                    target = np.zeros((s, s), np.uint8)
+                else:
+                    shape = np.asarray(m).shape[:2]
+                    if shape != (img.height, img.width):
+                        raise ValueError(f"image {i}: mask is {shape[1]}x{shape[0]}, image is "
+                                         f"{img.width}x{img.height} (after EXIF orientation)")
+                    target = np.round(preprocess_mask(m, self.spec) * 255.0).astype(np.uint8)
+            return img.size, arrays, target
+
+        batch = min(preferred_batch_size(self.backbone(j)) for j in range(len(specs)))
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="fakescope-loc") as pool:
+            for idx in _chunks(range(len(images)), batch):
+                loaded = list(pool.map(load, idx))
+                for j, sp in enumerate(specs):
+                    x = np.stack([arrays[j] for _, arrays, _ in loaded])
+                    feats = self.backbone(j).forward(x, want_patches=True)
+                    if feats.patches is None:
+                        raise ValueError(f"backbone {sp.name} gives no patch grid; it cannot feed a localiser")
+                    stores[j].add(feats.patches)
+                for size, _, target in loaded:
+                    sizes.append(size)
+                    if target is not None:
+                        targets.append(target)
+        return _Prepared([st.array() for st in stores], sizes,
+                         np.stack(targets) if masks is not None and targets else None)
+
+    # -------------------------------------------------------------- decoding
+    def _logits(self, grids: list[np.ndarray], idx, decoder: ConvDecoder | None = None) -> torch.Tensor:
+        decoder = decoder or self.decoder
+        x = torch.from_numpy(grids[0][idx]).float()
+        second = torch.from_numpy(grids[1][idx]).float() if len(grids) > 1 else None
+        return decoder(x, second, size=self.spec.input_size)[:, 0]
+
+    def _all_logits(self, grids: list[np.ndarray], batch_size: int) -> torch.Tensor:
+        """(N, s, s) logits of the current decoder in eval mode."""
+        self.decoder.eval()
+        n = len(grids[0])
+        out = torch.empty((n, self.spec.input_size, self.spec.input_size))
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                idx = np.arange(i, min(n, i + batch_size))
+                out[i:i + len(idx)] = self._logits(grids, idx)
+        return out
+
+    # -------------------------------------------------------------- training
+    def fit(self, train_pairs: Sequence[tuple[ImageSource, MaskSource]],
+            val_pairs: Sequence[tuple[ImageSource, MaskSource]] | None = None,
+            log: Callable[[str], Any] | None = print) -> dict:
+        """Train a fresh decoder on frozen features; returns (and stores in metadata) a summary."""
+        cfg = self.config
+        cfg.check()
+        log = log or (lambda _msg: None)
+        train_pairs, val_pairs = list(train_pairs), list(val_pairs or [])
+        if not train_pairs:
+            raise ValueError("no training pairs")
+        t0 = time.perf_counter()
+        train = self._prepare([p[0] for p in train_pairs], [p[1] for p in train_pairs])
+        val = self._prepare([p[0] for p in val_pairs], [p[1] for p in val_pairs]) if val_pairs else None
+        t_feat = time.perf_counter() - t0
+        grid = train.grids[0].shape[2:]
+        log(f"features: {len(train_pairs)} train + {len(val_pairs)} val images, grid {grid[0]}x{grid[1]}, "
+            f"{sum(g.nbytes for g in train.grids) / 2**20:.1f} MiB, {t_feat:.1f}s")
+
+        pos = float(train.targets.astype(np.float64).mean() / 255.0)
+        if pos <= 0.0:
+            raise ValueError("the training masks mark no manipulated pixel: nothing to localise")
+        weights = None
+        if cfg.balanced:
+            weights = (0.5 / pos, 0.5 / max(1.0 - pos, 1e-6))
+        pos_weight = torch.tensor(cfg.pos_weight) if cfg.pos_weight is not None else None
+
+        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            w = None if weights is None else y * weights[0] + (1 - y) * weights[1]
+            return F.binary_cross_entropy_with_logits(logits, y, weight=w, pos_weight=pos_weight)
+
+        torch.manual_seed(cfg.seed)
+        decoder = ConvDecoder(train.grids[0].shape[1], width=cfg.width, stages=cfg.stages,
+                              grid=min(grid), output_size=self.spec.input_size,
+                              second_channels=train.grids[1].shape[1] if len(train.grids) > 1 else 0)
+        opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(cfg.seed)
+
+        select = cfg.select
+        val_pixels = None
+        if val is not None:
+            val_bin = (val.targets >= 128).ravel()
+            rng = np.random.default_rng(cfg.seed)
+            val_pixels = (rng.choice(val_bin.size, _AUC_PIXELS, replace=False)
+                          if val_bin.size > _AUC_PIXELS else np.arange(val_bin.size))
+            both_classes = val_bin[val_pixels].min() != val_bin[val_pixels].max()
+            if select == "auc" and not both_classes:
+                select = "loss"  # AUC needs both pixel classes
+        history, best, best_state = [], None, None
+        n = len(train_pairs)
+        t1 = time.perf_counter()
+        for epoch in range(1, cfg.epochs + 1):
+            decoder.train()
+            total = 0.0
+            for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+                idx = idx.numpy()
+                y = torch.from_numpy(train.targets[idx]).float() / 255.0
+                loss = loss_fn(self._logits(train.grids, idx, decoder), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            row = {"epoch": epoch, "loss": round(total / n, 6)}
+            if val is not None:
+                self.decoder = decoder
+                logits = self._all_logits(val.grids, cfg.batch_size)
+                y = torch.from_numpy(val.targets).float() / 255.0
+                row["val_loss"] = round(float(loss_fn(logits, y)), 6)
+                row["val_auc"] = None if not both_classes else \
+                    round(roc_auc(val_bin[val_pixels], logits.numpy().ravel()[val_pixels]), 6)
+                score = row["val_auc"] if select == "auc" else -row["val_loss"]
+                if best is None or score > best[1]:
+                    best, best_state = (epoch, score), copy.deepcopy(decoder.state_dict())
+            history.append(row)
+            log("epoch {epoch}/{total}: ".format(epoch=epoch, total=cfg.epochs)
+                + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch" and v is not None))
+        if best_state is not None:
+            decoder.load_state_dict(best_state)
+        decoder.eval()
+        self.decoder = decoder
+        info = {"n_train": n, "n_val": len(val_pairs), "grid": list(grid), "stages": decoder.stages,
+                "pos_fraction": round(pos, 6), "feature_dtype": str(train.grids[0].dtype),
+                "selected_by": select if val is not None else "last",
+                "best_epoch": best[0] if best is not None else cfg.epochs,
+                "feature_seconds": round(t_feat, 2), "train_seconds": round(time.perf_counter() - t1, 2),
+                "epochs": history}
+        self.metadata["training"] = info
+        return info
+
+    # -------------------------------------------------------------- inference
+    def _need_decoder(self) -> ConvDecoder:
+        if self.decoder is None:
+            raise RuntimeError("this Localizer has no decoder yet: fit it or load a saved one")
+        return self.decoder
+
+    def predict_maps(self, images: ImageSource | Sequence[ImageSource], outside: str | float = "mean",
+                     batch_size: int | None = None) -> list[np.ndarray]:
+        """Float32 (H, W) probability maps, one per image, at each image's original size.
+
+        `outside`: value of pixels the crop never showed the backbone (`restore_map`).
+        Unreadable images raise (fakescope.images.ImageError)."""
+        self._need_decoder()
+        if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
+            images = [images]
+        images = list(images)
+        if not images:
+            return []
+        prepared = self._prepare(images)
+        logits = self._all_logits(prepared.grids, batch_size or self.config.batch_size)
+        probs = torch.sigmoid(logits).numpy()
+        return [restore_map(p, size, self.spec, outside) for p, size in zip(probs, prepared.sizes)]
+
+    def predict_masks(self, images: ImageSource | Sequence[ImageSource]) -> list[np.ndarray]:
+        """Boolean (H, W) masks: map >= threshold."""
+        return [m >= self.threshold for m in self.predict_maps(images)]
+
+    # -------------------------------------------------------------- persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        decoder = self._need_decoder()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "backbone": asdict(self.spec),
+                "second_backbone": asdict(self.second_spec) if self.second_spec is not None else None,
+                "config": asdict(self.config), "decoder": decoder.config(), "threshold": self.threshold,
+                "metadata": self.metadata}
+        state = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in decoder.state_dict().items()}
+        tmp = d / ".decoder.safetensors.tmp"
+        save_file(state, str(tmp))
+        os.replace(tmp, d / "decoder.safetensors")
+        tmp = d / ".localizer.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        os.replace(tmp, d / "localizer.json")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Localizer":
+        d = Path(directory)
+        if not (d / "localizer.json").exists():
+            raise FileNotFoundError(f"{d}: no localizer.json (expected a folder written by Localizer.save)")
+        meta = json.loads((d / "localizer.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{d}: unsupported localizer format {meta.get('format')!r} (this fakescope reads {FORMAT})")
+        decoder = ConvDecoder(**meta["decoder"])
+        state = load_file(str(d / "decoder.safetensors"))
+        decoder.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        decoder.eval()
+        second = meta.get("second_backbone")
+        return cls(config=LocalizerConfig(**meta["config"]), spec=_spec_from_dict(meta["backbone"]),
+                   second_spec=_spec_from_dict(second) if second else None, decoder=decoder,
+                   threshold=float(meta["threshold"]), metadata=meta.get("metadata", {}))
+
+
+def _spec_from_dict(fields: dict) -> BackboneSpec:
+    fields = dict(fields)
+    fields["extra"] = tuple(tuple(pair) for pair in fields.get("extra", ()))
+    return BackboneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
