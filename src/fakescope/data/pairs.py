@@ -1,0 +1,82 @@
+"""(image, mask) pairs for localisation, from a CocoGlide-style layout.
+
+A folder or tar with `real/`, `fake/`, `mask/` and a `table.csv` whose rows are
+`real,fake,mask[,prompt,...]` (paths relative to the table). Each row gives two pairs
+that share a `group`: the real image with no mask (all zeros) and the edited image with
+its mask. Split by group, never by image, so no real photo sits in training while its
+edited twin sits in validation. `fakescope make-edits` writes the same layout.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class MaskPair:
+    name: str                   # where it came from, for reports
+    image: bytes | str          # encoded image bytes (tar) or a file path (folder)
+    mask: np.ndarray | None     # (H, W) uint8 {0, 1}; None for a real image (all zeros)
+    group: str                  # the table row: real and edited image of one photo share it
+    label: int                  # 0 real, 1 edited
+
+
+def _read_mask(data: bytes) -> np.ndarray:
+    m = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    return (m > 127).astype(np.uint8)
+
+
+def load_pairs(source: str | Path) -> list[MaskPair]:
+    """All pairs of a folder or .tar holding a table.csv (real,fake,mask columns)."""
+    src = Path(source)
+    if src.is_dir():
+        tables = sorted(src.rglob("table.csv"))
+        if not tables:
+            raise ValueError(f"{src}: no table.csv (expected real/, fake/, mask/ and table.csv)")
+        out: list[MaskPair] = []
+        for table in tables:
+            for row in csv.DictReader(io.StringIO(table.read_text(encoding="utf-8"))):
+                base = table.parent
+                group = f"{table}:{row['real'] or row['fake']}"
+                if row["real"]:  # generated sets keep the real copy of only some photos
+                    out.append(MaskPair(str(base / row["real"]), str(base / row["real"]), None, group, 0))
+                out.append(MaskPair(str(base / row["fake"]), str(base / row["fake"]),
+                                    _read_mask((base / row["mask"]).read_bytes()), group, 1))
+        return out
+    if not tarfile.is_tarfile(src):
+        raise ValueError(f"{src}: expected a folder or a .tar with a table.csv")
+    with tarfile.open(src) as tar:
+        files = {m.name.lstrip("./"): m for m in tar if m.isfile()}
+        tables = [n for n in files if n.endswith("table.csv")]
+        if not tables:
+            raise ValueError(f"{src}: no table.csv inside")
+        out = []
+        for table in tables:
+            base = str(Path(table).parent)
+            rel = (lambda p: p) if base in ("", ".") else (lambda p: f"{base}/{p}")
+            rows = csv.DictReader(io.TextIOWrapper(tar.extractfile(files[table]), encoding="utf-8"))
+            for row in rows:
+                group = f"{src}:{row['real'] or row['fake']}"
+                if row["real"]:
+                    out.append(MaskPair(f"{src}::{rel(row['real'])}", tar.extractfile(files[rel(row['real'])]).read(),
+                                        None, group, 0))
+                out.append(MaskPair(f"{src}::{rel(row['fake'])}", tar.extractfile(files[rel(row['fake'])]).read(),
+                                    _read_mask(tar.extractfile(files[rel(row['mask'])]).read()), group, 1))
+        return out
+
+
+def split_pairs(pairs: Sequence[MaskPair], val_fraction: float, seed: int = 0) -> tuple[list[MaskPair], list[MaskPair]]:
+    """(train, val) split by group (hash of the table row), stable across runs."""
+    def held(p: MaskPair) -> bool:
+        return int(hashlib.sha256(f"{seed}:{p.group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < val_fraction
+    train = [p for p in pairs if not held(p)]
+    val = [p for p in pairs if held(p)]
+    return train, val
