@@ -26,11 +26,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
-def _read_done(out: Path, model: str, version: str) -> dict[str, dict]:
+def _read_done(out: Path, model: str, version: str, require: str | None = None) -> dict[str, dict]:
     """Records already in a results file, by path; a torn last line (killed run) is dropped.
 
     Failed images of this model are scored again, so their old records are removed from the file
-    (one record per input, however often a scan is resumed)."""
+    (one record per input, however often a scan is resumed). With `require`, records lacking that
+    field (e.g. `map_mean` when --localize is added on a resumed scan) are redone the same way."""
     done: dict[str, dict] = {}
     if not out.exists():
         return done
@@ -46,7 +47,7 @@ def _read_done(out: Path, model: str, version: str) -> dict[str, dict]:
             if not raw.endswith(b"\n"):  # a complete record whose newline was not written
                 raw, changed = raw + b"\n", True
             if (rec.get("model"), rec.get("model_version")) == (model, version):
-                if rec.get("error") is not None:
+                if rec.get("error") is not None or (require and require not in rec and "map_error" not in rec):
                     changed = True  # retried below; its new record replaces this one
                     continue
                 done[rec["path"]] = rec
@@ -68,31 +69,48 @@ def scan(
     max_pixels: int = typer.Option(89_478_485, help="Refuse images with more pixels than this."),
     max_bytes: int = typer.Option(50 * 2**20, help="Refuse files larger than this many bytes."),
     table: bool = typer.Option(True, help="Print the results table."),
+    localize: bool = typer.Option(False, "--localize", help="Also map where each image was edited (adds map_mean / map_max)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="With --localize: write <name>_mask.png and <name>_overlay.png here."),
+    localizer: Optional[str] = typer.Option(None, "--localizer", help="Localiser folder; default: the shipped one."),
 ):
-    """Score images: probability each was AI-generated, and a verdict at the model's threshold."""
+    """Score images: probability each was AI-generated, and a verdict at the model's threshold.
+
+    With --localize, a localiser maps the probability that each pixel was edited; the JSON line
+    gains map_mean (mean of the map) and map_max (max of the 3x3-averaged map), the image-level
+    scores derived from it, and --masks writes the map (8-bit grey, 0-255 = probability, the
+    image's size) and a heatmap overlay per image."""
     from .data.samples import Sample, iter_input_paths
     from .detector import load_detector
     from .images import ImageLimits
     from .progress import progress
 
     det = load_detector(model)
+    loc = None
+    if localize or masks:
+        from .localize.evaluate import load_localizer
+        loc = load_localizer(localizer)
+        if masks:
+            masks.mkdir(parents=True, exist_ok=True)
     if batch_size:
         det.batch_size = batch_size
     files = list(iter_input_paths(paths))
     if not files:
         err.print("[red]no images found[/red] in " + " ".join(paths))
         raise typer.Exit(EXIT_USAGE)
-    done = _read_done(out, det.id, det.version) if out else {}
+    done = _read_done(out, det.id, det.version, "map_mean" if loc is not None else None) if out else {}
     todo = [f for f in files if f not in done]
     if done:
         err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {out}")
     limits = ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels)
     results = [done[f] for f in files if f in done]
+    used_names: set[str] = set()
     sink = out.open("a", encoding="utf-8") if out else None
     try:
         with progress(total=len(todo), desc="scan") as bar:
             for batch in det.iter_predict((Sample(path=f) for f in todo), limits=limits, workers=workers or None):
                 recs = [r.to_dict() for r in batch]
+                if loc is not None:
+                    _add_maps(loc, recs, masks, used_names)
                 if sink:  # one flush per batch: a killed run loses at most the batch in flight
                     sink.write("".join(json.dumps(r) + "\n" for r in recs))
                     sink.flush()
@@ -111,17 +129,45 @@ def scan(
     raise typer.Exit(EXIT_OK if failed == 0 else EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
 
 
+def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None:
+    """Localise the images of one batch that could be read; an image the localiser cannot use
+    gets its error in `map_error` and keeps its detection score."""
+    from .evaluation.localization import map_scores
+    from .localize import load_image, save_mask_png, save_overlay_png
+    from .localize.evaluate import iter_maps
+
+    ok = [r for r in recs if r["error"] is None]
+    for i, m, error in iter_maps(loc, [r["path"] for r in ok]):
+        rec = ok[i]
+        if error is not None:
+            rec["map_error"] = error
+            continue
+        rec.update({f"map_{k}": v for k, v in map_scores(m).items()})
+        if masks is not None:
+            stem = Path(rec["path"]).stem
+            if stem in used:  # two inputs with one name: keep both, told apart by content hash
+                stem = f"{stem}-{(rec['sha256'] or '')[:8]}"
+            used.add(stem)
+            save_mask_png(m, masks / f"{stem}_mask.png")
+            save_overlay_png(load_image(rec["path"]), m, masks / f"{stem}_overlay.png")
+            rec["mask_png"] = str(masks / f"{stem}_mask.png")
+
+
 def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
     t = Table(title=f"fakescope · {model}", title_justify="left")
     t.add_column("file", overflow="fold")
     t.add_column("P(fake)", justify="right")
     t.add_column("verdict")
+    maps = any("map_max" in r for r in results)
+    if maps:
+        t.add_column("edited (map max)", justify="right")
     for r in results[:limit]:
+        extra = [f"{r['map_max']:.3f}" if "map_max" in r else "-"] if maps else []
         if r["error"]:
-            t.add_row(r["path"], "-", f"[red]error: {r['error']}[/red]")
+            t.add_row(r["path"], "-", f"[red]error: {r['error']}[/red]", *extra)
         else:
             colour = "magenta" if r["label"] == "fake" else "green"
-            t.add_row(r["path"], f"{r['score']:.3f}", f"[{colour}]{r['label']}[/{colour}]")
+            t.add_row(r["path"], f"{r['score']:.3f}", f"[{colour}]{r['label']}[/{colour}]", *extra)
     Console().print(t)
     if len(results) > limit:
         Console().print(f"... {len(results) - limit} more rows (see --out)")
@@ -268,6 +314,13 @@ def backbones():
         else:
             s = parse_spec(name)
             print(f"{name:16s} dim={s.dim:<5d} input={s.input_size} weights={s.weights}")
+
+
+from .localize import commands as _loc  # noqa: E402
+
+app.add_typer(_loc.app, name="localizer")
+app.command("make-edits")(_loc.make_edits)
+app.command("train-autoencoder")(_loc.train_autoencoder)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""`fakescope localizer train|eval` and `fakescope make-edits`: thin commands over Localizer,
+the pair loader and the manipulation generator."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Localise edits: train and evaluate localisers (DeCLIP-style decoders on frozen patch features).")
+err = Console(stderr=True)
+DEFAULT_BACKBONE = "vit-s14-focus?resize=resize&patch_layer=8"
+METRICS = ("iou", "f1", "best_f1", "pixel_ap", "pixel_auc", "image_auc_mean", "image_auc_max")
+
+
+def _load(data: List[str], val_fraction: float, seed: int):
+    from ..data.pairs import load_pairs, split_pairs
+    train, val = [], []
+    for src in data:
+        t, v = split_pairs(load_pairs(src), val_fraction, seed)
+        train += t
+        val += v
+    return train, val
+
+
+def _print_metrics(title: str, m: dict) -> None:
+    t = Table(title=title, title_justify="left")
+    for col in ("n real", "n edited") + METRICS:
+        t.add_column(col, justify="right")
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+    t.add_row(str(m.get("n_real", 0)), str(m.get("n_fake", 0)), *(fmt(m.get(k)) for k in METRICS))
+    Console().print(t)
+
+
+@app.command()
+def train(
+    data: List[str] = typer.Option(..., "--data", help="Folder or .tar with real/, fake/, mask/ and table.csv (CocoGlide layout, or `make-edits` output); repeatable."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the localiser to."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone spec giving patch features (see ?patch_layer=)."),
+    second_backbone: Optional[str] = typer.Option(None, help="Optional second backbone whose grid is concatenated (as DeCLIP adds a ResNet-50)."),
+    width: int = typer.Option(256, help="Channels of the first decoder stage (halved per stage)."),
+    stages: Optional[int] = typer.Option(None, help="Upsampling stages (default: enough to reach half the input size)."),
+    epochs: int = typer.Option(20),
+    lr: float = typer.Option(1e-3),
+    balanced: bool = typer.Option(False, help="Weigh edited and untouched pixels equally in the loss."),
+    val_fraction: float = typer.Option(0.2, help="Fraction of pairs (a real photo and its edit together) held out."),
+    seed: int = typer.Option(0),
+):
+    """Fit a localiser on (image, mask) pairs; reports pixel metrics on the held-out pairs."""
+    from .evaluate import evaluate_localizer
+    from .localizer import Localizer, LocalizerConfig
+
+    tr, va = _load(data, val_fraction, seed)
+    err.print(f"{len(tr)} training and {len(va)} validation images ({sum(p.label for p in tr)} / "
+              f"{sum(p.label for p in va)} edited)")
+    cfg = LocalizerConfig(backbone=backbone, second_backbone=second_backbone, width=width, stages=stages,
+                          epochs=epochs, lr=lr, balanced=balanced, seed=seed)
+    loc = Localizer(cfg)
+    loc.fit([(p.image, p.mask) for p in tr], [(p.image, p.mask) for p in va] or None, log=err.print)
+    if va:
+        m = evaluate_localizer(loc, va)
+        loc.metadata["validation_metrics"] = {k: v for k, v in m.items() if k != "errors"}
+        _print_metrics("validation (held-out pairs)", m)
+    loc.metadata.update({"data": list(data), "val_fraction": val_fraction, "split": "by pair (table row), hashed, seed %d" % seed})
+    loc.save(out)
+    err.print(f"saved {out}")
+
+
+@app.command("eval")
+def evaluate(
+    data: List[str] = typer.Option(..., "--data", help="Pairs (as for train); repeatable."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Localiser folder; default: the shipped one."),
+    val_fraction: float = typer.Option(0.0, help="Evaluate only the pairs this fraction holds out (as in train); 0: all pairs."),
+    seed: int = typer.Option(0),
+    report: Optional[Path] = typer.Option(None, help="Write metrics.json into this folder."),
+):
+    """Pixel metrics on edited images (IoU, F1, best-F1, pixel AP/AUC) and image AUC of map scores."""
+    from .evaluate import evaluate_localizer, load_localizer
+
+    loc = load_localizer(model)
+    tr, va = _load(data, val_fraction, seed)
+    pairs = va if val_fraction > 0 else tr
+    m = evaluate_localizer(loc, pairs)
+    _print_metrics(f"localiser on {', '.join(data)}" + (" (held-out pairs)" if val_fraction > 0 else ""), m)
+    if m["errors"]:
+        err.print(f"{len(m['errors'])} images could not be used (listed in metrics.json)")
+    if report:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
+
+
+def make_edits(
+    sources: List[str] = typer.Option(..., "--from", help="Real images: folder, .tar or manifest (only real-labelled images of labelled sources are used); repeatable."),
+    out: Path = typer.Option(..., "--out", help="Output folder (real/, fake/, mask/, table.csv); re-running resumes."),
+    per_image: int = typer.Option(1, help="Edited versions per real image."),
+    limit: Optional[int] = typer.Option(None, help="Use at most this many real images (seeded sample)."),
+    autoencoder: Optional[Path] = typer.Option(None, help="Autoencoder folder for region re-synthesis (see `train-autoencoder`)."),
+    seed: int = typer.Option(0),
+):
+    """Make (edited image, mask) pairs from real photos: re-synthesis, copy-move, splice, resampling, blur, noise."""
+    import random
+
+    from ..data.manipulate import generate_dataset, load_autoencoder
+    from ..data.samples import REAL, Sample, iter_input_paths, load_labelled
+
+    samples = []
+    for src in sources:
+        try:
+            labelled = list(load_labelled(src))
+        except ValueError:
+            labelled = []
+        if labelled:  # a labelled source: its real images only
+            samples += [s for s in labelled if s.label == REAL]
+        else:  # a plain folder (or file) of photos, all taken as real
+            samples += [Sample(path=p, label=REAL) for p in iter_input_paths([src])]
+    if limit and len(samples) > limit:
+        samples = random.Random(seed).sample(samples, limit)
+    ae = load_autoencoder(autoencoder) if autoencoder else None
+    report = generate_dataset(samples, out, n_per_image=per_image, seed=seed, autoencoder=ae, log=err.print)
+    err.print(f"{report}")
+
+
+def train_autoencoder(
+    sources: List[str] = typer.Option(..., "--from", help="Real images (as for make-edits); repeatable."),
+    out: Path = typer.Option(..., "--out", help="Folder for config.json + model.safetensors."),
+    steps: int = typer.Option(1500),
+    batch_size: int = typer.Option(8),
+    crop: int = typer.Option(96),
+    limit: Optional[int] = typer.Option(400, help="Use at most this many images."),
+    seed: int = typer.Option(0),
+):
+    """Train the small autoencoder whose decoder re-synthesises edited regions in `make-edits`."""
+    import random
+
+    import numpy as np
+
+    from ..data.manipulate import save_autoencoder, train_autoencoder as fit
+    from ..data.samples import REAL, load_labelled
+    from ..images import ImageError, decode_image
+
+    samples = [s for src in sources for s in load_labelled(src) if s.label == REAL]
+    if limit and len(samples) > limit:
+        samples = random.Random(seed).sample(samples, limit)
+    images = []
+    for s in samples:
+        try:
+            images.append(np.asarray(decode_image(s.data if s.data is not None else s.path)))
+        except ImageError as e:
+            err.print(f"skipped {s.path}: {e}")
+    model = fit(images, steps=steps, batch_size=batch_size, crop=crop, seed=seed,
+                on_step=lambda i, loss: err.print(f"step {i}: L1 {loss:.4f}") if i % 100 == 0 else None)
+    save_autoencoder(model, out)
+    err.print(f"saved {out}")
