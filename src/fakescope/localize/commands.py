@@ -98,13 +98,14 @@ def make_edits(
     out: Path = typer.Option(..., "--out", help="Output folder (real/, fake/, mask/, table.csv); re-running resumes."),
     per_image: int = typer.Option(1, help="Edited versions per real image."),
     limit: Optional[int] = typer.Option(None, help="Use at most this many real images (seeded sample)."),
-    autoencoder: Optional[Path] = typer.Option(None, help="Autoencoder folder for region re-synthesis (see `train-autoencoder`)."),
+    autoencoder: Optional[Path] = typer.Option(None, help="Autoencoder folder for region re-synthesis (see `train-autoencoder`); default: the shipped one."),
+    no_resynthesis: bool = typer.Option(False, "--no-resynthesis", help="Skip autoencoder re-synthesis (other mechanisms only)."),
     seed: int = typer.Option(0),
 ):
     """Make (edited image, mask) pairs from real photos: re-synthesis, copy-move, splice, resampling, blur, noise."""
     import random
 
-    from ..data.manipulate import generate_dataset, load_autoencoder
+    from ..data.manipulate import default_autoencoder_dir, generate_dataset, load_autoencoder
     from ..data.samples import REAL, Sample, iter_input_paths, load_labelled
 
     samples = []
@@ -119,7 +120,9 @@ def make_edits(
             samples += [Sample(path=p, label=REAL) for p in iter_input_paths([src])]
     if limit and len(samples) > limit:
         samples = random.Random(seed).sample(samples, limit)
-    ae = load_autoencoder(autoencoder) if autoencoder else None
+    if autoencoder is None and not no_resynthesis and (default_autoencoder_dir() / "config.json").exists():
+        autoencoder = default_autoencoder_dir()
+    ae = load_autoencoder(autoencoder) if autoencoder and not no_resynthesis else None
     report = generate_dataset(samples, out, n_per_image=per_image, seed=seed, autoencoder=ae, log=err.print)
     err.print(f"{report}")
 
