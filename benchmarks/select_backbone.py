@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", default=["effnet-lite0", "rn50-nsfw", "vit-s14-focus"])
     ap.add_argument("--cifake-per-class", type=int, default=2000)
     ap.add_argument("--views", type=int, default=3)
+    ap.add_argument("--method", default="linear", help="head fitted on every backbone (and refitted for LOGO)")
     ap.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / ".cache" / "features"))
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
@@ -76,10 +77,11 @@ def main() -> None:
         gy = np.array([glide[i].label for i in gi])
         extract_s = time.time() - t0
 
-        head = make_head("linear")
+        head = make_head(args.method, seed=0)
         head.fit(TX, ty, ti)
+        same = {"l2": head.l2} if args.method == "linear" else {}  # LOGO refits reuse the chosen L2
         thr = threshold_at_fpr(head.predict(VX[vy == REAL]), 0.05)
-        res = {"extract_seconds": round(extract_s, 1), "l2": head.l2, "threshold": thr,
+        res = {"extract_seconds": round(extract_s, 1), "method": args.method, "threshold": thr,
                "cifake_val": summary(cy, head.predict(CX), thr),
                "wild_heldout": summary(vy, head.predict(VX), thr),
                "cocoglide_image": summary(gy, head.predict(GX), thr),
@@ -87,7 +89,7 @@ def main() -> None:
         logo = {}
         for g in gens:  # leave one generator out of training entirely
             keep = ~(tfrom_wild & (tgen == g))
-            h = make_head("linear", l2=head.l2)
+            h = make_head(args.method, seed=0, **same)
             h.fit(TX[keep], ty[keep], ti[keep])
             t_g = threshold_at_fpr(h.predict(VX[vy == REAL]), 0.05)
             m = (vy == REAL) | (vgen == g)

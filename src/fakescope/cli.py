@@ -14,13 +14,14 @@ from rich.table import Table
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
 DEFAULT_HELP = """\
-With no --model, the shipped default detector is used: a linear probe on EfficientNet-Lite0
-ImageNet features (runs offline), trained on CIFAKE (32 px CIFAR-10 vs Stable Diffusion 1.4)
-and on full-size ImageNet photos vs five older text-to-image generators (latent diffusion,
-DALL-E mini, GLID-3-XL, Disco Diffusion, VQGAN+CLIP). Known weak spots: generators it never
-saw (modern diffusion, GAN faces), heavily edited or re-compressed images, and local edits
-(inpainting) of real photos. Its threshold allows about 5% of real photos to be called fake.
-See docs/results.md for measured numbers."""
+With no --model, the shipped default detector is used: a robust MLP (CVaR + pairwise-AUC loss,
+SAM) on frozen EfficientNet-Lite0 ImageNet features (runs offline), trained on CIFAKE (32 px
+CIFAR-10 vs Stable Diffusion 1.4) and on full-size ImageNet photos vs five older text-to-image
+generators (latent diffusion, DALL-E mini, GLID-3-XL, Disco Diffusion, VQGAN+CLIP), with the
+same crops, resizing and JPEG re-compression applied to both classes. Its threshold allows about
+5% of real photos to be called fake. Known weak spots: generators it never saw (modern
+diffusion, GAN faces), heavily edited or re-compressed images, and local edits (inpainting) of
+real photos, which it misses at image level (use --localize). See docs/results.md."""
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
 err = Console(stderr=True)
