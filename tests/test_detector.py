@@ -1,7 +1,6 @@
 """Detector: save/load as JSON + safetensors (no pickle), predict on every input kind, errors per item."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np

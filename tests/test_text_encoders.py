@@ -1,7 +1,6 @@
 """Text encoders (st:, minilm, hf-clip-text:) and the text-leak check, on a tiny random BERT saved to disk."""
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import warnings

@@ -13,8 +13,6 @@ Python API, later the service and Ray): samples in, one Result per sample out.
 from __future__ import annotations
 
 import io
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,7 +20,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
-from safetensors.numpy import load_file, save_file
 
 from .backbones import Backbone, BackboneSpec, load_backbone, preferred_batch_size
 from .data.samples import Sample
@@ -30,6 +27,7 @@ from .features import feature_vector, head_input
 from .heads import Head, head_from_state
 from .images import DEFAULT_LIMITS, ImageLimits
 from .pipeline import Item, batched, iter_items, stack
+from .saving import load_model_dir, save_model_dir
 
 FORMAT = "fakescope.detector/1"
 DEFAULT_MODEL = "default"
@@ -138,42 +136,18 @@ class Detector:
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "id": self.id, "version": self.version, "backbone": asdict(self.spec),
                 "method": self.head.method, "head": self.head.config(), "threshold": self.threshold,
                 "text_encoder": self.text_encoder, "modality": self.modality, "metadata": self.metadata}
-        tmp = d / ".head.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in self.head.state().items()}, str(tmp))
-        os.replace(tmp, d / "head.safetensors")
-        tmp = d / ".detector.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
-        os.replace(tmp, d / "detector.json")
-        return d
+        return save_model_dir(directory, meta, "detector.json", self.head.state(), "head.safetensors")
 
     @classmethod
     def load(cls, directory: str | Path) -> "Detector":
-        d = Path(directory)
-        if not (d / "detector.json").exists():
-            raise FileNotFoundError(f"{d}: no detector.json (expected a folder written by `fakescope train`)")
-        meta = json.loads((d / "detector.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{d}: unsupported detector format {meta.get('format')!r} (this fakescope reads {FORMAT})")
-        spec_fields = dict(meta["backbone"])
-        spec_fields["extra"] = tuple(tuple(pair) for pair in spec_fields.get("extra", ()))
-        spec = BackboneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
-        head = head_from_state(meta["method"], meta["head"], load_file(str(d / "head.safetensors")))
-        return cls(spec=spec, head=head, threshold=float(meta["threshold"]), id=meta["id"],
-                   version=str(meta["version"]), metadata=meta.get("metadata", {}),
+        meta, arrays = load_model_dir(directory, "detector.json", "head.safetensors", FORMAT, "`fakescope train`")
+        head = head_from_state(meta["method"], meta["head"], arrays)
+        return cls(spec=BackboneSpec.from_dict(meta["backbone"]), head=head, threshold=float(meta["threshold"]),
+                   id=meta["id"], version=str(meta["version"]), metadata=meta.get("metadata", {}),
                    text_encoder=meta.get("text_encoder"), modality=meta.get("modality", "image"))
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def _to_sample(x, i: int) -> Sample:

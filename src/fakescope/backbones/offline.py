@@ -114,7 +114,7 @@ class OnnxBackbone:
         out = dict(zip(names, self.session.run(names, {self.input_name: batch})))
         pooled = out[self.layout.pooled]
         if self.layout.tokens:
-            tokens, pooled = pooled, pooled[:, 0]
+            pooled = pooled[:, 0]  # the CLS token
         layers = {k: out[self._layer_name(k)][:, 0] if self.layout.tokens else out[self._layer_name(k)]
                   for k in self.spec.layers}
         patches = None

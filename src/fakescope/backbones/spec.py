@@ -45,6 +45,13 @@ class BackboneSpec:
     patch_layer: int | None = None     # Features.patches from block k (1-based, negative from the end); None: last
     extra: tuple[tuple[str, str], ...] = field(default=())  # loader-specific options, hashable
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> "BackboneSpec":
+        """Inverse of asdict() after a JSON round trip (lists back to tuples)."""
+        fields = dict(fields)
+        fields["extra"] = tuple(tuple(pair) for pair in fields.get("extra", ()))
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
     def preprocessing(self) -> dict:
         return {k: v for k, v in asdict(self).items()
                 if k in ("input_size", "resize", "mean", "std", "layout", "channel_order", "pixel_scale")}

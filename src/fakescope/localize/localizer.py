@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +55,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.numpy import load_file, save_file
+from ..saving import load_model_dir, save_model_dir
 from torch.nn import functional as F
 
 from ..backbones import Backbone, BackboneSpec, load_backbone, parse_spec, preferred_batch_size, preprocess
@@ -426,48 +425,23 @@ class Localizer:
     # -------------------------------------------------------------- persistence
     def save(self, directory: str | os.PathLike) -> Path:
         decoder = self._need_decoder()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "backbone": asdict(self.spec),
                 "second_backbone": asdict(self.second_spec) if self.second_spec is not None else None,
                 "config": asdict(self.config), "decoder": decoder.config(), "threshold": self.threshold,
                 "metadata": self.metadata}
-        state = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in decoder.state_dict().items()}
-        tmp = d / ".decoder.safetensors.tmp"
-        save_file(state, str(tmp))
-        os.replace(tmp, d / "decoder.safetensors")
-        tmp = d / ".localizer.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
-        os.replace(tmp, d / "localizer.json")
-        return d
+        state = {k: v.detach().cpu().numpy() for k, v in decoder.state_dict().items()}
+        return save_model_dir(directory, meta, "localizer.json", state, "decoder.safetensors")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Localizer":
-        d = Path(directory)
-        if not (d / "localizer.json").exists():
-            raise FileNotFoundError(f"{d}: no localizer.json (expected a folder written by Localizer.save)")
-        meta = json.loads((d / "localizer.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{d}: unsupported localizer format {meta.get('format')!r} (this fakescope reads {FORMAT})")
+        meta, state = load_model_dir(directory, "localizer.json", "decoder.safetensors", FORMAT,
+                                     "`fakescope localizer train`")
         decoder = ConvDecoder(**meta["decoder"])
-        state = load_file(str(d / "decoder.safetensors"))
         decoder.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
         decoder.eval()
         second = meta.get("second_backbone")
-        return cls(config=LocalizerConfig(**meta["config"]), spec=_spec_from_dict(meta["backbone"]),
-                   second_spec=_spec_from_dict(second) if second else None, decoder=decoder,
+        return cls(config=LocalizerConfig(**meta["config"]), spec=BackboneSpec.from_dict(meta["backbone"]),
+                   second_spec=BackboneSpec.from_dict(second) if second else None, decoder=decoder,
                    threshold=float(meta["threshold"]), metadata=meta.get("metadata", {}))
 
 
-def _spec_from_dict(fields: dict) -> BackboneSpec:
-    fields = dict(fields)
-    fields["extra"] = tuple(tuple(pair) for pair in fields.get("extra", ()))
-    return BackboneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
