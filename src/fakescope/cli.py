@@ -85,13 +85,17 @@ def scan(
     from .images import ImageLimits
     from .progress import progress
 
-    det = load_detector(model)
     loc = None
-    if localize or masks:
-        from .localize.evaluate import load_localizer
-        loc = load_localizer(localizer)
-        if masks:
-            masks.mkdir(parents=True, exist_ok=True)
+    try:
+        det = load_detector(model)
+        if localize or masks:
+            from .localize.evaluate import load_localizer
+            loc = load_localizer(localizer)
+    except (FileNotFoundError, ValueError) as e:  # a missing or foreign model folder: say so, no traceback
+        err.print(f"[red]cannot load model:[/red] {e}")
+        raise typer.Exit(EXIT_USAGE)
+    if masks:
+        masks.mkdir(parents=True, exist_ok=True)
     if batch_size:
         det.batch_size = batch_size
     files = list(iter_input_paths(paths))
