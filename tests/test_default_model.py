@@ -87,3 +87,20 @@ def test_default_holds_on_cifake_val_and_unseen_real_photos(det):
     reals = [s for s in load_labelled(SHARED / "cocoglide" / "dev.tar") if s.label == REAL]
     fpr = np.mean([r.label == "fake" for r in det.predict([s.data for s in reals])])
     assert fpr < 0.2
+
+
+def test_default_localizer_maps_an_image_offline(tmp_path):
+    """`scan --localize` with no other setting uses the shipped localiser."""
+    from fakescope.localize.evaluate import default_localizer_dir
+
+    if not (default_localizer_dir() / "localizer.json").exists():
+        pytest.fail("the shipped localiser is missing from the package")
+    src = sorted(EXAMPLES.glob("real/*.jpg"))[0]
+    out = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["scan", str(src), "--localize", "--masks", str(tmp_path / "maps"),
+                                   "--out", str(out), "--no-table"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    assert 0 <= rec["map_mean"] <= 1 and 0 <= rec["map_max"] <= 1
+    from PIL import Image
+    assert Image.open(tmp_path / "maps" / f"{src.stem}_mask.png").size == Image.open(src).size
