@@ -95,9 +95,85 @@ def tpr_at_fpr(y_true, scores, target_fpr: float) -> float:
     return float((s[y == 1] >= t).mean())
 
 
+def eer(y_true, scores) -> float:
+    """Equal error rate: where FPR = FNR on the ROC curve, linearly interpolated between its points.
+
+    NaN if a class is missing.
+    """
+    y, s = _check(y_true, scores)
+    if y.sum() == 0 or (1 - y).sum() == 0:
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y, s)
+    d = fpr - (1 - tpr)  # non-decreasing from -1 at (0, 0) to +1 at (1, 1)
+    i = int(np.argmax(d >= 0))
+    if d[i] == 0:
+        return float(fpr[i])
+    w = -d[i - 1] / (d[i] - d[i - 1])  # fraction of the segment (i-1, i) where d crosses 0
+    return float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
+
+
+def best_accuracy(y_true, scores) -> tuple[float, float]:
+    """Oracle accuracy over all thresholds (score >= t means fake), and such a threshold.
+
+    The threshold returned is the midpoint between the last score called fake and the next lower
+    distinct score (the highest such threshold on ties); calling everything real gives a threshold
+    just above the maximum score. (NaN, NaN) for empty input.
+    """
+    y, s = _check(y_true, scores)
+    n = len(y)
+    if n == 0:
+        return float("nan"), float("nan")
+    n_neg = int((1 - y).sum())
+    tps, fps, thr = _curve(y, s)
+    acc = np.r_[n_neg, tps + n_neg - fps] / n  # first entry: nothing called fake
+    k = int(np.argmax(acc))
+    if k == 0:
+        t = float(np.nextafter(thr[0], np.inf))
+    elif k == len(thr):  # everything called fake
+        t = float(thr[-1])
+    else:
+        hi, lo = thr[k - 1], thr[k]
+        t = float((hi + lo) / 2)
+        if not lo < t <= hi:  # adjacent floats
+            t = float(hi)
+    return float(acc[k]), t
+
+
+def bootstrap_ci(metric_fn, y_true, scores, n: int = 1000, alpha: float = 0.05, seed: int = 0,
+                 stratified: bool = True) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of ``metric_fn(y, scores)``.
+
+    With ``stratified`` the reals and the fakes are resampled separately, keeping the class counts
+    fixed; resamples on which the metric is NaN (e.g. one class only) are ignored.
+    """
+    y, s = _check(y_true, scores)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in (0, 1)] if stratified else [np.arange(len(y))]
+    groups = [g for g in groups if len(g)]
+    if not groups:
+        return float("nan"), float("nan")
+    stats = np.empty(n)
+    for b in range(n):
+        idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+        stats[b] = metric_fn(y[idx], s[idx])
+    if np.isnan(stats).all():
+        return float("nan"), float("nan")
+    lo, hi = np.nanquantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def _tpr_at_fpr_or_nan(y: np.ndarray, s: np.ndarray, target: float) -> float:
+    if y.sum() == 0 or (1 - y).sum() == 0:
+        return float("nan")
+    return tpr_at_fpr(y, s, target)
+
+
 def summary(y_true, scores, threshold: float) -> dict[str, float]:
     y, s = _check(y_true, scores)
     acc = class_accuracy(y, s, threshold)
+    best_acc, best_t = best_accuracy(y, s)
     return {"n": int(len(y)), "n_real": int((y == 0).sum()), "n_fake": int(y.sum()),
             "auc": roc_auc(y, s), "ap": average_precision(y, s), "accuracy": accuracy(y, s, threshold),
-            "acc_real": acc["real"], "acc_fake": acc["fake"], "threshold": float(threshold)}
+            "acc_real": acc["real"], "acc_fake": acc["fake"], "threshold": float(threshold),
+            "tpr_at_1fpr": _tpr_at_fpr_or_nan(y, s, 0.01), "tpr_at_5fpr": _tpr_at_fpr_or_nan(y, s, 0.05),
+            "eer": eer(y, s), "best_accuracy": best_acc, "best_threshold": best_t}
