@@ -249,3 +249,19 @@ def test_eval_report(work):
     assert m["ap"] == pytest.approx(sk.average_precision_score(y, s), abs=1e-9)
     assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, s >= det.threshold), abs=1e-9)
     assert m["per_generator"]["genA"]["auc"] == pytest.approx(m["auc"])
+
+
+def test_eval_robustness_and_markdown_report(work):
+    root, _ = work
+    res = run("eval", "--model", "model", "--data", "data", "--robustness", "--report", "rep-rob")
+    assert res.exit_code == 0, res.output
+    m = json.loads((root / "rep-rob" / "metrics.json").read_text())
+    names = [r["perturbation"] for r in m["robustness"]]
+    assert names[0] == "clean" and {"jpeg-50", "blur-3", "resize-0.5", "crop-0.5", "noise-10"} <= set(names)
+    assert all(r["n"] == 2 * PER_CLASS for r in m["robustness"])
+    assert m["robustness"][0]["auc"] == pytest.approx(m["auc"])  # "clean" is the unperturbed set
+    assert {"tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy"} <= set(m)
+    md = (root / "rep-rob" / "summary.md").read_text()
+    assert "## Robustness" in md and "| jpeg-50 |" in md and "real vs genA" in md
+    # the two classes are PNGs of one size here: no format warning
+    assert m["format_guard"] == []

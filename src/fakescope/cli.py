@@ -270,8 +270,9 @@ def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
     data: List[str] = typer.Option(..., "--data", help="Labelled data (as for train); repeatable."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Folder for metrics.json."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Folder for metrics.json and summary.md."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default: none)."),
+    robustness: bool = typer.Option(False, "--robustness", help="Also score JPEG / blur / resize / crop / noise versions of every image (both classes alike)."),
     seed: int = typer.Option(0),
 ):
     """Measure a detector on labelled images: AP, ROC-AUC, accuracy at its threshold, per class and generator."""
@@ -281,7 +282,15 @@ def evaluate(
     det = load_detector(model)
     from .train import load_sources
     samples = load_sources(data, per_class, seed)
+    from .evaluation.format_guard import check_formats
+    guard = check_formats(samples)
+    for w in guard:  # a shortcut between the classes makes every number below meaningless
+        err.print(f"[yellow]format guard:[/yellow] {w}")
     metrics = evaluate_detector(det, samples, cache=str(cache) if cache else None)
+    metrics["format_guard"] = guard
+    if robustness:
+        from .evaluation.robustness import robustness_grid
+        metrics["robustness"] = robustness_grid(det, samples, seed=seed, log=err.print)
     t = Table(title=f"{det.name} on {', '.join(data)}", title_justify="left")
     for col in ("subset", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
         t.add_column(col, justify="right" if col != "subset" else "left")
@@ -302,10 +311,41 @@ def evaluate(
         Console().print(a)
     if metrics["errors"]:
         err.print(f"{len(metrics['errors'])} images could not be read (listed in metrics.json)")
+    if metrics.get("robustness"):
+        r = Table(title="robustness (both classes perturbed alike)", title_justify="left")
+        for col in ("perturbation", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
+            r.add_column(col, justify="left" if col == "perturbation" else "right")
+        for row in metrics["robustness"]:
+            r.add_row(row["perturbation"], str(row["n"]), *(fmt(row[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")))
+        Console().print(r)
     if report:
         report.mkdir(parents=True, exist_ok=True)
         (report / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        err.print(f"wrote {report / 'metrics.json'}")
+        (report / "summary.md").write_text(_summary_markdown(metrics, data))
+        err.print(f"wrote {report / 'metrics.json'} and {report / 'summary.md'}")
+
+
+def _summary_markdown(m: dict, data: List[str]) -> str:
+    """The eval report as Markdown: overall, per generator, robustness, warnings."""
+    f = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+    keys = ("auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy")
+    head = "| subset | n | AUC | AP | acc | acc real | acc fake | TPR@1%FPR | TPR@5%FPR | EER | oracle acc |"
+    lines = [f"# {m['model']} on {', '.join(data)}", "", f"Threshold {f(m.get('threshold'))}.", "", head,
+             "|" + "---|" * 11]
+    rows = [("all", m)] + [(f"real vs {g}", v) for g, v in m.get("per_generator", {}).items()]
+    for name, v in rows:
+        lines.append(f"| {name} | {v.get('n', 0)} | " + " | ".join(f(v.get(k)) for k in keys) + " |")
+    if m.get("robustness"):
+        lines += ["", "## Robustness (both classes perturbed alike)", "",
+                  "| perturbation | n | AUC | AP | acc | acc real | acc fake |", "|---|---|---|---|---|---|---|"]
+        for r in m["robustness"]:
+            lines.append(f"| {r['perturbation']} | {r['n']} | " +
+                         " | ".join(f(r[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")) + " |")
+    if m.get("format_guard"):
+        lines += ["", "## Format guard warnings", ""] + [f"- {w}" for w in m["format_guard"]]
+    if m.get("errors"):
+        lines += ["", f"{len(m['errors'])} images could not be read (see metrics.json)."]
+    return "\n".join(lines) + "\n"
 
 
 @app.command()
