@@ -265,3 +265,24 @@ def test_eval_robustness_and_markdown_report(work):
     assert "## Robustness" in md and "| jpeg-50 |" in md and "real vs genA" in md
     # the two classes are PNGs of one size here: no format warning
     assert m["format_guard"] == []
+
+
+def test_calibrate_writes_a_calibrated_detector(work):
+    root, _ = work
+    res = run("calibrate", "--model", "model", "--data", "data", "--method", "platt", "--target-fpr", "0.1",
+              "--out", "model-cal")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((root / "model-cal" / "detector.json").read_text())
+    cal = meta["calibration"]
+    assert cal["kind"] == "platt" and math.isfinite(cal["a"]) and math.isfinite(cal["b"])
+    rep = meta["metadata"]["calibration"]
+    # Platt scaling minimises log loss on these images and contains the identity map: no worse (up to its tiny L2)
+    assert rep["after"]["nll"] <= rep["before"]["nll"] + 1e-2
+    det = load_detector(root / "model-cal")
+    reals = [str(p) for p in sorted((root / "data" / "real").glob("*.png"))]
+    called_fake = np.mean([r.label == "fake" for r in det.predict(reals)])
+    assert called_fake <= 0.1 + 1e-9
+    res = run("eval", "--model", "model-cal", "--data", "data", "--report", "rep-cal")
+    assert res.exit_code == 0, res.output
+    m = json.loads((root / "rep-cal" / "metrics.json").read_text())
+    assert "ece" in m and "brier" in m and "_scores" not in m

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -320,9 +321,66 @@ def evaluate(
         Console().print(r)
     if report:
         report.mkdir(parents=True, exist_ok=True)
-        (report / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        from .evaluation.report import public
+        (report / "metrics.json").write_text(json.dumps(public(metrics), indent=2) + "\n")
         (report / "summary.md").write_text(_summary_markdown(metrics, data))
         err.print(f"wrote {report / 'metrics.json'} and {report / 'summary.md'}")
+
+
+@app.command()
+def calibrate(
+    data: List[str] = typer.Option(..., "--data", help="Labelled calibration images, not the ones you will report on; repeatable."),
+    out: Path = typer.Option(..., "--out", help="Folder for the calibrated detector."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    method: str = typer.Option("platt", help="platt (a*logit+b), temperature (logit/T) or none (threshold only)."),
+    target_fpr: Optional[float] = typer.Option(None, help="Also reset the threshold so this fraction of the real images is called fake."),
+    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    seed: int = typer.Option(0),
+):
+    """Calibrate a detector's scores (Platt or temperature scaling) and/or its threshold; writes a new detector."""
+    from dataclasses import replace as dc_replace
+
+    from .detector import load_detector
+    from .evaluation.calibration import apply_calibration, brier, ece, fit_platt, fit_temperature, logit
+    from .evaluation.metrics import threshold_at_fpr
+    from .evaluation.report import evaluate_detector
+    from .train import load_sources
+
+    if method not in ("platt", "temperature", "none"):
+        raise typer.BadParameter("method must be platt, temperature or none", param_hint="--method")
+    base = load_detector(model)
+    raw = dc_replace(base, calibration=None)
+    m = evaluate_detector(raw, load_sources(data, per_class, seed))
+    y, p = m["_labels"], m["_scores"]
+    if len(set(y)) < 2 and method != "none":
+        raise typer.BadParameter("score calibration needs real and fake images", param_hint="--data")
+    z = logit(p)
+    if method == "platt":
+        a, b = fit_platt(z, y, l2=1e-3)
+        cal = {"kind": "platt", "a": float(a), "b": float(b)}
+    elif method == "temperature":
+        cal = {"kind": "temperature", "t": float(fit_temperature(z, y))}
+    else:
+        cal = None
+    q = apply_calibration(p, cal)
+    # the old threshold mapped through the (monotone) calibration keeps the same verdicts
+    threshold = float(apply_calibration(np.array([base.threshold]), cal)[0])
+    if target_fpr is not None:
+        threshold = threshold_at_fpr(q[y == 0], target_fpr)
+    report = {"data": list(data), "method": method, "n": int(len(y)), "target_fpr": target_fpr,
+              "before": {"ece": ece(y, p), "brier": brier(y, p), "nll": _nll(y, p)} if len(set(y)) == 2 else None,
+              "after": {"ece": ece(y, q), "brier": brier(y, q), "nll": _nll(y, q)} if len(set(y)) == 2 else None}
+    det = dc_replace(base, calibration=cal, threshold=threshold, metadata={**base.metadata, "calibration": report})
+    det.save(out)
+    if report["before"]:
+        err.print(f"ECE {report['before']['ece']:.4f} -> {report['after']['ece']:.4f}, "
+                  f"Brier {report['before']['brier']:.4f} -> {report['after']['brier']:.4f} on {len(y)} images")
+    err.print(f"threshold {base.threshold:.4f} -> {threshold:.4f}; saved {out}")
+
+
+def _nll(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.mean(np.where(y == 1, np.log(p), np.log(1 - p))))
 
 
 def _summary_markdown(m: dict, data: List[str]) -> str:

@@ -59,6 +59,7 @@ class Detector:
     batch_size: int | None = None   # images per forward; None: the backbone's preferred size
     text_encoder: str | None = None # caption encoder spec ("minilm", "hf-clip-text:..."), if the head reads text
     modality: str = "image"         # "image", "text" or "both": what the head reads
+    calibration: dict | None = None # {"kind": "platt", "a", "b"} or {"kind": "temperature", "t"}: maps head scores to calibrated P(fake)
     _backbone: Backbone | None = field(default=None, repr=False)
     _text: Any = field(default=None, repr=False)
 
@@ -86,7 +87,12 @@ class Detector:
     def scores(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None) -> np.ndarray:
         image = feature_vector(self.backbone.forward(arrays), self.spec) if self.modality != "text" else None
         text = self.encode_text(texts) if self.needs_text else None
-        return self.head.predict(head_input(image, text, self.modality))
+        return self.head_scores(head_input(image, text, self.modality))
+
+    def head_scores(self, x: np.ndarray) -> np.ndarray:
+        """The head's P(fake), through the calibration map when the detector has one."""
+        from .evaluation.calibration import apply_calibration
+        return apply_calibration(self.head.predict(x), self.calibration)
 
     def predict_batch(self, batch: list[Item]) -> list[Result]:
         """Prepared items in, one Result each; failed items keep their error."""
@@ -138,7 +144,8 @@ class Detector:
     def save(self, directory: str | Path) -> Path:
         meta = {"format": FORMAT, "id": self.id, "version": self.version, "backbone": asdict(self.spec),
                 "method": self.head.method, "head": self.head.config(), "threshold": self.threshold,
-                "text_encoder": self.text_encoder, "modality": self.modality, "metadata": self.metadata}
+                "text_encoder": self.text_encoder, "modality": self.modality, "calibration": self.calibration,
+                "metadata": self.metadata}
         return save_model_dir(directory, meta, "detector.json", self.head.state(), "head.safetensors")
 
     @classmethod
@@ -147,7 +154,8 @@ class Detector:
         head = head_from_state(meta["method"], meta["head"], arrays)
         return cls(spec=BackboneSpec.from_dict(meta["backbone"]), head=head, threshold=float(meta["threshold"]),
                    id=meta["id"], version=str(meta["version"]), metadata=meta.get("metadata", {}),
-                   text_encoder=meta.get("text_encoder"), modality=meta.get("modality", "image"))
+                   text_encoder=meta.get("text_encoder"), modality=meta.get("modality", "image"),
+                   calibration=meta.get("calibration"))
 
 
 def _to_sample(x, i: int) -> Sample:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..train import TrainConfig, fit_detector, load_sources
-from .report import evaluate_detector
+from .report import evaluate_detector, public
 
 COLUMNS = ("auc", "ap", "accuracy", "acc_real", "acc_fake")
 
@@ -29,6 +29,6 @@ def compare_backbones(backbones: Sequence[str], cfg: TrainConfig, tests: Sequenc
             det.save(Path(save_dir) / spec.replace(":", "_").replace("/", "_").replace("?", "_"))
         row = {"backbone": spec, "method": cfg.method, "dim": int(det.head.config().get("dim", 0)),
                "threshold": det.threshold, "validation": det.metadata.get("validation_metrics") or {},
-               "tests": {src: evaluate_detector(det, test_sets[src], cfg.cache) for src in tests}}
+               "tests": {src: public(evaluate_detector(det, test_sets[src], cfg.cache)) for src in tests}}
         rows.append(row)
     return rows

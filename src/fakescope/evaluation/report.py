@@ -38,11 +38,21 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None) -> dict:
         ok, X = [ok[j] for j in with_text], X[with_text]
         T = det.encode_text([s.text for s in ok])
     labels = np.array([s.label for s in ok])
-    scores = det.head.predict(head_input(X, T, det.modality)) if len(ok) else np.zeros(0)
+    scores = det.head_scores(head_input(X, T, det.modality)) if len(ok) else np.zeros(0)
     metrics = summary(labels, scores, det.threshold) if len(ok) else {"n": 0}
     metrics["model"] = det.name
     metrics["per_generator"] = metrics_by_generator(labels, scores, [s.generator for s in ok], det.threshold)
     if hasattr(det.head, "analysis") and len(set(labels)) == 2:
         metrics["analysis"] = det.head.analysis(X, labels)
     metrics["errors"] = [{"path": path, "error": error} for path, error in failed]
+    if len(set(labels)) == 2:
+        from .calibration import brier, ece
+        metrics["ece"], metrics["brier"] = ece(labels, scores), brier(labels, scores)
+    metrics["_labels"], metrics["_scores"] = labels, scores  # for reports and calibration; not written to JSON
+    metrics["_generators"] = [s.generator for s in ok]
     return metrics
+
+
+def public(metrics: dict) -> dict:
+    """The metrics without the per-image arrays (`_labels`, `_scores`, ...) that reports use."""
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
