@@ -166,3 +166,15 @@ def test_hf_ready_mappings(tmp_path):
 
     with pytest.raises(ValueError):
         list(iter_hf_dataset(tmp_path / "sb", mapping="nope"))
+
+
+def test_hf_image_cells_and_lazy_import():
+    import sys
+
+    from fakescope.data import hf
+
+    assert hf._image_bytes(Image.new("RGB", (4, 4), "red")).startswith(b"\x89PNG")
+    assert hf._image_bytes({"bytes": b"abc", "path": None}) == b"abc"
+    assert hf._image_bytes("http://example.invalid/x.jpg") is None
+    assert "datasets" not in vars(hf)  # imported only when a dataset is read
+    assert sys.modules.get("fakescope.data.hf") is hf

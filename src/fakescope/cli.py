@@ -266,6 +266,36 @@ def compare(
         report.write_text(json.dumps(rows, indent=2) + "\n")
 
 
+@app.command("leave-out")
+def leave_out(
+    data: List[str] = typer.Option(..., "--data", help="Labelled data with fakes of several generators (fake/<generator>/); repeatable."),
+    backbone: str = typer.Option("effnet-lite0", help="Backbone spec string."),
+    method: str = typer.Option("linear", help="Head refitted without each generator."),
+    views: int = typer.Option(1, help="Views per training image (as for train)."),
+    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
+    report: Optional[Path] = typer.Option(None, help="Write the per-generator results as JSON here."),
+    seed: int = typer.Option(0),
+):
+    """Leave-one-generator-out: does a detector generalise to a generator it never saw?"""
+    from .evaluation.compare import leave_generator_out
+    from .features import DEFAULT_CACHE
+    from .train import TrainConfig
+
+    cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
+                      cache=str(cache or DEFAULT_CACHE))
+    res = leave_generator_out(cfg, log=err.print)
+    t = Table(title=f"{method} on {backbone}: trained without the generator of each row", title_justify="left")
+    for col in ("left out", "n real", "n fake", "AUC", "AP", "acc", "TPR@5%FPR"):
+        t.add_column(col, justify="left" if col == "left out" else "right")
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+    for g, m in res.items():
+        t.add_row(g, str(m["n_real"]), str(m["n_fake"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m.get("tpr_at_5fpr")))
+    Console().print(t)
+    if report:
+        report.write_text(json.dumps(res, indent=2) + "\n")
+
+
 @app.command("eval")
 def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
