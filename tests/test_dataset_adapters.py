@@ -178,3 +178,26 @@ def test_hf_image_cells_and_lazy_import():
     assert hf._image_bytes("http://example.invalid/x.jpg") is None
     assert "datasets" not in vars(hf)  # imported only when a dataset is read
     assert sys.modules.get("fakescope.data.hf") is hf
+
+
+def test_load_labelled_dispatches_to_the_adapters(tmp_path):
+    """Training and eval read WebDataset shards and hf: datasets through the one entry point."""
+    import io as _io
+    import tarfile as _tarfile
+
+    from PIL import Image as _Image
+
+    from fakescope.data.samples import FAKE, REAL, load_labelled
+
+    for shard in range(2):
+        with _tarfile.open(tmp_path / f"s-{shard:03d}.tar", "w") as tar:
+            for k, label in enumerate(("0", "1")):
+                buf = _io.BytesIO()
+                _Image.new("RGB", (8, 8), (k * 200, 10, 10)).save(buf, "JPEG")
+                for ext, data in (("jpg", buf.getvalue()), ("cls", label.encode())):
+                    info = _tarfile.TarInfo(f"{shard}{k}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, _io.BytesIO(data))
+    got = list(load_labelled(str(tmp_path / "s-{000..001}.tar")))
+    assert sorted(s.label for s in got) == [REAL, REAL, FAKE, FAKE]
+    assert [s.label for s in load_labelled(tmp_path / "s-000.tar")] == [REAL, FAKE]

@@ -131,12 +131,25 @@ def _manifest(path: Path) -> Iterator[Sample]:
 
 
 def load_labelled(source: str | Path) -> Iterator[Sample]:
-    """Samples with labels from a folder, a tar file or a CSV/JSONL manifest."""
+    """Samples with labels from a folder (real/, fake/[generator]/), a tar of that layout, WebDataset
+    shards (`shards/train-{000..099}.tar`, read in place), a CSV/JSONL manifest, or a Hugging Face
+    dataset (`hf:<hub id or saved dir>?mapping=d3|genimage|synthbuster|cocofake&split=train`)."""
+    text = str(source)
+    if text.startswith("hf:"):  # hf:<hub id or dir>[?mapping=NAME&split=SPLIT]
+        from urllib.parse import parse_qsl
+        from .hf import iter_hf_dataset
+        ref, _, query = text[3:].partition("?")
+        opts = dict(parse_qsl(query))
+        return iter_hf_dataset(ref, split=opts.get("split", "train"), mapping=opts.get("mapping", "default"))
+    if any(c in text for c in "{*?[") and not Path(text).exists():  # a WebDataset shard pattern
+        from .webdataset import iter_webdataset
+        return iter_webdataset(text)
     p = Path(source)
     if p.is_dir():
         return _folder(p)
     if p.suffix in (".tar",) or p.name.endswith((".tar.gz", ".tgz")):
-        return _tar(p)
+        from .webdataset import is_webdataset, iter_webdataset
+        return iter_webdataset(str(p)) if is_webdataset(p) else _tar(p)
     if p.suffix in (".csv", ".jsonl"):
         return _manifest(p)
     raise ValueError(f"{source}: expected a folder with real/ and fake/, a .tar, or a .csv/.jsonl manifest")
