@@ -162,3 +162,15 @@ def test_compare_backbones_one_table(work):
     for r in rows:
         assert r["validation"]["n"] > 0 and r["tests"]["fair.csv"]["n"] == 2 * N
     assert "linear probe per backbone" in res.output
+
+
+def test_compare_existing_detectors_on_the_same_test(work):
+    root, _ = work
+    train("--backbone", "hf-dinov2:dino", "--out", "cmp-a")
+    train("--backbone", "hf-dinov2:dino?layers=1&pooled=0", "--out", "cmp-b")
+    res = CliRunner().invoke(app, ["compare", "--model", "cmp-a", "--model", "cmp-b", "--test", "fair.csv",
+                                   "--cache", "cache", "--report", "cmp-models.json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((root / "cmp-models.json").read_text())
+    assert len(rows) == 2 and all(r["tests"]["fair.csv"]["n"] == 2 * N for r in rows)
+    assert "detectors compared" in res.output

@@ -232,8 +232,9 @@ def train(
 
 @app.command()
 def compare(
-    backbones_: List[str] = typer.Option(..., "--backbone", help="Backbone spec; repeat to compare several."),
-    data: List[str] = typer.Option(..., "--data", help="Training data (as for train); repeatable."),
+    backbones_: List[str] = typer.Option([], "--backbone", help="Backbone spec to train on --data; repeat to compare several."),
+    models: List[str] = typer.Option([], "--model", help="Existing detector folder ('default': the shipped one) to evaluate on --test; repeatable."),
+    data: List[str] = typer.Option([], "--data", help="Training data for the --backbone runs (as for train); repeatable."),
     test: List[str] = typer.Option([], "--test", help="Labelled test data, evaluated at each model's threshold; repeatable."),
     method: str = typer.Option("linear", help="The head trained on every backbone."),
     views: int = typer.Option(1, help="Views per training image (as for train)."),
@@ -243,15 +244,31 @@ def compare(
     report: Optional[Path] = typer.Option(None, help="Write the table as JSON here."),
     seed: int = typer.Option(0),
 ):
-    """Train the same head on several backbones and print one table: which features expose fakes?"""
+    """One table: the same head trained on several backbones (which features expose fakes?),
+    and/or existing detectors, all tested on the same --test data."""
     from .evaluation.compare import COLUMNS, compare_backbones
     from .features import DEFAULT_CACHE
     from .train import TrainConfig
 
+    if not backbones_ and not models:
+        raise typer.BadParameter("give --backbone (with --data) and/or --model (with --test)")
+    if backbones_ and not data:
+        raise typer.BadParameter("--backbone runs need --data to train on", param_hint="--data")
     cfg = TrainConfig(data=data, method=method, views=views, per_class=per_class, seed=seed,
                       cache=str(cache or DEFAULT_CACHE))
-    rows = compare_backbones(backbones_, cfg, test, save, log=err.print)
-    t = Table(title=f"{method} probe per backbone", title_justify="left")
+    rows = compare_backbones(backbones_, cfg, test, save, log=err.print) if backbones_ else []
+    if models:
+        from .detector import load_detector
+        from .evaluation.report import evaluate_detector, public
+        from .train import load_sources
+        test_sets = {src: load_sources([src], per_class, seed) for src in test}
+        for ref in models:
+            det = load_detector(None if ref == "default" else ref)
+            rows.append({"backbone": f"{det.name} ({det.spec.name})", "method": det.head.method,
+                         "dim": int(det.head.config().get("dim", 0) or 0), "threshold": det.threshold,
+                         "validation": det.metadata.get("validation_metrics") or {},
+                         "tests": {src: public(evaluate_detector(det, ts, cfg.cache)) for src, ts in test_sets.items()}})
+    t = Table(title=f"{method} probe per backbone" if not models else "detectors compared", title_justify="left")
     t.add_column("backbone")
     t.add_column("dim", justify="right")
     t.add_column("set")
