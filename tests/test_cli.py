@@ -263,6 +263,9 @@ def test_eval_robustness_and_markdown_report(work):
     assert {"tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy"} <= set(m)
     md = (root / "rep-rob" / "summary.md").read_text()
     assert "## Robustness" in md and "| jpeg-50 |" in md and "real vs genA" in md
+    html = (root / "rep-rob" / "report.html").read_text()
+    pngs = sorted(p.name for p in (root / "rep-rob" / "plots").glob("*.png"))
+    assert pngs and all(f"plots/{name}" in html for name in pngs) and "robustness" in html.lower()
     # the two classes are PNGs of one size here: no format warning
     assert m["format_guard"] == []
 

@@ -22,7 +22,7 @@ def _rgb(path):
 
 def _non_white_inside(a) -> int:
     inner = a[Y0 + 2:Y1 - 1, X0 + 2:X1 - 1]
-    return int((inner.min(axis=2) < 250).any(axis=2).sum() if inner.ndim == 4 else (inner.min(axis=2) < 250).sum())
+    return int((inner.min(axis=2) < 250).sum())
 
 
 def _near(a, x, y, rgb, r=3, tol=40) -> bool:

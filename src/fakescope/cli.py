@@ -371,7 +371,10 @@ def evaluate(
         from .evaluation.report import public
         (report / "metrics.json").write_text(json.dumps(public(metrics), indent=2) + "\n")
         (report / "summary.md").write_text(_summary_markdown(metrics, data))
-        err.print(f"wrote {report / 'metrics.json'} and {report / 'summary.md'}")
+        from .evaluation.html_report import write_html_report
+        write_html_report(report, public(metrics), metrics.get("_labels", []), metrics.get("_scores", []),
+                          metrics.get("_generators"), title=f"{det.name} on {', '.join(data)}")
+        err.print(f"wrote {report / 'metrics.json'}, {report / 'summary.md'} and {report / 'report.html'}")
 
 
 @app.command()

@@ -39,8 +39,8 @@ def color(i: int) -> tuple[int, int, int]:
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str) -> tuple[int, int]:
-    l, t, r, b = draw.textbbox((0, 0), text, font=_font())
-    return r - l, b - t
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=_font())
+    return right - left, bottom - top
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, width: float) -> str:
@@ -325,7 +325,7 @@ def histogram_plot(groups: dict, path, bins: int = 30, title: str = "Score distr
     for i, (k, f) in enumerate(fracs.items()):
         c.bars(edges[:-1], edges[1:], f, color(i), alpha=70)
     for i, (k, f) in enumerate(fracs.items()):
-        c.line(np.repeat(edges, 2)[1:-1], np.repeat(f, 2), color(i), width=1)  # step outline
+        c.line(np.repeat(edges, 2), np.r_[0.0, np.repeat(f, 2), 0.0], color(i), width=1)  # step outline
         c.legend(f"{k} (n={len(data[k])})", color(i))
     return c.save(path, "ur")
 
