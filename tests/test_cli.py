@@ -260,7 +260,9 @@ def test_eval_robustness_and_markdown_report(work):
     assert names[0] == "clean" and {"jpeg-50", "blur-3", "resize-0.5", "crop-0.5", "noise-10"} <= set(names)
     assert all(r["n"] == 2 * PER_CLASS for r in m["robustness"])
     assert m["robustness"][0]["auc"] == pytest.approx(m["auc"])  # "clean" is the unperturbed set
-    assert {"tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy"} <= set(m)
+    assert {"tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy", "ece", "brier"} <= set(m)
+    lo, hi = m["auc_ci95"]
+    assert lo <= m["auc"] <= hi
     md = (root / "rep-rob" / "summary.md").read_text()
     assert "## Robustness" in md and "| jpeg-50 |" in md and "real vs genA" in md
     html = (root / "rep-rob" / "report.html").read_text()

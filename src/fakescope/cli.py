@@ -438,7 +438,11 @@ def _summary_markdown(m: dict, data: List[str]) -> str:
     f = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     keys = ("auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy")
     head = "| subset | n | AUC | AP | acc | acc real | acc fake | TPR@1%FPR | TPR@5%FPR | EER | oracle acc |"
-    lines = [f"# {m['model']} on {', '.join(data)}", "", f"Threshold {f(m.get('threshold'))}.", "", head,
+    ci = ""
+    if m.get("auc_ci95"):
+        ci = (f" ROC-AUC 95% bootstrap interval {f(m['auc_ci95'][0])}-{f(m['auc_ci95'][1])}, "
+              f"AP {f(m['ap_ci95'][0])}-{f(m['ap_ci95'][1])}; ECE {f(m.get('ece'))}, Brier {f(m.get('brier'))}.")
+    lines = [f"# {m['model']} on {', '.join(data)}", "", f"Threshold {f(m.get('threshold'))}.{ci}", "", head,
              "|" + "---|" * 11]
     rows = [("all", m)] + [(f"real vs {g}", v) for g, v in m.get("per_generator", {}).items()]
     for name, v in rows:

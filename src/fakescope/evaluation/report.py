@@ -47,7 +47,11 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None) -> dict:
     metrics["errors"] = [{"path": path, "error": error} for path, error in failed]
     if len(set(labels)) == 2:
         from .calibration import brier, ece
+        from .metrics import average_precision, bootstrap_ci, roc_auc
         metrics["ece"], metrics["brier"] = ece(labels, scores), brier(labels, scores)
+        # 95% percentile intervals, resampling within each class (seeded: reports are reproducible)
+        metrics["auc_ci95"] = list(bootstrap_ci(roc_auc, labels, scores, n=500))
+        metrics["ap_ci95"] = list(bootstrap_ci(average_precision, labels, scores, n=500))
     metrics["_labels"], metrics["_scores"] = labels, scores  # for reports and calibration; not written to JSON
     metrics["_generators"] = [s.generator for s in ok]
     return metrics
