@@ -78,6 +78,8 @@ def test_make_edits_then_train_eval_and_scan(work):
     assert res.exit_code == 0, res.output
     m = json.loads((root / "rep" / "metrics.json").read_text())
     assert m["n_fake"] == 28 and m["n_real"] == len([r for r in rows if r["real"]])
+    grid = Image.open(root / "rep" / "examples.png")
+    assert grid.height >= 8 * 160 and "examples.png" in (root / "rep" / "report.html").read_text()
 
     # scan with the shipped detector's stand-in (a tiny detector) and this localiser
     res = run("train", "--data", "edits", "--backbone", "hf-dinov2:dino", "--no-cache", "--out", "det")

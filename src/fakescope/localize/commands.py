@@ -76,7 +76,8 @@ def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Localiser folder; default: the shipped one."),
     val_fraction: float = typer.Option(0.0, help="Evaluate only the pairs this fraction holds out (as in train); 0: all pairs."),
     seed: int = typer.Option(0),
-    report: Optional[Path] = typer.Option(None, help="Write metrics.json into this folder."),
+    report: Optional[Path] = typer.Option(None, help="Write metrics.json, examples.png (image / truth / prediction) and report.html here."),
+    examples: int = typer.Option(8, help="Edited images shown in the report's overlay grid."),
 ):
     """Pixel metrics on edited images (IoU, F1, best-F1, pixel AP/AUC) and image AUC of map scores."""
     from .evaluate import evaluate_localizer, load_localizer
@@ -91,6 +92,32 @@ def evaluate(
     if report:
         report.mkdir(parents=True, exist_ok=True)
         (report / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
+        _write_examples(loc, pairs, report, examples)
+
+
+def _write_examples(loc, pairs, report: Path, n: int) -> None:
+    """The localiser's report: metrics table and a grid of image / truth / prediction overlays."""
+    import html
+
+    from ..images import ImageError
+    from .localizer import load_image
+    from .render import overlay_grid
+
+    rows = []
+    for p in [p for p in pairs if p.label == 1][:n]:
+        try:
+            rows.append((load_image(p.image), p.mask, loc.predict_maps([p.image])[0]))
+        except ImageError:
+            continue
+    overlay_grid(rows, report / "examples.png")
+    m = json.loads((report / "metrics.json").read_text())
+    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" if isinstance(v, float) else ""
+                    for k, v in m.items())
+    (report / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>fakescope localiser report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px}</style>"
+        f"<h1>Localiser report</h1><table>{cells}</table>"
+        "<h2>Edited images: image / true mask / predicted heatmap</h2><img src=examples.png>\n")
 
 
 def make_edits(

@@ -70,3 +70,24 @@ def save_overlay_png(image: Image.Image | np.ndarray, prob_map: np.ndarray, path
                      alpha: float = 0.5) -> Path:
     """RGB PNG of the image's size with the heatmap blended over it (see `overlay`)."""
     return _save(overlay(image, prob_map, alpha), path)
+
+
+def overlay_grid(rows: list[tuple[Image.Image, np.ndarray | None, np.ndarray]], path: str | os.PathLike,
+                 cell: int = 160) -> Path:
+    """A contact sheet, one row per image: the image, its true mask (black if none), the predicted
+    heatmap over the image. Each cell is resized to `cell` px high, aspect kept."""
+    tiles = []
+    for image, truth, pred in rows:
+        img = image.convert("RGB")
+        w = max(1, round(img.width * cell / img.height))
+        mask = np.zeros((img.height, img.width), np.uint8) if truth is None else (np.asarray(truth) > 0).astype(np.uint8) * 255
+        row = [img, Image.fromarray(mask).convert("RGB"), overlay(img, pred)]
+        tiles.append([t.resize((w, cell), Image.BILINEAR) for t in row])
+    width = max(sum(t.width for t in r) + 4 * len(r) for r in tiles) if tiles else cell
+    sheet = Image.new("RGB", (width, max(1, len(tiles)) * (cell + 4)), (255, 255, 255))
+    for i, r in enumerate(tiles):
+        x = 0
+        for t in r:
+            sheet.paste(t, (x, i * (cell + 4)))
+            x += t.width + 4
+    return _save(sheet, path)
