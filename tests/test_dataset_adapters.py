@@ -201,3 +201,19 @@ def test_load_labelled_dispatches_to_the_adapters(tmp_path):
     got = list(load_labelled(str(tmp_path / "s-{000..001}.tar")))
     assert sorted(s.label for s in got) == [REAL, REAL, FAKE, FAKE]
     assert [s.label for s in load_labelled(tmp_path / "s-000.tar")] == [REAL, FAKE]
+
+
+def test_manifest_split_column(tmp_path):
+    from PIL import Image as _Image
+
+    from fakescope.data.samples import load_labelled
+
+    rows = ["path,label,generator,caption,split"]
+    for i, (label, split) in enumerate([("real", "train"), ("fake", "train"), ("real", "test"), ("fake", "test")]):
+        _Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{label},{'g' if label == 'fake' else ''},a cap {i},{split}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    test = list(load_labelled(f"{tmp_path / 'm.csv'}?split=test"))
+    assert [s.path.rsplit("/", 1)[-1] for s in test] == ["2.png", "3.png"]
+    assert [s.text for s in test] == ["a cap 2", "a cap 3"]
+    assert len(list(load_labelled(tmp_path / "m.csv"))) == 4

@@ -117,12 +117,16 @@ def _tar(path: Path) -> Iterator[Sample]:
         yield sample
 
 
-def _manifest(path: Path) -> Iterator[Sample]:
+def _manifest(path: Path, split: str | None = None) -> Iterator[Sample]:
+    """Rows path,label[,generator,text|caption,split]; paths relative to the manifest. With
+    `split`, only rows whose `split` column equals it (`data.csv?split=test`)."""
     if path.suffix == ".jsonl":
         rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
     else:
         rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
     for row in rows:
+        if split is not None and str(row.get("split", "")) != split:
+            continue
         file = Path(row["path"])
         if not file.is_absolute():
             file = path.parent / file
@@ -135,6 +139,9 @@ def load_labelled(source: str | Path) -> Iterator[Sample]:
     shards (`shards/train-{000..099}.tar`, read in place), a CSV/JSONL manifest, or a Hugging Face
     dataset (`hf:<hub id or saved dir>?mapping=d3|genimage|synthbuster|cocofake&split=train`)."""
     text = str(source)
+    base, _, query = text.partition("?")
+    if base.endswith((".csv", ".jsonl")) and query.startswith("split="):
+        return _manifest(Path(base), split=query[len("split="):])
     if text.startswith("hf:"):  # hf:<hub id or dir>[?mapping=NAME&split=SPLIT]
         from urllib.parse import parse_qsl
         from .hf import iter_hf_dataset
