@@ -102,3 +102,19 @@ def test_make_edits_then_train_eval_and_scan(work):
     res = run("scan", "photos", "--model", "det", "--localize", "--localizer", "loc", "--out", out)
     assert "14 of 15 already scored" in res.output
     assert len(out.read_text().splitlines()) == 15
+
+
+def test_pairs_from_a_manifest_with_mask_paths(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(photo(rng, 40, 30)).save(tmp_path / "r.png")
+    Image.fromarray(photo(rng, 40, 30)).save(tmp_path / "f.png")
+    m = np.zeros((30, 40), np.uint8)
+    m[5:15, 10:30] = 255
+    Image.fromarray(m).save(tmp_path / "f_mask.png")
+    (tmp_path / "pairs.csv").write_text("path,label,mask,group\nr.png,real,,p1\nf.png,fake,f_mask.png,p1\n")
+    pairs = load_pairs(tmp_path / "pairs.csv")
+    assert [p.label for p in pairs] == [0, 1] and pairs[0].mask is None
+    assert pairs[1].mask.sum() == 10 * 20 and {p.group for p in pairs} == {"p1"}
+    (tmp_path / "bad.csv").write_text("path,label,mask\nf.png,fake,\n")
+    with pytest.raises(ValueError, match="no mask"):
+        load_pairs(tmp_path / "bad.csv")

@@ -34,9 +34,36 @@ def _read_mask(data: bytes) -> np.ndarray:
     return (m > 127).astype(np.uint8)
 
 
+def _manifest_pairs(src: Path) -> list[MaskPair]:
+    """A CSV/JSONL manifest with path,label,mask[,group] columns: one pair per row; a real row
+    needs no mask; `group` ties a real photo to its edits (default: the row's own path)."""
+    import json
+
+    from .samples import FAKE, parse_label
+    text = src.read_text(encoding="utf-8")
+    rows = ([json.loads(x) for x in text.splitlines() if x.strip()] if src.suffix == ".jsonl"
+            else list(csv.DictReader(io.StringIO(text))))
+    out = []
+    for row in rows:
+        path = Path(row["path"]) if Path(row["path"]).is_absolute() else src.parent / row["path"]
+        label = parse_label(row["label"])
+        mask_path = row.get("mask") or ""
+        if label == FAKE and not mask_path:
+            raise ValueError(f"{src}: edited image {row['path']} has no mask")
+        mask = None
+        if mask_path:
+            mp = Path(mask_path) if Path(mask_path).is_absolute() else src.parent / mask_path
+            mask = _read_mask(mp.read_bytes())
+        out.append(MaskPair(str(path), str(path), mask, str(row.get("group") or row["path"]), int(label == FAKE)))
+    return out
+
+
 def load_pairs(source: str | Path) -> list[MaskPair]:
-    """All pairs of a folder or .tar holding a table.csv (real,fake,mask columns)."""
+    """All pairs of a folder or .tar holding a table.csv (real,fake,mask columns), or of a
+    CSV/JSONL manifest with path,label,mask[,group] columns."""
     src = Path(source)
+    if src.suffix in (".csv", ".jsonl") and src.is_file() and src.name != "table.csv":
+        return _manifest_pairs(src)
     if src.is_dir():
         tables = sorted(src.rglob("table.csv"))
         if not tables:
