@@ -15,6 +15,28 @@ MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.mo
            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
 
 
+@pytest.fixture(scope="module")
+def offline():
+    """HF_HUB_OFFLINE=1: the tiny models must load through the local-directory path, never the hub."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One compute thread: on a busy small machine, torch/ORT thread pools spin against each other."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FAKESCOPE_THREADS", "1")
+    yield
+    mp.undo()
+    torch.set_num_threads(n)
+
+
 def _tokenizer(vocab_file):
     import transformers as tf
 

@@ -29,14 +29,6 @@ def _save(tmp_path_factory, name, model, processor: dict | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def offline():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = tf.CLIPVisionModelWithProjection(tf.CLIPVisionConfig(**TINY, projection_dim=16)).eval()

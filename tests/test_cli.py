@@ -25,16 +25,7 @@ PER_CLASS = 12
 FIELDS = {"path", "sha256", "score", "label", "threshold", "model", "model_version", "error"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One compute thread: on a busy small machine, torch/ORT thread pools spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FAKESCOPE_THREADS", "1")
-    yield
-    mp.undo()
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth(rng) -> np.ndarray:

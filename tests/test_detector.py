@@ -21,24 +21,7 @@ TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_atten
             image_size=32, patch_size=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One compute thread: on a busy small machine, torch/ORT thread pools spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FAKESCOPE_THREADS", "1")
-    yield
-    mp.undo()
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("offline", "one_thread")
 
 
 @pytest.fixture(scope="module")

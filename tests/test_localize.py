@@ -21,14 +21,6 @@ TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_atten
             image_size=32, patch_size=8)
 
 
-@pytest.fixture(scope="module")
-def offline():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    yield
-    mp.undo()
-
-
 def _dino(tmp_path_factory, name: str, seed: int, **overrides) -> tuple[str, object]:
     torch.manual_seed(seed)
     model = tf.Dinov2Model(tf.Dinov2Config(**{**TINY, **overrides})).eval()
@@ -81,17 +73,6 @@ def test_hf_patch_layer_matches_hidden_states(offline, dino):
 def _needs(*modules):
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     return pytest.mark.skipif(bool(missing), reason=f"needs {missing} (fakescope[offline])")
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FAKESCOPE_THREADS", "1")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    mp.undo()
-    torch.set_num_threads(n)
 
 
 def _photo_batch(spec) -> np.ndarray:

@@ -18,12 +18,7 @@ from fakescope.heads.disentangle import DisentangleProbe  # noqa: E402
 from fakescope.heads.multilayer import MultiLayerProbe  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unit(rows):

@@ -23,12 +23,7 @@ from fakescope.heads.sam import SAM  # noqa: E402
 SMALL = dict(h1=32, h2=16, epochs=12, batch_size=64, lr=1e-2)  # tiny and quick, still the full recipe
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ losses

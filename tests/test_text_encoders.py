@@ -19,14 +19,6 @@ from conftest import MODULES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def offline():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def st_dir(tiny_sentence_encoder):
     return tiny_sentence_encoder
 

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .evaluation.report import fmt_metric as fmt
+
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
 DEFAULT_HELP = """\
@@ -274,7 +276,6 @@ def compare(
     t.add_column("set")
     for col in COLUMNS:
         t.add_column(col, justify="right")
-    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     for r in rows:
         for name, m in [("validation", r["validation"])] + list(r["tests"].items()):
             t.add_row(r["backbone"], str(r["dim"]), Path(name).name, *(fmt(m.get(c)) for c in COLUMNS))
@@ -305,7 +306,6 @@ def leave_out(
     t = Table(title=f"{method} on {backbone}: trained without the generator of each row", title_justify="left")
     for col in ("left out", "n real", "n fake", "AUC", "AP", "acc", "TPR@5%FPR"):
         t.add_column(col, justify="left" if col == "left out" else "right")
-    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     for g, m in res.items():
         t.add_row(g, str(m["n_real"]), str(m["n_fake"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m.get("tpr_at_5fpr")))
     Console().print(t)
@@ -342,7 +342,6 @@ def evaluate(
     t = Table(title=f"{det.name} on {', '.join(data)}", title_justify="left")
     for col in ("subset", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
         t.add_column(col, justify="right" if col != "subset" else "left")
-    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731  (NaN -> "-")
     t.add_row("all", str(metrics["n"]), fmt(metrics["auc"]), fmt(metrics["ap"]), fmt(metrics["accuracy"]),
               fmt(metrics["acc_real"]), fmt(metrics["acc_fake"]))
     for g, m in metrics["per_generator"].items():
@@ -391,7 +390,7 @@ def calibrate(
     from dataclasses import replace as dc_replace
 
     from .detector import load_detector
-    from .evaluation.calibration import apply_calibration, brier, ece, fit_platt, fit_temperature, logit
+    from .evaluation.calibration import apply_calibration, brier, ece, fit_platt, fit_temperature, log_loss, logit
     from .evaluation.metrics import threshold_at_fpr
     from .evaluation.report import evaluate_detector
     from .train import load_sources
@@ -418,8 +417,8 @@ def calibrate(
     if target_fpr is not None:
         threshold = threshold_at_fpr(q[y == 0], target_fpr)
     report = {"data": list(data), "method": method, "n": int(len(y)), "target_fpr": target_fpr,
-              "before": {"ece": ece(y, p), "brier": brier(y, p), "nll": _nll(y, p)} if len(set(y)) == 2 else None,
-              "after": {"ece": ece(y, q), "brier": brier(y, q), "nll": _nll(y, q)} if len(set(y)) == 2 else None}
+              "before": {"ece": ece(y, p), "brier": brier(y, p), "nll": log_loss(y, p)} if len(set(y)) == 2 else None,
+              "after": {"ece": ece(y, q), "brier": brier(y, q), "nll": log_loss(y, q)} if len(set(y)) == 2 else None}
     det = dc_replace(base, calibration=cal, threshold=threshold, metadata={**base.metadata, "calibration": report})
     det.save(out)
     if report["before"]:
@@ -428,31 +427,25 @@ def calibrate(
     err.print(f"threshold {base.threshold:.4f} -> {threshold:.4f}; saved {out}")
 
 
-def _nll(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
-    return float(-np.mean(np.where(y == 1, np.log(p), np.log(1 - p))))
-
-
 def _summary_markdown(m: dict, data: List[str]) -> str:
     """The eval report as Markdown: overall, per generator, robustness, warnings."""
-    f = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     keys = ("auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy")
     head = "| subset | n | AUC | AP | acc | acc real | acc fake | TPR@1%FPR | TPR@5%FPR | EER | oracle acc |"
     ci = ""
     if m.get("auc_ci95"):
-        ci = (f" ROC-AUC 95% bootstrap interval {f(m['auc_ci95'][0])}-{f(m['auc_ci95'][1])}, "
-              f"AP {f(m['ap_ci95'][0])}-{f(m['ap_ci95'][1])}; ECE {f(m.get('ece'))}, Brier {f(m.get('brier'))}.")
-    lines = [f"# {m['model']} on {', '.join(data)}", "", f"Threshold {f(m.get('threshold'))}.{ci}", "", head,
+        ci = (f" ROC-AUC 95% bootstrap interval {fmt(m['auc_ci95'][0])}-{fmt(m['auc_ci95'][1])}, "
+              f"AP {fmt(m['ap_ci95'][0])}-{fmt(m['ap_ci95'][1])}; ECE {fmt(m.get('ece'))}, Brier {fmt(m.get('brier'))}.")
+    lines = [f"# {m['model']} on {', '.join(data)}", "", f"Threshold {fmt(m.get('threshold'))}.{ci}", "", head,
              "|" + "---|" * 11]
     rows = [("all", m)] + [(f"real vs {g}", v) for g, v in m.get("per_generator", {}).items()]
     for name, v in rows:
-        lines.append(f"| {name} | {v.get('n', 0)} | " + " | ".join(f(v.get(k)) for k in keys) + " |")
+        lines.append(f"| {name} | {v.get('n', 0)} | " + " | ".join(fmt(v.get(k)) for k in keys) + " |")
     if m.get("robustness"):
         lines += ["", "## Robustness (both classes perturbed alike)", "",
                   "| perturbation | n | AUC | AP | acc | acc real | acc fake |", "|---|---|---|---|---|---|---|"]
         for r in m["robustness"]:
             lines.append(f"| {r['perturbation']} | {r['n']} | " +
-                         " | ".join(f(r[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")) + " |")
+                         " | ".join(fmt(r[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")) + " |")
     if m.get("format_guard"):
         lines += ["", "## Format guard warnings", ""] + [f"- {w}" for w in m["format_guard"]]
     if m.get("errors"):

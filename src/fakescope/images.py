@@ -82,6 +82,11 @@ class ImageError(Exception):
         self.detail = message
         super().__init__(f"{self.filename}: {message}" if self.filename else message)
 
+    @property
+    def reason(self) -> str:
+        """"<code>: <detail>", the per-item error string of results and reports."""
+        return f"{self.code}: {self.detail}"
+
 
 class EmptyFileError(ImageError):
     code = "empty"

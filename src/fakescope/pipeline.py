@@ -44,7 +44,7 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
         img, sha = decode_image_with_hash(sample.data if sample.data is not None else sample.path,
                                           limits=limits, name=sample.path, draft_size=draft)
     except ImageError as e:
-        return [Item(sample, v, error=f"{e.code}: {e.detail}") for v in views]
+        return [Item(sample, v, error=e.reason) for v in views]
     items = []
     for v in views:
         try:

@@ -972,7 +972,7 @@ def generate_dataset(samples: Iterable, out_dir: str | os.PathLike, n_per_image:
             try:
                 img = _load_rgb(sample, max_side)
             except ImageError as e:
-                report_error(sample.path, f"{e.code}: {e.detail}")
+                report_error(sample.path, e.reason)
                 continue
             try:
                 if need_real:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .metrics import _check as check_labels_scores
+
 
 def _check(y, x) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).astype(np.float64).ravel()
-    x = np.asarray(x, dtype=np.float64).ravel()
-    if y.shape != x.shape:
-        raise ValueError(f"{y.shape[0]} labels vs {x.shape[0]} values")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be 0 (real) or 1 (fake)")
-    return y, x
+    """The metrics' input check, with float labels for the arithmetic below."""
+    y, x = check_labels_scores(y, x)
+    return y.astype(np.float64), x
 
 
 def sigmoid(x):
@@ -31,6 +29,12 @@ def logit(p, eps: float = 1e-7):
 def _nll(y: np.ndarray, z: np.ndarray) -> float:
     """Mean binary cross-entropy of sigmoid(z) against y: softplus(z) - y * z."""
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def log_loss(y, probs) -> float:
+    """Mean binary cross-entropy of predicted P(fake) (clipped as `logit` clips)."""
+    y, p = _check(y, probs)
+    return _nll(y, logit(p))
 
 
 def _bin_index(probs: np.ndarray, n_bins: int) -> np.ndarray:

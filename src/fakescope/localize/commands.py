@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..evaluation.report import fmt_metric as fmt
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Localise edits: train and evaluate localisers (DeCLIP-style decoders on frozen patch features).")
 err = Console(stderr=True)
@@ -31,7 +33,6 @@ def _print_metrics(title: str, m: dict) -> None:
     t = Table(title=title, title_justify="left")
     for col in ("n real", "n edited") + METRICS:
         t.add_column(col, justify="right")
-    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     t.add_row(str(m.get("n_real", 0)), str(m.get("n_fake", 0)), *(fmt(m.get(k)) for k in METRICS))
     Console().print(t)
 

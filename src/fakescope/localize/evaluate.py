@@ -36,7 +36,7 @@ def iter_maps(loc: Localizer, sources: Sequence, chunk: int = 16) -> Iterator[tu
                 try:
                     yield start + j, loc.predict_maps([src])[0], None
                 except ImageError as e:
-                    yield start + j, None, f"{e.code}: {e.detail}" if getattr(e, "detail", None) else str(e)
+                    yield start + j, None, e.reason
 
 
 def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 16) -> dict:
