@@ -139,14 +139,22 @@ def scan(
 
 def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None:
     """Localise the images of one batch that could be read; an image the localiser cannot use
-    gets its error in `map_error` and keeps its detection score."""
+    gets its error in `map_error` and keeps its detection score. Each image is decoded once
+    here, for both the localiser and its overlay."""
     from .evaluation.localization import map_scores
+    from .images import ImageError
     from .localize import load_image, save_mask_png, save_overlay_png
     from .localize.evaluate import iter_maps
 
-    ok = [r for r in recs if r["error"] is None]
-    for i, m, error in iter_maps(loc, [r["path"] for r in ok]):
-        rec = ok[i]
+    ready, images = [], []
+    for rec in (r for r in recs if r["error"] is None):
+        try:
+            images.append(load_image(rec["path"], loc.limits))
+            ready.append(rec)
+        except ImageError as e:
+            rec["map_error"] = e.reason
+    for i, m, error in iter_maps(loc, images):
+        rec = ready[i]
         if error is not None:
             rec["map_error"] = error
             continue
@@ -157,7 +165,7 @@ def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None
                 stem = f"{stem}-{(rec['sha256'] or '')[:8]}"
             used.add(stem)
             save_mask_png(m, masks / f"{stem}_mask.png")
-            save_overlay_png(load_image(rec["path"]), m, masks / f"{stem}_overlay.png")
+            save_overlay_png(images[i], m, masks / f"{stem}_overlay.png")
             rec["mask_png"] = str(masks / f"{stem}_mask.png")
 
 
