@@ -8,7 +8,6 @@ record everything needed to judge the model in its metadata.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import platform
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import numpy as np
 from . import __version__
 from .backbones import load_backbone, parse_spec
 from .data.augment import AugmentConfig
-from .data.samples import FAKE, REAL, Sample, balanced_subset, load_labelled
+from .data.samples import FAKE, REAL, Sample, balanced_subset, held_out, load_labelled
 from .detector import Detector
 from .evaluation.metrics import summary, threshold_at_fpr
 from .evaluation.report import metrics_by_generator
@@ -63,10 +62,9 @@ def split_by_image(samples: Sequence[Sample], val_fraction: float, seed: int) ->
     """Boolean mask of validation samples, drawn by hashing each file's name: the same split
     however the source is spelled (relative or absolute, folder or tar), so every script and
     re-run agrees on which images were held out."""
-    def bucket(s: Sample) -> float:
-        name = s.path.split("::")[-1].replace("\\", "/").rsplit("/", 1)[-1]
-        return int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return np.array([bucket(s) < val_fraction for s in samples])
+    def name(s: Sample) -> str:
+        return s.path.split("::")[-1].replace("\\", "/").rsplit("/", 1)[-1]
+    return np.array([held_out(name(s), val_fraction, seed) for s in samples])
 
 
 def describe(samples: Sequence[Sample]) -> dict:

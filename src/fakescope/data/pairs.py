@@ -9,7 +9,6 @@ edited twin sits in validation. `fakescope make-edits` writes the same layout.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import tarfile
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from .samples import held_out
 
 
 @dataclass
@@ -102,8 +103,6 @@ def load_pairs(source: str | Path) -> list[MaskPair]:
 
 def split_pairs(pairs: Sequence[MaskPair], val_fraction: float, seed: int = 0) -> tuple[list[MaskPair], list[MaskPair]]:
     """(train, val) split by group (hash of the table row), stable across runs."""
-    def held(p: MaskPair) -> bool:
-        return int(hashlib.sha256(f"{seed}:{p.group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < val_fraction
-    train = [p for p in pairs if not held(p)]
-    val = [p for p in pairs if held(p)]
+    train = [p for p in pairs if not held_out(p.group, val_fraction, seed)]
+    val = [p for p in pairs if held_out(p.group, val_fraction, seed)]
     return train, val

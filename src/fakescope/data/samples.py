@@ -10,6 +10,7 @@ gives the label, and a folder under `fake/` names the generator:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import random
@@ -160,6 +161,12 @@ def load_labelled(source: str | Path) -> Iterator[Sample]:
     if p.suffix in (".csv", ".jsonl"):
         return _manifest(p)
     raise ValueError(f"{source}: expected a folder with real/ and fake/, a .tar, or a .csv/.jsonl manifest")
+
+
+def held_out(key: str, fraction: float, seed: int = 0) -> bool:
+    """Whether `key` falls in the held-out `fraction`: a seeded hash, so every run and every
+    script draws the same split for the same keys (file names, pair ids)."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
 def balanced_subset(samples: list[Sample], per_class: int | None, seed: int = 0) -> list[Sample]:
