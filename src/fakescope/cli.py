@@ -480,6 +480,11 @@ app.add_typer(_loc.app, name="localizer")
 app.command("make-edits")(_loc.make_edits)
 app.command("train-autoencoder")(_loc.train_autoencoder)
 
+# --- commands from other modules: one registration line each, in its own slot ---
+# slot: serve (service/commands.py)
+# slot: features (scale/commands.py)
+# slot: build (generate/commands.py)
+
 
 if __name__ == "__main__":
     sys.exit(app())
