@@ -34,10 +34,11 @@ _KEYS = {"image", "generator", "generator_value", "label", "fixed_label", "real_
 MAPPINGS: dict[str, dict[str, Any]] = {
     # Any dataset with an `image` column and a 0/1 or real/fake `label` column.
     "default": {"image": "image", "label": "label", "text": ["text", "caption", "prompt"]},
-    # COCOFake (Amoroso et al., aimagelab): COCO images + Stable Diffusion images generated from
-    # their captions. No canonical hub copy was found (nebula/FakeCOCO is a different, arrow-folder
-    # release whose columns we could not check). Columns below are a GUESS for a flat
-    # image/label/caption export: override with a dict mapping if they differ.
+    # COCOFake (Amoroso et al., aimagelab) has no official hub copy: it is released as folders,
+    # read with the `cocofake:` layout reader (data/layouts.py). This mapping is for flat
+    # image/label/caption exports (e.g. a save_to_disk of your own conversion). The hub's
+    # nebula/FakeCOCO is a different set (ten newer generators over COCO captions, arrow folders
+    # per generator) whose columns we could not check offline: pass a dict mapping for it.
     "cocofake": {"image": "image", "label": "label", "real_value": ["real", "0"], "fake_value": "*",
                  "text": ["caption", "text", "prompt"]},
     # D3 / ELSA: elsaEU/ELSA_D3 (columns checked against the dataset card: id, original_prompt,
@@ -48,14 +49,15 @@ MAPPINGS: dict[str, dict[str, Any]] = {
     "d3": {"image": ["image_gen0", "image_gen1", "image_gen2", "image_gen3"],
            "generator": ["model_gen0", "model_gen1", "model_gen2", "model_gen3"],
            "fixed_label": "fake", "label": None, "text": "original_prompt"},
-    # GenImage (Zhu et al. 2023): distributed as folders <generator>/{train,val}/{ai,nature}/;
-    # read with `imagefolder` (a local folder ref) the label column is ClassLabel("ai", "nature").
-    # Hub mirrors vary (no official hub id checked); the generator is not a column in that layout.
+    # GenImage (Zhu et al. 2023) is released as folders <generator>/{train,val}/{ai,nature}/: read
+    # it with the `genimage:` layout reader. This mapping is for that layout loaded through
+    # `imagefolder` (ClassLabel "ai"/"nature"). Hub mirrors differ: jhutter2/281_Genimage has one
+    # config per generator plus a `nature` config, so read each with {"fixed_label": ...} instead.
     "genimage": {"image": "image", "label": "label", "real_value": "nature", "fake_value": "ai"},
     # Synthbuster (Bammey 2023): folders per generator (dalle2, dalle3, firefly, glide,
-    # midjourney-v5, stable-diffusion-*) with the RAISE-1k reals downloaded separately (put them
-    # in a `raise` or `real` folder). Via `imagefolder` the folder is the ClassLabel `label`, so
-    # it gives both the label and the generator. No official hub copy checked.
+    # midjourney-v5, stable-diffusion-1-3/-1-4/-2/-xl), reals (RAISE-1k) downloaded separately.
+    # Read the release with the `synthbuster:` layout reader; this mapping is for the same folders
+    # loaded through `imagefolder`, where the folder is the ClassLabel `label` (label + generator).
     "synthbuster": {"image": "image", "label": "label", "real_value": ["raise", "real"], "fake_value": "*",
                     "generator": "label"},
 }

@@ -138,7 +138,8 @@ def _manifest(path: Path, split: str | None = None) -> Iterator[Sample]:
 def load_labelled(source: str | Path) -> Iterator[Sample]:
     """Samples with labels from a folder (real/, fake/[generator]/), a tar of that layout, WebDataset
     shards (`shards/train-{000..099}.tar`, read in place), a CSV/JSONL manifest, or a Hugging Face
-    dataset (`hf:<hub id or saved dir>?mapping=d3|genimage|synthbuster|cocofake&split=train`)."""
+    dataset (`hf:<hub id or saved dir>?mapping=d3|genimage|synthbuster|cocofake&split=train`), or a
+    benchmark in its release layout (`cocofake:`, `genimage:`, `synthbuster:`, see data/layouts.py)."""
     text = str(source)
     base, _, query = text.partition("?")
     if base.endswith((".csv", ".jsonl")) and query.startswith("split="):
@@ -149,6 +150,9 @@ def load_labelled(source: str | Path) -> Iterator[Sample]:
         ref, _, query = text[3:].partition("?")
         opts = dict(parse_qsl(query))
         return iter_hf_dataset(ref, split=opts.get("split", "train"), mapping=opts.get("mapping", "default"))
+    if text.split(":", 1)[0] in ("cocofake", "genimage", "synthbuster"):  # a benchmark's release layout
+        from .layouts import iter_layout
+        return iter_layout(text)
     if any(c in text for c in "{*?[") and not Path(text).exists():  # a WebDataset shard pattern
         from .webdataset import iter_webdataset
         return iter_webdataset(text)
