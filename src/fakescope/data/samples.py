@@ -87,35 +87,38 @@ def _folder(root: Path) -> Iterator[Sample]:
                 yield Sample(path=str(f), label=found[0], generator=found[1])
 
 
-def _tar(path: Path) -> Iterator[Sample]:
-    """A tar of real/ and fake/[generator]/ read in place. Captions come from a `manifest.csv`
-    (path,text: the shared wild/ layout) or a CocoGlide `table.csv` (real,fake,mask,prompt:
-    the pair's prompt is the caption of both images), wherever they sit in the archive."""
+def _tar_texts(tar: tarfile.TarFile) -> dict[str, str]:
+    """Captions by member name, from `manifest.csv` (path,text) or CocoGlide `table.csv`."""
     texts: dict[str, str] = {}
-    found_samples: list[tuple[str, Sample]] = []
+    for member in tar:
+        name = member.name.lstrip("./")
+        if not (member.isfile() and name.endswith(("manifest.csv", "table.csv"))):
+            continue
+        for r in csv.DictReader(io.TextIOWrapper(tar.extractfile(member), encoding="utf-8")):
+            if "path" in r:
+                texts[r["path"]] = r.get("text") or None
+            else:
+                base = str(Path(name).parent) + "/" if "/" in name else ""
+                for col in ("real", "fake"):
+                    if r.get(col):
+                        texts[base + r[col]] = r.get("prompt") or None
+    return texts
+
+
+def _tar(path: Path) -> Iterator[Sample]:
+    """A tar of real/ and fake/[generator]/ read in place, one image in memory at a time. Captions
+    come from a `manifest.csv` (path,text: the shared wild/ layout) or a CocoGlide `table.csv`
+    (real,fake,mask,prompt: the pair's prompt is the caption of both images), wherever they sit
+    in the archive: a first pass reads only those tables (headers are skipped over, not read)."""
+    with tarfile.open(path) as tar:
+        texts = _tar_texts(tar)
     with tarfile.open(path) as tar:
         for member in tar:
-            if not member.isfile():
-                continue
             name = member.name.lstrip("./")
-            if name.endswith(("manifest.csv", "table.csv")):
-                rows = csv.DictReader(io.TextIOWrapper(tar.extractfile(member), encoding="utf-8"))
-                for r in rows:
-                    if "path" in r:
-                        texts[r["path"]] = r.get("text") or None
-                    else:
-                        base = str(Path(name).parent) + "/" if "/" in name else ""
-                        for col in ("real", "fake"):
-                            if r.get(col):
-                                texts[base + r[col]] = r.get("prompt") or None
-                continue
-            found = _label_from_parts(Path(name).parts)
-            if found and is_image_name(name):
-                found_samples.append((name, Sample(path=f"{path}::{name}", data=tar.extractfile(member).read(),
-                                                   label=found[0], generator=found[1])))
-    for name, sample in found_samples:
-        sample.text = texts.get(name)
-        yield sample
+            found = _label_from_parts(Path(name).parts) if member.isfile() and is_image_name(name) else None
+            if found:
+                yield Sample(path=f"{path}::{name}", data=tar.extractfile(member).read(), label=found[0],
+                             generator=found[1], text=texts.get(name))
 
 
 def _manifest(path: Path, split: str | None = None) -> Iterator[Sample]:
