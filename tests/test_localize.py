@@ -339,3 +339,31 @@ def test_fit_errors(offline, dino):
         loc.predict_maps(img)
     with pytest.raises(ValueError, match="either balanced"):
         LocalizerConfig(balanced=True, pos_weight=3.0).check()
+
+
+def test_grid_cache_skips_the_backbone(offline, dino, tmp_path):
+    """A second fit on the same files reads the patch grids from disk: identical grids, no forward."""
+    pairs = []
+    for i, (img, mask) in enumerate(_pairs(4, 3, 2)):
+        path = tmp_path / f"{i}.png"
+        img.save(path)
+        pairs.append((str(path), mask))
+    pairs.append((pairs[0][0], pairs[0][1]))  # the same file twice in one run
+    spec = f"hf-dinov2:{dino[0]}?resize=resize&patch_layer=1&size=64"
+    first = Localizer(LocalizerConfig(backbone=spec, epochs=1, width=8), cache_dir=tmp_path / "cache")
+    want = first._prepare([p for p, _ in pairs], [m for _, m in pairs])
+
+    second = Localizer(LocalizerConfig(backbone=spec, epochs=1, width=8), cache_dir=tmp_path / "cache")
+    second.backbone(0).forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("backbone ran"))
+    got = second._prepare([p for p, _ in pairs], [m for _, m in pairs])
+    assert np.array_equal(got.grids[0], want.grids[0]) and np.array_equal(got.targets, want.targets)
+    assert got.sizes == want.sizes
+    second.fit(list(zip([p for p, _ in pairs], [m for _, m in pairs])), log=None)  # trains from the cache
+
+    other_layer = Localizer(LocalizerConfig(backbone=spec.replace("patch_layer=1", "patch_layer=2"), epochs=1,
+                                            width=8), cache_dir=tmp_path / "cache")
+    calls = []
+    real_forward = other_layer.backbone(0).forward
+    other_layer.backbone(0).forward = lambda *a, **k: calls.append(1) or real_forward(*a, **k)
+    other_layer._prepare([p for p, _ in pairs[:2]])
+    assert calls, "a different patch layer must not reuse layer-1 grids"

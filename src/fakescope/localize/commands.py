@@ -50,6 +50,7 @@ def train(
     balanced: bool = typer.Option(False, help="Weigh edited and untouched pixels equally in the loss."),
     val_fraction: float = typer.Option(0.2, help="Fraction of pairs (a real photo and its edit together) held out."),
     seed: int = typer.Option(0),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Keep backbone patch grids here: a re-fit on the same images skips the backbone (and validation reuses them)."),
 ):
     """Fit a localiser on (image, mask) pairs; reports pixel metrics on the held-out pairs."""
     from .evaluate import evaluate_localizer
@@ -60,7 +61,7 @@ def train(
               f"{sum(p.label for p in va)} edited)")
     cfg = LocalizerConfig(backbone=backbone, second_backbone=second_backbone, width=width, stages=stages,
                           epochs=epochs, lr=lr, balanced=balanced, seed=seed)
-    loc = Localizer(cfg)
+    loc = Localizer(cfg, cache_dir=cache)
     loc.fit([(p.image, p.mask) for p in tr], [(p.image, p.mask) for p in va] or None, log=err.print)
     if va:
         m = evaluate_localizer(loc, va)
@@ -79,11 +80,13 @@ def evaluate(
     seed: int = typer.Option(0),
     report: Optional[Path] = typer.Option(None, help="Write metrics.json, examples.png (image / truth / prediction) and report.html here."),
     examples: int = typer.Option(8, help="Edited images shown in the report's overlay grid."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Backbone patch-grid cache (as for train)."),
 ):
     """Pixel metrics on edited images (IoU, F1, best-F1, pixel AP/AUC) and image AUC of map scores."""
     from .evaluate import evaluate_localizer, load_localizer
 
     loc = load_localizer(model)
+    loc.cache_dir = cache
     tr, va = _load(data, val_fraction, seed)
     pairs = va if val_fraction > 0 else tr
     m = evaluate_localizer(loc, pairs)

@@ -32,6 +32,9 @@ patch grids in memory (float16 unless a value overflows it, then float32): about
 h*w*C*2 bytes per image (ViT-S/14 at 224: 16*16*384*2 = 196 KB, so 10k images ~ 2 GB),
 plus the uint8 targets (input_size^2 bytes). Decoder epochs then cost only the decoder.
 No augmentation happens (features are computed once); add views as extra pairs if needed.
+With `cache_dir` set, grids are also kept on disk (the feature cache's shards, keyed by the
+image bytes' SHA-256 and the patch layer), so a second fit on the same images (another
+decoder width, more epochs) skips the backbone. Images given as PIL/arrays are not cached.
 
 Loss: pixel-wise BCE on logits, optionally class-balanced (both pixel classes weigh half,
 from the manipulated fraction of the training targets) or with a fixed `pos_weight`;
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +65,7 @@ from torch.nn import functional as F
 from ..backbones import Backbone, BackboneSpec, load_backbone, parse_spec, preferred_batch_size, preprocess
 from ..backbones.spec import fit_geometry
 from ..evaluation.metrics import roc_auc
-from ..images import DEFAULT_LIMITS, ImageLimits, decode_image
+from ..images import DEFAULT_LIMITS, ImageLimits, decode_image, sha256_hex
 from .decoder import ConvDecoder
 
 FORMAT = "fakescope.localizer/1"
@@ -208,6 +212,56 @@ class _GridStore:
         return np.concatenate(self.parts) if self.parts else np.zeros((0, 0, 0, 0), self.dtype)
 
 
+class _GridCache:
+    """Patch grids of one backbone on disk: a FeatureCache of flattened (h, w, C) rows."""
+
+    def __init__(self, root: str | Path, spec: BackboneSpec):
+        from ..features import FeatureCache, atomic_write_bytes
+        self._write = atomic_write_bytes
+        self.cache = FeatureCache(root, spec)
+        self.tag = f"grid:L{spec.patch_layer}"
+        self.shape_file = self.cache.dir / f"{self.tag.replace(':', '-')}.json"
+        self.shape = tuple(json.loads(self.shape_file.read_text())) if self.shape_file.exists() else None
+        self.pending: dict[str, np.ndarray] = {}
+
+    def key(self, sha: str | None) -> str | None:
+        return f"{self.tag}:{sha}" if sha else None
+
+    def __contains__(self, key: str | None) -> bool:
+        return key is not None and self.shape is not None and (key in self.cache or key in self.pending)
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        stored = [k for k in keys if k not in self.pending]
+        rows = dict(zip(stored, self.cache.get(stored))) if stored else {}
+        return np.stack([self.pending[k] if k in self.pending else rows[k].reshape(self.shape) for k in keys])
+
+    def put(self, keys: Sequence[str | None], grids: np.ndarray, flush_at: int = 256) -> None:
+        if self.shape is None:
+            self.shape = tuple(int(d) for d in grids.shape[1:])
+            self._write(self.shape_file, json.dumps(list(self.shape)).encode())
+        self.pending.update({k: g for k, g in zip(keys, grids) if k is not None})
+        if len(self.pending) >= flush_at:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            keys = list(self.pending)
+            self.cache.put(keys, np.stack([self.pending[k].reshape(-1) for k in keys]))
+            self.pending = {}
+
+
+def _source_sha(source: ImageSource) -> str | None:
+    """SHA-256 of the file bytes (paths, bytes), the cache key; None for in-memory images."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return sha256_hex(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return sha256_hex(Path(source).read_bytes())
+        except OSError:
+            return None
+    return None
+
+
 def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -223,6 +277,7 @@ class Localizer:
     threshold: float = 0.5                     # predict_masks: map >= threshold
     metadata: dict[str, Any] = field(default_factory=dict)
     limits: ImageLimits = DEFAULT_LIMITS
+    cache_dir: str | Path | None = None         # keep patch grids on disk between fits (not saved)
     _backbones: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -254,7 +309,10 @@ class Localizer:
         targets: list[np.ndarray] = []
         s = self.spec.input_size
 
+        caches = [_GridCache(self.cache_dir, sp) for sp in specs] if self.cache_dir else None
+
         def load(i: int):
+            sha = _source_sha(images[i]) if caches else None
             img = load_image(images[i], self.limits)
             arrays = [preprocess(img, sp) for sp in specs]
             target = None
@@ -268,7 +326,7 @@ class Localizer:
                         raise ValueError(f"image {i}: mask is {shape[1]}x{shape[0]}, image is "
                                          f"{img.width}x{img.height} (after EXIF orientation)")
                     target = np.round(preprocess_mask(m, self.spec) * 255.0).astype(np.uint8)
-            return img.size, arrays, target
+            return img.size, arrays, target, sha
 
         batch = min(preferred_batch_size(self.backbone(j)) for j in range(len(specs)))
         workers = max(1, min(4, os.cpu_count() or 1))
@@ -276,17 +334,39 @@ class Localizer:
             for idx in _chunks(range(len(images)), batch):
                 loaded = list(pool.map(load, idx))
                 for j, sp in enumerate(specs):
-                    x = np.stack([arrays[j] for _, arrays, _ in loaded])
-                    feats = self.backbone(j).forward(x, want_patches=True)
-                    if feats.patches is None:
-                        raise ValueError(f"backbone {sp.name} gives no patch grid; it cannot feed a localiser")
-                    stores[j].add(feats.patches)
-                for size, _, target in loaded:
+                    stores[j].add(self._grids(j, [arrays[j] for _, arrays, _, _ in loaded],
+                                              [sha for *_, sha in loaded], caches[j] if caches else None))
+                for size, _, target, _ in loaded:
                     sizes.append(size)
                     if target is not None:
                         targets.append(target)
+        for c in caches or ():
+            c.flush()
         return _Prepared([st.array() for st in stores], sizes,
                          np.stack(targets) if masks is not None and targets else None)
+
+    def _grids(self, j: int, arrays: list[np.ndarray], shas: list[str | None],
+               cache: _GridCache | None) -> np.ndarray:
+        """(n, h, w, C) patch grids of backbone j: from the disk cache where present, else computed."""
+        keys = [cache.key(sha) for sha in shas] if cache else [None] * len(arrays)
+        todo = [i for i, k in enumerate(keys) if not (cache and k in cache)]
+        out: np.ndarray | None = None
+        if todo:
+            feats = self.backbone(j).forward(np.stack([arrays[i] for i in todo]), want_patches=True)
+            if feats.patches is None:
+                raise ValueError(f"backbone {self.specs[j].name} gives no patch grid; it cannot feed a localiser")
+            computed = np.asarray(feats.patches, np.float32)
+            out = np.empty((len(arrays),) + computed.shape[1:], np.float32)
+            out[todo] = computed
+            if cache:
+                cache.put([keys[i] for i in todo], computed)
+        hits = [i for i in range(len(arrays)) if i not in set(todo)]
+        if hits:
+            got = cache.get([keys[i] for i in hits])
+            if out is None:
+                out = np.empty((len(arrays),) + got.shape[1:], np.float32)
+            out[hits] = got
+        return out
 
     # -------------------------------------------------------------- decoding
     def _logits(self, grids: list[np.ndarray], idx, decoder: ConvDecoder | None = None) -> torch.Tensor:
