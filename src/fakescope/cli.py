@@ -483,7 +483,8 @@ app.command("train-autoencoder")(_loc.train_autoencoder)
 # --- commands from other modules: one registration line each, in its own slot ---
 # slot: serve (service/commands.py)
 # slot: features (scale/commands.py)
-# slot: build (generate/commands.py)
+from .generate.commands import app as _build  # noqa: E402
+app.add_typer(_build, name="build")
 
 
 if __name__ == "__main__":
