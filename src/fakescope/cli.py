@@ -481,7 +481,8 @@ app.command("make-edits")(_loc.make_edits)
 app.command("train-autoencoder")(_loc.train_autoencoder)
 
 # --- commands from other modules: one registration line each, in its own slot ---
-# slot: serve (service/commands.py)
+from .service.commands import serve as _serve  # noqa: E402
+app.command("serve")(_serve)
 # slot: features (scale/commands.py)
 from .generate.commands import app as _build  # noqa: E402
 app.add_typer(_build, name="build")

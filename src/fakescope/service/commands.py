@@ -1,0 +1,77 @@
+"""`fakescope serve`: run the service (app.py) under uvicorn. FastAPI is imported only here,
+inside the command, so the CLI works without the `server` extra."""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+EXIT_USAGE = 2
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def serve(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    localizer: str = typer.Option("default", "--localizer", help="Heatmaps: 'default' (the shipped localiser, about "
+                                  "0.2 s per image on 2 cores), 'none' (scores only, faster), or a localiser folder."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. The default answers this machine only."),
+    port: int = typer.Option(8000, help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="FAKESCOPE_API_KEY", show_default=False,
+                                          help="Require this value in the X-API-Key header for /v1/*. Prefer the "
+                                               "FAKESCOPE_API_KEY variable: a flag is visible in `ps`."),
+    max_upload_bytes: int = typer.Option(25 * 2**20, help="Largest accepted image file (413 above)."),
+    max_batch_bytes: int = typer.Option(100 * 2**20, help="Largest body of a batch request (413 above)."),
+    max_pixels: int = typer.Option(50_000_000, help="Most pixels (width x height) an image may declare (413 above)."),
+    max_batch_files: int = typer.Option(16, help="Most files in one batch request (413 above)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds a request may take, upload included (504 after)."),
+    max_inflight: int = typer.Option(64, help="Requests served at once; more are answered 503 busy."),
+    batch_window_ms: float = typer.Option(5.0, help="Micro-batching: ms to wait for concurrent requests to join a batch."),
+    max_batch_size: int = typer.Option(32, help="Micro-batching: most requests per batch (forwards inside run at the detector's batch size); 1 turns it off."),
+    keep_uploads: Optional[Path] = typer.Option(None, "--keep-uploads", help="Save every accepted upload in this folder "
+                                                "(<sha256>.<ext>). Without it nothing uploaded is written to disk."),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
+):
+    """Serve the detector over HTTP: a web page at /, the API under /v1 (schema at /openapi.json).
+
+    POST /v1/detect (multipart field `file`, or JSON {"image": base64}), POST /v1/detect/batch,
+    GET /v1/models, GET /healthz, GET /readyz (200 once the models are loaded)."""
+    try:
+        import uvicorn
+
+        from .app import ServiceConfig, create_app
+    except ImportError as e:
+        err.print(f"[red]fakescope serve needs the server extra[/red] (pip install 'fakescope[server]'): {e}")
+        raise typer.Exit(EXIT_USAGE)
+    # Models load after the server starts (so /healthz answers at once); catch a wrong path now.
+    for what, ref in (("model", model), ("localizer", localizer)):
+        if ref not in (None, "", "default", "none") and not Path(ref).is_dir():
+            err.print(f"[red]no such {what} folder:[/red] {ref}")
+            raise typer.Exit(EXIT_USAGE)
+    if max_batch_size < 1 or batch_window_ms < 0 or timeout <= 0:
+        err.print("[red]--max-batch-size must be >= 1, --batch-window-ms >= 0 and --timeout > 0[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    if not _is_loopback(host) and not api_key:
+        err.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can reach this "
+                  "port can use the service. Set FAKESCOPE_API_KEY (or --api-key).")
+    cfg = ServiceConfig(model=model, localizer=None if localizer == "none" else localizer, api_key=api_key or None,
+                        max_upload_bytes=max_upload_bytes, max_batch_bytes=max_batch_bytes, max_pixels=max_pixels,
+                        max_batch_files=max_batch_files, request_timeout_s=timeout, max_inflight=max_inflight,
+                        batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
+                        keep_uploads_dir=str(keep_uploads) if keep_uploads else None)
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"fakescope: web page and API on http://{shown}:{port}/ (models loading; /readyz says when ready)",
+              soft_wrap=True)
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, server_header=False,
+                timeout_graceful_shutdown=5)

@@ -1,0 +1,125 @@
+"""The web page in a real browser: `fakescope serve` on a loopback port, headless Chromium (Debian's
+`chromium` package, no browser download) driven by Playwright. An image chosen in the file input
+and one dropped on the drop zone get their verdict, score bar and heatmap; a text file named
+.jpg is shown as rejected; the page fetches nothing from any other host.
+
+Skipped only when Playwright or Chromium is missing and CI is not set; under CI it must run."""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "cifake"
+CHROMIUM = os.environ.get("FAKESCOPE_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None
+missing = sync_playwright is None or not (Path(CHROMIUM).exists() or shutil.which("chromium"))
+if missing and not os.environ.get("CI"):
+    pytest.skip("needs playwright and Debian's chromium (apt-get install chromium)", allow_module_level=True)
+pytest.importorskip("fastapi")
+pytestmark = pytest.mark.offline_models
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`fakescope serve` with the shipped detector and localiser, as a user would start it."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    port = free_port()
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "FAKESCOPE_NO_PROGRESS": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fakescope.cli", "serve", "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        end = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < end, "not ready after 90 s:\n" + log.read_text()
+            try:
+                with urllib.request.urlopen(base + "readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_page_scores_uploads_and_rejects_junk(server, tmp_path):
+    real = sorted((EXAMPLES / "real").glob("*.jpg"))[0]
+    fake = sorted((EXAMPLES / "fake").glob("*.jpg"))[0]
+    junk = tmp_path / "holiday.jpg"
+    junk.write_text("this is a text file with an image's name")
+    shot = Path(os.environ.get("FAKESCOPE_SCREENSHOT_DIR", tmp_path)) / "web-page.png"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            outside, console_errors = [], []
+            page.on("request", lambda req: None if req.url.startswith((server, "data:", "blob:")) else outside.append(req.url))
+            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(server)
+            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
+
+            # choose files: one real example image and one text file named .jpg
+            page.set_input_files("#files", [str(real), str(junk)])
+            # drop a second image onto the drop zone, as a user dragging it from a file manager would
+            page.evaluate("""([name, b64]) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], name, {type: "image/jpeg"}));
+                document.querySelector("#drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+            }""", [fake.name, base64.b64encode(fake.read_bytes()).decode()])
+
+            verdicts = re.compile(r"Likely (AI-generated|real)")
+            for name in (real.name, fake.name):
+                card = page.locator(".card", has_text=name)
+                expect(card.locator(".verdict")).to_have_text(verdicts, timeout=30_000)
+                expect(card.locator(".numbers")).to_contain_text("P(fake)")
+                expect(card.locator(".heat")).to_be_visible()
+                assert float(card.locator(".meter").get_attribute("aria-valuenow")) >= 0
+            rejected = page.locator(".card.rejected", has_text="holiday.jpg")
+            expect(rejected.locator(".verdict")).to_have_text("Rejected")
+            expect(rejected.locator(".message")).to_contain_text("Not an image")
+            expect(rejected.locator(".heat")).to_be_hidden()
+
+            # the opacity slider fades the heatmap
+            card = page.locator(".card", has_text=real.name)
+            card.locator(".opacity input").fill("100")
+            assert card.locator(".heat").evaluate("e => e.style.opacity") == "1"
+            card.locator(".opacity input").fill("70")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    assert outside == [], f"the page fetched from elsewhere: {outside}"
+    assert not [e for e in console_errors if "Content Security Policy" in e or "Refused" in e], console_errors
