@@ -65,29 +65,42 @@ def _read_done(out: Path, model: str, version: str, require: str | None = None) 
 
 @app.command(epilog="Exit status: 0 all images scored; 3 some failed; 4 none could be scored; 2 usage error.")
 def scan(
-    paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON Lines results; re-running with the same file resumes."),
+    paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin; also CSV/JSONL manifests (path column), tars and WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results: a .jsonl file (one JSON line per image) or a folder of Parquet part files (a name without suffix, or an existing folder); re-running with the same --out resumes."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
     batch_size: int = typer.Option(0, help="Images per forward pass (0: what the backbone runs fastest at)."),
-    workers: int = typer.Option(0, help="Decoding threads (0: automatic)."),
+    workers: int = typer.Option(0, help="--engine local: decoding threads; --engine ray: model workers, one model each (0: automatic)."),
     max_pixels: int = typer.Option(89_478_485, help="Refuse images with more pixels than this."),
     max_bytes: int = typer.Option(50 * 2**20, help="Refuse files larger than this many bytes."),
     table: bool = typer.Option(True, help="Print the results table."),
     localize: bool = typer.Option(False, "--localize", help="Also map where each image was edited (adds map_mean / map_max)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="With --localize: write <name>_mask.png and <name>_overlay.png here."),
     localizer: Optional[str] = typer.Option(None, "--localizer", help="Localiser folder; default: the shipped one."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors, one model each; needs the ray extra)."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); default: start a local Ray."),
+    cpus_per_worker: float = typer.Option(1.0, help="--engine ray: CPUs reserved per worker (its model and decoding threads)."),
+    gpus_per_worker: float = typer.Option(-1.0, help="--engine ray: GPUs per worker; -1: one when the cluster has GPUs, else none."),
+    shard_size: int = typer.Option(1000, help="Parquet output: images per part file, the unit of resume."),
+    out_format: str = typer.Option("auto", "--format", help="auto, jsonl or parquet (auto: Parquet for a folder or a name without suffix)."),
 ):
     """Score images: probability each was AI-generated, and a verdict at the model's threshold.
 
-    With --localize, a localiser maps the probability that each pixel was edited; the JSON line
-    gains map_mean (mean of the map) and map_max (max of the 3x3-averaged map), the image-level
-    scores derived from it, and --masks writes the map (8-bit grey, 0-255 = probability, the
-    image's size) and a heatmap overlay per image."""
-    from .data.samples import Sample, iter_input_paths
+    The same per-batch code (fakescope.scale.batch.ScoreBatch) runs here or, with --engine ray,
+    on a Ray cluster. With --localize (local engine, JSONL output), a localiser maps the
+    probability that each pixel was edited; the JSON line gains map_mean (mean of the map) and
+    map_max (max of the 3x3-averaged map), the image-level scores derived from it, and --masks
+    writes the map (8-bit grey, 0-255 = probability, the image's size) and a heatmap overlay per
+    image."""
     from .detector import load_detector
     from .images import ImageLimits
     from .progress import progress
+    from .scale.engines import EngineOptions
+    from .scale.inputs import enumerate_inputs
 
+    if engine not in ("local", "ray"):
+        err.print(f"[red]--engine must be local or ray[/red], not {engine!r}")
+        raise typer.Exit(EXIT_USAGE)
+    fmt = _out_format(out, out_format)
     loc = None
     try:
         det = load_detector(model)
@@ -97,44 +110,74 @@ def scan(
     except (FileNotFoundError, ValueError) as e:  # a missing or foreign model folder: say so, no traceback
         err.print(f"[red]cannot load model:[/red] {e}")
         raise typer.Exit(EXIT_USAGE)
+    if loc is not None and (engine != "local" or fmt == "parquet"):
+        err.print("[red]--localize runs with --engine local and a JSONL --out[/red]")
+        raise typer.Exit(EXIT_USAGE)
     if masks:
         masks.mkdir(parents=True, exist_ok=True)
-    if batch_size:
-        det.batch_size = batch_size
-    files = list(iter_input_paths(paths))
-    if not files:
+    try:
+        inputs = enumerate_inputs(paths)
+    except (ValueError, ImportError, KeyError) as e:  # a manifest without a path column, hf: without datasets, ...
+        err.print(f"[red]cannot read inputs:[/red] {e}")
+        raise typer.Exit(EXIT_USAGE)
+    if not len(inputs):
         err.print("[red]no images found[/red] in " + " ".join(paths))
         raise typer.Exit(EXIT_USAGE)
-    done = _read_done(out, det.id, det.version, "map_mean" if loc is not None else None) if out else {}
-    todo = [f for f in files if f not in done]
-    if done:
-        err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {out}")
     limits = ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels)
-    results = [done[f] for f in files if f in done]
-    used_names: set[str] = set()
-    sink = out.open("a", encoding="utf-8") if out else None
-    try:
-        with progress(total=len(todo), desc="scan") as bar:
-            for batch in det.iter_predict((Sample(path=f) for f in todo), limits=limits, workers=workers or None):
-                recs = [r.to_dict() for r in batch]
-                if loc is not None:
-                    _add_maps(loc, recs, masks, used_names)
-                if sink:  # one flush per batch: a killed run loses at most the batch in flight
-                    sink.write("".join(json.dumps(r) + "\n" for r in recs))
-                    sink.flush()
-                    os.fsync(sink.fileno())
-                results += recs
-                bar.update(len(batch))
-    finally:
-        if sink:
-            sink.close()
-    order = {f: i for i, f in enumerate(files)}
-    results.sort(key=lambda r: order.get(r["path"], 0))
+    opts = EngineOptions(engine=engine, decode_workers=(workers or None) if engine == "local" else None,
+                         address=address, workers=workers if engine == "ray" else 0,
+                         cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+    files = inputs.paths
+    if fmt == "parquet":
+        from .scale.jobs import scan_job
+        from .scale.outputs import JobMismatch, read_parts
+        try:
+            scan_job(inputs, out, model, opts, limits, batch_size or None, shard_size, log=err.print)
+        except JobMismatch as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(EXIT_USAGE)
+        results = read_parts(out).to_pylist()
+    else:
+        from .scale.jobs import iter_scan_records
+        done = _read_done(out, det.id, det.version, "map_mean" if loc is not None else None) if out else {}
+        todo = [i for i, f in enumerate(files) if f not in done]
+        if done:
+            err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {out}")
+        results = [done[f] for f in files if f in done]
+        used_names: set[str] = set()
+        sink = out.open("a", encoding="utf-8") if out else None
+        try:
+            with progress(total=len(todo), desc="scan") as bar:
+                for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size or None, shard_size):
+                    if loc is not None:
+                        _add_maps(loc, recs, masks, used_names)
+                    if sink:  # one flush per batch: a killed run loses at most the batch in flight
+                        sink.write("".join(json.dumps(r) + "\n" for r in recs))
+                        sink.flush()
+                        os.fsync(sink.fileno())
+                    results += recs
+                    bar.update(len(recs))
+        finally:
+            if sink:
+                sink.close()
+        order = {f: i for i, f in enumerate(files)}
+        results.sort(key=lambda r: order.get(r["path"], 0))
     failed = sum(r["error"] is not None for r in results)
     if table:
         _print_table(results, det.name)
     err.print(f"{len(results) - failed} scored, {failed} failed" + (f"; results in {out}" if out else ""))
     raise typer.Exit(EXIT_OK if failed == 0 else EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
+
+
+def _out_format(out: Optional[Path], fmt: str) -> str:
+    """jsonl or parquet for scan --out: an existing folder or a name without suffix is a Parquet folder."""
+    if fmt not in ("auto", "jsonl", "parquet"):
+        raise typer.BadParameter("must be auto, jsonl or parquet", param_hint="--format")
+    if out is None or fmt != "auto":
+        return "jsonl" if out is None else fmt
+    if out.is_dir():
+        return "parquet"
+    return "jsonl" if out.exists() or out.suffix else "parquet"
 
 
 def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None:
@@ -223,16 +266,32 @@ def train(
     options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE, e.g. --set alpha=0.9 --set sam=false; repeatable."),
     seed: int = typer.Option(0),
 ):
-    """Fit a detector on labelled images (frozen backbone + head). Methods: linear, multilayer, disentangle, robust-mlp."""
+    """Fit a detector on labelled images (frozen backbone + head). Methods: linear, multilayer, disentangle, robust-mlp,
+    knn, ocsvm, distance; and trained embeddings: code, natural-traces (options via --set, e.g. --set encoder=adapter
+    --set head=ocsvm --set epochs=20; runs under torchrun too)."""
     from .features import DEFAULT_CACHE
     from .train import TrainConfig, fit_detector
 
+    head_options = parse_options(options)
+    if method in ("code", "natural-traces"):  # trained embeddings: checkpoints + metrics.jsonl inside the model folder
+        head_options.setdefault("run_dir", str(out / "training"))
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
                       val_fraction=val_fraction, target_fpr=target_fpr, calibrate_on=calibrate_on, seed=seed, model_id=model_id,
-                      version=version, text_encoder=text, modality=modality, head_options=parse_options(options),
+                      version=version, text_encoder=text, modality=modality, head_options=head_options,
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
-    det = fit_detector(cfg, log=err.print)
+    try:
+        det = fit_detector(cfg, log=err.print)
+    except ValueError as e:
+        if method not in ("code", "natural-traces"):
+            raise
+        err.print(f"[red]cannot train:[/red] {e}")  # unknown option, encoder or head: say so, no traceback
+        raise typer.Exit(EXIT_USAGE)
+    if det is None:  # torchrun: ranks other than 0 trained their share; rank 0 saves
+        return
     det.save(out)
+    if hasattr(det.head, "save_encoder"):  # the trained encoder on its own: backbone spec trained:<out>/encoder
+        from dataclasses import asdict
+        det.head.save_encoder(out / "encoder", asdict(det.spec), {"recipe": method})
     vm = det.metadata.get("validation_metrics")
     if vm:
         err.print(f"validation: AUC {vm['auc']:.4f}  AP {vm['ap']:.4f}  acc {vm['accuracy']:.4f} "
@@ -483,7 +542,8 @@ app.command("train-autoencoder")(_loc.train_autoencoder)
 # --- commands from other modules: one registration line each, in its own slot ---
 from .service.commands import serve as _serve  # noqa: E402
 app.command("serve")(_serve)
-# slot: features (scale/commands.py)
+from .scale.commands import features as _features  # noqa: E402
+app.command("features")(_features)
 from .generate.commands import app as _build  # noqa: E402
 app.add_typer(_build, name="build")
 

@@ -1,0 +1,275 @@
+"""The per-batch callables: the one piece of code both engines run.
+
+A callable takes a batch as a dict of equal-length arrays (the input rows of `inputs.py`:
+`path`, optional `bytes` / `tar`+`offset`+`size`, `label`, `generator`, `text`) and returns a
+dict of arrays, one row per input row, in the same order; a broken image is a row with its
+`error`, never an exception. It is picklable and loads its model lazily, once per process:
+Ray builds one per actor (`map_batches(ScoreBatch, fn_constructor_kwargs=...)`), the local
+engine builds one in the calling process.
+
+    ScoreBatch(model)      -> path, sha256, score, label, threshold, model, model_version, error
+                              (the records `fakescope scan` writes; scored by Detector.predict_batch)
+    EmbedBatch(backbone)   -> path, sha256, feature (N x D float32), error, label, generator, text
+                              (view 0 of `features.extract`: the feature-cache rows)
+
+Columns `shard` and `pos` (a job's bookkeeping) are passed through untouched.
+
+`__call__(batch) == finish(prepare(batch))`: `prepare` reads and decodes (threads; CPU) and
+`finish` runs the model. The local engine calls `load()` first, then overlaps `prepare` of the
+next batch (a helper thread) with `finish` of this one (the calling thread); Ray calls `__call__`. Scores are NaN and features NaN rows where `error` is set.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from ..backbones import preferred_batch_size
+from ..data.samples import Sample
+from ..images import DEFAULT_LIMITS, FileTooLargeError, ImageLimits, TruncatedImageError, UnreadableFileError
+from ..pipeline import Item, default_workers, prepare
+
+PASS_THROUGH = ("shard", "pos")
+
+
+def _cell(col, i: int):
+    if col is None:
+        return None
+    v = col[i]
+    if v is None:
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v != v:  # NaN: how an all-null object column may come back from Arrow
+        return None
+    return v
+
+
+def _objects(values) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def limits_from(limits: ImageLimits | dict | None) -> ImageLimits:
+    if limits is None:
+        return DEFAULT_LIMITS
+    return limits if isinstance(limits, ImageLimits) else ImageLimits(**limits)
+
+
+def read_member(tar: str, offset: int, size: int, limits: ImageLimits, name: str) -> bytes:
+    """`size` bytes at `offset` of an uncompressed tar: one member, read without the tar module."""
+    if size > limits.max_bytes:
+        raise FileTooLargeError(f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes", name)
+    try:
+        with open(tar, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+    except FileNotFoundError:
+        raise UnreadableFileError(f"no such file {tar}", name) from None
+    except OSError as e:
+        raise UnreadableFileError(f"cannot read {tar}: {e.strerror or e}", name) from None
+    if len(data) != size:
+        raise TruncatedImageError(f"{tar} ends inside this member ({len(data)} of {size} bytes)", name)
+    return data
+
+
+def samples_of(batch: dict[str, np.ndarray], limits: ImageLimits) -> list[Sample | Item]:
+    """Samples for the rows of a batch; a tar member that cannot be read is already a failed Item."""
+    out: list[Sample | Item] = []
+    paths = batch["path"]
+    for i in range(len(paths)):
+        path = str(_cell(paths, i))
+        data = _cell(batch.get("bytes"), i)
+        label = _cell(batch.get("label"), i)
+        s = Sample(path=path, data=data, label=-1 if label is None else int(label),
+                   generator=_cell(batch.get("generator"), i), text=_cell(batch.get("text"), i))
+        tar = _cell(batch.get("tar"), i)
+        if data is None and tar:
+            try:
+                s.data = read_member(tar, int(_cell(batch["offset"], i)), int(_cell(batch["size"], i)), limits, path)
+            except (FileTooLargeError, UnreadableFileError, TruncatedImageError) as e:
+                out.append(Item(s, error=e.reason))
+                continue
+        out.append(s)
+    return out
+
+
+class BatchFn:
+    """Shared machinery: lazy per-process state, decoding threads, prepare/finish split."""
+
+    def __init__(self, limits: ImageLimits | dict | None = None, decode_workers: int | None = None,
+                 threads: int | None = None, cwd: str | None = None):
+        self.limits = asdict(limits_from(limits))
+        self.decode_workers = decode_workers
+        self.threads = threads   # compute threads of this process's model (None: leave as configured)
+        self.cwd = cwd           # the driver's folder: relative input and model paths resolve from it
+        self._pool: ThreadPoolExecutor | None = None
+        self._ready = False
+
+    def __getstate__(self):  # picklable before and after use: per-process state is rebuilt lazily
+        state = self.__dict__.copy()
+        for k in list(state):
+            if k.startswith("_"):
+                state[k] = None
+        return state
+
+    def _setup(self) -> None:
+        """Once per process, before the model loads."""
+        if self._ready:
+            return
+        self._ready = True
+        if self.cwd and os.path.isdir(self.cwd) and os.getcwd() != self.cwd:
+            os.chdir(self.cwd)  # a worker process of its own (Ray actor); the local engine passes no cwd
+        if self.threads:  # one model per worker: it should use that worker's CPUs, not the machine's
+            os.environ["FAKESCOPE_THREADS"] = str(int(self.threads))
+            try:
+                import torch
+                torch.set_num_threads(int(self.threads))
+            except ImportError:  # pragma: no cover - torch is a core dependency
+                pass
+
+    def _decode(self, batch: dict[str, np.ndarray], spec) -> list[Item]:
+        limits = ImageLimits(**self.limits)
+        todo = samples_of(batch, limits)
+        workers = self.decode_workers or default_workers()
+
+        def one(s):
+            return s if isinstance(s, Item) else prepare(s, spec, (0,), limits)[0]
+
+        if workers <= 1 or len(todo) <= 1:
+            return [one(s) for s in todo]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fakescope-decode")
+        return list(self._pool.map(one, todo))
+
+    def load(self) -> "BatchFn":
+        """Set this process up and load the model, in the calling thread: call it from the thread
+        that will run `finish` (torch's intra-op thread count is a per-thread setting)."""
+        self._setup()
+        self._model()
+        return self
+
+    def _model(self):
+        raise NotImplementedError
+
+    def prepare(self, batch: dict[str, np.ndarray]) -> Any:
+        raise NotImplementedError
+
+    def finish(self, state: Any) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.finish(self.prepare(batch))
+
+    @staticmethod
+    def _passed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: np.asarray(batch[k]) for k in PASS_THROUGH if k in batch}
+
+
+class ScoreBatch(BatchFn):
+    """Detector scores for a batch, through `Detector.predict_batch` (what `fakescope scan` prints)."""
+
+    def __init__(self, model: str | None = None, batch_size: int | None = None, **kw):
+        super().__init__(**kw)
+        self.model = model
+        self.batch_size = batch_size
+        self._det = None
+
+    @property
+    def detector(self):
+        if self._det is None:
+            self._setup()
+            from ..detector import load_detector
+            self._det = load_detector(self.model)
+            if self.batch_size:
+                self._det.batch_size = self.batch_size
+        return self._det
+
+    def _model(self):
+        return self.detector.backbone
+
+    def prepare(self, batch):
+        return batch, self._decode(batch, self.detector.spec)
+
+    def finish(self, state):
+        batch, items = state
+        det = self.detector
+        size = det.batch_size or preferred_batch_size(det.backbone)
+        results = [r for i in range(0, len(items), size) for r in det.predict_batch(items[i:i + size])]
+        out = {
+            "path": _objects([r.path for r in results]),
+            "sha256": _objects([r.sha256 for r in results]),
+            "score": np.array([np.nan if r.score is None else r.score for r in results], dtype=np.float64),
+            "label": _objects([r.label for r in results]),
+            "threshold": np.full(len(results), det.threshold, dtype=np.float64),
+            "model": _objects([det.id] * len(results)),
+            "model_version": _objects([det.version] * len(results)),
+            "error": _objects([r.error for r in results]),
+        }
+        out.update(self._passed(batch))
+        return out
+
+
+class EmbedBatch(BatchFn):
+    """Backbone features of view 0 (the clean image), as `features.extract` computes them."""
+
+    def __init__(self, backbone: str = "effnet-lite0", batch_size: int | None = None, **kw):
+        super().__init__(**kw)
+        self.backbone_spec = backbone
+        self.batch_size = batch_size
+        self._backbone = None
+        self._dim: int | None = None
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            self._setup()
+            from ..backbones import load_backbone
+            self._backbone = load_backbone(self.backbone_spec)
+        return self._backbone
+
+    def dim(self) -> int:
+        if self._dim is None:  # learnt from one forward pass: layers may add to the pooled width
+            from ..features import feature_vector
+            s = self.backbone.spec.input_size
+            self._dim = int(feature_vector(self.backbone.forward(np.zeros((1, 3, s, s), np.float32)),
+                                           self.backbone.spec).shape[1])
+        return self._dim
+
+    def _model(self):
+        return self.backbone
+
+    def prepare(self, batch):
+        return batch, self._decode(batch, self.backbone.spec)
+
+    def finish(self, state):
+        from ..features import feature_vector
+        from ..pipeline import stack
+        batch, items = state
+        n = len(items)
+        size = self.batch_size or preferred_batch_size(self.backbone)
+        parts = []  # (indices, rows): forward passes of the backbone's own batch size, failures left out
+        for lo in range(0, n, size):
+            ok = [i for i in range(lo, min(n, lo + size)) if items[i].ok]
+            if ok:
+                parts.append((ok, feature_vector(self.backbone.forward(stack([items[i] for i in ok])), self.backbone.spec)))
+                self._dim = parts[-1][1].shape[1]
+        feats = np.full((n, self.dim()), np.nan, dtype=np.float32)
+        for ok, rows in parts:
+            feats[ok] = rows
+        label = batch.get("label")
+        out = {
+            "path": _objects([it.sample.path for it in items]),
+            "sha256": _objects([it.sha256 for it in items]),
+            "feature": feats,
+            "error": _objects([it.error for it in items]),
+            "label": np.asarray(label, dtype=np.int64) if label is not None else np.full(n, -1, np.int64),
+            "generator": _objects([it.sample.generator for it in items]),
+            "text": _objects([it.sample.text for it in items]),
+        }
+        out.update(self._passed(batch))
+        return out

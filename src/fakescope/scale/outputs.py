@@ -1,0 +1,261 @@
+"""Job output folders: Parquet part files, one per input shard, and the job's identity.
+
+    OUT/job.json             kind, inputs digest and count, shard size, number of shards, the model
+                             (scan) or backbone spec + signature (features), fakescope version
+    OUT/manifest.json        features only: {"spec": ...}, the feature cache's manifest for this backbone
+    OUT/part-00000.parquet   the rows of shard 0, in input order; written to a temporary name, fsynced
+    OUT/part-00001.parquet   and renamed, so a part file is complete or absent, never half-written
+    ...
+
+One driver writes a folder at a time (an flock on OUT/.lock). A part file is the only record
+that its shard is done: a re-run with the same inputs skips the
+shards that have one and computes the rest; nothing is appended to a finished part, so no row
+is written twice. Each part's Parquet metadata names its shard id; a re-run over other inputs,
+another model or another shard size finds a different job.json and refuses the folder.
+
+The same writer serves the local and the Ray engine, so their outputs are interchangeable.
+Scan parts hold the scan records (path, sha256, score, label, threshold, model, model_version,
+error); feature parts hold path, sha256, feature (fixed-size list of float32), error, label,
+generator, text. `register_features` copies feature parts into a FeatureCache, so
+`fakescope train` / `features.extract` on the same images read them instead of recomputing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+JOB_FORMAT = "fakescope.job/1"
+SCAN_FIELDS = ("path", "sha256", "score", "label", "threshold", "model", "model_version", "error")
+FEATURE_FIELDS = ("path", "sha256", "feature", "error", "label", "generator", "text")
+_IDENTITY = ("format", "kind", "inputs_sha256", "n_inputs", "shard_size", "n_shards", "config")
+
+
+class JobMismatch(RuntimeError):
+    """The output folder belongs to another job (other inputs, model, backbone or shard size)."""
+
+
+def _pa():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError("Parquet output needs pyarrow: pip install 'fakescope[ray]' (or pyarrow)") from e
+    return pa, pq
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class PartStore:
+    """One job's output folder."""
+
+    def __init__(self, out: str | Path, job: dict):
+        self.dir = Path(out)
+        self.job = {"format": JOB_FORMAT, **job}
+        self._lock = None
+
+    def _take_lock(self) -> None:
+        """One driver per folder: a second job on it fails at once (the OS drops the lock of a
+        killed driver, so a re-run after a crash is never blocked)."""
+        import fcntl
+        f = open(self.dir / ".lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise JobMismatch(f"{self.dir} is being written by another running job") from None
+        self._lock = f
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def __enter__(self) -> "PartStore":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ identity
+    def open(self) -> "PartStore":
+        """Create the folder and job.json, or check that an existing one is this job's."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise JobMismatch(f"{self.dir} is a file; Parquet output needs a folder")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._check_job()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _check_job(self) -> None:
+        path = self.dir / "job.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            diff = [k for k in _IDENTITY if old.get(k) != self.job.get(k)]
+            if diff:
+                raise JobMismatch(f"{self.dir} holds another job (different {', '.join(diff)}); "
+                                  "use a new --out folder, or delete this one to start over")
+        else:
+            if any(self.dir.glob("part-*.parquet")):
+                raise JobMismatch(f"{self.dir} has part files but no job.json; refusing to mix outputs")
+            _fsync_write(path, (json.dumps(self.job, indent=1) + "\n").encode())
+        for tmp in self.dir.glob(".part-*.tmp"):  # left by a killed run: never a finished part
+            tmp.unlink(missing_ok=True)
+
+    def shard_id(self, index: int) -> str:
+        return self.job["shard_ids"][index] if "shard_ids" in self.job else str(index)
+
+    def completed(self) -> set[int]:
+        """Shards whose part file exists, reads as Parquet and names this shard."""
+        _, pq = _pa()
+        done = set()
+        for f in self.dir.glob("part-*.parquet"):
+            try:
+                index = int(f.stem.split("-")[1])
+                meta = pq.read_metadata(f).metadata or {}
+            except Exception:  # unreadable: treated as not done, rewritten by this run
+                continue
+            if meta.get(b"fakescope.shard_id", b"").decode() == self.shard_id(index):
+                done.add(index)
+        return done
+
+    # ------------------------------------------------------------ writing
+    def write(self, index: int, columns: dict[str, np.ndarray]) -> Path:
+        """Shard `index`'s rows (already in input order) as one part file, atomically."""
+        pa, pq = _pa()
+        table = to_table(self.job["kind"], columns)
+        meta = dict(table.schema.metadata or {})
+        meta.update({b"fakescope.shard_id": self.shard_id(index).encode(), b"fakescope.shard": str(index).encode(),
+                     b"fakescope.kind": self.job["kind"].encode()})
+        table = table.replace_schema_metadata(meta)
+        path = self.dir / part_name(index)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    # ------------------------------------------------------------ reading
+    def read(self, columns: Sequence[str] | None = None):
+        return read_parts(self.dir, columns)
+
+
+def read_parts(out: str | Path, columns: Sequence[str] | None = None):
+    """All part files of an output folder, in shard order, as one pyarrow Table."""
+    pa, pq = _pa()
+    parts = sorted(Path(out).glob("part-*.parquet"))
+    tables = [pq.read_table(p, columns=list(columns) if columns else None) for p in parts]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables)
+
+
+def _str(v) -> str | None:
+    """A string cell as it comes back from any engine: None, or a float NaN (a column Ray saw
+    all-null in some block), means missing."""
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return None
+    return str(v)
+
+
+def _strings(values) -> list:
+    return [_str(v) for v in values]
+
+
+def to_table(kind: str, columns: dict[str, np.ndarray]):
+    pa, _ = _pa()
+    if kind == "scan":
+        score = np.asarray(columns["score"], dtype=np.float64)
+        return pa.table({
+            "path": pa.array(_strings(columns["path"]), pa.string()),
+            "sha256": pa.array(_strings(columns["sha256"]), pa.string()),
+            "score": pa.array(score, pa.float64(), mask=np.isnan(score)),
+            "label": pa.array(_strings(columns["label"]), pa.string()),
+            "threshold": pa.array(np.asarray(columns["threshold"], np.float64), pa.float64()),
+            "model": pa.array(_strings(columns["model"]), pa.string()),
+            "model_version": pa.array(_strings(columns["model_version"]), pa.string()),
+            "error": pa.array(_strings(columns["error"]), pa.string()),
+        })
+    if kind == "features":
+        feats = np.ascontiguousarray(columns["feature"], dtype=np.float32)
+        n, d = feats.shape
+        failed = np.array([e is not None for e in _strings(columns["error"])], dtype=bool)
+        values = pa.array(feats.reshape(-1), pa.float32())
+        feature = pa.FixedSizeListArray.from_arrays(values, d, mask=pa.array(failed))
+        return pa.table({
+            "path": pa.array(_strings(columns["path"]), pa.string()),
+            "sha256": pa.array(_strings(columns["sha256"]), pa.string()),
+            "feature": feature,
+            "error": pa.array(_strings(columns["error"]), pa.string()),
+            "label": pa.array(np.asarray(columns["label"], np.int64), pa.int64()),
+            "generator": pa.array(_strings(columns["generator"]), pa.string()),
+            "text": pa.array(_strings(columns["text"]), pa.string()),
+        })
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+def scan_records(columns: dict[str, np.ndarray]) -> list[dict]:
+    """Scan output columns -> the JSON records `fakescope scan` writes (same keys, same order)."""
+    out = []
+    for i in range(len(columns["path"])):
+        score = float(columns["score"][i])
+        out.append({"path": str(columns["path"][i]), "sha256": _str(columns["sha256"][i]),
+                    "score": None if np.isnan(score) else score, "label": _str(columns["label"][i]),
+                    "threshold": float(columns["threshold"][i]),
+                    "model": str(columns["model"][i]), "model_version": str(columns["model_version"][i]),
+                    "error": _str(columns["error"][i])})
+    return out
+
+
+def feature_matrix(table) -> np.ndarray:
+    """The `feature` column of a features table as an (N, D) float32 array (NaN rows where it failed)."""
+    col = table.column("feature").combine_chunks()
+    d = col.type.list_size
+    flat = col.values.to_numpy(zero_copy_only=False)[col.offset * d:(col.offset + len(col)) * d]
+    out = np.array(flat, dtype=np.float32).reshape(len(col), d)
+    if col.null_count:
+        out[~np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool)] = np.nan
+    return out
+
+
+def register_features(out: str | Path, cache_root: str | Path, parts: Iterable[Path] | None = None) -> int:
+    """Put the features of a folder's part files into the FeatureCache at `cache_root` (keys:
+    image sha256, view 0); rows the cache already holds are skipped. Returns rows added."""
+    from ..backbones import BackboneSpec
+    from ..features import FeatureCache
+
+    _, pq = _pa()
+    manifest = json.loads((Path(out) / "manifest.json").read_text())
+    cache = FeatureCache(cache_root, BackboneSpec.from_dict(manifest["spec"]))
+    added = 0
+    for part in parts if parts is not None else sorted(Path(out).glob("part-*.parquet")):
+        table = pq.read_table(part, columns=["sha256", "feature", "error"])
+        shas = table.column("sha256").to_pylist()
+        errors = table.column("error").to_pylist()
+        want = [i for i, (s, e) in enumerate(zip(shas, errors)) if e is None and s is not None and s not in cache]
+        seen: set[str] = set()
+        want = [i for i in want if not (shas[i] in seen or seen.add(shas[i]))]  # one row per image content
+        if want:
+            X = feature_matrix(table)
+            cache.put([shas[i] for i in want], X[want])
+            added += len(want)
+    return added
