@@ -229,3 +229,20 @@ def test_clip_text_tower(offline, clip_full_dir):
     ref = getattr(ref, "pooler_output", ref)
     assert torch.allclose(torch.from_numpy(emb), ref, atol=1e-5)
     assert enc.encode([]).shape == (0, 16)
+
+
+def test_compute_device_follows_the_environment(monkeypatch):
+    from fakescope.backbones.spec import compute_device, onnx_providers
+
+    monkeypatch.setenv("FAKESCOPE_DEVICE", "cpu")
+    assert compute_device() == "cpu" and onnx_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == \
+        ["CPUExecutionProvider"]
+    monkeypatch.setenv("FAKESCOPE_DEVICE", "auto")
+    assert compute_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("FAKESCOPE_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="FAKESCOPE_DEVICE"):
+        compute_device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("FAKESCOPE_DEVICE", "cuda")
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            compute_device()

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import register
-from .spec import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, Features
+from .spec import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, Features, compute_device
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class HFVisionBackbone:
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.model.device)
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (N, 3, H, W) batch, got {tuple(x.shape)}")
         kwargs: dict = {}
@@ -224,7 +224,7 @@ def _load(family: _Family, spec: BackboneSpec) -> HFVisionBackbone:
     missing = list(info.get("missing_keys") or [])
     if missing:  # randomly initialised weights would give meaningless features
         raise ValueError(f"{spec.name}: checkpoint lacks weights for {cls.__name__}: {sorted(missing)[:5]}...")
-    model = model.to("cpu", dtype=torch.float32).eval()
+    model = model.to(compute_device(), dtype=torch.float32).eval()
     real_dim = int(config.projection_dim if family.key == "hf-clip:" else config.hidden_size)
     if spec.dim and spec.dim != real_dim:
         raise ValueError(f"{spec.name}: spec says dim {spec.dim}, model has {real_dim}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import register
-from .spec import BackboneSpec, Features
+from .spec import BackboneSpec, Features, compute_device, onnx_providers
 
 
 def _package_file(package: str, relative: str) -> str:
@@ -94,7 +94,7 @@ class OnnxBackbone:
         opts.log_severity_level = 3
         # Idle compute threads must not spin: on few cores they would starve the decoding threads.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=onnx_providers(ort.get_available_providers()))
         self.input_name = self.session.get_inputs()[0].name
 
     def _layer_name(self, k: int) -> str:
@@ -142,6 +142,8 @@ class EffNetLiteBackbone:
         self.spec = spec
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load; stdout is for results
             self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
+        self.device = compute_device()
+        self.model.to(self.device)
         self.blocks = len(self.model._blocks)
         for k in spec.layers:
             if not (1 <= abs(k) <= self.blocks):
@@ -158,20 +160,20 @@ class EffNetLiteBackbone:
         layers = {}
         block_map = None
         with torch.inference_mode():
-            x = m._swish(m._bn0(m._conv_stem(torch.from_numpy(batch))))
+            x = m._swish(m._bn0(m._conv_stem(torch.from_numpy(batch).to(self.device))))
             for i, block in enumerate(m._blocks, start=1):
                 x = block(x)  # eval mode: no drop-connect
                 if i in wanted:
-                    layers[i] = x.mean(dim=(2, 3)).numpy()
+                    layers[i] = x.mean(dim=(2, 3)).cpu().numpy()
                 if i == patch_block and want_patches:
                     block_map = x
             fmap = m._swish(m._bn1(m._conv_head(x)))
-            pooled = fmap.mean(dim=(2, 3)).numpy()
+            pooled = fmap.mean(dim=(2, 3)).cpu().numpy()
         layers = {k: layers[k if k > 0 else self.blocks + k + 1] for k in self.spec.layers}
         patches = None
         if want_patches:
             grid = fmap if block_map is None else block_map
-            patches = np.ascontiguousarray(grid.permute(0, 2, 3, 1).numpy())
+            patches = np.ascontiguousarray(grid.permute(0, 2, 3, 1).cpu().numpy())
         return Features(pooled=pooled.astype(np.float32), patches=patches, layers=layers)
 
 

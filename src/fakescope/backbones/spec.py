@@ -121,3 +121,31 @@ def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
     if spec.layout == "NCHW":
         arr = arr.transpose(2, 0, 1)
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def compute_device() -> str:
+    """Where backbones run: FAKESCOPE_DEVICE=cpu|cuda|auto (default auto: CUDA when torch sees a GPU).
+
+    Why an environment variable: a Ray actor that was given a GPU sees it as `cuda`, so the same
+    per-batch code uses it without a flag threaded through every entry point."""
+    import os
+
+    wanted = os.environ.get("FAKESCOPE_DEVICE", "auto").strip().lower()
+    if wanted not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"FAKESCOPE_DEVICE must be auto, cpu or cuda, not {wanted!r}")
+    if wanted == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if wanted == "cuda":
+        raise RuntimeError("FAKESCOPE_DEVICE=cuda but torch sees no CUDA device")
+    return "cpu"
+
+
+def onnx_providers(available: list[str]) -> list[str]:
+    """ONNX Runtime providers for compute_device(): CUDA first when both are possible."""
+    if compute_device() == "cuda" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
