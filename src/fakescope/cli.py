@@ -466,7 +466,7 @@ def calibrate(
         raise typer.BadParameter("method must be platt, temperature or none", param_hint="--method")
     base = load_detector(model)
     raw = dc_replace(base, calibration=None)
-    m = evaluate_detector(raw, load_sources(data, per_class, seed))
+    m = evaluate_detector(raw, load_sources(data, per_class, seed), intervals=False)
     y, p = m["_labels"], m["_scores"]
     if len(set(y)) < 2 and method != "none":
         raise typer.BadParameter("score calibration needs real and fake images", param_hint="--data")

@@ -21,8 +21,9 @@ def metrics_by_generator(labels: np.ndarray, scores: np.ndarray, generators: Seq
     return out
 
 
-def evaluate_detector(det, samples: Sequence[Sample], cache=None) -> dict:
+def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: bool = True) -> dict:
     """Metrics of a detector on labelled samples; heads with an `analysis` (disentangle) add theirs.
+    `intervals=False` skips the bootstrap intervals (callers that only need the scores).
 
     Goes through the feature extractor (the same decode/preprocess path as scanning), so a
     feature cache makes repeated evaluations cheap."""
@@ -49,6 +50,7 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None) -> dict:
         from .calibration import brier, ece
         from .metrics import average_precision, bootstrap_ci, roc_auc
         metrics["ece"], metrics["brier"] = ece(labels, scores), brier(labels, scores)
+    if len(set(labels)) == 2 and intervals:
         # 95% percentile intervals, resampling within each class (seeded: reports are reproducible)
         metrics["auc_ci95"] = list(bootstrap_ci(roc_auc, labels, scores, n=500))
         metrics["ap_ci95"] = list(bootstrap_ci(average_precision, labels, scores, n=500))
