@@ -102,6 +102,9 @@ def head_options(cfg: TrainConfig, backbone) -> dict:
 
 
 def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:
+    if cfg.method in ("code", "natural-traces"):  # trained embeddings (issue 7): their own encoder, not frozen features
+        from .training.fit import fit_trained_detector
+        return fit_trained_detector(cfg, samples, log=log)  # None on torchrun ranks other than 0
     samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
     backbone = load_backbone(cfg.backbone)
     spec = backbone.spec

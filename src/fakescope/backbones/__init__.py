@@ -108,7 +108,7 @@ def _ensure_registered() -> None:
     if not _registered:
         _registered = True
         import importlib
-        for module in ("hf", "offline"):  # each registers its names on import
+        for module in ("hf", "offline", "trained"):  # each registers its names on import (trained: issue 7)
             importlib.import_module(f"{__name__}.{module}")
 
 

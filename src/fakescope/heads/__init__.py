@@ -53,3 +53,5 @@ def head_from_state(method: str, config: dict, state: dict[str, np.ndarray]) -> 
 from . import linear  # noqa: E402,F401  (registers "linear")
 from . import robust_mlp  # noqa: E402,F401  (registers "robust-mlp")
 from . import multilayer, disentangle  # noqa: E402,F401  (registers "multilayer", "disentangle")
+from . import knn, ocsvm, prototype  # noqa: E402,F401  (registers "knn", "ocsvm", "distance")
+from ..training import head as _trained_head  # noqa: E402,F401  (registers "code", "natural-traces")

@@ -1,0 +1,90 @@
+"""Backbones for trained embeddings (`fakescope train --method code|natural-traces`).
+
+    pixels                    no network at all: the preprocessed image itself, flattened. The input
+                              of an encoder trained from scratch (its weights travel with the
+                              detector's head). `pixels?size=32&resize=resize` (the default) squashes
+                              to 32x32; `?size=128&resize=native_crop` takes the centre 128 px at
+                              native resolution. Pixels are scaled to [-1, 1].
+    trained:<encoder dir>     a trained encoder folder (encoder.json + encoder.safetensors, written
+                              by `fakescope train --method code|natural-traces` into MODEL_DIR/encoder)
+                              as a frozen backbone: its forward is the learned unit-norm embedding,
+                              so any head (`--method linear`, `knn`, ...) can be fitted on it. It reads
+                              images the way its input did (pixels, or the frozen registry backbone
+                              an adapter sits on, recorded in encoder.json).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from . import load_backbone, register
+from .spec import BackboneSpec, Features
+
+PIXEL_MEAN = (0.5, 0.5, 0.5)
+PIXEL_STD = (0.5, 0.5, 0.5)
+
+
+def pixels_spec(_: str = "") -> BackboneSpec:
+    return BackboneSpec(name="pixels", kind="pixels", weights="none", input_size=32, resize="resize",
+                        mean=PIXEL_MEAN, std=PIXEL_STD, dim=0)
+
+
+class PixelsBackbone:
+    batch_size = 64
+
+    def __init__(self, spec: BackboneSpec):
+        if spec.layers or spec.patch_layer is not None:
+            raise ValueError("pixels: no layers to read (it is the image itself)")
+        self.spec = spec
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        batch = np.asarray(batch, np.float32)
+        patches = batch.transpose(0, 2, 3, 1) if want_patches else None
+        return Features(pooled=np.ascontiguousarray(batch.reshape(len(batch), -1)), patches=patches)
+
+
+def _encoder_dir(ref: str) -> Path:
+    d = Path(ref).expanduser()
+    if not (d / "encoder.json").exists():
+        raise FileNotFoundError(f"trained:{ref}: no encoder.json in {d} (expected MODEL_DIR/encoder written by "
+                                "`fakescope train --method code|natural-traces`)")
+    return d.resolve()
+
+
+def trained_spec(ref: str) -> BackboneSpec:
+    import json
+    d = _encoder_dir(ref)
+    meta = json.loads((d / "encoder.json").read_text())
+    inp = BackboneSpec.from_dict(meta["input"])
+    digest = hashlib.sha256((d / "encoder.safetensors").read_bytes()).hexdigest()[:16]
+    # weights = folder + content hash: a retrained encoder in the same folder never reuses cached features
+    return replace(inp, name=f"trained:{ref}", kind="trained:", weights=f"{d}#{digest}", dim=int(meta.get("dim", 0)),
+                   layers=(), pooled=True, patch_layer=None, extra=())
+
+
+class TrainedBackbone:
+    def __init__(self, spec: BackboneSpec):
+        from ..training.encoders import load_encoder
+        if spec.layers or spec.patch_layer is not None:
+            raise ValueError(f"{spec.name}: a trained encoder has one output (no layers or patch grid)")
+        self.spec = spec
+        self.encoder, self.meta = load_encoder(spec.weights.split("#")[0])
+        inp = BackboneSpec.from_dict(self.meta["input"])
+        # the input backbone sees images preprocessed as this spec says (same fields, possibly ?size= changed)
+        self.input_spec = replace(inp, input_size=spec.input_size, resize=spec.resize)
+        self.input = load_backbone(self.input_spec)
+        self.batch_size = getattr(self.input, "batch_size", 16)
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        from ..features import feature_vector
+        from ..training.encoders import embed
+        x = feature_vector(self.input.forward(batch), self.input_spec)
+        shape = (3, self.spec.input_size, self.spec.input_size) if self.input_spec.kind == "pixels" else None
+        return Features(pooled=embed(self.encoder, x, shape))
+
+
+register("pixels", pixels_spec, PixelsBackbone)
+register("trained:", trained_spec, TrainedBackbone)

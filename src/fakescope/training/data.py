@@ -1,0 +1,160 @@
+"""Training items for the engine: every item is {"global": view, "local": view, "label": 0/1}.
+
+    ImageViews     decoded images in memory; views drawn by `views.make_view` per item and epoch
+                   (pixels for a ViT trained from scratch)
+    FeatureViews   a frozen backbone's features of a few precomputed views per image; each epoch
+                   picks one global and one local view per image (an adapter trains in seconds)
+    view_features  those precomputed features, through the feature cache (a second run reads them)
+"""
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..data.samples import Sample
+from ..images import DEFAULT_LIMITS, ImageError, decode_image_with_hash
+from .views import ViewConfig, make_view, to_array
+
+
+def decode_samples(samples: Sequence[Sample], workers: int = 2) -> tuple[list[Image.Image | None], list[str | None]]:
+    """(RGB images, sha256) per sample; None for images that cannot be read."""
+    def one(s: Sample):
+        try:
+            img, sha = decode_image_with_hash(s.data if s.data is not None else s.path, DEFAULT_LIMITS, name=s.path)
+            img = img.convert("RGB")
+            img.load()
+            return img, sha
+        except ImageError:
+            return None, None
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        out = list(pool.map(one, samples))
+    return [o[0] for o in out], [o[1] for o in out]
+
+
+class ImageViews:
+    """One global and one local view of image i, drawn from the generator the engine passes."""
+
+    def __init__(self, images: Sequence[Image.Image], labels: Sequence[int], global_view: ViewConfig,
+                 local_view: ViewConfig, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        self.images, self.labels = list(images), np.asarray(labels, np.int64)
+        self.views = {"global": global_view, "local": local_view}
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        img = self.images[index]
+        out = {name: to_array(make_view(img, rng, cfg), self.mean, self.std) for name, cfg in self.views.items()}
+        out["label"] = self.labels[index]
+        return out
+
+
+class FeatureViews:
+    """features[name]: (n, V, D) frozen features of V views per image; an item picks one per name."""
+
+    def __init__(self, features: dict[str, np.ndarray], labels: Sequence[int]):
+        self.features, self.labels = features, np.asarray(labels, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        out = {name: F[index, int(rng.integers(F.shape[1]))] for name, F in self.features.items()}
+        out["label"] = self.labels[index]
+        return out
+
+
+def view_seed(sha: str, view: int, cfg: ViewConfig, seed: int) -> np.random.Generator:
+    return np.random.default_rng([int(sha[:15], 16), int(view), int(cfg.signature(), 16), int(seed)])
+
+
+def view_key(sha: str, view: int, cfg: ViewConfig, seed: int, include_clean: bool) -> str:
+    if include_clean and view == 0:
+        return sha  # the clean image: the same cache row every other fakescope command uses
+    return f"{sha}:tv{view}:{cfg.signature()}:{seed}"
+
+
+def view_features(samples: Sequence[Sample], backbone, cache, cfg: ViewConfig, n_views: int, seed: int = 0,
+                  include_clean: bool = False, flush_every: int = 512, workers: int = 2,
+                  desc: str = "view features") -> tuple[np.ndarray, np.ndarray]:
+    """(F, ok): F (n, n_views, D) the backbone's features of n_views views of every sample (view 0 the
+    clean image if include_clean), ok (n,) False where the image could not be read (its rows are 0).
+    Views are seeded by the image's content hash, so cached rows are reused by any later run."""
+    from ..backbones import preferred_batch_size, preprocess
+    from ..features import _sha_of, feature_vector
+    from ..progress import progress
+
+    spec = backbone.spec
+    shas = [_sha_of(s) for s in samples]
+    keys = {(i, v): view_key(sha, v, cfg, seed, include_clean) for i, sha in enumerate(shas) if sha
+            for v in range(n_views)}
+    todo = sorted({i for (i, v), k in keys.items() if cache is None or k not in cache})
+    computed: dict[str, np.ndarray] = {}
+    ok = np.array([sha is not None for sha in shas])
+
+    def prepare(i: int):
+        s = samples[i]
+        try:
+            img, sha = decode_image_with_hash(s.data if s.data is not None else s.path, DEFAULT_LIMITS, name=s.path)
+        except ImageError:
+            return i, None
+        img = img.convert("RGB")
+        arrays = []
+        for v in range(n_views):
+            if cache is not None and keys[(i, v)] in cache:
+                continue
+            view = img if (include_clean and v == 0) else make_view(img, view_seed(sha, v, cfg, seed), cfg)
+            arrays.append((keys[(i, v)], preprocess(view, spec)))
+        return i, arrays
+
+    pend_k, pend_x, out_k, out_x = [], [], [], []
+    bs = preferred_batch_size(backbone)
+
+    def flush_batch():
+        nonlocal pend_k, pend_x
+        if pend_k:
+            rows = feature_vector(backbone.forward(np.stack(pend_x)), spec)
+            for k, r in zip(pend_k, rows):
+                computed[k] = r
+            out_k.extend(pend_k)
+            out_x.extend(rows)
+            pend_k, pend_x = [], []
+
+    with ThreadPoolExecutor(max(1, workers)) as pool, progress(total=len(todo), desc=desc) as bar:
+        for i, arrays in pool.map(prepare, todo):
+            bar.update(1)
+            if arrays is None:
+                ok[i] = False
+                continue
+            for k, x in arrays:
+                pend_k.append(k)
+                pend_x.append(x)
+                if len(pend_k) >= bs:
+                    flush_batch()
+            if cache is not None and len(out_k) >= flush_every:
+                cache.put(out_k, np.stack(out_x))
+                out_k, out_x = [], []
+        flush_batch()
+    if cache is not None and out_k:
+        cache.put(out_k, np.stack(out_x))
+    need = [k for (i, v), k in sorted(keys.items()) if ok[i] and k not in computed]
+    from_cache = dict(zip(need, cache.get(need))) if need else {}
+    dim = next(iter(computed.values())).shape[0] if computed else (next(iter(from_cache.values())).shape[0] if from_cache else 0)
+    F = np.zeros((len(samples), n_views, dim), np.float32)
+    for (i, v), k in keys.items():
+        if ok[i]:
+            F[i, v] = computed[k] if k in computed else from_cache[k]
+    return F, ok
+
+
+def content_digest(samples: Sequence[Sample]) -> str:
+    """A short id of a training set (its paths in order), recorded with checkpoints."""
+    return hashlib.sha256("\n".join(s.path for s in samples).encode()).hexdigest()[:16]
+
+
+__all__ = ["FeatureViews", "ImageViews", "content_digest", "decode_samples", "view_features"]

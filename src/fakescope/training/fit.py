@@ -1,0 +1,262 @@
+"""`fakescope train --method code|natural-traces`: labelled images -> trained encoder -> head -> Detector.
+
+    split by image (as every fakescope training: the held-out images set the threshold)
+    -> training items (image views for a ViT; cached frozen features of views for an adapter)
+    -> the engine (1 process, or N under torchrun) trains the encoder
+    -> rank 0: embeddings of the clean training images -> head (knn / logistic / ocsvm / distance)
+    -> threshold at the target FPR on held-out reals -> Detector (spec of the encoder's input + head)
+
+Options (`--set KEY=VALUE`, all optional; OPTIONS below lists them with defaults):
+    encoder=vit-small32 | vit-tiny | vit-crop64 | adapter (on --backbone) | adapter:<spec> | trained:<dir>
+    head=knn (code) / distance (natural-traces) | logistic | ocsvm | knn | distance
+    epochs, batch_size, lr, temperature, ... see OPTIONS.
+Under torchrun only rank 0 returns a Detector; the other ranks return None.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data.samples import REAL, Sample
+from . import engine
+from .head import TRAINED_METHODS, CoDEHead, NaturalTracesHead, make_inner_head
+from .views import ViewConfig
+
+OPTIONS = {
+    "encoder": "vit-small32",      # vit-small32 | vit-tiny | vit-crop64 | adapter | adapter:<spec> | trained:<dir>
+    "head": None,                  # knn (code default) | distance (natural-traces default) | logistic | ocsvm
+    "epochs": 10,                  # training epochs (natural-traces: of stage 2)
+    "stage1_epochs": None,         # natural-traces stage 1 (reals only); default epochs // 2
+    "batch_size": 128,             # global batch (all processes together)
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "warmup": 0.05,                # fraction of the steps spent warming up
+    "temperature": 0.1,            # CoDE InfoNCE / natural-traces stage 2
+    "stage1_temperature": 0.2,     # natural-traces stage 1 NT-Xent
+    "positives": "class",          # CoDE: all same-class global views ("class") or only the image's own ("pair")
+    "prototypes": 4,               # natural-traces: learnable real prototypes in stage 2
+    "global_scale": [0.4, 1.0],    # area fraction of global views
+    "local_scale": [0.05, 0.4],    # area fraction of local views
+    "pre_crop": None,              # ViT: first a native-resolution crop of this many px (large photos)
+    "image_size": None, "patch": None, "dim": None, "depth": None, "heads": None,   # ViT preset overrides
+    "eval_size": None,             # ViT: side of the image the detector reads (default: the encoder's input);
+                                   #   larger -> tiles of the encoder's input, embeddings averaged
+    "eval_resize": None,           # ViT: resize (default) or native_crop (keep pixel traces of large photos)
+    "global_views": 2,             # adapter: cached global views per image (view 0 = the clean image)
+    "local_views": 2,              # adapter: cached local views per image
+    "hidden": 512, "out_dim": 128,  # adapter MLP
+    "k": 10,                       # knn head
+    "nu": 0.1,                     # ocsvm head
+    "head_prototypes": 1,          # distance head: k-means centres of the real embeddings
+    "run_dir": None,               # checkpoints + metrics.jsonl (the CLI uses MODEL_DIR/training)
+    "resume": True,                # continue an interrupted run from run_dir (if its settings match)
+    "checkpoint_every": 50,        # steps between checkpoints (and at every epoch end)
+    "max_steps": None,             # stop after this many optimizer steps
+    "max_minutes": None,           # time budget for each training stage (stops with a checkpoint; the head is still fitted)
+    "workers": 2,                  # threads building views
+    "threads": None,               # torch intra-op threads (default: torch's)
+    "amp": "auto",                 # auto | off | bf16 | fp16
+    "device": "auto",
+}
+
+
+def parse_trained_options(method: str, opts: dict) -> dict:
+    unknown = set(opts) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"--method {method}: unknown option(s) {sorted(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+    o = {**OPTIONS, **opts}
+    if o["head"] is None:
+        o["head"] = "knn" if method == "code" else "distance"
+    from .head import HEAD_NAMES
+    if o["head"] not in HEAD_NAMES:
+        raise ValueError(f"head {o['head']!r} unknown; choose from {', '.join(sorted(HEAD_NAMES))}")
+    enc = str(o["encoder"])
+    from .encoders import VIT_PRESETS
+    if not (enc in VIT_PRESETS or enc == "adapter" or enc.startswith(("adapter:", "trained:"))):
+        raise ValueError(f"encoder {enc!r} unknown; choose from {', '.join(VIT_PRESETS)}, adapter, "
+                         "adapter:<backbone spec>, trained:<encoder dir>")
+    if o["stage1_epochs"] is None:
+        o["stage1_epochs"] = max(1, int(o["epochs"]) // 2)
+    return o
+
+
+def _loop(o: dict, seed: int, epochs: int, n: int, world: int, run_dir: str | None, desc: str) -> engine.TrainLoopConfig:
+    B = engine.global_batch_size(n, int(o["batch_size"]), world)
+    steps = max(1, (n // B) * epochs)
+    return engine.TrainLoopConfig(epochs=epochs, batch_size=int(o["batch_size"]), lr=float(o["lr"]),
+                                  weight_decay=float(o["weight_decay"]), warmup_steps=int(float(o["warmup"]) * steps),
+                                  seed=seed, out_dir=run_dir, resume=bool(o["resume"]),
+                                  checkpoint_every=int(o["checkpoint_every"] or 0),
+                                  max_steps=int(o["max_steps"]) if o["max_steps"] else None,
+                                  max_seconds=60 * float(o["max_minutes"]) if o["max_minutes"] else None, amp=str(o["amp"]),
+                                  device=str(o["device"]), workers=int(o["workers"]), desc=desc)
+
+
+def _vit(o: dict):
+    from .encoders import ViT, vit_config
+    over = {k: int(o[k]) for k in ("image_size", "patch", "dim", "depth", "heads") if o[k] is not None}
+    return ViT(vit_config(o["encoder"], over))
+
+
+def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
+    """cfg: a train.TrainConfig with method code / natural-traces and the options in head_options."""
+    from ..backbones import load_backbone, parse_spec
+    from ..detector import Detector
+    from ..evaluation.metrics import summary, threshold_at_fpr
+    from ..evaluation.report import metrics_by_generator
+    from ..features import FeatureCache, extract
+    from ..train import describe, load_sources, split_by_image
+
+    if cfg.method not in TRAINED_METHODS:
+        raise ValueError(f"not a trained-embedding method: {cfg.method!r}")
+    if cfg.modality != "image" or cfg.text_encoder:
+        raise ValueError(f"--method {cfg.method} reads images only (no --text / --modality)")
+    o = parse_trained_options(cfg.method, dict(cfg.head_options))
+    if o["threads"]:
+        torch.set_num_threads(int(o["threads"]))
+    t_start = time.time()
+    d = engine.init_distributed(str(o["device"]))
+    try:
+        samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
+        is_val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+        train = [s for s, v in zip(samples, is_val) if not v]
+        val = [s for s, v in zip(samples, is_val) if v]
+        if d.is_main:
+            log(f"train {describe(train)}; validation {describe(val)}; encoder {o['encoder']}; "
+                f"{d.world_size} process(es)")
+        enc_name = str(o["encoder"])
+        gs, ls = tuple(map(float, o["global_scale"])), tuple(map(float, o["local_scale"]))
+        run_dir = o["run_dir"]
+        torch.manual_seed(cfg.seed)
+        info: dict = {"options": {k: v for k, v in o.items() if k != "run_dir"}}
+        cache = None
+
+        # ---------------------------------------------------------- encoder + training items
+        if enc_name.startswith("trained:"):
+            from .encoders import load_encoder
+            from ..backbones.trained import _encoder_dir
+            encoder, emeta = load_encoder(_encoder_dir(enc_name.split(":", 1)[1]))
+            from ..backbones import BackboneSpec
+            in_spec = BackboneSpec.from_dict(emeta["input"])
+            cache = FeatureCache(cfg.cache, in_spec) if cfg.cache else None
+            dataset = None
+        elif enc_name.startswith("adapter"):
+            from .data import FeatureViews, view_features
+            from .encoders import FeatureAdapter
+            bspec = enc_name.split(":", 1)[1] if ":" in enc_name else cfg.backbone
+            backbone = load_backbone(bspec)
+            in_spec = backbone.spec
+            cache = FeatureCache(cfg.cache, in_spec) if cfg.cache else None
+            feats = {}
+            for rank_turn in ([0, 1] if d.world_size > 1 else [None]):
+                # rank 0 fills the cache first; the others then read it (or compute, without a shared disk)
+                if rank_turn is None or (rank_turn == 0) == d.is_main:
+                    feats["global"], ok_g = view_features(train, backbone, cache, ViewConfig(out_size=None, scale=gs),
+                                                          int(o["global_views"]), cfg.seed, include_clean=True,
+                                                          desc="global view features")
+                    feats["local"], ok_l = view_features(train, backbone, cache, ViewConfig(out_size=None, scale=ls),
+                                                         int(o["local_views"]), cfg.seed, desc="local view features")
+                if rank_turn is not None:
+                    engine.barrier()
+            ok = ok_g & ok_l
+            train = [s for s, k in zip(train, ok) if k]
+            feats = {k: v[ok] for k, v in feats.items()}
+            encoder = FeatureAdapter(feats["global"].shape[2], int(o["hidden"]), int(o["out_dim"]))
+            encoder.set_statistics(feats["global"][:, 0])
+            dataset = FeatureViews(feats, [s.label for s in train])
+        else:
+            from .data import ImageViews, decode_samples
+            encoder = _vit(o)
+            S = encoder.cfg.image_size
+            eval_size = int(o["eval_size"] or S)
+            in_spec = parse_spec(f"pixels?size={eval_size}&resize={o['eval_resize'] or 'resize'}")
+            images, _ = decode_samples(train)
+            keep = [i for i, im in enumerate(images) if im is not None]
+            train = [train[i] for i in keep]
+            pre = int(o["pre_crop"]) if o["pre_crop"] else None
+            dataset = ImageViews([images[i] for i in keep], [s.label for s in train],
+                                 ViewConfig(out_size=S, scale=gs, pre_crop=pre), ViewConfig(out_size=S, scale=ls, pre_crop=pre))
+        from .encoders import count_parameters
+        info["encoder_parameters"] = count_parameters(encoder)
+
+        # ---------------------------------------------------------- training
+        if dataset is not None:
+            n = len(dataset)
+            if cfg.method == "code":
+                from .code import train_code
+                loop = _loop(o, cfg.seed, int(o["epochs"]), n, d.world_size, run_dir, "code")
+                info["history"] = train_code(encoder, dataset, loop, float(o["temperature"]), str(o["positives"]), log=log)
+                info["loop"] = asdict(loop)
+            else:
+                from .natural_traces import train_natural_traces
+                n_real = int((np.asarray(dataset.labels) == REAL).sum())
+                l1 = _loop(o, cfg.seed, int(o["stage1_epochs"]), n_real, d.world_size,
+                           str(Path(run_dir) / "stage1") if run_dir else None, "natural-traces stage 1")
+                l2 = _loop(o, cfg.seed, int(o["epochs"]), n, d.world_size,
+                           str(Path(run_dir) / "stage2") if run_dir else None, "natural-traces stage 2")
+                res = train_natural_traces(encoder, dataset, l1, l2, int(o["prototypes"]), float(o["stage1_temperature"]),
+                                           float(o["temperature"]), log=log)
+                info["history"] = {"stage1": res["stage1"], "stage2": res["stage2"]}
+                info["loop"] = {"stage1": asdict(l1), "stage2": asdict(l2)}
+            encoder = encoder.cpu().eval()
+        info["train_seconds"] = round(time.time() - t_start, 1)
+        info["world_size"] = d.world_size
+        engine.shutdown_distributed(d)  # training is over: rank 0 fits the head alone, the others are done
+        d.created = False
+        if not d.is_main:
+            return None
+
+        # ---------------------------------------------------------- head on the embedding (rank 0)
+        input_backbone = load_backbone(in_spec)
+        shape = (3, in_spec.input_size, in_spec.input_size) if in_spec.kind == "pixels" else None
+        head_opts = {"knn": {"k": int(o["k"])}, "ocsvm": {"nu": float(o["nu"])},
+                     "distance": {"prototypes": int(o["head_prototypes"])}}.get(o["head"], {})
+        cls = CoDEHead if cfg.method == "code" else NaturalTracesHead
+        head = cls(encoder=encoder, input_shape=shape, head=make_inner_head(o["head"], seed=cfg.seed, **head_opts))
+        rows, X, errors = extract(train, input_backbone, cache, desc="head features")
+        y = np.array([train[i].label for i, _ in rows])
+        t0 = time.time()
+        info["head_fit"] = head.fit(X, y, np.array([i for i, _ in rows]))
+        info["head_seconds"] = round(time.time() - t0, 1)
+
+        threshold, val_metrics, by_source = 0.5, None, {}
+        if val:
+            vrows, VX, _ = extract(val, input_backbone, cache, desc="validation features")
+            vsamples = [val[i] for i, _ in vrows]
+            vy = np.array([s.label for s in vsamples])
+            vs = head.predict(VX)
+            calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
+                                             for s in vsamples])
+            if calib.any():
+                threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
+            if len(set(vy)) == 2:
+                val_metrics = summary(vy, vs, threshold)
+                val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
+            for src in sorted({s.source for s in vsamples if s.source}):
+                m = np.array([s.source == src for s in vsamples])
+                by_source[src] = summary(vy[m], vs[m], threshold)
+        info["total_seconds"] = round(time.time() - t_start, 1)
+        metadata = {
+            "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "fakescope_version": __version__, "recipe": cfg.method, "head_name": o["head"],
+            "data": [str(Path(p)) for p in cfg.data], "train": describe(train), "validation": describe(val),
+            "threshold_rule": f"at most {cfg.target_fpr:.0%} of held-out real images "
+                              f"{'of ' + ', '.join(map(str, cfg.calibrate_on)) + ' ' if cfg.calibrate_on else ''}scored >= threshold",
+            "target_fpr": cfg.target_fpr, "validation_metrics": val_metrics, "validation_by_source": by_source,
+            "fit": info, "skipped_images": len(errors), "machine": platform.platform(),
+        }
+        return Detector(spec=in_spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
+                        metadata=metadata, _backbone=input_backbone)
+    finally:
+        engine.shutdown_distributed(d)
+
+
+__all__ = ["OPTIONS", "fit_trained_detector", "parse_trained_options"]

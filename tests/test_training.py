@@ -1,0 +1,192 @@
+"""The training engine: DDP over 2 gloo processes == 1 process on the same global batch; resume
+after an interruption == an uninterrupted run; atomic checkpoints; schedule; sharding."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fakescope.training import engine  # noqa: E402
+from fakescope.training.code import code_objective  # noqa: E402
+from fakescope.training.encoders import FeatureAdapter  # noqa: E402
+
+N, D = 48, 12
+
+
+class RandomViews:
+    """Items drawn from the rng the engine passes: the data themselves depend on (seed, epoch, index)."""
+    def __init__(self, n=N):
+        self.labels = np.arange(n) % 2
+
+    def __len__(self):
+        return len(self.labels)
+
+    def item(self, index, rng):
+        base = np.full(D, 0.5 if self.labels[index] else -0.5, np.float32)
+        return {"global": (base + rng.normal(0, 1, D)).astype(np.float32),
+                "local": (base + rng.normal(0, 1, D)).astype(np.float32), "label": self.labels[index]}
+
+
+def model():
+    torch.manual_seed(0)
+    return FeatureAdapter(D, hidden=16, out_dim=8)
+
+
+def cfg(**kw):
+    base = dict(epochs=2, batch_size=16, lr=1e-2, warmup_steps=1, seed=3, workers=0, progress=False)
+    base.update(kw)
+    return engine.TrainLoopConfig(**base)
+
+
+def params(m):
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out_file):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    m = model()
+    hist = engine.run(m, code_objective(0.1), RandomViews(), cfg())
+    if rank == 0:
+        torch.save({"params": params(m), "loss": [h["loss"] for h in hist]}, out_file)
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path, one_thread):
+    import torch.multiprocessing as mp
+    single = model()
+    hist = engine.run(single, code_objective(0.1), RandomViews(), cfg())
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    assert got["loss"] == pytest.approx([h["loss"] for h in hist], rel=1e-5)
+    for k, v in params(single).items():
+        assert torch.allclose(got["params"][k], v, atol=1e-5, rtol=1e-4), k
+    assert all(h["world_size"] == 1 for h in hist)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crashing(after_step):
+    inner = code_objective(0.1)
+
+    def loss_fn(m, batch, ctx):
+        if ctx.step == after_step:
+            raise Crash("killed")
+        return inner(m, batch, ctx)
+    return loss_fn
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, one_thread):
+    ref = model()
+    engine.run(ref, code_objective(0.1), RandomViews(), cfg(epochs=3))
+    m = model()
+    with pytest.raises(Crash):   # killed in epoch 2 (3 steps per epoch), last checkpoint at step 4
+        engine.run(m, crashing(5), RandomViews(), cfg(epochs=3, out_dir=str(tmp_path), checkpoint_every=2))
+    meta, _ = engine.read_checkpoint(tmp_path / engine.CHECKPOINT)
+    assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (1, 1, 4)
+    fresh = model()               # a new process: fresh weights, everything else from the checkpoint
+    logs = []
+    hist = engine.run(fresh, code_objective(0.1), RandomViews(), cfg(epochs=3, out_dir=str(tmp_path), resume=True),
+                      log=logs.append)
+    assert any("resuming" in line for line in logs)
+    for k, v in params(ref).items():
+        assert torch.allclose(params(fresh)[k], v, atol=1e-6), k
+    assert [h["epoch"] for h in hist] == [2, 3]
+    lines = [json.loads(x) for x in (tmp_path / engine.METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3] and lines[1]["steps_this_session"] == 2
+    # a finished run resumes to nothing, and a budget (max_steps) stops with a checkpoint
+    again = model()
+    assert engine.run(again, code_objective(0.1), RandomViews(), cfg(epochs=3, out_dir=str(tmp_path), resume=True)) == []
+    assert torch.allclose(params(again)["fc1.weight"], params(ref)["fc1.weight"], atol=1e-6)
+
+
+def test_max_steps_then_resume(tmp_path, one_thread):
+    ref = model()
+    engine.run(ref, code_objective(0.1), RandomViews(), cfg())
+    m = model()
+    engine.run(m, code_objective(0.1), RandomViews(), cfg(out_dir=str(tmp_path), max_steps=2))
+    assert engine.read_checkpoint(tmp_path / engine.CHECKPOINT)[0]["global_step"] == 2
+    m2 = model()
+    engine.run(m2, code_objective(0.1), RandomViews(), cfg(out_dir=str(tmp_path), resume=True))
+    assert torch.allclose(params(m2)["fc2.weight"], params(ref)["fc2.weight"], atol=1e-6)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, one_thread):
+    engine.run(model(), code_objective(0.1), RandomViews(), cfg(out_dir=str(tmp_path), epochs=1))
+    logs = []
+    hist = engine.run(model(), code_objective(0.1), RandomViews(), cfg(out_dir=str(tmp_path), epochs=1, lr=5e-3,
+                                                                       resume=True), log=logs.append)
+    assert len(hist) == 1 and any("different configuration" in line for line in logs)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    m = model()
+    opt = torch.optim.AdamW(m.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, engine.lr_lambda(10, 0, 0.0))
+    path = tmp_path / engine.CHECKPOINT
+    engine.save_checkpoint(path, m, opt, sched, {"epoch": 0, "step_in_epoch": 1, "global_step": 1})
+    before = path.read_bytes()
+    import safetensors.torch as st
+
+    def torn(tensors, filename, metadata=None):   # the process dies half-way through writing
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(st, "save_file", torn)
+    with pytest.raises(KeyboardInterrupt):
+        engine.save_checkpoint(path, m, opt, sched, {"epoch": 0, "step_in_epoch": 2, "global_step": 2})
+    assert path.read_bytes() == before
+    assert engine.read_checkpoint(path)[0]["global_step"] == 1
+
+
+def test_checkpoint_restores_optimizer_state(tmp_path, one_thread):
+    m = model()
+    engine.run(m, code_objective(0.1), RandomViews(), cfg(out_dir=str(tmp_path), epochs=1))
+    meta, tensors = engine.read_checkpoint(tmp_path / engine.CHECKPOINT)
+    assert any(k.startswith("opt.") and k.endswith("exp_avg_sq") for k in tensors)
+    assert meta["scheduler"]["last_epoch"] == meta["global_step"] == 3
+
+
+def test_schedule_and_sharding():
+    f = engine.lr_lambda(total_steps=10, warmup=2, min_ratio=0.1)
+    assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(1.0)
+    assert f(2) == pytest.approx(1.0) and f(10) == pytest.approx(0.1) and f(6) < f(3)
+    order = engine.epoch_order(50, seed=1, epoch=2)
+    assert sorted(order.tolist()) == list(range(50)) and not np.array_equal(order, engine.epoch_order(50, 1, 3))
+    B = engine.global_batch_size(50, 16, 2)
+    shards = [order[s * B + r * (B // 2): s * B + (r + 1) * (B // 2)] for s in range(50 // B) for r in range(2)]
+    assert np.array_equal(np.concatenate(shards), order[:(50 // B) * B])
+    assert engine.global_batch_size(5, 16, 2) == 4
+    with pytest.raises(ValueError):
+        engine.global_batch_size(1, 16, 2)
+    r1, r2 = engine.item_rng(0, 1, 7), engine.item_rng(0, 1, 7)
+    assert r1.random() == r2.random()
+
+
+def test_single_process_group_is_not_created_without_torchrun(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    d = engine.init_distributed()
+    assert (d.rank, d.world_size, d.created) == (0, 1, False)
+
+
+def test_time_budget_stops_with_a_checkpoint(tmp_path, one_thread):
+    logs = []
+    hist = engine.run(model(), code_objective(0.1), RandomViews(), cfg(out_dir=str(tmp_path), max_seconds=1e-9),
+                      log=logs.append)
+    assert hist == [] and any("budget reached" in line for line in logs)
+    assert engine.read_checkpoint(tmp_path / engine.CHECKPOINT)[0]["global_step"] == 0
