@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
