@@ -101,6 +101,24 @@ def head_options(cfg: TrainConfig, backbone) -> dict:
     return opts
 
 
+def threshold_and_validation(cfg: TrainConfig, vsamples: Sequence[Sample], vy: np.ndarray,
+                             vs: np.ndarray) -> tuple[float, dict | None, dict]:
+    """The threshold for `cfg.target_fpr` on the held-out reals (of `cfg.calibrate_on` sources when
+    given), and the validation metrics at it: overall (with per-generator) and per source."""
+    threshold, val_metrics, by_source = 0.5, None, {}
+    calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
+                                     for s in vsamples])
+    if calib.any():
+        threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
+    if len(set(vy)) == 2:
+        val_metrics = summary(vy, vs, threshold)
+        val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
+    for src in sorted({s.source for s in vsamples if s.source}):
+        m = np.array([s.source == src for s in vsamples])
+        by_source[src] = summary(vy[m], vs[m], threshold)
+    return threshold, val_metrics, by_source
+
+
 def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:
     if cfg.method in ("code", "natural-traces"):  # trained embeddings (issue 7): their own encoder, not frozen features
         from .training.fit import fit_trained_detector
@@ -143,16 +161,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         vs = head.predict(head_input(VX, VT, cfg.modality))
         if hasattr(head, "analysis") and len(set(vy)) == 2:  # e.g. disentangle: semantic vs low-level signal
             info["validation_analysis"] = head.analysis(VX, vy)
-        calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
-                                         for s in vsamples])
-        if calib.any():
-            threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
-        if len(set(vy)) == 2:
-            val_metrics = summary(vy, vs, threshold)
-            val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
-        for src in sorted({s.source for s in vsamples if s.source}):
-            m = np.array([s.source == src for s in vsamples])
-            by_source[src] = summary(vy[m], vs[m], threshold)
+        threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
     metadata = {
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "fakescope_version": __version__,

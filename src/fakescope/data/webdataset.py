@@ -95,10 +95,9 @@ def _label_of(value) -> int | None:
         return None
 
 
-def _group_to_sample(shard: str, key: str, members: dict[str, bytes], source: str | None) -> tuple[Sample | None, str]:
-    image = next((members[e] for e in WDS_IMAGE_EXTS if e in members), None)
-    if image is None:
-        return None, "skipped_no_image"
+def group_fields(members: dict) -> tuple[int | None, str | None, str | None]:
+    """(label, generator, text) of one sample's members: `.cls` or the `.json` label, the
+    `.json` generator, the first `.json` caption key or else `.txt`. Label None when neither says."""
     meta: dict = {}
     if "json" in members:
         try:
@@ -106,19 +105,25 @@ def _group_to_sample(shard: str, key: str, members: dict[str, bytes], source: st
             meta = loaded if isinstance(loaded, dict) else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             meta = {}
-    label = None
-    if "cls" in members:
-        label = _label_of(members["cls"].decode("utf-8", "replace").strip())
+    label = _label_of(members["cls"].decode("utf-8", "replace").strip()) if "cls" in members else None
     if label is None:
         label = _label_of(meta.get("label"))
-    if label is None:
-        return None, "skipped_no_label"
     text = next((str(meta[k]) for k in _TEXT_KEYS if meta.get(k)), None)
     if text is None and "txt" in members:
         text = members["txt"].decode("utf-8", "replace").strip() or None
     generator = meta.get("generator") or None
+    return label, (str(generator) if generator is not None else None), text
+
+
+def _group_to_sample(shard: str, key: str, members: dict[str, bytes], source: str | None) -> tuple[Sample | None, str]:
+    image = next((members[e] for e in WDS_IMAGE_EXTS if e in members), None)
+    if image is None:
+        return None, "skipped_no_image"
+    label, generator, text = group_fields(members)
+    if label is None:
+        return None, "skipped_no_label"
     return Sample(path=f"{shard}::{key}", data=image, label=label,
-                  generator=str(generator) if generator is not None else None, text=text, source=source), "samples"
+                  generator=generator, text=text, source=source), "samples"
 
 
 def _iter_shard(tar: tarfile.TarFile, shard: str, stats: dict, source: str | None) -> Iterator[Sample]:

@@ -50,13 +50,13 @@ import json
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .engine import iter_results, optional, result_columns, run_local, run_ray
-from .output import FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format, read_jsonl, write_jsonl
+from .output import (FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format, read_jsonl,
+                     warn_format_shortcuts, write_jsonl)
 from .pipelines import PipelineWorker, check_task, torch_generators
 from .spec import GeneratorSpec, parse_generator, safe_name
 
@@ -497,13 +497,7 @@ def build_fakes(parents: Sequence[Parent] | str | os.PathLike, generators: Seque
         sink.close()
         errors_out.close()
 
-    found = format_guard(out, done.values(), parents)
-    from ..evaluation.format_guard import FormatShortcutWarning
-
-    for msg in found:
-        report.warnings.append(msg)
-        warnings.warn(msg, FormatShortcutWarning, stacklevel=2)
-        log(f"warning: {msg}")
+    warn_format_shortcuts(format_guard(out, done.values(), parents), report.warnings, log)
     return report
 
 

@@ -42,7 +42,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -52,7 +51,7 @@ from PIL import Image
 
 from .engine import iter_results, optional, result_columns, run_local, run_ray
 from .fakes import ERRORS, item_seed, read_captions
-from .output import FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format
+from .output import FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format, warn_format_shortcuts
 from .pipelines import PipelineWorker, torch_generators
 from .spec import GeneratorSpec, parse_generator
 
@@ -467,15 +466,12 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
 
     # the format guard: reals and fakes are encoded alike here, so a finding means a bug or a mix
     from ..data.samples import FAKE as _F, REAL as _R, Sample as _S
-    from ..evaluation.format_guard import FormatShortcutWarning, check_formats
+    from ..evaluation.format_guard import check_formats
 
     done_rows = [rows[k] for k in keys]
     found = check_formats([_S(path=str(out / r["fake"]), label=_F) for r in done_rows]
                           + [_S(path=str(out / r["real"]), label=_R) for r in {r["real"]: r for r in done_rows}.values()])
-    for msg in found:
-        report.warnings.append(msg)
-        warnings.warn(msg, FormatShortcutWarning, stacklevel=2)
-        log(f"warning: {msg}")
+    warn_format_shortcuts(found, report.warnings, log)
     return report
 
 

@@ -118,3 +118,15 @@ class JsonlAppender:
 
 __all__ = ["FORMATS", "normalise_format", "encode_image", "atomic_write", "read_jsonl", "write_jsonl",
            "JsonlAppender"]
+
+
+def warn_format_shortcuts(found: Iterable[str], warnings_out: list, log) -> None:
+    """Each format-guard finding: kept in the build report, raised as a FormatShortcutWarning, logged."""
+    import warnings
+
+    from ..evaluation.format_guard import FormatShortcutWarning
+
+    for msg in found:
+        warnings_out.append(msg)
+        warnings.warn(msg, FormatShortcutWarning, stacklevel=3)
+        log(f"warning: {msg}")

@@ -43,12 +43,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..data.samples import UNKNOWN, _label_from_parts, is_image_name, iter_input_paths, load_labelled, parse_label
-from ..data.webdataset import WDS_IMAGE_EXTS, _label_of, expand_shards, is_webdataset, split_key
+from ..data.webdataset import WDS_IMAGE_EXTS, expand_shards, group_fields, is_webdataset, split_key
 
 COLUMNS = ("path", "bytes", "tar", "offset", "size", "label", "generator", "text")
 _DEFAULTS = {"bytes": None, "tar": None, "offset": -1, "size": -1, "label": UNKNOWN, "generator": None, "text": None}
 _INT = {"offset", "size", "label"}
-_TEXT_KEYS = ("caption", "text", "prompt")
 _COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
@@ -260,22 +259,9 @@ def _wds_rows(inputs: Inputs, tar: tarfile.TarFile, shard: str, compressed: bool
         if image is None:
             stats["skipped_no_image"] = stats.get("skipped_no_image", 0) + 1
             return
-        meta: dict = {}
-        if "json" in group:
-            try:
-                loaded = json.loads(group["json"].decode("utf-8"))
-                meta = loaded if isinstance(loaded, dict) else {}
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                meta = {}
-        label = _label_of(group["cls"].decode("utf-8", "replace").strip()) if "cls" in group else None
-        if label is None:
-            label = _label_of(meta.get("label"))
-        text = next((str(meta[k]) for k in _TEXT_KEYS if meta.get(k)), None)
-        if text is None and "txt" in group:
-            text = group["txt"].decode("utf-8", "replace").strip() or None
-        gen = meta.get("generator")
+        label, gen, text = group_fields(group)
         inputs.add(f"{shard}::{key}", label=UNKNOWN if label is None else label,
-                   generator=str(gen) if gen else None, text=text, **image)
+                   generator=gen, text=text, **image)
         stats["samples"] = stats.get("samples", 0) + 1
 
     for member in tar:

@@ -110,10 +110,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
     """cfg: a train.TrainConfig with method code / natural-traces and the options in head_options."""
     from ..backbones import load_backbone, parse_spec
     from ..detector import Detector
-    from ..evaluation.metrics import summary, threshold_at_fpr
-    from ..evaluation.report import metrics_by_generator
     from ..features import FeatureCache, extract
-    from ..train import describe, load_sources, split_by_image
+    from ..train import describe, load_sources, split_by_image, threshold_and_validation
 
     if cfg.method not in TRAINED_METHODS:
         raise ValueError(f"not a trained-embedding method: {cfg.method!r}")
@@ -233,16 +231,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             vsamples = [val[i] for i, _ in vrows]
             vy = np.array([s.label for s in vsamples])
             vs = head.predict(VX)
-            calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
-                                             for s in vsamples])
-            if calib.any():
-                threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
-            if len(set(vy)) == 2:
-                val_metrics = summary(vy, vs, threshold)
-                val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
-            for src in sorted({s.source for s in vsamples if s.source}):
-                m = np.array([s.source == src for s in vsamples])
-                by_source[src] = summary(vy[m], vs[m], threshold)
+            threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
         info["total_seconds"] = round(time.time() - t_start, 1)
         metadata = {
             "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
