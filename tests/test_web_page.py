@@ -1,7 +1,8 @@
 """The web page in a real browser: `fakescope serve` on a loopback port, headless Chromium (Debian's
 `chromium` package, no browser download) driven by Playwright. An image chosen in the file input
 and one dropped on the drop zone get their verdict, score bar and heatmap; a text file named
-.jpg is shown as rejected; the page fetches nothing from any other host.
+.jpg is shown as rejected; the page fetches nothing from any other host. Behind an API key the
+page asks for it, shows the server's refusal, and scores once it is given.
 
 Skipped only when Playwright or Chromium is missing and CI is not set; under CI it must run."""
 from __future__ import annotations
@@ -42,14 +43,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`fakescope serve` with the shipped detector and localiser, as a user would start it."""
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+API_KEY = "correct horse battery staple"
+
+
+def start_server(log: Path, *args: str, env: dict | None = None):
+    """`fakescope serve` as a user would start it; yields its base URL once /readyz answers 200."""
     port = free_port()
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "FAKESCOPE_NO_PROGRESS": "1"}
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "FAKESCOPE_NO_PROGRESS": "1",
+           **(env or {})}
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fakescope.cli", "serve", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "fakescope.cli", "serve", "--port", str(port), *args],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}/"
     try:
@@ -73,9 +76,22 @@ def server(tmp_path_factory):
             proc.kill()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The shipped detector and localiser."""
+    yield from start_server(tmp_path_factory.mktemp("serve") / "serve.log")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    """Scores only, behind an API key given the recommended way (the environment, not a flag)."""
+    yield from start_server(tmp_path_factory.mktemp("serve-key") / "serve.log", "--localizer", "none",
+                            env={"FAKESCOPE_API_KEY": API_KEY})
+
+
 def test_page_scores_uploads_and_rejects_junk(server, tmp_path):
-    real = sorted((EXAMPLES / "real").glob("*.jpg"))[0]
-    fake = sorted((EXAMPLES / "fake").glob("*.jpg"))[0]
+    real = min((EXAMPLES / "real").glob("*.jpg"))
+    fake = min((EXAMPLES / "fake").glob("*.jpg"))
     junk = tmp_path / "holiday.jpg"
     junk.write_text("this is a text file with an image's name")
     shot = Path(os.environ.get("FAKESCOPE_SCREENSHOT_DIR", tmp_path)) / "web-page.png"
@@ -123,3 +139,41 @@ def test_page_scores_uploads_and_rejects_junk(server, tmp_path):
     assert shot.stat().st_size > 10_000
     assert outside == [], f"the page fetched from elsewhere: {outside}"
     assert not [e for e in console_errors if "Content Security Policy" in e or "Refused" in e], console_errors
+
+
+def test_page_asks_for_the_api_key_and_keeps_it_for_the_tab(keyed_server):
+    real = min((EXAMPLES / "real").glob("*.jpg"))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(keyed_server)
+            # without a key the page says so and shows the key field
+            expect(page.locator("#key-row")).to_be_visible(timeout=20_000)
+            expect(page.locator("#model")).to_have_text("This server needs an API key.")
+
+            # an upload without the key is refused by the server, and the card says why
+            page.set_input_files("#files", [str(real)])
+            card = page.locator(".card", has_text=real.name)
+            expect(card.locator(".verdict")).to_have_text("Rejected", timeout=20_000)
+            expect(card.locator(".message")).to_contain_text("(unauthorized)")
+
+            # a wrong key changes nothing; the right one loads the model and uploads are scored
+            page.locator("#apikey").fill("wrong key")
+            page.locator("#apikey").dispatch_event("change")
+            page.set_input_files("#files", [str(real)])
+            expect(page.locator(".card.rejected")).to_have_count(2, timeout=20_000)
+            page.locator("#apikey").fill(API_KEY)
+            page.locator("#apikey").dispatch_event("change")
+            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
+            page.locator("#clear").click()
+            page.set_input_files("#files", [str(real)])
+            expect(page.locator(".card .verdict")).to_have_text(re.compile(r"Likely (AI-generated|real)"),
+                                                                 timeout=30_000)
+
+            # the key lives in this tab's sessionStorage: a reload is scored without typing it again
+            page.reload()
+            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
+            assert page.locator("#apikey").input_value() == API_KEY
+        finally:
+            browser.close()
