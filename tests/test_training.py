@@ -190,3 +190,42 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path, one_thread):
                       log=logs.append)
     assert hist == [] and any("budget reached" in line for line in logs)
     assert engine.read_checkpoint(tmp_path / engine.CHECKPOINT)[0]["global_step"] == 0
+
+
+def test_bf16_autocast_runs_on_cpu_and_keeps_fp32_weights(one_thread):
+    """The mixed-precision path (here bf16 autocast, which CPUs support): losses follow the fp32 run
+    and the weights, optimizer and checkpoint stay float32."""
+    full = engine.run(model(), code_objective(0.1), RandomViews(), cfg(epochs=3))
+    m = model()
+    mixed = engine.run(m, code_objective(0.1), RandomViews(), cfg(epochs=3, amp="bf16"))
+    assert [h["loss"] for h in mixed] == pytest.approx([h["loss"] for h in full], rel=0.05)
+    assert [h["loss"] for h in mixed] != [h["loss"] for h in full]  # bf16 rounding: autocast really ran
+    assert mixed[-1]["loss"] < mixed[0]["loss"]
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    assert not torch.equal(params(m)["fc1.weight"], params(model())["fc1.weight"])
+
+
+class RandomImages(RandomViews):
+    def __init__(self, n, size):
+        super().__init__(n)
+        self.size = size
+
+    def item(self, index, rng):
+        shift = 0.3 if self.labels[index] else -0.3
+        return {k: (shift + rng.normal(0, 1, (3, self.size, self.size))).astype(np.float32) for k in ("global", "local")} \
+            | {"label": self.labels[index]}
+
+
+def test_vit_tiny_is_code_s_vit_ti16_and_trains_at_224():
+    from fakescope.training.encoders import VIT_PRESETS, ViT
+    torch.manual_seed(0)
+    vit = ViT(VIT_PRESETS["vit-tiny"])
+    # ViT-Ti/16 (CoDE's encoder; timm's vit_tiny_patch16_224 without its 1000-class head):
+    # 12 blocks of width 192, 3 heads, MLP 768, 196 patches + a class token
+    assert sum(p.numel() for p in vit.parameters()) == 5_524_416
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
+    hist = engine.run(vit, code_objective(0.1), RandomImages(4, 224), cfg(epochs=1, batch_size=4))
+    assert len(hist) == 1 and np.isfinite(hist[0]["loss"])
+    assert not torch.equal(vit.state_dict()["blocks.0.qkv.weight"], before["blocks.0.qkv.weight"])
+    with torch.no_grad():
+        assert vit(torch.zeros(2, 3, 224, 224)).shape == (2, 192)
