@@ -189,6 +189,37 @@ def test_local_features_fill_the_feature_cache(data):
     np.testing.assert_allclose(Z, X[good], atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["score", "embed"])
+def test_a_call_decodes_ahead_in_chunks_and_equals_one_pass(data, kind):
+    """What Ray calls: the batch cut into forward-sized chunks, decoding overlapped with the model,
+    gives row for row what one prepare + finish over the whole batch gives."""
+    from fakescope.scale.batch import EmbedBatch, ScoreBatch
+
+    files = sorted(str(f) for f in (data / "imgs").iterdir())
+    batch = {"path": np.array(files, dtype=object), "shard": np.full(len(files), 7),
+             "pos": np.arange(len(files))}
+
+    class Counting(ScoreBatch if kind == "score" else EmbedBatch):
+        prepared: list = []
+
+        def prepare(self, b):
+            self.prepared.append(len(b["path"]))
+            return super().prepare(b)
+
+    fn = Counting(batch_size=5, decode_workers=2)
+    whole = fn.finish(fn.prepare(batch))
+    fn.prepared.clear()
+    chunked = fn(batch)
+    assert fn.prepared == [5, 5, 5, 5, 4]  # 24 rows, forward size 5
+    assert chunked.keys() == whole.keys()
+    for k, v in whole.items():
+        if v.dtype == object:
+            assert list(chunked[k]) == list(v), k
+        else:
+            np.testing.assert_allclose(chunked[k], v, atol=1e-6, err_msg=k)
+    assert sum(e is not None for e in chunked["error"]) == 1
+
+
 # ---------------------------------------------------------------- Ray (2 CPUs)
 @pytest.fixture(scope="module")
 def ray_cluster():

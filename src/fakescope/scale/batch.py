@@ -16,7 +16,10 @@ Columns `shard` and `pos` (a job's bookkeeping) are passed through untouched.
 
 `__call__(batch) == finish(prepare(batch))`: `prepare` reads and decodes (threads; CPU) and
 `finish` runs the model. The local engine calls `load()` first, then overlaps `prepare` of the
-next batch (a helper thread) with `finish` of this one (the calling thread); Ray calls `__call__`. Scores are NaN and features NaN rows where `error` is set.
+next batch (a helper thread) with `finish` of this one (the calling thread). Ray calls
+`__call__`, which overlaps the same way inside the call: it cuts the batch into forward-sized
+chunks and decodes chunk k+1 while the model runs on chunk k. Scores are NaN and features NaN
+rows where `error` is set.
 """
 from __future__ import annotations
 
@@ -107,7 +110,8 @@ class BatchFn:
         self.decode_workers = decode_workers
         self.threads = threads   # compute threads of this process's model (None: leave as configured)
         self.cwd = cwd           # the driver's folder: relative input and model paths resolve from it
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None    # decoding threads
+        self._ahead: ThreadPoolExecutor | None = None   # the thread preparing the next chunk (__call__)
         self._ready = False
 
     def __getstate__(self):  # picklable before and after use: per-process state is rebuilt lazily
@@ -162,8 +166,25 @@ class BatchFn:
     def finish(self, state: Any) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def forward_size(self) -> int:
+        """Images per forward pass of this callable's model."""
+        raise NotImplementedError
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.finish(self.prepare(batch))
+        self.load()  # in this thread, before any decoding thread starts
+        n, size = len(batch["path"]), self.forward_size()
+        if n <= size:
+            return self.finish(self.prepare(batch))
+        chunks = [{k: v[lo:lo + size] for k, v in batch.items()} for lo in range(0, n, size)]
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="fakescope-prepare")
+        outs, nxt = [], self._ahead.submit(self.prepare, chunks[0])
+        for k in range(len(chunks)):
+            state = nxt.result()
+            if k + 1 < len(chunks):  # decode the next chunk while the model runs on this one
+                nxt = self._ahead.submit(self.prepare, chunks[k + 1])
+            outs.append(self.finish(state))
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
     @staticmethod
     def _passed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -195,10 +216,13 @@ class ScoreBatch(BatchFn):
     def prepare(self, batch):
         return batch, self._decode(batch, self.detector.spec)
 
+    def forward_size(self) -> int:
+        return self.detector.batch_size or preferred_batch_size(self.detector.backbone)
+
     def finish(self, state):
         batch, items = state
         det = self.detector
-        size = det.batch_size or preferred_batch_size(det.backbone)
+        size = self.forward_size()
         results = [r for i in range(0, len(items), size) for r in det.predict_batch(items[i:i + size])]
         out = {
             "path": _objects([r.path for r in results]),
@@ -243,6 +267,9 @@ class EmbedBatch(BatchFn):
     def _model(self):
         return self.backbone
 
+    def forward_size(self) -> int:
+        return self.batch_size or preferred_batch_size(self.backbone)
+
     def prepare(self, batch):
         return batch, self._decode(batch, self.backbone.spec)
 
@@ -251,7 +278,7 @@ class EmbedBatch(BatchFn):
         from ..pipeline import stack
         batch, items = state
         n = len(items)
-        size = self.batch_size or preferred_batch_size(self.backbone)
+        size = self.forward_size()
         parts = []  # (indices, rows): forward passes of the backbone's own batch size, failures left out
         for lo in range(0, n, size):
             ok = [i for i in range(lo, min(n, lo + size)) if items[i].ok]
