@@ -173,11 +173,30 @@ def test_pixel_metrics_accumulator(ties):
     assert res["real_pixel_fpr"] == pytest.approx(flagged / sum(r.size for r in reals))
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_best_fixed_threshold_is_the_mean_f1_maximiser(ties):
+    """One threshold for every image: the curve equals the mean of the exact per-image f1() at each
+    grid threshold, and the chosen threshold maximises it."""
+    fakes, reals = _stream(ties=ties, seed=2)
+    pm = PixelMetrics(n_bins=101)
+    for pm_args in [(p, m, True) for p, m in fakes] + [(r, None, False) for r in reals]:
+        pm.update(*pm_args[:2], is_fake=pm_args[2])
+    ts, curve = pm.fixed_threshold_f1()
+    for k in range(0, 101, 5):  # the curve is exact at grid thresholds
+        assert curve[k] == pytest.approx(np.mean([f1(p, m, threshold=ts[k]) for p, m in fakes]), abs=1e-12)
+    res = pm.compute()
+    brute = max(range(101), key=lambda k: (np.mean([f1(p, m, threshold=ts[k]) for p, m in fakes]), -k))
+    assert res["best_fixed_threshold"] == pytest.approx(ts[brute])
+    assert res["f1_best_fixed"] == pytest.approx(curve.max())
+    assert res["f1"] <= res["f1_best_fixed"] + 1e-12 <= res["best_f1"] + 2e-12  # fixed 0.5 <= best fixed <= per-image oracle
+    assert math.isnan(PixelMetrics().compute()["best_fixed_threshold"])
+
+
 def test_pixel_metrics_memory_is_constant():
     fakes, reals = _stream(n_fake=4, n_real=2)
     pm = PixelMetrics(n_bins=1001)
     arrays = {k: v.shape for k, v in vars(pm).items() if isinstance(v, np.ndarray)}
-    assert arrays == {"thresholds": (1001,), "hist_pos": (1001,), "hist_neg": (1001,)}
+    assert arrays == {"thresholds": (1001,), "hist_pos": (1001,), "hist_neg": (1001,), "f1_by_threshold": (1001,)}
     for _ in range(25):
         for p, m in fakes:
             pm.update(p, m, is_fake=True)

@@ -81,6 +81,20 @@ def test_make_edits_then_train_eval_and_scan(work):
     grid = Image.open(root / "rep" / "examples.png")
     assert grid.height >= 8 * 160 and "examples.png" in (root / "rep" / "report.html").read_text()
 
+    # calibrate the mask threshold on the held-out pairs; eval then cuts the maps there
+    res = run("localizer", "calibrate", "--model", "loc", "--data", "edits", "--val-fraction", "0.25", "--out", "loc-cal")
+    assert res.exit_code == 0, res.output
+    cal = json.loads((root / "loc-cal" / "localizer.json").read_text())
+    info = cal["metadata"]["threshold_calibration"]
+    assert 0 <= cal["threshold"] <= 1
+    assert info["previous_threshold"] == 0.5 and info["f1_at_threshold"] >= info["f1_at_previous"]
+    res = run("localizer", "eval", "--model", "loc-cal", "--data", "edits", "--val-fraction", "0.25", "--report", "rep-cal")
+    assert res.exit_code == 0, res.output
+    m_cal = json.loads((root / "rep-cal" / "metrics.json").read_text())
+    assert m_cal["threshold"] == cal["threshold"]
+    assert m_cal["f1"] == pytest.approx(info["f1_at_threshold"], abs=1e-9)  # the chosen threshold's F1, exactly
+    assert m_cal["pixel_auc"] == pytest.approx(vm["pixel_auc"], abs=1e-6)   # same maps, only the cut moved
+
     # scan with the shipped detector's stand-in (a tiny detector) and this localiser
     res = run("train", "--data", "edits", "--backbone", "hf-dinov2:dino", "--no-cache", "--out", "det")
     assert res.exit_code == 0, res.output

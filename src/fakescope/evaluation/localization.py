@@ -157,6 +157,10 @@ class PixelMetrics:
       per-image means over manipulated images with a non-empty mask: ``iou`` and ``f1`` at
         ``threshold`` (exact), ``best_f1`` (oracle threshold among the grid thresholds, so
         <= the exact ``best_f1`` and within about one bin of it);
+      one threshold for all images: ``best_fixed_threshold``, the grid threshold with the highest
+        mean per-image F1 on these images, and that F1, ``f1_best_fixed`` (exact for grid
+        thresholds; an oracle on the data it is computed on: calibrate on one set, report on
+        another; ``fixed_threshold_f1()`` gives the whole curve);
       dataset-level, pixels of manipulated images pooled: ``pixel_ap``, ``pixel_auc``,
         ``pixel_auc_max_error``;
       ``real_pixel_fpr``: fraction of real-image pixels with ``pred >= threshold`` (pooled);
@@ -182,6 +186,7 @@ class PixelMetrics:
         self.ious: list[float] = []
         self.f1s: list[float] = []
         self.best_f1s: list[float] = []
+        self.f1_by_threshold = np.zeros(self.n_bins)  # sum over images of F1 at every grid threshold
 
     def _bins(self, p: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.thresholds, p, side="right") - 1
@@ -218,8 +223,10 @@ class PixelMetrics:
                 tp, fp, fn = _confusion(p, m, self.threshold)
                 self.ious.append(tp / (tp + fp + fn))
                 self.f1s.append(2 * tp / (2 * tp + fp + fn))
-                tps, fps = np.cumsum(hp[::-1]), np.cumsum(hn[::-1])  # descending thresholds
-                self.best_f1s.append(float(np.max(2.0 * tps / (tps + fps + n_pos))))
+                tps, fps = np.cumsum(hp[::-1])[::-1], np.cumsum(hn[::-1])[::-1]  # pixels >= t_k, per k
+                f1_k = 2.0 * tps / (tps + fps + n_pos)
+                self.best_f1s.append(float(f1_k.max()))
+                self.f1_by_threshold += f1_k
         self.labels.append(int(bool(is_fake)))
         self.score_mean.append(sc["mean"])
         self.score_max.append(sc["max"])
@@ -241,17 +248,26 @@ class PixelMetrics:
         err = float(0.5 * np.sum(pos * neg) / (n_pos * n_neg))
         return ap, auc, err
 
+    def fixed_threshold_f1(self) -> tuple[np.ndarray, np.ndarray]:
+        """(grid thresholds, mean per-image F1 when every manipulated image is cut at that threshold)."""
+        n = len(self.f1s)
+        return self.thresholds.copy(), (self.f1_by_threshold / n if n else np.full(self.n_bins, np.nan))
+
     def compute(self) -> dict[str, float]:
         def mean(xs):
             return float(np.mean(xs)) if xs else float("nan")
 
         ap, auc, err = self._binned_ap_auc()
+        ts, curve = self.fixed_threshold_f1()
+        best = int(np.argmax(curve)) if self.f1s else None  # the lowest threshold among equals
         y = np.asarray(self.labels, dtype=int)
         return {
             "n_images": int(len(y)), "n_real": int((y == 0).sum()), "n_fake": int(y.sum()),
             "n_fake_empty_mask": int(self.n_fake_empty_mask),
             "n_pixels_pos": int(self.hist_pos.sum()), "n_pixels_neg": int(self.hist_neg.sum()),
             "iou": mean(self.ious), "f1": mean(self.f1s), "best_f1": mean(self.best_f1s),
+            "best_fixed_threshold": float(ts[best]) if best is not None else float("nan"),
+            "f1_best_fixed": float(curve[best]) if best is not None else float("nan"),
             "pixel_ap": ap, "pixel_auc": auc, "pixel_auc_max_error": err,
             "real_pixel_fpr": self.real_flagged / self.real_pixels if self.real_pixels else float("nan"),
             "image_auc_mean": roc_auc(y, self.score_mean) if len(y) else float("nan"),

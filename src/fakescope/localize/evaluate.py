@@ -40,8 +40,9 @@ def iter_maps(loc: Localizer, sources: Sequence, chunk: int = 16) -> Iterator[tu
 
 
 def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 16) -> dict:
-    """Pixel metrics on the edited images, image-level AUC of the map scores on real vs edited."""
-    pm = PixelMetrics()
+    """Pixel metrics on the edited images (IoU / F1 at the localiser's own threshold), image-level
+    AUC of the map scores on real vs edited."""
+    pm = PixelMetrics(threshold=loc.threshold)
     errors = []
     for i, m, err in iter_maps(loc, [p.image for p in pairs], chunk):
         p = pairs[i]
