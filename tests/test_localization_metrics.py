@@ -191,12 +191,25 @@ def test_best_fixed_threshold_is_the_mean_f1_maximiser(ties):
     assert res["f1"] <= res["f1_best_fixed"] + 1e-12 <= res["best_f1"] + 2e-12  # fixed 0.5 <= best fixed <= per-image oracle
     assert math.isnan(PixelMetrics().compute()["best_fixed_threshold"])
 
+    # with a cap on the share of real pixels flagged: the best F1 among the thresholds within it
+    _, fpr = pm.real_pixel_fpr_curve()
+    for k in range(0, 101, 10):
+        assert fpr[k] == pytest.approx(sum(int((r >= ts[k]).sum()) for r in reals) / sum(r.size for r in reals))
+    cap = float(np.median(fpr))
+    t, f, r = pm.best_fixed_threshold(max_real_fpr=cap)
+    allowed = [k for k in range(101) if fpr[k] <= cap]
+    k_best = max(allowed, key=lambda k: (curve[k], -k))
+    assert (t, f, r) == (pytest.approx(ts[k_best]), pytest.approx(curve[k_best]), pytest.approx(fpr[k_best]))
+    assert r <= cap and t >= res["best_fixed_threshold"] - 1e-12
+    assert all(math.isnan(v) for v in pm.best_fixed_threshold(max_real_fpr=-1.0))
+
 
 def test_pixel_metrics_memory_is_constant():
     fakes, reals = _stream(n_fake=4, n_real=2)
     pm = PixelMetrics(n_bins=1001)
     arrays = {k: v.shape for k, v in vars(pm).items() if isinstance(v, np.ndarray)}
-    assert arrays == {"thresholds": (1001,), "hist_pos": (1001,), "hist_neg": (1001,), "f1_by_threshold": (1001,)}
+    assert arrays == {"thresholds": (1001,), "hist_pos": (1001,), "hist_neg": (1001,), "f1_by_threshold": (1001,),
+                      "hist_real": (1001,)}
     for _ in range(25):
         for p, m in fakes:
             pm.update(p, m, is_fake=True)

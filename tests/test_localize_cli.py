@@ -94,6 +94,15 @@ def test_make_edits_then_train_eval_and_scan(work):
     assert m_cal["threshold"] == cal["threshold"]
     assert m_cal["f1"] == pytest.approx(info["f1_at_threshold"], abs=1e-9)  # the chosen threshold's F1, exactly
     assert m_cal["pixel_auc"] == pytest.approx(vm["pixel_auc"], abs=1e-6)   # same maps, only the cut moved
+    # the same with a cap on the share of real pixels flagged
+    res = run("localizer", "calibrate", "--model", "loc", "--data", "edits", "--val-fraction", "0.25",
+              "--max-real-fpr", "0.01", "--out", "loc-cal-fpr")
+    assert res.exit_code == 0, res.output
+    capped = json.loads((root / "loc-cal-fpr" / "localizer.json").read_text())
+    assert capped["metadata"]["threshold_calibration"]["real_pixel_fpr_at_threshold"] <= 0.01
+    assert capped["threshold"] >= cal["threshold"]
+    res = run("localizer", "calibrate", "--model", "loc", "--data", "edits", "--max-real-fpr", "-1", "--out", "x")
+    assert res.exit_code == 2 and "nothing saved" in res.output and not (root / "x").exists()
 
     # scan with the shipped detector's stand-in (a tiny detector) and this localiser
     res = run("train", "--data", "edits", "--backbone", "hf-dinov2:dino", "--no-cache", "--out", "det")

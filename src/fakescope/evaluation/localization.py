@@ -160,7 +160,9 @@ class PixelMetrics:
       one threshold for all images: ``best_fixed_threshold``, the grid threshold with the highest
         mean per-image F1 on these images, and that F1, ``f1_best_fixed`` (exact for grid
         thresholds; an oracle on the data it is computed on: calibrate on one set, report on
-        another; ``fixed_threshold_f1()`` gives the whole curve);
+        another; ``fixed_threshold_f1()`` and ``real_pixel_fpr_curve()`` give the curves,
+        ``best_fixed_threshold(max_real_fpr)`` the best one that flags at most that share of
+        real pixels);
       dataset-level, pixels of manipulated images pooled: ``pixel_ap``, ``pixel_auc``,
         ``pixel_auc_max_error``;
       ``real_pixel_fpr``: fraction of real-image pixels with ``pred >= threshold`` (pooled);
@@ -187,6 +189,7 @@ class PixelMetrics:
         self.f1s: list[float] = []
         self.best_f1s: list[float] = []
         self.f1_by_threshold = np.zeros(self.n_bins)  # sum over images of F1 at every grid threshold
+        self.hist_real = np.zeros(self.n_bins, dtype=np.int64)  # pixels of real images, by bin
 
     def _bins(self, p: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.thresholds, p, side="right") - 1
@@ -211,6 +214,7 @@ class PixelMetrics:
                 raise ValueError("a real image cannot have manipulated pixels in its mask")
             self.real_pixels += p.size
             self.real_flagged += int(np.count_nonzero(p >= self.threshold))
+            self.hist_real += np.bincount(self._bins(p), minlength=self.n_bins)
         else:
             k = self._bins(p)
             hp = np.bincount(k[m], minlength=self.n_bins)
@@ -253,21 +257,37 @@ class PixelMetrics:
         n = len(self.f1s)
         return self.thresholds.copy(), (self.f1_by_threshold / n if n else np.full(self.n_bins, np.nan))
 
+    def real_pixel_fpr_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(grid thresholds, fraction of real-image pixels with pred >= threshold), pooled."""
+        if not self.real_pixels:
+            return self.thresholds.copy(), np.full(self.n_bins, np.nan)
+        return self.thresholds.copy(), np.cumsum(self.hist_real[::-1])[::-1] / self.real_pixels
+
+    def best_fixed_threshold(self, max_real_fpr: float | None = None) -> tuple[float, float, float]:
+        """(threshold, mean F1 there, real-pixel FPR there): the grid threshold with the best mean
+        per-image F1 on the manipulated images, among those that flag at most `max_real_fpr` of the
+        real images' pixels (None: no limit). NaNs when no threshold qualifies."""
+        ts, curve = self.fixed_threshold_f1()
+        _, fpr = self.real_pixel_fpr_curve()
+        ok = np.ones(self.n_bins, bool) if max_real_fpr is None else (fpr <= max_real_fpr)
+        if not self.f1s or not ok.any():
+            return float("nan"), float("nan"), float("nan")
+        k = int(np.argmax(np.where(ok, curve, -np.inf)))  # the lowest threshold among equals
+        return float(ts[k]), float(curve[k]), float(fpr[k])
+
     def compute(self) -> dict[str, float]:
         def mean(xs):
             return float(np.mean(xs)) if xs else float("nan")
 
         ap, auc, err = self._binned_ap_auc()
-        ts, curve = self.fixed_threshold_f1()
-        best = int(np.argmax(curve)) if self.f1s else None  # the lowest threshold among equals
+        t_best, f1_best, _ = self.best_fixed_threshold()
         y = np.asarray(self.labels, dtype=int)
         return {
             "n_images": int(len(y)), "n_real": int((y == 0).sum()), "n_fake": int(y.sum()),
             "n_fake_empty_mask": int(self.n_fake_empty_mask),
             "n_pixels_pos": int(self.hist_pos.sum()), "n_pixels_neg": int(self.hist_neg.sum()),
             "iou": mean(self.ious), "f1": mean(self.f1s), "best_f1": mean(self.best_f1s),
-            "best_fixed_threshold": float(ts[best]) if best is not None else float("nan"),
-            "f1_best_fixed": float(curve[best]) if best is not None else float("nan"),
+            "best_fixed_threshold": t_best, "f1_best_fixed": f1_best,
             "pixel_ap": ap, "pixel_auc": auc, "pixel_auc_max_error": err,
             "real_pixel_fpr": self.real_flagged / self.real_pixels if self.real_pixels else float("nan"),
             "image_auc_mean": roc_auc(y, self.score_mean) if len(y) else float("nan"),

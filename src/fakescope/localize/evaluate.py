@@ -39,10 +39,10 @@ def iter_maps(loc: Localizer, sources: Sequence, chunk: int = 16) -> Iterator[tu
                     yield start + j, None, e.reason
 
 
-def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 16) -> dict:
+def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 16, accumulator: PixelMetrics | None = None) -> dict:
     """Pixel metrics on the edited images (IoU / F1 at the localiser's own threshold), image-level
-    AUC of the map scores on real vs edited."""
-    pm = PixelMetrics(threshold=loc.threshold)
+    AUC of the map scores on real vs edited. Pass `accumulator` to keep its curves."""
+    pm = accumulator if accumulator is not None else PixelMetrics(threshold=loc.threshold)
     errors = []
     for i, m, err in iter_maps(loc, [p.image for p in pairs], chunk):
         p = pairs[i]
