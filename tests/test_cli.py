@@ -298,3 +298,12 @@ def test_leave_generator_out(work, tmp_path):
         assert m["n_fake"] == PER_CLASS and m["n_real"] > 0 and 0 <= m["auc"] <= 1
     import shutil as sh
     sh.rmtree(root / "data" / "fake" / "genB")  # leave the shared fixture as it was
+
+
+def test_markdown_report_has_robustness_per_generator():
+    from fakescope.cli import _summary_markdown
+    rob = [{"perturbation": p, "n": 10, "auc": 0.9, "ap": 0.9, "accuracy": 0.8, "acc_real": 0.9, "acc_fake": 0.7,
+            "auc_by_generator": {"sdxl": a, "glide": b}} for p, a, b in (("clean", 0.95, 0.91), ("jpeg-50", 0.61, 0.88))]
+    md = _summary_markdown({"model": "m", "threshold": 0.5, "robustness": rob}, ["d"])
+    assert "| perturbation | glide | sdxl |" in md
+    assert "| jpeg-50 | 0.8800 | 0.6100 |" in md

@@ -97,6 +97,7 @@ def test_html_report_references_its_plots_and_escapes_text(tmp_path, data):
     metrics["robustness"] = [{"perturbation": n, "kind": "k", "value": 1, "n": 120, "auc": a, "ap": a,
                               "accuracy": a - 0.1, "acc_real": a, "acc_fake": float("nan")}
                              for n, a in (("clean", 0.9), ("jpeg-75", 0.8), ("blur-<2>", 0.7))]
+    metrics["robustness"][1]["auc_by_generator"] = {"<b>x</b>": 0.612, "sdxl": 0.987}
     metrics["format_guard"] = ["all reals are <JPEG>"]
     metrics["errors"] = [{"path": "a", "error": "e"}]
     path = write_html_report(tmp_path / "out", metrics, y, s, gens, title="Eval <1>")
@@ -114,6 +115,8 @@ def test_html_report_references_its_plots_and_escapes_text(tmp_path, data):
     assert "m &amp; co" in text
     assert "1 image(s) could not be read" in text
     assert "-</td>" in text  # NaN acc_fake of the robustness rows
+    per_gen = text.split("ROC-AUC per generator")[1]
+    assert "real vs &lt;b&gt;x&lt;/b&gt;" in per_gen and "0.612" in per_gen and "0.987" in per_gen
 
 
 def test_html_report_without_optional_sections(tmp_path):

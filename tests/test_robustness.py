@@ -155,7 +155,7 @@ def test_robustness_grid_rows(tiny_detector):
         smooth = np.sort(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), axis=1)
         samples.append(Sample(path=f"real/{i}.png", data=encoded(Image.fromarray(smooth), "PNG"), label=REAL))
         samples.append(Sample(path=f"fake/{i}.png", data=encoded(textured(10 + i, 40, 40), "PNG"),
-                              label=FAKE, generator="genA"))
+                              label=FAKE, generator="genA" if i % 2 else "genB"))
     grid = [grid_named(n) for n in ("clean", "jpeg-50", "blur-2", "resize-0.5", "crop-0.5", "noise-10")]
     logged = []
     rows = robustness_grid(tiny_detector, samples, grid=grid, log=logged.append)
@@ -164,6 +164,16 @@ def test_robustness_grid_rows(tiny_detector):
         assert set(r) >= {"perturbation", "kind", "value", "n", "auc", "ap", "accuracy", "acc_real", "acc_fake"}
         assert r["n"] == 8 and r["errors"] == 0
         assert 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0
+        assert set(r["auc_by_generator"]) == {"genA", "genB"}
+    # per generator: the AUC of all reals against that generator's fakes, under the same perturbation
+    from fakescope.evaluation.metrics import roc_auc
+    from fakescope.evaluation.robustness import perturbed_samples
+    jpeg = perturbed_samples(samples, grid[1])
+    res = tiny_detector.predict([s.data for s in jpeg])
+    for g in ("genA", "genB"):
+        keep = [i for i, s in enumerate(jpeg) if s.label == REAL or s.generator == g]
+        want = roc_auc(np.array([jpeg[i].label for i in keep]), np.array([res[i].score for i in keep]))
+        assert rows[1]["auc_by_generator"][g] == pytest.approx(want, abs=1e-6)
 
 
 # ---------------------------------------------------------------- format guard

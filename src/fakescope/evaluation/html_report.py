@@ -117,6 +117,12 @@ def write_html_report(out_dir, metrics: dict, y, scores, generators: Sequence[st
         parts += ["<h2>Robustness (both classes perturbed alike)</h2>",
                   _table(["perturbation"] + [h for _, h in ROBUSTNESS_KEYS], rrows),
                   f'<div class="plots">{img(rp, "robustness plot")}</div>']
+        gens = sorted({g for r in rob for g in (r.get("auc_by_generator") or {})})
+        if gens:
+            grows = [[str(r.get("perturbation", i))] + [fmt((r.get("auc_by_generator") or {}).get(g)) for g in gens]
+                     for i, r in enumerate(rob)]
+            parts += ["<h3>ROC-AUC per generator (all reals vs that generator's fakes)</h3>",
+                      _table(["perturbation"] + [f"real vs {g}" for g in gens], grows)]
 
     # warnings and errors -----------------------------------------------------------------------
     guard = metrics.get("format_guard") or []

@@ -131,7 +131,9 @@ ROW_METRICS = ("n", "auc", "ap", "accuracy", "acc_real", "acc_fake")
 def robustness_grid(det, samples: Sequence[Sample], grid: Sequence[Perturbation] = DEFAULT_GRID, seed: int = 0,
                     log: Callable[[str], None] | None = None) -> list[dict]:
     """One row per perturbation: {"perturbation", "kind", "value", "n", "auc", "ap", "accuracy",
-    "acc_real", "acc_fake", "errors"}; metrics are None when no image could be scored."""
+    "acc_real", "acc_fake", "errors", "auc_by_generator"}; metrics are None when no image could be
+    scored. `auc_by_generator` is {generator: AUC of all reals vs that generator's fakes}, present
+    when the fakes name two generators or more (which generator breaks first under JPEG or blur)."""
     from .report import evaluate_detector
 
     samples = list(samples)
@@ -141,6 +143,9 @@ def robustness_grid(det, samples: Sequence[Sample], grid: Sequence[Perturbation]
         row = {"perturbation": p.name, "kind": p.kind, "value": p.value}
         row.update({k: m.get(k) for k in ROW_METRICS})
         row["errors"] = len(m.get("errors", []))
+        by_gen = {g: v.get("auc") for g, v in (m.get("per_generator") or {}).items() if isinstance(v, dict)}
+        if len(by_gen) > 1:
+            row["auc_by_generator"] = by_gen
         rows.append(row)
         if log:
             fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
