@@ -307,3 +307,14 @@ def test_markdown_report_has_robustness_per_generator():
     md = _summary_markdown({"model": "m", "threshold": 0.5, "robustness": rob}, ["d"])
     assert "| perturbation | glide | sdxl |" in md
     assert "| jpeg-50 | 0.8800 | 0.6100 |" in md
+
+
+def test_eval_on_the_models_own_held_out_images(work):
+    root, _ = work
+    res = run("eval", "--model", "model", "--data", "data", "--held-out", "0.25", "--report", "rep-held")
+    assert res.exit_code == 0, res.output
+    m = json.loads((root / "rep-held" / "metrics.json").read_text())
+    meta = json.loads((root / "model" / "detector.json").read_text())["metadata"]
+    assert m["n"] == meta["validation"]["n"] < 2 * PER_CLASS  # exactly the images train held out
+    assert m["auc"] == pytest.approx(meta["validation_metrics"]["auc"], abs=1e-9)
+    assert run("eval", "--model", "model", "--data", "data", "--held-out", "1.5").exit_code == 2

@@ -388,6 +388,8 @@ def evaluate(
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for metrics.json and summary.md."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default: none)."),
     robustness: bool = typer.Option(False, "--robustness", help="Also score JPEG / blur / resize / crop / noise versions of every image (both classes alike)."),
+    held_out: Optional[float] = typer.Option(None, "--held-out", help="Only the images that `train --val-fraction F "
+                                             "--seed SEED` holds out (hashed by file name): a model's own validation split."),
     seed: int = typer.Option(0),
 ):
     """Measure a detector on labelled images: AP, ROC-AUC, accuracy at its threshold, per class and generator."""
@@ -395,8 +397,15 @@ def evaluate(
     from .evaluation.report import evaluate_detector
 
     det = load_detector(model)
-    from .train import load_sources
+    from .train import load_sources, split_by_image
     samples = load_sources(data, per_class, seed)
+    if held_out is not None:
+        if not 0 < held_out < 1:
+            raise typer.BadParameter("must be between 0 and 1", param_hint="--held-out")
+        samples = [s for s, h in zip(samples, split_by_image(samples, held_out, seed)) if h]
+        err.print(f"{len(samples)} held-out images (--held-out {held_out}, seed {seed})")
+        if not samples:
+            raise typer.BadParameter("no image is held out at this fraction", param_hint="--held-out")
     from .evaluation.format_guard import check_formats
     guard = check_formats(samples)
     for w in guard:  # a shortcut between the classes makes every number below meaningless
