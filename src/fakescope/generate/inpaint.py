@@ -17,7 +17,7 @@ Output (OUT):
                                       paste_back,mask_kind,mask_source,area,width,height,format,model,pipeline,source
     errors.jsonl                      items that failed (unreadable image, missing mask, ...)
 
-Masks: `masks="auto"` draws shapes with the generators of `data/manipulate.py` (box, ellipse,
+Masks: `masks="auto"` draws shapes with the generators of `data/manipulate/masks.py` (box, ellipse,
 free-form strokes, and optionally blob), covering a fraction of the image in `area`, from a
 seed per (image, k): the same masks for every generator and every rerun. `masks=DIR` takes the
 mask of image `<stem>` from `DIR/<stem>.*` or `DIR/<stem>_mask.*` (non-zero = inpaint), resized
@@ -144,7 +144,8 @@ class InpaintBatch(PipelineWorker):
         return int(native_size(self.pipe)[0] or DEFAULT_SIZE)
 
     def _prepare(self, batch: dict, i: int):
-        from ..data.manipulate import _pick, mask_shape
+        from ..data.manipulate.common import _pick
+        from ..data.manipulate.masks import mask_shape
         from ..images import decode_image
 
         data = optional(batch, "data", i)
@@ -320,7 +321,8 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
     `prompt`: the text for every image; `captions`: a captions manifest (as for build fakes)
     whose captions, matched by id or image stem, replace it (caption k mod n for edit k).
     Resumable like `build_fakes`: a fake whose table row and three files exist is skipped."""
-    from ..data.manipulate import MASK_KINDS, _names
+    from ..data.manipulate import MASK_KINDS
+    from ..data.manipulate.dataset import _names
     from ..data.samples import FAKE, Sample
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
