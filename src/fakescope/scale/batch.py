@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -99,6 +99,22 @@ def samples_of(batch: dict[str, np.ndarray], limits: ImageLimits) -> list[Sample
                 continue
         out.append(s)
     return out
+
+
+def prepared_ahead(fn: "BatchFn", batches: Iterable[dict[str, np.ndarray]],
+                   pool: ThreadPoolExecutor) -> Iterator[dict[str, np.ndarray]]:
+    """`fn.finish` of each batch in order, while `pool` runs `fn.prepare` (decoding) of the next
+    one: the overlap both engines use, the local one across calls, a Ray call across its chunks."""
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        return
+    pending = pool.submit(fn.prepare, first)
+    for batch in it:
+        state = pending.result()
+        pending = pool.submit(fn.prepare, batch)
+        yield fn.finish(state)
+    yield fn.finish(pending.result())
 
 
 class BatchFn:
@@ -178,12 +194,7 @@ class BatchFn:
         chunks = [{k: v[lo:lo + size] for k, v in batch.items()} for lo in range(0, n, size)]
         if self._ahead is None:
             self._ahead = ThreadPoolExecutor(1, thread_name_prefix="fakescope-prepare")
-        outs, nxt = [], self._ahead.submit(self.prepare, chunks[0])
-        for k in range(len(chunks)):
-            state = nxt.result()
-            if k + 1 < len(chunks):  # decode the next chunk while the model runs on this one
-                nxt = self._ahead.submit(self.prepare, chunks[k + 1])
-            outs.append(self.finish(state))
+        outs = list(prepared_ahead(self, chunks, self._ahead))
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
     @staticmethod

@@ -8,6 +8,7 @@ workers finish, in any order (the job layer regroups them by shard).
 """
 from __future__ import annotations
 
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .batch import prepared_ahead
 from .inputs import Inputs, Shard
 
 ENGINES = ("local", "ray")
@@ -61,16 +63,9 @@ def run_local(fn, inputs: Inputs, shards: Sequence[Shard], opts: EngineOptions) 
     opts.timings.setdefault("init", 0.0)
     fn.load()  # here, in the thread that runs the model: torch's thread setting is per thread
     with ThreadPoolExecutor(1, thread_name_prefix="fakescope-prepare") as ex:
-        pending = ex.submit(fn.prepare, first)
-        for batch in calls:
-            state = pending.result()
-            pending = ex.submit(fn.prepare, batch)
-            out = fn.finish(state)
+        for out in prepared_ahead(fn, itertools.chain([first], calls), ex):
             opts.timings.setdefault("first_output", time.perf_counter() - t0)
             yield out
-        out = fn.finish(pending.result())
-        opts.timings.setdefault("first_output", time.perf_counter() - t0)
-        yield out
 
 
 def run(fn_cls: type, fn_kwargs: dict[str, Any], inputs: Inputs, shards: Sequence[Shard],
