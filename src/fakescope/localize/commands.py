@@ -29,6 +29,16 @@ def _load(data: List[str], val_fraction: float, seed: int):
     return train, val
 
 
+def _localizer_and_pairs(model: Optional[str], cache: Optional[Path], data: List[str], val_fraction: float, seed: int):
+    """The localiser (with its grid cache) and the pairs to score: the held-out ones when
+    val_fraction > 0 (the split train made), else all."""
+    from .evaluate import load_localizer
+    loc = load_localizer(model)
+    loc.cache_dir = cache
+    tr, va = _load(data, val_fraction, seed)
+    return loc, (va if val_fraction > 0 else tr)
+
+
 def _print_metrics(title: str, m: dict) -> None:
     t = Table(title=title, title_justify="left")
     for col in ("n real", "n edited") + METRICS:
@@ -83,12 +93,9 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Backbone patch-grid cache (as for train)."),
 ):
     """Pixel metrics on edited images (IoU, F1, best-F1, pixel AP/AUC) and image AUC of map scores."""
-    from .evaluate import evaluate_localizer, load_localizer
+    from .evaluate import evaluate_localizer
 
-    loc = load_localizer(model)
-    loc.cache_dir = cache
-    tr, va = _load(data, val_fraction, seed)
-    pairs = va if val_fraction > 0 else tr
+    loc, pairs = _localizer_and_pairs(model, cache, data, val_fraction, seed)
     m = evaluate_localizer(loc, pairs)
     _print_metrics(f"localiser on {', '.join(data)}" + (" (held-out pairs)" if val_fraction > 0 else "")
                    + f"; IoU and F1 at its threshold {loc.threshold:.3f}", m)
@@ -118,12 +125,9 @@ def calibrate(
     from datetime import datetime, timezone
 
     from ..evaluation.localization import PixelMetrics
-    from .evaluate import evaluate_localizer, load_localizer
+    from .evaluate import evaluate_localizer
 
-    loc = load_localizer(model)
-    loc.cache_dir = cache
-    tr, va = _load(data, val_fraction, seed)
-    pairs = va if val_fraction > 0 else tr
+    loc, pairs = _localizer_and_pairs(model, cache, data, val_fraction, seed)
     if not any(p.label == 1 for p in pairs):
         err.print("no edited images among these pairs: nothing to calibrate on")
         raise typer.Exit(2)
