@@ -522,13 +522,12 @@ def _summary_markdown(m: dict, data: List[str]) -> str:
         for r in m["robustness"]:
             lines.append(f"| {r['perturbation']} | {r['n']} | " +
                          " | ".join(fmt(r[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")) + " |")
-        gens = sorted({g for r in m["robustness"] for g in (r.get("auc_by_generator") or {})})
+        from .evaluation.robustness import auc_by_generator_table
+        gens, by_gen = auc_by_generator_table(m["robustness"])
         if gens:
             lines += ["", "AUC per generator (all reals vs that generator's fakes):", "",
                       "| perturbation | " + " | ".join(gens) + " |", "|---|" + "---|" * len(gens)]
-            for r in m["robustness"]:
-                by = r.get("auc_by_generator") or {}
-                lines.append(f"| {r['perturbation']} | " + " | ".join(fmt(by.get(g)) for g in gens) + " |")
+            lines += [f"| {name} | " + " | ".join(fmt(a) for a in aucs) + " |" for name, aucs in by_gen]
     if m.get("format_guard"):
         lines += ["", "## Format guard warnings", ""] + [f"- {w}" for w in m["format_guard"]]
     if m.get("errors"):

@@ -117,12 +117,12 @@ def write_html_report(out_dir, metrics: dict, y, scores, generators: Sequence[st
         parts += ["<h2>Robustness (both classes perturbed alike)</h2>",
                   _table(["perturbation"] + [h for _, h in ROBUSTNESS_KEYS], rrows),
                   f'<div class="plots">{img(rp, "robustness plot")}</div>']
-        gens = sorted({g for r in rob for g in (r.get("auc_by_generator") or {})})
+        from .robustness import auc_by_generator_table
+        gens, by_gen = auc_by_generator_table(rob)
         if gens:
-            grows = [[str(r.get("perturbation", i))] + [fmt((r.get("auc_by_generator") or {}).get(g)) for g in gens]
-                     for i, r in enumerate(rob)]
             parts += ["<h3>ROC-AUC per generator (all reals vs that generator's fakes)</h3>",
-                      _table(["perturbation"] + [f"real vs {g}" for g in gens], grows)]
+                      _table(["perturbation"] + [f"real vs {g}" for g in gens],
+                             [[name] + [fmt(a) for a in aucs] for name, aucs in by_gen])]
 
     # warnings and errors -----------------------------------------------------------------------
     guard = metrics.get("format_guard") or []
