@@ -1,10 +1,12 @@
 #!/bin/bash
-# issue 7: leave-one-generator-out with other heads on the trained adapters
+# issue 7: leave-one-generator-out with other heads on the trained adapters.
+# usage: logo-adapter-heads.sh METHOD:HEAD...  (ran as: code:logistic natural-traces:knn, then code:ocsvm,
+#        then natural-traces:ocsvm)
 set -x
 cd "$(dirname "$0")/../.."   # the repository root
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 FAKESCOPE_NO_PROGRESS=1 OMP_NUM_THREADS=1 FAKESCOPE_THREADS=1
 D=../shared/data
-for mh in natural-traces:ocsvm; do
+for mh in "$@"; do
   method=${mh%%:*}; head=${mh##*:}
   start=$(date +%s)
   .venv/bin/python -m fakescope.training.leave_out --data $D/cifake/train.tar --data $D/wild/train.tar --per-class 2000 \
