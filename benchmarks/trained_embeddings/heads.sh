@@ -5,7 +5,7 @@ cd "$(dirname "$0")/../.."   # the repository root
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 FAKESCOPE_NO_PROGRESS=1 OMP_NUM_THREADS=1 FAKESCOPE_THREADS=1
 D=../shared/data
 for enc in "$@"; do
-  C="--cache .cache/features"   # the wild ViTs below: --no-cache (their native-crop inputs)
+  C="--cache .cache/features"   # the wild ViTs ran with --no-cache (set below)
   case $enc in *code) method=code; heads="knn logistic ocsvm";; *) method=natural-traces; heads="distance knn ocsvm";; esac
   case $enc in
     vit-wild*|vit2-wild*) data="--data $D/wild/train.tar"; cal=""; pc=""; tests="cifake/val.tar cocoglide/dev.tar"; C="--no-cache";;
