@@ -126,30 +126,33 @@ def _group_to_sample(shard: str, key: str, members: dict[str, bytes], source: st
                   generator=generator, text=text, source=source), "samples"
 
 
-def _iter_shard(tar: tarfile.TarFile, shard: str, stats: dict, source: str | None) -> Iterator[Sample]:
+def iter_groups(tar: tarfile.TarFile, image_value=None) -> Iterator[tuple[str, dict]]:
+    """(key, {ext: value}) per sample of an open WebDataset tar, in member order. Metadata members
+    (.cls/.json/.txt) are read as bytes; image members as bytes too, or as `image_value(member)`
+    when given (a reader that only notes where the image is)."""
     key: str | None = None
-    members: dict[str, bytes] = {}
-
-    def flush():
-        sample, outcome = _group_to_sample(shard, key, members, source)
-        stats[outcome] = stats.get(outcome, 0) + 1
-        return sample
-
+    members: dict = {}
     for member in tar:
         if not member.isfile():
             continue
         k, ext = split_key(member.name)
         if k != key:
             if key is not None:
-                sample = flush()
-                if sample is not None:
-                    yield sample
+                yield key, members
             key, members = k, {}
-        if ext in WDS_IMAGE_EXTS or ext in _META_EXTS:
+        if ext in WDS_IMAGE_EXTS and image_value is not None:
+            members[ext] = image_value(member)
+        elif ext in WDS_IMAGE_EXTS or ext in _META_EXTS:
             f = tar.extractfile(member)
             members[ext] = f.read() if f is not None else b""
     if key is not None:
-        sample = flush()
+        yield key, members
+
+
+def _iter_shard(tar: tarfile.TarFile, shard: str, stats: dict, source: str | None) -> Iterator[Sample]:
+    for key, members in iter_groups(tar):
+        sample, outcome = _group_to_sample(shard, key, members, source)
+        stats[outcome] = stats.get(outcome, 0) + 1
         if sample is not None:
             yield sample
 

@@ -43,7 +43,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..data.samples import UNKNOWN, _label_from_parts, is_image_name, iter_input_paths, load_labelled, parse_label
-from ..data.webdataset import WDS_IMAGE_EXTS, expand_shards, group_fields, is_webdataset, split_key
+from ..data.webdataset import WDS_IMAGE_EXTS, expand_shards, group_fields, is_webdataset, iter_groups
 
 COLUMNS = ("path", "bytes", "tar", "offset", "size", "label", "generator", "text")
 _DEFAULTS = {"bytes": None, "tar": None, "offset": -1, "size": -1, "label": UNKNOWN, "generator": None, "text": None}
@@ -251,31 +251,12 @@ def _layout_rows(inputs: Inputs, tar: tarfile.TarFile, name: str, compressed: bo
 def _wds_rows(inputs: Inputs, tar: tarfile.TarFile, shard: str, compressed: bool, stats: dict) -> None:
     """One row per key group with an image (the first of .jpg/.jpeg/.png/.webp), as
     `iter_webdataset` reads it, but groups without a label are kept (label unknown)."""
-    key: str | None = None
-    group: dict[str, object] = {}
-
-    def flush():
+    for key, group in iter_groups(tar, lambda member: _member_ref(tar, member, shard, compressed)):
         image = next((group[e] for e in WDS_IMAGE_EXTS if e in group), None)
         if image is None:
             stats["skipped_no_image"] = stats.get("skipped_no_image", 0) + 1
-            return
+            continue
         label, gen, text = group_fields(group)
         inputs.add(f"{shard}::{key}", label=UNKNOWN if label is None else label,
                    generator=gen, text=text, **image)
         stats["samples"] = stats.get("samples", 0) + 1
-
-    for member in tar:
-        if not member.isfile():
-            continue
-        k, ext = split_key(member.name)
-        if k != key:
-            if key is not None:
-                flush()
-            key, group = k, {}
-        if ext in WDS_IMAGE_EXTS:
-            group[ext] = _member_ref(tar, member, shard, compressed)
-        elif ext in ("cls", "json", "txt"):
-            f = tar.extractfile(member)
-            group[ext] = f.read() if f is not None else b""
-    if key is not None:
-        flush()
