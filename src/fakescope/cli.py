@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .evaluation.report import fmt_metric as fmt
+from .evaluation.fmt import fmt_metric as fmt
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
@@ -464,6 +463,8 @@ def calibrate(
 ):
     """Calibrate a detector's scores (Platt or temperature scaling) and/or its threshold; writes a new detector."""
     from dataclasses import replace as dc_replace
+
+    import numpy as np
 
     from .detector import load_detector
     from .evaluation.calibration import apply_calibration, brier, ece, fit_platt, fit_temperature, log_loss, logit

@@ -59,11 +59,6 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
     return metrics
 
 
-def fmt_metric(v) -> str:
-    """A metric for a table cell: 4 decimals; missing or NaN (a class absent) as "-"."""
-    return "-" if v is None or v != v else f"{v:.4f}"
-
-
 def public(metrics: dict) -> dict:
     """The metrics without the per-image arrays (`_labels`, `_scores`, ...) that reports use."""
     return {k: v for k, v in metrics.items() if not k.startswith("_")}

@@ -15,9 +15,13 @@ does not need it. See docs/datasets.md.
 """
 from __future__ import annotations
 
-from .fakes import GenerateBatch, build_fakes, coco_captions_manifest, read_captions
-from .inpaint import InpaintBatch, build_inpaint
-from .spec import GeneratorSpec, parse_generator
+from ..lazy import lazy_exports
 
-__all__ = ["GeneratorSpec", "parse_generator", "build_fakes", "build_inpaint", "read_captions",
-           "coco_captions_manifest", "GenerateBatch", "InpaintBatch"]
+# Lazy: the CLI imports `generate.commands` at start-up, and fakes/inpaint pull in torch.
+_EXPORTS = {**{n: "fakes" for n in ("GenerateBatch", "build_fakes", "coco_captions_manifest", "read_captions")},
+            **{n: "inpaint" for n in ("InpaintBatch", "build_inpaint")},
+            **{n: "spec" for n in ("GeneratorSpec", "parse_generator")}}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -7,10 +7,14 @@ original size. See localizer.py for the geometry and training rules.
 """
 from __future__ import annotations
 
-from .decoder import ConvDecoder, auto_stages
-from .localizer import (FORMAT, Localizer, LocalizerConfig, load_image, mask_array, preprocess_mask,
-                        restore_map)
-from .render import colormap, overlay, save_mask_png, save_overlay_png
+from ..lazy import lazy_exports
 
-__all__ = ["FORMAT", "ConvDecoder", "Localizer", "LocalizerConfig", "auto_stages", "colormap", "load_image",
-           "mask_array", "overlay", "preprocess_mask", "restore_map", "save_mask_png", "save_overlay_png"]
+# Lazy: `fakescope.localize.commands` is imported by the CLI at start-up, and decoder.py imports torch.
+_EXPORTS = {"ConvDecoder": "decoder", "auto_stages": "decoder",
+            **{n: "localizer" for n in ("FORMAT", "Localizer", "LocalizerConfig", "load_image", "mask_array",
+                                        "preprocess_mask", "restore_map")},
+            **{n: "render" for n in ("colormap", "overlay", "save_mask_png", "save_overlay_png")}}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

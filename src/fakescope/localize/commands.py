@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..evaluation.report import fmt_metric as fmt
+from ..evaluation.fmt import fmt_metric as fmt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Localise edits: train and evaluate localisers (DeCLIP-style decoders on frozen patch features).")
