@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from .evaluation.fmt import fmt_metric as fmt
 
@@ -25,8 +26,35 @@ same crops, resizing and JPEG re-compression applied to both classes. Its thresh
 diffusion, GAN faces), heavily edited or re-compressed images, and local edits (inpainting) of
 real photos, which it misses at image level (use --localize). See docs/results.md."""
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
 err = Console(stderr=True)
+
+
+def one_line(text: object) -> str:
+    """Text from data (file names, messages quoting them) as one printable, markup-free line."""
+    from rich.markup import escape
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text).replace("\n", " "))
+    return escape(s)
+
+
+class _Commands(TyperGroup):
+    """Every command: an error the user can fix (errors.InputError: a bad input, model folder or
+    output path; an OSError such as a full disk or a read-only folder) is one line and exit 2,
+    never a traceback. Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        from .errors import InputError
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            err.print(f"[red]error:[/red] {one_line(e)}", soft_wrap=True)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"[red]error:[/red] {one_line(where + (e.strerror or str(e)))}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE)
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
 
 
 def _read_done(out: Path, model: str, version: str, require: str | None = None) -> dict[str, dict]:

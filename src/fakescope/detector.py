@@ -27,7 +27,8 @@ from .features import feature_vector, head_input
 from .heads import Head, head_from_state
 from .images import DEFAULT_LIMITS, ImageLimits
 from .pipeline import Item, batched, iter_items, stack
-from .saving import load_model_dir, save_model_dir
+from .errors import ModelFolderError
+from .saving import check_model_ref, finite_number, load_model_dir, model_backbone_spec, save_model_dir
 
 FORMAT = "fakescope.detector/1"
 DEFAULT_MODEL = "default"
@@ -146,16 +147,59 @@ class Detector:
                 "method": self.head.method, "head": self.head.config(), "threshold": self.threshold,
                 "text_encoder": self.text_encoder, "modality": self.modality, "calibration": self.calibration,
                 "metadata": self.metadata}
+        if self.spec.kind == "trained:":
+            meta["backbone"]["weights"] = _encoder_inside(self.spec.weights, Path(directory))
         return save_model_dir(directory, meta, "detector.json", self.head.state(), "head.safetensors")
 
     @classmethod
     def load(cls, directory: str | Path) -> "Detector":
+        """A saved detector, checked as data: a broken or hostile folder is a ModelFolderError
+        (one line, nothing run), never a traceback or a file read from outside the folder."""
         meta, arrays = load_model_dir(directory, "detector.json", "head.safetensors", FORMAT, "`fakescope train`")
-        head = head_from_state(meta["method"], meta["head"], arrays)
-        return cls(spec=BackboneSpec.from_dict(meta["backbone"]), head=head, threshold=float(meta["threshold"]),
-                   id=meta["id"], version=str(meta["version"]), metadata=meta.get("metadata", {}),
-                   text_encoder=meta.get("text_encoder"), modality=meta.get("modality", "image"),
-                   calibration=meta.get("calibration"))
+        d = Path(directory)
+        try:
+            spec = model_backbone_spec(meta["backbone"], d)
+            text_encoder = meta.get("text_encoder")
+            if text_encoder is not None:
+                check_model_ref(str(text_encoder).partition(":")[2] or str(text_encoder), d)
+            threshold = finite_number(meta["threshold"], "threshold", d)
+            calibration = meta.get("calibration")
+            if calibration is not None:
+                for k, v in calibration.items():
+                    if k != "kind":
+                        finite_number(v, f"calibration {k}", d)
+            head = head_from_state(meta["method"], meta["head"], arrays)
+            dim = head.config().get("dim") if modality_reads_image(meta) else None
+            if isinstance(dim, int) and 0 < dim <= 1 << 20:  # arrays of the wrong shape fail here, not mid-scan
+                head.predict(np.zeros((1, dim), np.float32))
+            det = cls(spec=spec, head=head, threshold=threshold, id=str(meta["id"]), version=str(meta["version"]),
+                      metadata=meta.get("metadata", {}), text_encoder=text_encoder,
+                      modality=meta.get("modality", "image"), calibration=calibration)
+        except ModelFolderError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, RecursionError) as e:
+            what = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:120]}"
+            raise ModelFolderError(f"{d}: broken detector ({what})") from None
+        return det
+
+
+def modality_reads_image(meta: dict) -> bool:
+    return meta.get("modality", "image") == "image"
+
+
+def _encoder_inside(weights: str, directory: Path) -> str:
+    """A `trained:` encoder as a location inside the detector folder: copied in when it lives
+    elsewhere, so the folder is whole and names nothing outside itself."""
+    import shutil
+    ref, sep, digest = weights.partition("#")
+    src, d = Path(ref).resolve(), directory.resolve()
+    if not src.is_relative_to(d):
+        dest = d / "backbone_encoder"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("encoder.json", "encoder.safetensors"):
+            shutil.copyfile(src / name, dest / name)
+        src = dest
+    return f"{src.relative_to(d)}{sep}{digest}"
 
 
 def _to_sample(x, i: int) -> Sample:

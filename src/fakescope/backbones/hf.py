@@ -220,7 +220,10 @@ def _load(family: _Family, spec: BackboneSpec) -> HFVisionBackbone:
         config = config_cls.from_pretrained(ref, **kw)
         prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
     with _quiet_transformers():
-        model, info = cls.from_pretrained(ref, config=config, dtype=torch.float32, output_loading_info=True, **kw)
+        # A local directory may have been named by a model folder (data): tensors only, never a pickle.
+        safe = {"use_safetensors": True} if local else {}
+        model, info = cls.from_pretrained(ref, config=config, dtype=torch.float32, output_loading_info=True,
+                                          **safe, **kw)
     missing = list(info.get("missing_keys") or [])
     if missing:  # randomly initialised weights would give meaningless features
         raise ValueError(f"{spec.name}: checkpoint lacks weights for {cls.__name__}: {sorted(missing)[:5]}...")

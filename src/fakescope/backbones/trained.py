@@ -55,10 +55,10 @@ def _encoder_dir(ref: str) -> Path:
 
 
 def trained_spec(ref: str) -> BackboneSpec:
-    import json
     d = _encoder_dir(ref)
-    meta = json.loads((d / "encoder.json").read_text())
-    inp = BackboneSpec.from_dict(meta["input"])
+    from ..saving import model_backbone_spec, read_json
+    meta = read_json(d / "encoder.json", "encoder.json")
+    inp = model_backbone_spec(meta.get("input"), d)  # the encoder folder is data too: nothing outside it
     digest = hashlib.sha256((d / "encoder.safetensors").read_bytes()).hexdigest()[:16]
     # weights = folder + content hash: a retrained encoder in the same folder never reuses cached features
     return replace(inp, name=f"trained:{ref}", kind="trained:", weights=f"{d}#{digest}", dim=int(meta.get("dim", 0)),
@@ -71,8 +71,10 @@ class TrainedBackbone:
         if spec.layers or spec.patch_layer is not None:
             raise ValueError(f"{spec.name}: a trained encoder has one output (no layers or patch grid)")
         self.spec = spec
-        self.encoder, self.meta = load_encoder(spec.weights.split("#")[0])
-        inp = BackboneSpec.from_dict(self.meta["input"])
+        from ..saving import model_backbone_spec
+        where = spec.weights.split("#")[0]
+        self.encoder, self.meta = load_encoder(where)
+        inp = model_backbone_spec(self.meta.get("input"), where)
         # the input backbone sees images preprocessed as this spec says (same fields, possibly ?size= changed)
         self.input_spec = replace(inp, input_size=spec.input_size, resize=spec.resize)
         self.input = load_backbone(self.input_spec)

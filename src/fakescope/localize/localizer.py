@@ -59,7 +59,8 @@ from typing import Any, Callable, Iterable, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image
-from ..saving import load_model_dir, save_model_dir
+from ..errors import ModelFolderError
+from ..saving import finite_number, load_model_dir, model_backbone_spec, save_model_dir
 from torch.nn import functional as F
 
 from ..backbones import Backbone, BackboneSpec, load_backbone, parse_spec, preferred_batch_size, preprocess
@@ -516,12 +517,19 @@ class Localizer:
     def load(cls, directory: str | os.PathLike) -> "Localizer":
         meta, state = load_model_dir(directory, "localizer.json", "decoder.safetensors", FORMAT,
                                      "`fakescope localizer train`")
-        decoder = ConvDecoder(**meta["decoder"])
-        decoder.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-        decoder.eval()
-        second = meta.get("second_backbone")
-        return cls(config=LocalizerConfig(**meta["config"]), spec=BackboneSpec.from_dict(meta["backbone"]),
-                   second_spec=BackboneSpec.from_dict(second) if second else None, decoder=decoder,
-                   threshold=float(meta["threshold"]), metadata=meta.get("metadata", {}))
+        try:  # checked as data, like a detector folder (saving.py): one clear error, nothing from outside
+            decoder = ConvDecoder(**meta["decoder"])
+            decoder.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+            decoder.eval()
+            second = meta.get("second_backbone")
+            return cls(config=LocalizerConfig(**meta["config"]), spec=model_backbone_spec(meta["backbone"], directory),
+                       second_spec=model_backbone_spec(second, directory) if second else None, decoder=decoder,
+                       threshold=finite_number(meta["threshold"], "threshold", directory),
+                       metadata=meta.get("metadata", {}))
+        except ModelFolderError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, RecursionError) as e:
+            what = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:120]}"
+            raise ModelFolderError(f"{directory}: broken localizer ({what})") from None
 
 
