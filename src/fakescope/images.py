@@ -200,12 +200,12 @@ def decode_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, name: object
     except _DECODE_ERRORS + (KeyError, AttributeError):
         pass  # a broken EXIF block should not cost the pixels; keep the stored orientation
     try:
-        return _to_rgb(img)
+        return to_rgb(img)
     except (ValueError, OSError) as e:  # exotic modes (e.g. signed 16-bit TIFF) Pillow cannot convert
         raise NotAnImageError(f"unsupported pixel mode {img.mode}: {e}", name) from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img

