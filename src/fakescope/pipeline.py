@@ -37,6 +37,8 @@ class Item:
 def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
             limits: ImageLimits = DEFAULT_LIMITS, augment: AugmentConfig | None = None) -> list[Item]:
     """Decode once, then one preprocessed Item per requested view (view 0 = the image as it is)."""
+    if sample.error is not None:  # known bad before reading (e.g. an archive member over the limit)
+        return [Item(sample, v, error=sample.error) for v in views]
     try:
         # JPEG DCT scaling: decode large photos straight at >= the model's input size. It is part of
         # the preprocessing contract (train and scan both come through here), not a lossy shortcut.

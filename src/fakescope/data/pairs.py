@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .samples import held_out
+from ..images import read_tar_member
+from .samples import held_out, tar_table_rows
 
 
 @dataclass
@@ -90,14 +91,14 @@ def load_pairs(source: str | Path) -> list[MaskPair]:
         for table in tables:
             base = str(Path(table).parent)
             rel = (lambda p: p) if base in ("", ".") else (lambda p: f"{base}/{p}")
-            rows = csv.DictReader(io.TextIOWrapper(tar.extractfile(files[table]), encoding="utf-8"))
+            rows = tar_table_rows(tar, files[table])  # every member within the byte limit (images.py)
             for row in rows:
                 group = f"{src}:{row['real'] or row['fake']}"
                 if row["real"]:
-                    out.append(MaskPair(f"{src}::{rel(row['real'])}", tar.extractfile(files[rel(row['real'])]).read(),
+                    out.append(MaskPair(f"{src}::{rel(row['real'])}", read_tar_member(tar, files[rel(row['real'])]),
                                         None, group, 0))
-                out.append(MaskPair(f"{src}::{rel(row['fake'])}", tar.extractfile(files[rel(row['fake'])]).read(),
-                                    _read_mask(tar.extractfile(files[rel(row['mask'])]).read()), group, 1))
+                out.append(MaskPair(f"{src}::{rel(row['fake'])}", read_tar_member(tar, files[rel(row['fake'])]),
+                                    _read_mask(read_tar_member(tar, files[rel(row['mask'])])), group, 1))
         return out
 
 

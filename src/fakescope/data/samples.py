@@ -18,7 +18,10 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+if TYPE_CHECKING:  # images.py pulls numpy and Pillow; this module stays light to import
+    from ..images import ImageLimits
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"}
 REAL, FAKE, UNKNOWN = 0, 1, -1
@@ -32,6 +35,8 @@ class Sample:
     generator: str | None = None   # e.g. "ldif"; None for reals and unnamed fakes
     text: str | None = None        # caption / prompt / class name when the source has one
     source: str | None = None      # the --data entry it came from
+    error: str | None = None       # "<code>: <detail>" when the source already knows it is unusable
+                                   # (an archive member over the byte limit, never read)
 
 
 def parse_label(value: str | int) -> int:
@@ -87,14 +92,26 @@ def _folder(root: Path) -> Iterator[Sample]:
                 yield Sample(path=str(f), label=found[0], generator=found[1])
 
 
-def _tar_texts(tar: tarfile.TarFile) -> dict[str, str]:
+def tar_table_rows(tar: tarfile.TarFile, member: tarfile.TarInfo, limits: ImageLimits | None = None) -> list[dict]:
+    """The rows of a CSV member of an open tar, read within the byte limit (refused above it)."""
+    from ..images import DEFAULT_LIMITS, read_tar_member
+    data = read_tar_member(tar, member, limits or DEFAULT_LIMITS)
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"), newline="")))
+
+
+def _tar_texts(tar: tarfile.TarFile, limits: ImageLimits | None = None) -> dict[str, str]:
     """Captions by member name, from `manifest.csv` (path,text) or CocoGlide `table.csv`."""
+    from ..images import ImageError
     texts: dict[str, str] = {}
     for member in tar:
         name = member.name.lstrip("./")
         if not (member.isfile() and name.endswith(("manifest.csv", "table.csv"))):
             continue
-        for r in csv.DictReader(io.TextIOWrapper(tar.extractfile(member), encoding="utf-8")):
+        try:
+            rows = tar_table_rows(tar, member, limits)
+        except ImageError:  # a caption table over the limit: the images still count, without captions
+            continue
+        for r in rows:
             if "path" in r:
                 texts[r["path"]] = r.get("text") or None
             else:
@@ -105,20 +122,26 @@ def _tar_texts(tar: tarfile.TarFile) -> dict[str, str]:
     return texts
 
 
-def _tar(path: Path) -> Iterator[Sample]:
+def _tar(path: Path, limits: ImageLimits | None = None) -> Iterator[Sample]:
     """A tar of real/ and fake/[generator]/ read in place, one image in memory at a time. Captions
     come from a `manifest.csv` (path,text: the shared wild/ layout) or a CocoGlide `table.csv`
     (real,fake,mask,prompt: the pair's prompt is the caption of both images), wherever they sit
     in the archive: a first pass reads only those tables (headers are skipped over, not read)."""
+    from ..images import DEFAULT_LIMITS, ImageError, read_tar_member
+    limits = limits or DEFAULT_LIMITS
     with tarfile.open(path) as tar:
-        texts = _tar_texts(tar)
+        texts = _tar_texts(tar, limits)
     with tarfile.open(path) as tar:
         for member in tar:
             name = member.name.lstrip("./")
             found = _label_from_parts(Path(name).parts) if member.isfile() and is_image_name(name) else None
             if found:
-                yield Sample(path=f"{path}::{name}", data=tar.extractfile(member).read(), label=found[0],
-                             generator=found[1], text=texts.get(name))
+                s = Sample(path=f"{path}::{name}", label=found[0], generator=found[1], text=texts.get(name))
+                try:
+                    s.data = read_tar_member(tar, member, limits, s.path)
+                except ImageError as e:  # that image's error; the rest of the archive goes on
+                    s.error = e.reason
+                yield s
 
 
 def _manifest(path: Path, split: str | None = None) -> Iterator[Sample]:
@@ -138,7 +161,7 @@ def _manifest(path: Path, split: str | None = None) -> Iterator[Sample]:
                      text=row.get("text") or row.get("caption") or None)
 
 
-def load_labelled(source: str | Path) -> Iterator[Sample]:
+def load_labelled(source: str | Path, limits: ImageLimits | None = None) -> Iterator[Sample]:
     """Samples with labels from a folder (real/, fake/[generator]/), a tar of that layout, WebDataset
     shards (`shards/train-{000..099}.tar`, read in place), a CSV/JSONL manifest, or a Hugging Face
     dataset (`hf:<hub id or saved dir>?mapping=d3|genimage|synthbuster|cocofake&split=train`), or a
@@ -158,13 +181,13 @@ def load_labelled(source: str | Path) -> Iterator[Sample]:
         return iter_layout(text)
     if any(c in text for c in "{*?[") and not Path(text).exists():  # a WebDataset shard pattern
         from .webdataset import iter_webdataset
-        return iter_webdataset(text)
+        return iter_webdataset(text, limits=limits)
     p = Path(source)
     if p.is_dir():
         return _folder(p)
     if p.suffix in (".tar",) or p.name.endswith((".tar.gz", ".tgz")):
         from .webdataset import is_webdataset, iter_webdataset
-        return iter_webdataset(str(p)) if is_webdataset(p) else _tar(p)
+        return iter_webdataset(str(p), limits=limits) if is_webdataset(p) else _tar(p, limits)
     if p.suffix in (".csv", ".jsonl"):
         return _manifest(p)
     raise ValueError(f"{source}: expected a folder with real/ and fake/, a .tar, or a .csv/.jsonl manifest")

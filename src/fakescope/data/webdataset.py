@@ -26,9 +26,12 @@ import json
 import re
 import tarfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Iterable, Iterator
 
 from .samples import Sample, parse_label
+
+if TYPE_CHECKING:
+    from ..images import ImageLimits
 
 WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _META_EXTS = {"cls", "json", "txt"}
@@ -122,14 +125,18 @@ def _group_to_sample(shard: str, key: str, members: dict[str, bytes], source: st
     label, generator, text = group_fields(members)
     if label is None:
         return None, "skipped_no_label"
-    return Sample(path=f"{shard}::{key}", data=image, label=label,
-                  generator=generator, text=text, source=source), "samples"
+    error = image.reason if isinstance(image, Exception) else None  # over the limit: never read
+    return Sample(path=f"{shard}::{key}", data=None if error else image, label=label,
+                  generator=generator, text=text, source=source, error=error), "samples"
 
 
-def iter_groups(tar: tarfile.TarFile, image_value=None) -> Iterator[tuple[str, dict]]:
+def iter_groups(tar: tarfile.TarFile, image_value=None, limits: ImageLimits | None = None) -> Iterator[tuple[str, dict]]:
     """(key, {ext: value}) per sample of an open WebDataset tar, in member order. Metadata members
     (.cls/.json/.txt) are read as bytes; image members as bytes too, or as `image_value(member)`
-    when given (a reader that only notes where the image is)."""
+    when given (a reader that only notes where the image is). Nothing over `limits.max_bytes` is
+    read: such an image's value is its FileTooLargeError, such a metadata member is left out."""
+    from ..images import DEFAULT_LIMITS, ImageError, read_tar_member
+    limits = limits or DEFAULT_LIMITS
     key: str | None = None
     members: dict = {}
     for member in tar:
@@ -143,14 +150,18 @@ def iter_groups(tar: tarfile.TarFile, image_value=None) -> Iterator[tuple[str, d
         if ext in WDS_IMAGE_EXTS and image_value is not None:
             members[ext] = image_value(member)
         elif ext in WDS_IMAGE_EXTS or ext in _META_EXTS:
-            f = tar.extractfile(member)
-            members[ext] = f.read() if f is not None else b""
+            try:
+                members[ext] = read_tar_member(tar, member, limits)
+            except ImageError as e:
+                if ext in WDS_IMAGE_EXTS:
+                    members[ext] = e
     if key is not None:
         yield key, members
 
 
-def _iter_shard(tar: tarfile.TarFile, shard: str, stats: dict, source: str | None) -> Iterator[Sample]:
-    for key, members in iter_groups(tar):
+def _iter_shard(tar: tarfile.TarFile, shard: str, stats: dict, source: str | None,
+                limits: ImageLimits | None = None) -> Iterator[Sample]:
+    for key, members in iter_groups(tar, limits=limits):
         sample, outcome = _group_to_sample(shard, key, members, source)
         stats[outcome] = stats.get(outcome, 0) + 1
         if sample is not None:
@@ -158,7 +169,7 @@ def _iter_shard(tar: tarfile.TarFile, shard: str, stats: dict, source: str | Non
 
 
 def iter_webdataset(path_or_glob: str | Path | Iterable[str | Path] | IO[bytes], stats: dict | None = None,
-                    source: str | None = None) -> Iterator[Sample]:
+                    source: str | None = None, limits: ImageLimits | None = None) -> Iterator[Sample]:
     """Labelled samples from WebDataset shards, streamed shard by shard, group by group.
 
     `stats`, when given, is updated in place with counts of yielded samples and skipped groups.
@@ -171,14 +182,14 @@ def iter_webdataset(path_or_glob: str | Path | Iterable[str | Path] | IO[bytes],
         name = str(getattr(path_or_glob, "name", "<stream>"))
         with tarfile.open(fileobj=path_or_glob, mode="r|*") as tar:
             stats["shards"] += 1
-            yield from _iter_shard(tar, name, stats, source or name)
+            yield from _iter_shard(tar, name, stats, source or name, limits)
         return
     if source is None and isinstance(path_or_glob, (str, Path)):
         source = str(path_or_glob)
     for shard in expand_shards(path_or_glob):
         with tarfile.open(shard, mode="r|*") as tar:
             stats["shards"] += 1
-            yield from _iter_shard(tar, shard, stats, source or shard)
+            yield from _iter_shard(tar, shard, stats, source or shard, limits)
 
 
 def is_webdataset(path: str | Path, max_members: int = 32) -> bool:

@@ -67,6 +67,8 @@ def read_member(tar: str, offset: int, size: int, limits: ImageLimits, name: str
     """`size` bytes at `offset` of an uncompressed tar: one member, read without the tar module."""
     if size > limits.max_bytes:
         raise FileTooLargeError(f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes", name)
+    if offset < 0:  # a member of a compressed tar the lister did not read (over its byte limit)
+        raise FileTooLargeError(f"compressed archive member of {size:,} bytes, not read (over the listing's limit)", name)
     try:
         with open(tar, "rb") as f:
             f.seek(offset)
@@ -93,7 +95,8 @@ def samples_of(batch: dict[str, np.ndarray], limits: ImageLimits) -> list[Sample
         tar = _cell(batch.get("tar"), i)
         if data is None and tar:
             try:
-                s.data = read_member(tar, int(_cell(batch["offset"], i)), int(_cell(batch["size"], i)), limits, path)
+                offset = _cell(batch.get("offset"), i)  # absent: only unread compressed members have none
+                s.data = read_member(tar, -1 if offset is None else int(offset), int(_cell(batch["size"], i)), limits, path)
             except (FileTooLargeError, UnreadableFileError, TruncatedImageError) as e:
                 out.append(Item(s, error=e.reason))
                 continue

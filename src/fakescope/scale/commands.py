@@ -46,7 +46,7 @@ def features(
         raise typer.Exit(EXIT_USAGE)
     try:
         parse_spec(backbone)
-        inputs = enumerate_inputs(paths)
+        inputs = enumerate_inputs(paths, limits=ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels))
     except (ValueError, ImportError, KeyError) as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(EXIT_USAGE)

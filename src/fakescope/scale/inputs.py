@@ -42,7 +42,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..data.samples import UNKNOWN, _label_from_parts, is_image_name, iter_input_paths, load_labelled, parse_label
+from ..data.samples import (UNKNOWN, _label_from_parts, is_image_name, iter_input_paths, load_labelled, parse_label,
+                            tar_table_rows)
+from ..images import DEFAULT_LIMITS, ImageError, ImageLimits, read_tar_member
 from ..data.webdataset import WDS_IMAGE_EXTS, expand_shards, group_fields, is_webdataset, iter_groups
 
 COLUMNS = ("path", "bytes", "tar", "offset", "size", "label", "generator", "text")
@@ -147,8 +149,11 @@ def _is_pattern(text: str) -> bool:
     return any(c in text for c in "{*?[") and not Path(text).exists()
 
 
-def enumerate_inputs(specs: Iterable[str], stdin=None, stats: dict | None = None) -> Inputs:
-    """All inputs of `specs` (see the module doc), in order; duplicates are kept as given."""
+def enumerate_inputs(specs: Iterable[str], stdin=None, stats: dict | None = None,
+                     limits: ImageLimits | None = None) -> Inputs:
+    """All inputs of `specs` (see the module doc), in order; duplicates are kept as given. No tar
+    member over `limits.max_bytes` is read here (its row fails with too_large when scanned)."""
+    limits = limits or DEFAULT_LIMITS
     inputs = Inputs()
     stats = stats if stats is not None else {}
     for spec in specs:
@@ -158,18 +163,18 @@ def enumerate_inputs(specs: Iterable[str], stdin=None, stats: dict | None = None
             for p in iter_input_paths(["-"], stdin):
                 inputs.add(p)
         elif spec.startswith("hf:"):
-            for s in load_labelled(spec):
+            for s in load_labelled(spec, limits):
                 inputs.add(s.path, bytes=s.data, label=s.label, generator=s.generator, text=s.text)
         elif base.endswith((".csv", ".jsonl")) and Path(base).is_file() and (not query or query.startswith("split=")):
             _manifest_rows(inputs, Path(base), query[len("split="):] if query else None)
         elif _is_pattern(spec):
             for shard in expand_shards(spec):
-                _tar_rows(inputs, shard, stats)
+                _tar_rows(inputs, shard, stats, limits)
         elif Path(spec).is_dir():
             for p in iter_input_paths([spec]):
                 inputs.add(p)
         elif _is_tar_name(spec) and Path(spec).is_file():
-            _tar_rows(inputs, str(Path(spec)), stats)
+            _tar_rows(inputs, str(Path(spec)), stats, limits)
         else:
             inputs.add(str(Path(spec)) if spec else spec)  # a file, or a missing one: that item's error
     return inputs
@@ -194,7 +199,7 @@ def _manifest_rows(inputs: Inputs, path: Path, split: str | None) -> None:
                    generator=row.get("generator") or None, text=row.get("text") or row.get("caption") or None)
 
 
-def _tar_rows(inputs: Inputs, shard: str, stats: dict) -> None:
+def _tar_rows(inputs: Inputs, shard: str, stats: dict, limits: ImageLimits) -> None:
     p = Path(shard)
     if not p.is_file():
         inputs.add(shard)  # reported as that item's error (no such file)
@@ -203,20 +208,23 @@ def _tar_rows(inputs: Inputs, shard: str, stats: dict) -> None:
     try:
         wds = is_webdataset(p)
         with tarfile.open(shard, mode="r|*" if compressed else "r:") as tar:
-            (_wds_rows if wds else _layout_rows)(inputs, tar, shard, compressed, stats)
+            (_wds_rows if wds else _layout_rows)(inputs, tar, shard, compressed, stats, limits)
     except (tarfile.TarError, OSError, EOFError):
         stats["unreadable_tars"] = stats.get("unreadable_tars", 0) + 1
         inputs.add(shard)  # scanned as a file, it fails with this tar's own error
 
 
-def _member_ref(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, compressed: bool) -> dict:
-    if compressed:  # no seeking into a compressed stream: ship the bytes
-        f = tar.extractfile(member)
-        return {"bytes": f.read() if f is not None else b""}
-    return {"tar": name, "offset": member.offset_data, "size": member.size}
+def _member_ref(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, compressed: bool,
+                limits: ImageLimits) -> dict:
+    if compressed and member.size <= limits.max_bytes:  # no seeking into a compressed stream: ship the bytes
+        return {"bytes": read_tar_member(tar, member, limits)}
+    # Uncompressed: where it is. Over the limit: never read; its declared size alone makes the
+    # worker refuse it (scale.batch.read_member checks the size first).
+    return {"tar": name, "offset": -1 if compressed else member.offset_data, "size": member.size}
 
 
-def _layout_rows(inputs: Inputs, tar: tarfile.TarFile, name: str, compressed: bool, stats: dict) -> None:
+def _layout_rows(inputs: Inputs, tar: tarfile.TarFile, name: str, compressed: bool, stats: dict,
+                 limits: ImageLimits) -> None:
     """Every image member; label and generator from real/ fake/<generator>/ when the path has them,
     captions from a manifest.csv (path,text) or a CocoGlide table.csv (real,fake,prompt)."""
     texts: dict[str, str | None] = {}
@@ -226,8 +234,12 @@ def _layout_rows(inputs: Inputs, tar: tarfile.TarFile, name: str, compressed: bo
             continue
         mname = member.name.lstrip("./")
         if mname.endswith(("manifest.csv", "table.csv")):
-            f = tar.extractfile(member)
-            for r in csv.DictReader(io.TextIOWrapper(f, encoding="utf-8")):
+            try:
+                table = tar_table_rows(tar, member, limits)
+            except ImageError:  # over the limit: the images are still scanned, without captions
+                stats["tables_too_large"] = stats.get("tables_too_large", 0) + 1
+                continue
+            for r in table:
                 if "path" in r:
                     texts[r["path"]] = r.get("text") or None
                 else:
@@ -239,7 +251,7 @@ def _layout_rows(inputs: Inputs, tar: tarfile.TarFile, name: str, compressed: bo
         if not is_image_name(mname):
             continue
         found = _label_from_parts(Path(mname).parts)
-        fields = _member_ref(tar, member, name, compressed)
+        fields = _member_ref(tar, member, name, compressed, limits)
         if found:
             fields.update(label=found[0], generator=found[1])
         rows.append((mname, fields))
@@ -248,10 +260,11 @@ def _layout_rows(inputs: Inputs, tar: tarfile.TarFile, name: str, compressed: bo
     stats["samples"] = stats.get("samples", 0) + len(rows)
 
 
-def _wds_rows(inputs: Inputs, tar: tarfile.TarFile, shard: str, compressed: bool, stats: dict) -> None:
+def _wds_rows(inputs: Inputs, tar: tarfile.TarFile, shard: str, compressed: bool, stats: dict,
+              limits: ImageLimits) -> None:
     """One row per key group with an image (the first of .jpg/.jpeg/.png/.webp), as
     `iter_webdataset` reads it, but groups without a label are kept (label unknown)."""
-    for key, group in iter_groups(tar, lambda member: _member_ref(tar, member, shard, compressed)):
+    for key, group in iter_groups(tar, lambda member: _member_ref(tar, member, shard, compressed, limits), limits):
         image = next((group[e] for e in WDS_IMAGE_EXTS if e in group), None)
         if image is None:
             stats["skipped_no_image"] = stats.get("skipped_no_image", 0) + 1
