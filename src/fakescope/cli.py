@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -26,7 +25,7 @@ same crops, resizing and JPEG re-compression applied to both classes. Its thresh
 diffusion, GAN faces), heavily edited or re-compressed images, and local edits (inpainting) of
 real photos, which it misses at image level (use --localize). See docs/results.md."""
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped at the terminal's width
 
 
 def one_line(text: object) -> str:
@@ -60,39 +59,6 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
-
-
-def _read_done(out: Path, model: str, version: str, require: str | None = None) -> dict[str, dict]:
-    """Records already in a results file, by path; a torn last line (killed run) is dropped.
-
-    Failed images of this model are scored again, so their old records are removed from the file
-    (one record per input, however often a scan is resumed). With `require`, records lacking that
-    field (e.g. `map_mean` when --localize is added on a resumed scan) are redone the same way."""
-    done: dict[str, dict] = {}
-    if not out.exists():
-        return done
-    keep: list[bytes] = []
-    changed = False
-    with out.open("rb") as f:
-        for raw in f:
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError:
-                changed = True  # cut the partial line so appends stay valid JSONL
-                break
-            if not raw.endswith(b"\n"):  # a complete record whose newline was not written
-                raw, changed = raw + b"\n", True
-            if (rec.get("model"), rec.get("model_version")) == (model, version):
-                if rec.get("error") is not None or (require and require not in rec and "map_error" not in rec):
-                    changed = True  # retried below; its new record replaces this one
-                    continue
-                done[rec["path"]] = rec
-            keep.append(raw)
-    if changed:
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(b"".join(keep))
-        os.replace(tmp, out)
-    return done
 
 
 @app.command(epilog="Exit status: 0 all images scored; 3 some failed; 4 none could be scored; 2 usage error.")
@@ -140,7 +106,7 @@ def scan(
             from .localize.evaluate import load_localizer
             loc = load_localizer(localizer)
     except (FileNotFoundError, ValueError) as e:  # a missing or foreign model folder: say so, no traceback
-        err.print(f"[red]cannot load model:[/red] {e}")
+        err.print(f"[red]cannot load model:[/red] {one_line(e)}")
         raise typer.Exit(EXIT_USAGE)
     if loc is not None and (engine != "local" or fmt == "parquet"):
         err.print("[red]--localize runs with --engine local and a JSONL --out[/red]")
@@ -171,22 +137,22 @@ def scan(
         results = read_parts(out).to_pylist()
     else:
         from .scale.jobs import iter_scan_records
-        done = _read_done(out, det.id, det.version, "map_mean" if loc is not None else None) if out else {}
+        from .scale.outputs import ResultsFile
+        sink = ResultsFile(out) if out else None
+        # locked, checked to be a results file (not an input, not any other file), torn line dropped
+        done = sink.open(det.id, det.version, "map_mean" if loc is not None else None, paths) if sink else {}
         todo = [i for i, f in enumerate(files) if f not in done]
         if done:
-            err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {out}")
+            err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {one_line(out)}")
         results = [done[f] for f in files if f in done]
         used_names: set[str] = set()
-        sink = out.open("a", encoding="utf-8") if out else None
         try:
             with progress(total=len(todo), desc="scan") as bar:
                 for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size or None, shard_size):
                     if loc is not None:
                         _add_maps(loc, recs, masks, used_names)
-                    if sink:  # one flush per batch: a killed run loses at most the batch in flight
-                        sink.write("".join(json.dumps(r) + "\n" for r in recs))
-                        sink.flush()
-                        os.fsync(sink.fileno())
+                    if sink:
+                        sink.append(recs)
                     results += recs
                     bar.update(len(recs))
         finally:

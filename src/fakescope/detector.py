@@ -111,6 +111,10 @@ class Detector:
         for it in batch:
             if it.ok:
                 s = float(next(scores))
+                if not np.isfinite(s):  # no verdict from NaN (and NaN is not JSON): this image's error
+                    out.append(Result(it.sample.path, it.sha256, None, None, self.threshold, self.id, self.version,
+                                      "non_finite_score: the model gave no finite score for this image (NaN or infinite weights or features)"))
+                    continue
                 out.append(Result(it.sample.path, it.sha256, s, "fake" if s >= self.threshold else "real",
                                   self.threshold, self.id, self.version))
             else:

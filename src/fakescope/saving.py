@@ -27,7 +27,10 @@ def save_model_dir(directory: str | os.PathLike, meta: dict, meta_name: str,
                    arrays: dict[str, np.ndarray], arrays_name: str) -> Path:
     """Write arrays then JSON, each through a temp file + rename: a crash leaves the old model whole."""
     d = Path(directory)
-    text = json.dumps(meta, indent=2, default=_json_default, allow_nan=False) + "\n"  # NaN is not JSON: refuse it
+    if "threshold" in meta:  # a NaN threshold judges nothing: refuse to write a model with one
+        finite_number(meta["threshold"], "threshold", d)
+    # NaN and infinity are not JSON: an undefined metric in the metadata is written as null
+    text = json.dumps(_finite_or_null(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{arrays_name}.tmp"
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
@@ -38,13 +41,22 @@ def save_model_dir(directory: str | os.PathLike, meta: dict, meta_name: str,
     return d
 
 
+def _finite_or_null(o):
+    if isinstance(o, dict):
+        return {k: _finite_or_null(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite_or_null(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not np.isfinite(o):
+        return None
+    return o
+
+
 def read_json(path: Path, what: str) -> dict:
-    """A model folder's JSON object; anything else (not JSON, nested past Python's stack, NaN,
-    not an object) is a ModelFolderError naming the file."""
-    def no_constant(name):
-        raise ValueError(f"{name} is not JSON")
+    """A model folder's JSON object; anything else (not JSON, nested past Python's stack, not an
+    object) is a ModelFolderError naming the file. Fields that must be finite are checked by
+    their readers (finite_number)."""
     try:
-        meta = json.loads(path.read_bytes(), parse_constant=no_constant)
+        meta = json.loads(path.read_bytes())
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise ModelFolderError(f"{path}: not a valid {what} ({type(e).__name__}: {str(e)[:100]})") from None
     except OSError as e:

@@ -52,12 +52,117 @@ def part_name(index: int) -> str:
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
+    """Whole or not at all: a full disk leaves the old file (or none), never a partial one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def take_lock(path: Path, busy: str):
+    """An exclusive flock on `path` (created if needed), held while the returned file is open. One
+    writer per output: a second one fails at once with JobMismatch(busy); the OS drops the lock
+    of a killed process, so a re-run after a crash is never blocked."""
+    import fcntl
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise JobMismatch(busy) from None
+    return f
+
+
+class ResultsFile:
+    """A JSONL results file of `fakescope scan --out x.jsonl`, written by one scan at a time.
+
+    `open` takes a lock beside the file (`.x.jsonl.lock`, as the Parquet folder's `.lock`), refuses
+    a file that is not a fakescope results file (a manifest, any text) and returns the records
+    already there. Lines it cannot use (blank, foreign, not an object) are kept as they are and
+    skipped one by one. The file is rewritten, through a temporary file and a rename under the
+    lock, only to drop a line torn by a killed run and this model's failed records (scored again,
+    so each input keeps one record); every other line stays, byte for byte."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = None
+        self._sink = None
+
+    def open(self, model: str, version: str, require: str | None = None,
+             inputs: Iterable[str] = ()) -> dict[str, dict]:
+        from ..errors import OutputError
+        if self.path.is_dir():
+            raise OutputError(f"--out {self.path} is a folder; JSONL results need a file (or use --format parquet)")
+        here = self.path.resolve()
+        if any(Path(str(i).partition("?")[0]).resolve() == here for i in inputs if i != "-"):
+            raise OutputError(f"--out {self.path} is also an input; refusing to write over it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock = take_lock(self.path.with_name(f".{self.path.name}.lock"),
+                                   f"{self.path} is being written by another running scan; wait for it or use another --out")
+        except JobMismatch as e:
+            raise OutputError(str(e)) from None
+        try:
+            done = self._read(model, version, require)
+            self._sink = self.path.open("a", encoding="utf-8")
+        except BaseException:
+            self.close()
+            raise
+        return done
+
+    def _read(self, model: str, version: str, require: str | None) -> dict[str, dict]:
+        from ..errors import OutputError
+        done: dict[str, dict] = {}
+        if not self.path.exists():
+            return done
+        lines = self.path.read_bytes().splitlines(keepends=True)
+        keep: list[bytes] = []
+        changed = seen_record = False
+        for i, raw in enumerate(lines):
+            last = i == len(lines) - 1
+            try:
+                rec = json.loads(raw) if raw.strip() else None
+            except (ValueError, RecursionError):
+                if last and not raw.endswith(b"\n"):
+                    changed = True  # torn by a killed run: cut, so appends stay valid JSONL
+                    continue
+                rec = raw  # a foreign line: kept as it is
+            is_record = isinstance(rec, dict) and "path" in rec and "model" in rec
+            if not seen_record and rec is not None and not is_record:
+                raise OutputError(f"--out {self.path} is not a fakescope results file (line {i + 1}); "
+                                  "refusing to write over it")
+            seen_record = seen_record or is_record
+            if not raw.endswith(b"\n"):  # a complete last line whose newline was not written
+                raw, changed = raw + b"\n", True
+            if is_record and (rec.get("model"), rec.get("model_version")) == (model, version):
+                if rec.get("error") is not None or (require and require not in rec and "map_error" not in rec):
+                    changed = True  # scored again below; its new record replaces this one
+                    continue
+                done[str(rec["path"])] = rec
+            keep.append(raw)
+        if changed:
+            _fsync_write(self.path, b"".join(keep))
+        return done
+
+    def append(self, records: Sequence[dict]) -> None:
+        """One batch, flushed and fsynced: a killed run loses at most the batch in flight."""
+        self._sink.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+        self._sink.flush()
+        os.fsync(self._sink.fileno())
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 class PartStore:
@@ -69,16 +174,7 @@ class PartStore:
         self._lock = None
 
     def _take_lock(self) -> None:
-        """One driver per folder: a second job on it fails at once (the OS drops the lock of a
-        killed driver, so a re-run after a crash is never blocked)."""
-        import fcntl
-        f = open(self.dir / ".lock", "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise JobMismatch(f"{self.dir} is being written by another running job") from None
-        self._lock = f
+        self._lock = take_lock(self.dir / ".lock", f"{self.dir} is being written by another running job")
 
     def close(self) -> None:
         if self._lock is not None:
