@@ -378,6 +378,44 @@ def leave_out(
         report.write_text(json.dumps(res, indent=2) + "\n")
 
 
+@app.command()
+def validate(
+    source: List[str] = typer.Option(..., "--source", help="NAME=PATH of a labelled source held out in turn (real/ and fake/); repeatable."),
+    photos: List[str] = typer.Option([], "--photos", help="NAME=PATH of real camera photos laid out real/<device>/<file>: always trained on, "
+                                     "and held out by device for the false-positive rate; repeatable."),
+    backbone: str = typer.Option("effnet-lite0", help="Backbone spec string."),
+    method: str = typer.Option("linear", help="Head refitted in every fold."),
+    views: int = typer.Option(1, help="Views per training image (as for train)."),
+    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    target_fpr: float = typer.Option(0.05, help="Threshold rule: this share of the training sources' held-out reals called fake."),
+    device_folds: int = typer.Option(5, help="Folds over camera devices for the false-positive rate."),
+    options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE; repeatable."),
+    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    report: Optional[Path] = typer.Option(None, help="Write the results as JSON here (and a Markdown table beside it)."),
+    seed: int = typer.Option(0),
+):
+    """Leave-one-source-out ROC-AUC and the false-positive rate on camera photos held out by
+    device: validation that predicts how a recipe does on images unlike its training data."""
+    from .evaluation.protocols import device_held_out_fpr, leave_one_source_out, load_named, markdown_table
+    from .features import DEFAULT_CACHE
+    from .train import TrainConfig
+
+    cfg = TrainConfig(data=[], backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
+                      target_fpr=target_fpr, head_options=parse_options(options),
+                      cache=None if no_cache else str(cache or DEFAULT_CACHE))
+    sources, cameras = load_named(source, per_class, seed), load_named(photos, None, seed)
+    loso = leave_one_source_out(cfg, sources, always_train=cameras, log=err.print)
+    devices = device_held_out_fpr(cfg, cameras, sources, folds=device_folds, seed=seed, log=err.print) if cameras else None
+    table = markdown_table(loso, devices)
+    Console().print(table)
+    if report:
+        report.write_text(json.dumps({"backbone": backbone, "method": method, "views": views, "per_class": per_class,
+                                      "target_fpr": target_fpr, "options": parse_options(options),
+                                      "leave_one_source_out": loso, "device_held_out": devices}, indent=2) + "\n")
+        report.with_suffix(".md").write_text(table + "\n")
+
+
 @app.command("eval")
 def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),

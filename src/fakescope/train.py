@@ -25,6 +25,7 @@ from .evaluation.metrics import summary, threshold_at_fpr
 from .evaluation.report import metrics_by_generator
 from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
 from .heads import HEADS_READING_TEXT, make_head
+from .uncertainty import fit_uncertainty
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TrainConfig:
     head_options: dict = field(default_factory=dict)   # passed to the head, e.g. {"alpha": 0.9, "sam": False}
     text_encoder: str | None = None     # caption encoder spec ("minilm", "hf-clip-text:<ref>"); None: images only
     modality: str = "image"             # what the head reads: "image", "text" or "both"
+    uncertain: bool = True              # fit the "uncertain" rule (uncertainty.py) on this run's held-out images
 
 
 def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
@@ -152,7 +154,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     fit_text = {"text": T} if cfg.method in HEADS_READING_TEXT else {}
     info = head.fit(head_input(X, T, cfg.modality), y, groups, **fit_text)
 
-    threshold, val_metrics, by_source = 0.5, None, {}
+    threshold, val_metrics, by_source, uncertainty = 0.5, None, {}, None
     if val:
         vrows, VX, _ = extract(val, backbone, cache, desc="validation features")
         vsamples = [val[i] for i, _ in vrows]
@@ -162,6 +164,8 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         if hasattr(head, "analysis") and len(set(vy)) == 2:  # e.g. disentangle: semantic vs low-level signal
             info["validation_analysis"] = head.analysis(VX, vy)
         threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
+        if cfg.uncertain and cfg.modality == "image" and len(set(vy)) == 2:
+            uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, seed=cfg.seed)
     metadata = {
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "fakescope_version": __version__,
@@ -177,7 +181,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     }
     return Detector(spec=spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
                     metadata=metadata, text_encoder=cfg.text_encoder, modality=cfg.modality, _backbone=backbone,
-                    _text=encoder)
+                    _text=encoder, uncertainty=uncertainty)
 
 
 __all__ = ["TrainConfig", "fit_detector", "load_sources", "parse_spec"]

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelFolderError
 from . import register
 from .spec import CLIP_MEAN, CLIP_STD, BackboneSpec, Features, compute_device, onnx_providers
 
