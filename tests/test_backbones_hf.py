@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -169,15 +168,13 @@ def test_bad_layer_and_option(offline, dino_dir):
         load_backbone("hf-dinov2:" + path + "?layers=0")
 
 
-def test_missing_directory_fails_fast(offline, tmp_path):
-    t0 = time.monotonic()
+def test_missing_directory_or_uncached_id_fails(offline, tmp_path):
     with pytest.raises(Exception):
         load_backbone("hf-clip:" + str(tmp_path / "nope"))
     with pytest.raises(Exception):  # a directory that is not a model
         load_backbone("hf-dinov2:" + str(tmp_path))
     with pytest.raises(Exception):  # a hub id that is not cached, offline
         load_backbone("hf-siglip:fakescope-test/definitely-not-cached")
-    assert time.monotonic() - t0 < 10
 
 
 def test_preprocess_shape(offline, clip_dir):

@@ -69,6 +69,7 @@ def test_preprocessing_equals_transformers_clip_processor(tmp_path):
         np.testing.assert_allclose(ours, theirs, atol=1e-5, err_msg=f"{img.size} {img.mode}")
 
 
+@pytest.mark.slow
 @needs_clip
 def test_forward_shapes_for_every_output():
     b = load_backbone("clip-b16?layers=4,-1&patch_layer=8")
@@ -95,6 +96,7 @@ def _wheel_probe() -> tuple[np.ndarray, float]:
     return np.asarray(head["weights"], np.float32), float(head["bias"])
 
 
+@pytest.mark.slow
 @needs_clip
 @pytest.mark.shared_data
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")

@@ -74,6 +74,7 @@ def test_scan_without_model_uses_default_and_reports_broken_files(tmp_path):
     assert {r["model"] for r in recs} == {"fakescope-default"}
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 @needs_shared
 def test_default_holds_on_cifake_val_and_unseen_real_photos(det):

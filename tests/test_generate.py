@@ -388,6 +388,7 @@ def test_inpaint_mask_folder_captions_and_jpeg(pipes, parents, tmp_path):
     assert all(e["error"].startswith("missing_mask") for e in errs)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("FAKESCOPE_TEST_RAY"), reason="starts a local Ray (~1 min): FAKESCOPE_TEST_RAY=1")
 def test_ray_engine_writes_what_the_local_engine_writes(built, pipes, parents, tmp_path):
     pytest.importorskip("ray")

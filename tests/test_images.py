@@ -3,7 +3,6 @@ import hashlib
 import io
 import os
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -260,10 +259,10 @@ def test_decompression_bomb_real_png(tmp_path):
 @pytest.mark.parametrize("side", [5_000, 100_000])  # under and far over Pillow's own limit
 def test_decompression_bomb_refused_from_header(tmp_path, side):
     p = write(tmp_path, "bomb.png", _png_header_only(side, side))
-    t = time.perf_counter()
+    # the file has almost no pixel data, so only the header check raises DecompressionBombError
+    # (decoding would report truncation; 100000^2 RGB would be 30 GB)
     with pytest.raises(DecompressionBombError, match="bomb.png"):
         decode_image(p, ImageLimits(max_pixels=1_000_000))
-    assert time.perf_counter() - t < 1.0  # 100000^2 RGB would be 30 GB if decoded
 
 
 def test_file_too_large(tmp_path):

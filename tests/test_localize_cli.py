@@ -52,6 +52,7 @@ def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_make_edits_then_train_eval_and_scan(work):
     root = work
     res = run("make-edits", "--from", "photos", "--out", "edits", "--per-image", "2")

@@ -136,6 +136,7 @@ def test_modality_without_text_encoder_is_an_error(work):
         fit_detector(TrainConfig(data=["fair.csv"], backbone="hf-dinov2:dino", modality="both", cache=None))
 
 
+@pytest.mark.slow
 def test_disentangle_reports_semantic_vs_low_level(work):
     root, enc = work
     train("--backbone", "hf-dinov2:dino", "--method", "disentangle", "--text", enc, "--out", "dis",

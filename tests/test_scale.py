@@ -1,4 +1,4 @@
-"""Scale-out (issue 8): the same ScoreBatch / EmbedBatch on the local engine and on a local Ray
+"""Scale-out: the same ScoreBatch / EmbedBatch on the local engine and on a local Ray
 (2 CPUs, 1 and 2 workers) give the same scores and features; outputs are interchangeable with the
 feature cache; a job killed mid-run (after a worker died and was retried) completes on a re-run
 with every input exactly once and the finished part files untouched."""
@@ -244,6 +244,7 @@ def _compare_scans(a: list[dict], b: list[dict]) -> float:
     return worst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [2])  # 1 worker: the killed-job test below
 def test_ray_scan_equals_local(data, local_scan, ray_cluster, workers):
     out = data / f"scan-ray{workers}"
@@ -255,6 +256,7 @@ def test_ray_scan_equals_local(data, local_scan, ray_cluster, workers):
         {k: v for k, v in job(data / "scan-local").items() if k != "fakescope"}  # interchangeable folders
 
 
+@pytest.mark.slow
 def test_ray_features_equal_local_and_fill_the_cache(data, ray_cluster):
     from fakescope.backbones import parse_spec
     from fakescope.features import FeatureCache
@@ -302,6 +304,7 @@ KILLED_JOB = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ray_killed_then_rerun_completes_without_duplicates(data, local_scan, ray_cluster, tmp_path):
     from fakescope.scale.engines import EngineOptions
     from fakescope.scale.jobs import scan_job

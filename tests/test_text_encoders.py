@@ -107,6 +107,7 @@ def _prompt(rng):
     return f"a {rng.choice(SUBJECTS)} , " + " , ".join(ART[i] for i in picks)
 
 
+@pytest.mark.slow
 def test_text_leak_detected(offline, st_dir):
     enc = load_text_encoder("st:" + st_dir[0])
     rng = np.random.default_rng(0)
@@ -119,6 +120,7 @@ def test_text_leak_detected(offline, st_dir):
     assert f"{info['text_only_auc']:.2f}" in info["message"]
 
 
+@pytest.mark.slow
 def test_no_leak_when_text_is_alike(offline, st_dir):
     enc = load_text_encoder("st:" + st_dir[0])
     rng = np.random.default_rng(1)

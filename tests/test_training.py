@@ -63,6 +63,7 @@ def _ddp_worker(rank, world, port, out_file):
         torch.save({"params": params(m), "loss": [h["loss"] for h in hist]}, out_file)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(tmp_path, one_thread):
     import torch.multiprocessing as mp
     single = model()

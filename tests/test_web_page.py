@@ -34,7 +34,7 @@ missing = sync_playwright is None or not (Path(CHROMIUM).exists() or shutil.whic
 if missing and not os.environ.get("CI"):
     pytest.skip("needs playwright and Debian's chromium (apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("fastapi")
-pytestmark = pytest.mark.offline_models
+pytestmark = [pytest.mark.offline_models, pytest.mark.slow]  # starts the server and a browser
 
 
 def free_port() -> int:
