@@ -231,17 +231,12 @@ def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
 
 
 def parse_options(pairs: List[str]) -> dict:
-    """KEY=VALUE strings -> dict; values read as JSON when they parse (0.9, true, [1,2]), else as text."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        try:
-            out[key.strip()] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+    """--set KEY=VALUE pairs as head options; a malformed pair is a usage error."""
+    from .training.options import parse_options as parse
+    try:
+        return parse(pairs)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--set") from None
 
 
 @app.command()

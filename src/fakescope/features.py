@@ -106,7 +106,7 @@ class FeatureCache:
             self._index[k] = (shard, row)
 
 
-def _sha_of(sample: Sample) -> str | None:
+def sha_of(sample: Sample) -> str | None:
     try:
         data = sample.data if sample.data is not None else Path(sample.path).read_bytes()
     except OSError:
@@ -126,7 +126,7 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     keys: dict[tuple[int, int], str] = {}
     todo: list[int] = []
     for i, s in enumerate(samples):
-        sha = _sha_of(s) if cache is not None else None
+        sha = sha_of(s) if cache is not None else None
         wanted = [view_key(sha, v, augment) for v in views] if sha else []
         if sha and all(k in cache for k in wanted):
             keys.update({(i, v): k for v, k in zip(views, wanted)})

@@ -21,8 +21,7 @@ from .backbones import load_backbone, parse_spec
 from .data.augment import AugmentConfig
 from .data.samples import FAKE, REAL, Sample, balanced_subset, held_out, load_labelled
 from .detector import Detector
-from .evaluation.metrics import summary, threshold_at_fpr
-from .evaluation.report import metrics_by_generator
+from .evaluation.metrics import metrics_by_generator, summary, threshold_at_fpr
 from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
 from .heads import HEADS_READING_TEXT, make_head
 from .uncertainty import fit_uncertainty
@@ -122,7 +121,7 @@ def threshold_and_validation(cfg: TrainConfig, vsamples: Sequence[Sample], vy: n
 
 
 def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:
-    if cfg.method in ("code", "natural-traces"):  # trained embeddings (issue 7): their own encoder, not frozen features
+    if cfg.method in ("code", "natural-traces"):  # trained embeddings: their own encoder, not frozen features
         from .training.fit import fit_trained_detector
         return fit_trained_detector(cfg, samples, log=log)  # None on torchrun ranks other than 0
     samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)

@@ -46,7 +46,7 @@ class PixelsBackbone:
         return Features(pooled=np.ascontiguousarray(batch.reshape(len(batch), -1)), patches=patches)
 
 
-def _encoder_dir(ref: str) -> Path:
+def encoder_dir(ref: str) -> Path:
     d = Path(ref).expanduser()
     if not (d / "encoder.json").exists():
         raise FileNotFoundError(f"trained:{ref}: no encoder.json in {d} (expected MODEL_DIR/encoder written by "
@@ -55,7 +55,7 @@ def _encoder_dir(ref: str) -> Path:
 
 
 def trained_spec(ref: str) -> BackboneSpec:
-    d = _encoder_dir(ref)
+    d = encoder_dir(ref)
     from ..saving import model_backbone_spec, read_json
     meta = read_json(d / "encoder.json", "encoder.json")
     inp = model_backbone_spec(meta.get("input"), d)  # the encoder folder is data too: nothing outside it

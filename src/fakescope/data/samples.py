@@ -48,7 +48,7 @@ def parse_label(value: str | int) -> int:
     raise ValueError(f"label must be real/fake or 0/1, got {value!r}")
 
 
-def _label_from_parts(parts: tuple[str, ...]) -> tuple[int, str | None] | None:
+def label_from_parts(parts: tuple[str, ...]) -> tuple[int, str | None] | None:
     """('fake', 'ldif', 'x.jpg') -> (FAKE, 'ldif'); None when the path is outside real/ and fake/."""
     for i, part in enumerate(parts[:-1]):
         if part in ("real", "fake"):
@@ -87,7 +87,7 @@ def iter_input_paths(inputs: Iterable[str], stdin=None) -> Iterator[str]:
 def _folder(root: Path) -> Iterator[Sample]:
     for f in sorted(root.rglob("*")):
         if f.is_file() and is_image_name(f.name):
-            found = _label_from_parts(f.relative_to(root).parts)
+            found = label_from_parts(f.relative_to(root).parts)
             if found:
                 yield Sample(path=str(f), label=found[0], generator=found[1])
 
@@ -134,7 +134,7 @@ def _tar(path: Path, limits: ImageLimits | None = None) -> Iterator[Sample]:
     with tarfile.open(path) as tar:
         for member in tar:
             name = member.name.lstrip("./")
-            found = _label_from_parts(Path(name).parts) if member.isfile() and is_image_name(name) else None
+            found = label_from_parts(Path(name).parts) if member.isfile() and is_image_name(name) else None
             if found:
                 s = Sample(path=f"{path}::{name}", label=found[0], generator=found[1], text=texts.get(name))
                 try:

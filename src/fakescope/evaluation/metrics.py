@@ -5,6 +5,8 @@ counted half, AP as the step-wise sum over distinct thresholds.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -177,3 +179,12 @@ def summary(y_true, scores, threshold: float) -> dict[str, float]:
             "acc_real": acc["real"], "acc_fake": acc["fake"], "threshold": float(threshold),
             "tpr_at_1fpr": _tpr_at_fpr_or_nan(y, s, 0.01), "tpr_at_5fpr": _tpr_at_fpr_or_nan(y, s, 0.05),
             "eer": eer(y, s), "best_accuracy": best_acc, "best_threshold": best_t}
+
+
+def metrics_by_generator(labels, scores, generators: Sequence[str | None], threshold: float) -> dict:
+    """`summary` of every real image against the fakes of one generator at a time, by generator name."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    gens = np.array([g or "unnamed" for g in generators], dtype=object)
+    real, fake = labels == 0, labels == 1
+    return {g: summary(labels[real | (fake & (gens == g))], scores[real | (fake & (gens == g))], threshold)
+            for g in sorted(set(gens[fake]))}

@@ -5,20 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.samples import FAKE, REAL, Sample
-from .metrics import summary
-
-
-def metrics_by_generator(labels: np.ndarray, scores: np.ndarray, generators: Sequence[str | None],
-                         threshold: float) -> dict:
-    """Every real image against the fakes of one generator at a time."""
-    gens = np.array([g or "unnamed" for g in generators], dtype=object)
-    real = labels == REAL
-    out = {}
-    for g in sorted(set(gens[labels == FAKE])):
-        m = real | ((labels == FAKE) & (gens == g))
-        out[g] = summary(labels[m], scores[m], threshold)
-    return out
+from ..data.samples import Sample
+from .metrics import metrics_by_generator, summary
 
 
 def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: bool = True) -> dict:

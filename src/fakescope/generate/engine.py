@@ -98,7 +98,7 @@ def run_ray(worker_cls, ctor_args: tuple, items: Sequence[dict], batch_size: int
     `cpus_per_actor` CPUs), `gpus_per_actor` default 1 when the cluster has GPUs, else 0; a dead
     actor is restarted and its batch retried. A Ray started here is shut down at the end."""
     from ..scale.engines import EngineOptions
-    from ..scale.ray_engine import _quiet_data_context, connect, import_ray, plan_workers
+    from ..scale.ray_engine import connect, import_ray, plan_workers, quiet_data_context
 
     ray = import_ray()
     if not items:
@@ -108,7 +108,7 @@ def run_ray(worker_cls, ctor_args: tuple, items: Sequence[dict], batch_size: int
                          gpus_per_worker=-1.0 if gpus_per_actor is None else float(gpus_per_actor), num_cpus=num_cpus)
     started = connect(opts)
     try:
-        _quiet_data_context(ray)
+        quiet_data_context(ray)
         n_actors, gpus = plan_workers(opts, ray.cluster_resources())
         n_actors = max(1, min(n_actors, (len(items) + batch_size - 1) // max(1, batch_size)))
         try:

@@ -144,7 +144,7 @@ class InpaintBatch(PipelineWorker):
         return int(native_size(self.pipe)[0] or DEFAULT_SIZE)
 
     def _prepare(self, batch: dict, i: int):
-        from ..data.manipulate.common import _pick
+        from ..data.manipulate.common import pick
         from ..data.manipulate.masks import mask_shape
         from ..images import decode_image
 
@@ -163,7 +163,7 @@ class InpaintBatch(PipelineWorker):
         else:
             rng = np.random.default_rng(int(batch["mask_seed"][i]))
             kinds = self.options.get("mask_kinds") or DEFAULT_MASK_KINDS
-            kind = _pick(rng, list(kinds))
+            kind = pick(rng, list(kinds))
             mask = mask_shape(kind, size[1], size[0], rng, tuple(self.options.get("area") or DEFAULT_AREA))
             src = "auto"
         if not mask.any():
@@ -322,7 +322,7 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
     whose captions, matched by id or image stem, replace it (caption k mod n for edit k).
     Resumable like `build_fakes`: a fake whose table row and three files exist is skipped."""
     from ..data.manipulate import MASK_KINDS
-    from ..data.manipulate.dataset import _names
+    from ..data.manipulate.dataset import output_names
     from ..data.samples import FAKE, Sample
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -361,7 +361,7 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
     prompts = _prompts(samples, captions)
 
     ext = FORMATS[fmt]
-    names = _names(samples)
+    names = output_names(samples)
     items: list[dict] = []
     missing: list[tuple[str, str]] = []
     for spec in specs:

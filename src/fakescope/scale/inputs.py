@@ -42,7 +42,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..data.samples import (UNKNOWN, _label_from_parts, is_image_name, iter_input_paths, load_labelled, parse_label,
+from ..data.samples import (UNKNOWN, is_image_name, iter_input_paths, label_from_parts, load_labelled, parse_label,
                             tar_table_rows)
 from ..images import DEFAULT_LIMITS, ImageError, ImageLimits, read_tar_member
 from ..data.webdataset import WDS_IMAGE_EXTS, expand_shards, group_fields, is_webdataset, iter_groups
@@ -250,7 +250,7 @@ def _layout_rows(inputs: Inputs, tar: tarfile.TarFile, name: str, compressed: bo
             continue
         if not is_image_name(mname):
             continue
-        found = _label_from_parts(Path(mname).parts)
+        found = label_from_parts(Path(mname).parts)
         fields = _member_ref(tar, member, name, compressed, limits)
         if found:
             fields.update(label=found[0], generator=found[1])

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from .engines import EngineOptions
 from .inputs import Inputs, Shard
+
+if TYPE_CHECKING:  # annotations only: engines.py imports this module to run a job
+    from .engines import EngineOptions
 
 BLOCK_CALLS = 4  # callable calls per input block: small blocks spread a shard over several actors
 
@@ -45,7 +47,7 @@ def _version(ray) -> tuple[int, int]:
         return (99, 0)
 
 
-def _quiet_data_context(ray) -> None:
+def quiet_data_context(ray) -> None:
     ctx = ray.data.DataContext.get_current()
     for attr, value in (("enable_progress_bars", False), ("print_on_execution_start", False),
                         ("verbose_stats_logs", False)):
@@ -88,7 +90,7 @@ def run_ray(fn_cls: type, fn_kwargs: dict[str, Any], inputs: Inputs, shards: Seq
     ray = import_ray()
     started = connect(opts)
     try:
-        _quiet_data_context(ray)
+        quiet_data_context(ray)
         n_workers, gpus = plan_workers(opts, ray.cluster_resources())
         columns = inputs.present()
         total = sum(len(sh) for sh in shards)

@@ -86,11 +86,11 @@ def view_features(samples: Sequence[Sample], backbone, cache, cfg: ViewConfig, n
     clean image if include_clean), ok (n,) False where the image could not be read (its rows are 0).
     Views are seeded by the image's content hash, so cached rows are reused by any later run."""
     from ..backbones import preferred_batch_size, preprocess
-    from ..features import _sha_of, feature_vector
+    from ..features import sha_of, feature_vector
     from ..progress import progress
 
     spec = backbone.spec
-    shas = [_sha_of(s) for s in samples]
+    shas = [sha_of(s) for s in samples]
     keys = {(i, v): view_key(sha, v, cfg, seed, include_clean) for i, sha in enumerate(shas) if sha
             for v in range(n_views)}
     todo = sorted({i for (i, v), k in keys.items() if cache is None or k not in cache})

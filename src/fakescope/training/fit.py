@@ -140,8 +140,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
         # ---------------------------------------------------------- encoder + training items
         if enc_name.startswith("trained:"):
             from .encoders import load_encoder
-            from ..backbones.trained import _encoder_dir
-            encoder, emeta = load_encoder(_encoder_dir(enc_name.split(":", 1)[1]))
+            from ..backbones.trained import encoder_dir
+            encoder, emeta = load_encoder(encoder_dir(enc_name.split(":", 1)[1]))
             from ..backbones import BackboneSpec
             in_spec = BackboneSpec.from_dict(emeta["input"])
             cache = FeatureCache(cfg.cache, in_spec) if cfg.cache else None

@@ -53,7 +53,7 @@ def leave_one_generator_out(data, test_source, method, options, per_class=None, 
 
 
 def main(argv=None) -> None:
-    from ..cli import parse_options
+    from .options import parse_options
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--test-source", required=True, help="the --data source whose generators are left out in turn")

@@ -35,7 +35,7 @@ def _uniform(rng: np.random.Generator, lo_hi) -> float:
     return float(lo) if lo == hi else float(rng.uniform(lo, hi))
 
 
-def _pick(rng: np.random.Generator, weights: Mapping[str, float] | Sequence[str]) -> str:
+def pick(rng: np.random.Generator, weights: Mapping[str, float] | Sequence[str]) -> str:
     if not isinstance(weights, Mapping):
         weights = {k: 1.0 for k in weights}
     names = [k for k, v in weights.items() if v > 0]

@@ -39,7 +39,7 @@ def _safe_name(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
 
 
-def _names(samples: Sequence[Sample]) -> list[str]:
+def output_names(samples: Sequence[Sample]) -> list[str]:
     """File stems for the outputs: the input's stem, plus a hash of its full path when stems collide."""
     stems = [_safe_name(Path(s.path.split("::")[-1]).stem) for s in samples]
     seen: dict[str, int] = {}
@@ -146,7 +146,7 @@ def generate_dataset(samples: Iterable, out_dir: str | os.PathLike, n_per_image:
     rows = _read_table(table)
     old_keys = list(rows)
     p_real = min(1.0, real_fraction * n_per_image / (1 - real_fraction))
-    names = _names(items)
+    names = output_names(items)
 
     def append_row(row: dict) -> None:
         new_file = not table.is_file() or table.stat().st_size == 0

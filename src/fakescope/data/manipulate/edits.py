@@ -16,7 +16,7 @@ from .common import (
     MASK_KINDS,
     MECHANISM_NAMES,
     _as_rgb_array,
-    _pick,
+    pick,
     _uniform,
     edited_mask,
 )
@@ -85,7 +85,7 @@ def choose_mechanism(rng: np.random.Generator, config: ManipulationConfig, autoe
     if not weights:
         raise ValueError("no mechanism can run: the config only enables resynthesize/splice, "
                          "and no autoencoder/donors were given")
-    return _pick(rng, weights)
+    return pick(rng, weights)
 
 
 def _draw_jpeg(rng: np.random.Generator, config: ManipulationConfig) -> int | None:
@@ -124,7 +124,7 @@ def make_pair(img, rng: np.random.Generator, config: ManipulationConfig = Manipu
     """
     img = _as_rgb_array(img)
     h, w = img.shape[:2]
-    kind = _pick(rng, config.mask_kinds)
+    kind = pick(rng, config.mask_kinds)
     m = mask_shape(kind, h, w, rng, config.area)
     radius = _uniform(rng, config.feather)
     final = edited_mask(m, radius)

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .common import DEFAULT_AREA, MASK_KINDS, _pick
+from .common import DEFAULT_AREA, MASK_KINDS, pick
 
 
 def _count(m: Image.Image) -> int:
@@ -153,6 +153,6 @@ def random_mask(h: int, w: int, rng: np.random.Generator,
                 area: tuple[float, float] = DEFAULT_AREA) -> np.ndarray:
     """A random mask (uint8 {0,1}, HxW) of a kind drawn from `kinds` (names, or name -> weight),
     covering between area[0] and area[1] of the image (default 2%-35%)."""
-    return mask_shape(_pick(rng, kinds), h, w, rng, area)
+    return mask_shape(pick(rng, kinds), h, w, rng, area)
 
 
