@@ -9,7 +9,7 @@ import pytest
 sk = pytest.importorskip("sklearn.metrics")
 
 from fakescope.evaluation.calibration import (  # noqa: E402
-    apply_platt, brier, ece, fit_platt, fit_temperature, logit, reliability_bins, sigmoid,
+    apply_calibration, brier, ece, fit_platt, fit_temperature, logit, reliability_bins, sigmoid,
 )
 from fakescope.evaluation.metrics import (  # noqa: E402
     accuracy, best_accuracy, bootstrap_ci, eer, roc_auc, summary, threshold_at_fpr,
@@ -213,7 +213,9 @@ def test_platt_recovers_parameters_and_matches_sklearn():
     clf = lm.LogisticRegression(C=1e10, tol=1e-10, max_iter=1000).fit(x[:, None], y)
     assert a == pytest.approx(clf.coef_[0, 0], rel=1e-4)
     assert b == pytest.approx(clf.intercept_[0], abs=1e-4)
-    np.testing.assert_allclose(apply_platt(x[:5], a, b), clf.predict_proba(x[:5, None])[:, 1], atol=1e-5)
+    # the detector's calibration map (on the logit of a probability) gives scikit-learn's probabilities
+    cal = {"kind": "platt", "a": a, "b": b}
+    np.testing.assert_allclose(apply_calibration(sigmoid(x[:5]), cal), clf.predict_proba(x[:5, None])[:, 1], atol=1e-5)
 
 
 def test_platt_separable_stays_finite_with_penalty():
@@ -221,5 +223,5 @@ def test_platt_separable_stays_finite_with_penalty():
     y = np.array([0, 0, 1, 1])
     a, b = fit_platt(x, y, l2=1.0)
     assert np.isfinite(a) and a > 0
-    p = apply_platt(x, a, b)
+    p = apply_calibration(sigmoid(x), {"kind": "platt", "a": a, "b": b})
     assert np.all(p[2:] > 0.5) and np.all(p[:2] < 0.5)

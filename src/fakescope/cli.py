@@ -1,4 +1,5 @@
-"""`fakescope` command line: thin commands over Detector, train and evaluation."""
+"""The `fakescope` command line (Typer): the scan, train, eval, calibrate, compare, leave-out and
+backbones commands, and the registration of the command groups defined beside their packages."""
 from __future__ import annotations
 
 import json

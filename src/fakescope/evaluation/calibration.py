@@ -144,11 +144,6 @@ def fit_platt(x, y, l2: float = 0.0, max_iter: int = 100, tol: float = 1e-10) ->
     return float(w[0]), float(w[1])
 
 
-def apply_platt(x, a: float, b: float):
-    """P(fake) = sigmoid(a * x + b)."""
-    return sigmoid(a * np.asarray(x, dtype=np.float64) + b)
-
-
 def apply_calibration(probs, calibration: dict | None) -> np.ndarray:
     """A detector's stored calibration map applied to head probabilities (float32, the one code
     path for scoring and for fitting thresholds, so both see the same numbers)."""

@@ -1,4 +1,4 @@
-"""`fakescope build fakes|inpaint|coco-captions`: thin commands over the dataset builder.
+"""`fakescope build fakes|inpaint|coco-captions`: the commands over the dataset builder.
 
 diffusers is imported only when a build runs, so `fakescope --help` works without it.
 """

@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image
 
 FORMATS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
-_PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 
 def normalise_format(fmt: str) -> str:

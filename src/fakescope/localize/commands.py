@@ -1,5 +1,5 @@
-"""`fakescope localizer train|eval` and `fakescope make-edits`: thin commands over Localizer,
-the pair loader and the manipulation generator."""
+"""`fakescope localizer train|eval|calibrate`, `fakescope make-edits` and `train-autoencoder`: the
+commands over Localizer, the pair loader and the manipulation generator."""
 from __future__ import annotations
 
 import json

@@ -29,8 +29,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 JOB_FORMAT = "fakescope.job/1"
-SCAN_FIELDS = ("path", "sha256", "score", "label", "threshold", "model", "model_version", "error")
-FEATURE_FIELDS = ("path", "sha256", "feature", "error", "label", "generator", "text")
 _IDENTITY = ("format", "kind", "inputs_sha256", "n_inputs", "shard_size", "n_shards", "config")
 
 

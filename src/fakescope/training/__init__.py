@@ -1,4 +1,4 @@
-"""Trained embeddings and the training engine (issue 7).
+"""Trained embeddings and the training engine.
 
     engine.py          one training loop for 1 or N processes (torchrun / DDP), checkpoints, resume, AMP
     views.py           augmentations (PIL/numpy, explicit rng): global/local crops, flip, JPEG, blur, ...
