@@ -29,8 +29,10 @@ from .images import DEFAULT_LIMITS, ImageLimits
 from .pipeline import Item, batched, iter_items, stack
 from .errors import ModelFolderError
 from .saving import check_model_ref, finite_number, load_model_dir, model_backbone_spec, save_model_dir
+from .uncertainty import UncertaintyRule
 
 FORMAT = "fakescope.detector/1"
+UNCERTAINTY_PREFIX = "uncertainty."
 DEFAULT_MODEL = "default"
 
 
@@ -39,11 +41,12 @@ class Result:
     path: str
     sha256: str | None
     score: float | None          # probability that the image is AI-generated, 0..1
-    label: str | None            # "fake" if score >= threshold else "real"; None on error
+    label: str | None            # "fake" if score >= threshold, "uncertain" (see reason) or "real"; None on error
     threshold: float
     model: str                   # detector id
     model_version: str
     error: str | None = None
+    reason: str | None = None    # why the verdict is "uncertain" (uncertainty.py); None otherwise
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +64,8 @@ class Detector:
     text_encoder: str | None = None # caption encoder spec ("minilm", "hf-clip-text:..."), if the head reads text
     modality: str = "image"         # "image", "text" or "both": what the head reads
     calibration: dict | None = None # {"kind": "platt", "a", "b"} or {"kind": "temperature", "t"}: maps head scores to calibrated P(fake)
+    uncertainty: UncertaintyRule | None = None  # when to answer "uncertain" instead of real/fake
+    abstain: bool = True            # False: always answer real/fake, even where the rule says uncertain
     _backbone: Backbone | None = field(default=None, repr=False)
     _text: Any = field(default=None, repr=False)
 
@@ -86,9 +91,23 @@ class Detector:
 
     # ------------------------------------------------------------ inference
     def scores(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None) -> np.ndarray:
+        return self.scores_and_features(arrays, texts)[0]
+
+    def scores_and_features(self, arrays: np.ndarray | None,
+                            texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """P(fake) per image and the image features the head read (None for a text-only head)."""
         image = feature_vector(self.backbone.forward(arrays), self.spec) if self.modality != "text" else None
         text = self.encode_text(texts) if self.needs_text else None
-        return self.head_scores(head_input(image, text, self.modality))
+        return self.head_scores(head_input(image, text, self.modality)), image
+
+    def verdicts(self, scores: np.ndarray, features: np.ndarray | None) -> list[tuple[str, str | None]]:
+        """(label, reason) per score: fake at or above the threshold, else real, unless the
+        uncertainty rule (when present and `abstain`) gives a reason to say "uncertain"."""
+        reasons: list[str | None] = [None] * len(scores)
+        if self.abstain and self.uncertainty is not None and features is not None:
+            reasons = self.uncertainty.reasons(features, scores, self.threshold)
+        return [("uncertain", r) if r else ("fake" if s >= self.threshold else "real", None)
+                for s, r in zip(scores, reasons)]
 
     def head_scores(self, x: np.ndarray) -> np.ndarray:
         """The head's P(fake), through the calibration map when the detector has one."""
@@ -104,19 +123,20 @@ class Detector:
         ok = [it for it in batch if it.ok]
         x = stack(ok) if self.modality != "text" else None
         if ok:
-            scores = iter(self.scores(x, [it.sample.text for it in ok] if self.needs_text else None))
+            values, features = self.scores_and_features(x, [it.sample.text for it in ok] if self.needs_text else None)
+            scores = iter(zip(values, self.verdicts(values, features)))
         else:
             scores = iter(())
         out = []
         for it in batch:
             if it.ok:
-                s = float(next(scores))
+                s, (label, reason) = next(scores)
                 if not np.isfinite(s):  # no verdict from NaN (and NaN is not JSON): this image's error
                     out.append(Result(it.sample.path, it.sha256, None, None, self.threshold, self.id, self.version,
                                       "non_finite_score: the model gave no finite score for this image (NaN or infinite weights or features)"))
                     continue
-                out.append(Result(it.sample.path, it.sha256, s, "fake" if s >= self.threshold else "real",
-                                  self.threshold, self.id, self.version))
+                out.append(Result(it.sample.path, it.sha256, float(s), label, self.threshold, self.id, self.version,
+                                  reason=reason))
             else:
                 out.append(Result(it.sample.path, it.sha256, None, None, self.threshold, self.id, self.version,
                                   it.error))
@@ -151,9 +171,13 @@ class Detector:
                 "method": self.head.method, "head": self.head.config(), "threshold": self.threshold,
                 "text_encoder": self.text_encoder, "modality": self.modality, "calibration": self.calibration,
                 "metadata": self.metadata}
+        arrays = dict(self.head.state())
+        if self.uncertainty is not None:  # its arrays ride in the head's file under a prefix
+            meta["uncertainty"] = self.uncertainty.config()
+            arrays.update({UNCERTAINTY_PREFIX + k: v for k, v in self.uncertainty.state().items()})
         if self.spec.kind == "trained:":
             meta["backbone"]["weights"] = _encoder_inside(self.spec.weights, Path(directory))
-        return save_model_dir(directory, meta, "detector.json", self.head.state(), "head.safetensors")
+        return save_model_dir(directory, meta, "detector.json", arrays, "head.safetensors")
 
     @classmethod
     def load(cls, directory: str | Path) -> "Detector":
@@ -172,13 +196,16 @@ class Detector:
                 for k, v in calibration.items():
                     if k != "kind":
                         finite_number(v, f"calibration {k}", d)
+            rule_arrays = {k[len(UNCERTAINTY_PREFIX):]: arrays.pop(k) for k in list(arrays)
+                           if k.startswith(UNCERTAINTY_PREFIX)}
+            uncertainty = UncertaintyRule.from_state(meta["uncertainty"], rule_arrays) if meta.get("uncertainty") else None
             head = head_from_state(meta["method"], meta["head"], arrays)
             dim = head.config().get("dim") if modality_reads_image(meta) else None
             if isinstance(dim, int) and 0 < dim <= 1 << 20:  # arrays of the wrong shape fail here, not mid-scan
                 head.predict(np.zeros((1, dim), np.float32))
             det = cls(spec=spec, head=head, threshold=threshold, id=str(meta["id"]), version=str(meta["version"]),
                       metadata=meta.get("metadata", {}), text_encoder=text_encoder,
-                      modality=meta.get("modality", "image"), calibration=calibration)
+                      modality=meta.get("modality", "image"), calibration=calibration, uncertainty=uncertainty)
         except ModelFolderError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, RecursionError) as e:

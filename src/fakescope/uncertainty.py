@@ -1,0 +1,120 @@
+"""When a detector should not answer: the "uncertain" verdict and its reason.
+
+A detector's score is only meaningful on images like those it was validated on. Two rules,
+both fitted on the training run's own data and saved in the model folder as arrays:
+
+  unfamiliar     the image's features are far from every training image's: the mean cosine
+                 distance to its k nearest training images (a stored, seeded subsample) is above
+                 the `quantile` of the same distance over the held-out validation images. Camera
+                 photos, screenshots or art unlike anything trained on land here instead of
+                 getting a confident verdict the detector cannot back.
+  near threshold the score lies between `low` and the threshold: `low` is the score under which
+                 at most `miss_rate` of the held-out fakes fall, so "real" is said only below
+                 it, where few fakes are. Scores at or above the threshold stay "fake" (its
+                 false-positive rate is the detector's stated one).
+
+Measured as selective classification (accuracy and false-positive rate on the answered images
+against coverage) by `fakescope validate`; `--no-uncertain` (or `Detector.abstain = False`)
+turns it off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UNFAMILIAR = "unfamiliar: unlike the images this detector was trained and validated on"
+NEAR_THRESHOLD = "near threshold: the score is between the confident-real and fake thresholds"
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_distance(queries: np.ndarray, reference: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Mean cosine distance from each query to its k nearest reference rows (rows pre-normalised)."""
+    q = _normalise(queries)
+    k = max(1, min(k, len(reference)))
+    out = np.empty(len(q), np.float32)
+    for start in range(0, len(q), chunk):
+        sim = q[start:start + chunk] @ reference.T
+        top = np.partition(-sim, k - 1, axis=1)[:, :k]
+        out[start:start + chunk] = 1.0 + top.mean(axis=1)  # 1 - mean similarity
+    return out
+
+
+@dataclass
+class UncertaintyRule:
+    reference: np.ndarray      # (M, D) L2-normalised features of training images (float32)
+    k: int                     # neighbours averaged
+    max_distance: float        # above it: unfamiliar
+    low: float                 # below it: real; [low, threshold): near threshold
+    quantile: float            # of the validation distances that set max_distance
+    miss_rate: float           # share of held-out fakes allowed under `low`
+
+    def reasons(self, features: np.ndarray, scores: np.ndarray, threshold: float) -> list[str | None]:
+        """One reason per image to answer "uncertain", or None to answer."""
+        dist = knn_distance(features, self.reference, self.k) if len(features) else np.zeros(0)
+        out: list[str | None] = []
+        for d, s in zip(dist, scores):
+            if d > self.max_distance:
+                out.append(UNFAMILIAR)
+            elif self.low <= s < threshold:
+                out.append(NEAR_THRESHOLD)
+            else:
+                out.append(None)
+        return out
+
+    def config(self) -> dict:
+        return {"k": self.k, "max_distance": self.max_distance, "low": self.low, "quantile": self.quantile,
+                "miss_rate": self.miss_rate, "reference_rows": int(len(self.reference))}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"reference": self.reference.astype(np.float16)}  # half the bytes; distances change < 1e-3
+
+    @classmethod
+    def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "UncertaintyRule":
+        ref = np.asarray(state["reference"], np.float32)
+        if ref.ndim != 2 or not len(ref):
+            raise ValueError("uncertainty reference must be a non-empty matrix")
+        values = {k: float(config[k]) for k in ("max_distance", "low", "quantile", "miss_rate")}
+        if not all(np.isfinite(v) for v in values.values()):
+            raise ValueError("uncertainty rule has a non-finite value")
+        return cls(reference=_normalise(ref), k=int(config["k"]), **values)
+
+
+def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, val_scores: np.ndarray,
+                    threshold: float, k: int = 10, quantile: float = 0.99, miss_rate: float = 0.05,
+                    max_reference: int = 4096, seed: int = 0) -> UncertaintyRule:
+    """Fit both rules on one training run: reference rows from the training features, the distance
+    cut and the confident-real cut from the held-out validation images."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(train_x)) if len(train_x) <= max_reference else \
+        np.sort(rng.choice(len(train_x), max_reference, replace=False))
+    reference = _normalise(train_x[rows]).astype(np.float16).astype(np.float32)  # as it will be loaded
+    max_distance = float(np.quantile(knn_distance(val_x, reference, k), quantile)) if len(val_x) else 1.0
+    fakes = np.asarray(val_scores)[np.asarray(val_y) == 1]
+    low = float(min(np.quantile(fakes, miss_rate), threshold)) if len(fakes) else float(threshold)
+    return UncertaintyRule(reference=reference, k=k, max_distance=max_distance, low=low,
+                           quantile=quantile, miss_rate=miss_rate)
+
+
+def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
+                      reasons: list[str | None]) -> dict:
+    """Coverage (share answered) and, on the answered images, accuracy and false-positive rate."""
+    y = np.asarray(labels)
+    answered = np.array([r is None for r in reasons], bool)
+    pred = np.asarray(scores) >= threshold
+    out = {"coverage": float(answered.mean()) if len(y) else float("nan"),
+           "unfamiliar": float(np.mean([r == UNFAMILIAR for r in reasons])) if len(y) else float("nan")}
+    a = answered
+    out["answered_accuracy"] = float((pred[a] == (y[a] == 1)).mean()) if a.any() else float("nan")
+    reals = a & (y == 0)
+    out["answered_fpr"] = float(pred[reals].mean()) if reals.any() else float("nan")
+    fakes = a & (y == 1)
+    out["answered_tpr"] = float(pred[fakes].mean()) if fakes.any() else float("nan")
+    return out
+
+
+__all__ = ["NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyRule", "fit_uncertainty", "knn_distance", "selective_metrics"]

@@ -1,0 +1,151 @@
+"""Leave-one-source-out, device-held-out camera photos, and the "uncertain" verdict, through
+`fit_detector` and `fakescope validate` on a tiny DINOv2 and images the test makes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from fakescope import uncertainty as unc  # noqa: E402
+from fakescope.cli import app  # noqa: E402
+from fakescope.detector import load_detector  # noqa: E402
+from fakescope.evaluation import protocols  # noqa: E402
+from fakescope.train import TrainConfig  # noqa: E402
+
+TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            image_size=32, patch_size=8)
+
+
+def smooth(rng, tint):
+    yy, xx = np.mgrid[0:40, 0:40] / 39.0
+    a, b = rng.random((2, 3))
+    img = np.clip(a * xx[..., None] + b * yy[..., None], 0, 1) * 200 + tint
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def noisy(rng, tint):
+    return np.clip(rng.integers(60, 160, 3) + tint + rng.integers(-60, 61, (40, 40, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Three labelled sources (smooth reals, noisy fakes, each with its own tint) and a folder of
+    "camera photos" from six devices; a tiny DINOv2 in dino/."""
+    root = tmp_path_factory.mktemp("protocols")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.chdir(root)
+    torch.manual_seed(0)
+    tf.Dinov2Model(tf.Dinov2Config(**TINY)).eval().save_pretrained(root / "dino")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("srcA", "srcB", "srcC")):
+        for label, make in (("real", smooth), ("fake", noisy)):
+            d = root / name / label / ("" if label == "real" else f"gen{k}")
+            d.mkdir(parents=True)
+            for i in range(12):
+                Image.fromarray(make(rng, 20 * k)).save(d / f"{name}-{label}-{i:02d}.png")
+    for dev in range(6):
+        d = root / "cams" / "real" / f"Maker_Model-{dev}"
+        d.mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(smooth(rng, 10)).save(d / f"dev{dev}-{i}.png")
+    yield root
+    mp.undo()
+
+
+def test_device_of_reads_the_folder_under_real_and_folds_spellings_together():
+    s = protocols.Sample(path="x/photos.tar::real/Apple_iPhone-XR/IMG_1.JPG")
+    t = protocols.Sample(path="/p/real/Apple iPhone XR/a.jpg")
+    assert protocols.device_of(s) == protocols.device_of(t) == "appleiphonexr"
+    assert protocols.device_of(protocols.Sample(path="loose.jpg")) == "unknown"
+    assert protocols.parse_named("wild=a/b.tar") == ("wild", "a/b.tar")
+    assert protocols.parse_named("../shared/data/wild/train.tar") == ("wild", "../shared/data/wild/train.tar")
+
+
+def test_leave_one_source_out_never_trains_on_the_held_out_source(work, monkeypatch):
+    seen = []
+    real_fit = protocols.fit_detector
+
+    def recording_fit(cfg, samples, log=print):
+        seen.append({s.source for s in samples})
+        return real_fit(cfg, samples, log=log)
+
+    monkeypatch.setattr(protocols, "fit_detector", recording_fit)
+    cfg = TrainConfig(data=[], backbone="hf-dinov2:dino", cache=None, val_fraction=0.25)
+    sources = protocols.load_named(["srcA", "srcB", "srcC"], None)
+    cams = protocols.load_named(["cams=cams"], None)
+    res = protocols.leave_one_source_out(cfg, sources, always_train=cams, log=lambda *_: None)
+    assert list(res) == ["srcA", "srcB", "srcC"]
+    assert seen == [{"srcB", "srcC", "cams"}, {"srcA", "srcC", "cams"}, {"srcA", "srcB", "cams"}]
+    for r in res.values():
+        assert (r["n"], r["n_real"], r["n_fake"]) == (24, 12, 12)
+        assert r["auc"] > 0.6   # smooth vs noisy carries across tints (random tiny features: well above chance, not perfect)
+        assert r["fpr"] == pytest.approx(1 - r["acc_real"])
+        assert 0 <= r["selective"]["coverage"] <= 1
+
+    seen.clear()
+    dev = protocols.device_held_out_fpr(cfg, cams, sources, folds=3, log=lambda *_: None)
+    assert dev["n"] == 18 and dev["devices"] == 6
+    assert sum(r["n"] for r in dev["folds"]) == 18
+    # each fold trains on the labelled sources and on the other devices' photos only
+    assert all(s == {"srcA", "srcB", "srcC", "cams"} for s in seen)
+    fold_devices = [{protocols.device_of(s) for s in cams[0].samples
+                     if protocols._device_fold(protocols.device_of(s), 3, 0) == r["fold"]} for r in dev["folds"]]
+    assert sum(len(d) for d in fold_devices) == 6   # every device in exactly one test fold
+    assert dev["fpr"] == pytest.approx(sum(r["fpr"] * r["n"] for r in dev["folds"]) / 18)
+
+
+def test_validate_command_writes_json_and_markdown(work):
+    res = CliRunner().invoke(app, ["validate", "--source", "a=srcA", "--source", "b=srcB", "--photos", "cams=cams",
+                                   "--backbone", "hf-dinov2:dino", "--device-folds", "2", "--no-cache",
+                                   "--report", "val.json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((work / "val.json").read_text())
+    assert set(rep["leave_one_source_out"]) == {"a", "b"}
+    assert rep["device_held_out"]["n"] == 18
+    md = (work / "val.md").read_text()
+    assert "| a |" in md and "false-positive rate" in md
+
+
+def test_uncertainty_rule_flags_unfamiliar_and_near_threshold():
+    rng = np.random.default_rng(0)
+    train = rng.normal(0, 1, (200, 8)) + np.array([5, 0, 0, 0, 0, 0, 0, 0])
+    val = rng.normal(0, 1, (60, 8)) + np.array([5, 0, 0, 0, 0, 0, 0, 0])
+    y = np.arange(60) % 2
+    scores = np.where(y == 1, rng.uniform(0.4, 1.0, 60), rng.uniform(0.0, 0.6, 60))
+    rule = unc.fit_uncertainty(train, val, y, scores, threshold=0.7, k=5, quantile=0.95, miss_rate=0.2)
+    assert 0.4 <= rule.low < 0.7
+    far = -np.ones((1, 8)) * 5                      # opposite direction: unlike every training row
+    near = val[:1]
+    reasons = rule.reasons(np.vstack([far, near, near, near]), np.array([0.9, 0.95, rule.low + 1e-3, 0.01]), 0.7)
+    assert reasons == [unc.UNFAMILIAR, None, unc.NEAR_THRESHOLD, None]
+    # about `quantile` of the validation images themselves are familiar
+    d = unc.knn_distance(val, rule.reference, 5)
+    assert 0.9 <= (d <= rule.max_distance).mean() <= 1.0
+    m = unc.selective_metrics(np.array([0, 1, 1, 0]), np.array([0.9, 0.95, 0.6, 0.01]), 0.7,
+                              [unc.UNFAMILIAR, None, unc.NEAR_THRESHOLD, None])
+    assert m["coverage"] == 0.5 and m["answered_accuracy"] == 1.0 and m["answered_fpr"] == 0.0
+
+
+def test_uncertain_verdict_saved_loaded_and_switchable(work):
+    res = CliRunner().invoke(app, ["train", "--data", "srcA", "--data", "srcB", "--backbone", "hf-dinov2:dino",
+                                   "--no-cache", "--val-fraction", "0.3", "--out", "det"])
+    assert res.exit_code == 0, res.output
+    det = load_detector("det")
+    assert det.uncertainty is not None and det.uncertainty.reference.shape[1] == 32
+    meta = json.loads((work / "det" / "detector.json").read_text())
+    assert meta["uncertainty"]["k"] == det.uncertainty.k
+    # a flat grey image is unlike both smooth gradients and noise: "uncertain", with the reason
+    grey = np.full((40, 40, 3), 128, np.uint8)
+    r = det.predict([grey, *(np.asarray(Image.open(p)) for p in sorted((work / "srcA" / "real").glob("*.png"))[:2])])
+    assert r[0].label == "uncertain" and r[0].reason == unc.UNFAMILIAR and r[0].score is not None
+    assert all(x.label in ("real", "fake", "uncertain") for x in r)
+    det.abstain = False
+    assert [x.label for x in det.predict([grey])] in (["real"], ["fake"])
