@@ -72,6 +72,9 @@ class ServiceConfig:
     max_batch_files: int = 16             # files in one batch request -> 413 too_many_files
     request_timeout_s: float = 30.0       # a request, from reading its body to its answer -> 504 timeout
     max_inflight: int = 64                # requests served at once; more -> 503 busy (bounds memory under a flood)
+    max_connections: int = 512            # open connections (idle ones included); more are answered 503 by uvicorn
+    header_timeout_s: float = 10.0        # a connection must send a request's headers within this, else it is closed
+    keep_alive_s: float = 5.0             # an idle keep-alive connection is closed after this
     # ---- micro-batching (see batcher.py)
     batch_window_ms: float = 5.0          # how long to wait for company after the first request; 0: only who waits
     max_batch_size: int = 32              # requests per trip to the model thread; 1 turns micro-batching off.
@@ -83,6 +86,8 @@ class ServiceConfig:
     api_key: str | None = None            # when set, /v1/* needs the header X-API-Key with this value
     keep_uploads_dir: str | None = None   # when set, every accepted upload is saved there as <sha256><ext>;
                                           # by default nothing uploaded is written to disk
+    allowed_hosts: tuple[str, ...] = ()   # when set, requests whose Host header is not one of these get 400
+                                          # (a deployment behind a name; "*.example.org" patterns work)
 
     def limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
@@ -110,6 +115,14 @@ class ServiceError(Exception):
     def __init__(self, status: int, code: str, detail: str):
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
+
+
+class KeepFailed(ServiceError):
+    """The image was scored but --keep-uploads could not store it: 507 with the result attached."""
+
+    def __init__(self, result: dict, detail: str):
+        super().__init__(507, "insufficient_storage", detail)
+        self.result = result
 
 
 def error_response(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
@@ -188,6 +201,8 @@ def _json_uploads(body: bytes, many: bool, max_files: int) -> list[tuple[str | N
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ServiceError(400, "bad_json", "the body is not valid JSON") from None
+    except RecursionError:  # thousands of nested brackets: not an upload, and not worth a 500
+        raise ServiceError(400, "bad_json", "the JSON is nested too deeply") from None
     shape = '{"images": [{"image": "<base64>", "filename": "..."}, ...]}' if many else \
         '{"image": "<base64>", "filename": "..."}'
     if many:
@@ -232,6 +247,7 @@ class _Job:
     item: Item                       # the detector's input, from pipeline.prepare
     image: Image.Image | None        # the picture for the localiser; None when no map is wanted
     map_error: str | None = None     # why the localiser could not have it
+    keep_error: str | None = None    # --keep-uploads could not store it (disk full, ...); scored all the same
 
 
 @dataclass
@@ -310,12 +326,18 @@ class Service:
                     image.thumbnail((cfg.map_max_side, cfg.map_max_side), Image.BILINEAR)
             except ImageError as e:  # the score stands; only the map is missing
                 map_error = e.reason
+        job = _Job(item, image, map_error)
         if cfg.keep_uploads_dir:  # only when asked; named by content, so a re-upload overwrites itself
+            from ..scale.outputs import _fsync_write
             ext = Path(name or "").suffix.lower()
             path = Path(cfg.keep_uploads_dir) / f"{item.sha256}{ext if ext in IMAGE_SUFFIXES else ''}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        return _Job(item, image, map_error), time.perf_counter() - t
+            try:  # whole or absent (temp file + rename): a full disk never leaves a 0-byte file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _fsync_write(path, data)
+            except OSError as e:  # the image is still scored; the answer says it was not kept
+                log.error("cannot keep upload %s: %s", path, e)
+                job.keep_error = "the server could not store this upload (" + (e.strerror or "write failed") + ")"
+        return job, time.perf_counter() - t
 
     @staticmethod
     def _render(image: Image.Image, prob_map: np.ndarray) -> tuple[str, str]:
@@ -333,8 +355,9 @@ class Service:
         r = out.result
         if r.error is not None:
             raise image_error(r.error)
-        res = {"filename": name, "sha256": r.sha256, "score": r.score, "label": r.label, "threshold": r.threshold,
-               "model": r.model, "model_version": r.model_version, "error": None, "batch_size": info.size}
+        res = {"filename": name, "sha256": r.sha256, "score": r.score, "label": r.label, "reason": r.reason,
+               "threshold": r.threshold, "model": r.model, "model_version": r.model_version, "error": None,
+               "batch_size": info.size}
         render_s = None
         if job.map_error is not None:
             res.update(localizer=self.localizer_id(), map_error=job.map_error)
@@ -352,11 +375,14 @@ class Service:
                 render_s = time.perf_counter() - t
         res["timing_ms"] = _ms(decode=decode_s, queue=info.queued_s, model=info.run_s, render=render_s,
                                total=time.perf_counter() - started)
+        if job.keep_error is not None:
+            raise KeepFailed(res, job.keep_error)
         return res
 
     def not_ready(self) -> ServiceError:
+        # Open routes say what is wrong, never where: the paths and the exception are in the log.
         return ServiceError(503, "not_ready", "the model is still loading" if self.load_error is None
-                            else f"the model failed to load: {self.load_error}")
+                            else "the model failed to load (details in the server log)")
 
     def localizer_id(self) -> str:
         name = self.config.localizer
@@ -398,6 +424,18 @@ def create_app(config: ServiceConfig | None = None, loader: Callable[[ServiceCon
                               '`{"error": {"code", "detail"}}`.')
     app.state.service = svc
     _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def no_store(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if not request.url.path.startswith("/static/"):  # answers are per request: never cached on the way
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    if cfg.allowed_hosts:  # added last, so it runs first: a wrong Host is refused before anything else
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed when the server has an API key")
 
     def check_key(key: str | None = Depends(key_header)) -> None:
@@ -442,6 +480,8 @@ def create_app(config: ServiceConfig | None = None, loader: Callable[[ServiceCon
         async def one(name, data):
             try:
                 return await svc.detect(name, data, localize, started)
+            except KeepFailed as e:  # scored, not stored: the score stands, the error says what failed
+                return {**e.result, "error": {"code": e.code, "detail": e.detail}}
             except ServiceError as e:  # a refused file is reported in its place; the others go on
                 d = svc.models.detector
                 return {"filename": name, "score": None, "label": None, "threshold": d.threshold, "model": d.id,
@@ -490,6 +530,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, e: ServiceError):
+        if isinstance(e, KeepFailed):
+            return JSONResponse({"error": {"code": e.code, "detail": e.detail}, "result": e.result}, status_code=e.status)
         return error_response(e.status, e.code, e.detail, {"Retry-After": "1"} if e.status == 503 else None)
 
     @app.exception_handler(StarletteHTTPException)
@@ -509,4 +551,60 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "unexpected server error (logged on the server)")
 
 
-__all__ = ["ServiceConfig", "Models", "Service", "ServiceError", "create_app", "load_models", "API_KEY_HEADER"]
+def server_options(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> dict:
+    """uvicorn's options for `fakescope serve` (uvicorn.run / uvicorn.Config keywords): bounded
+    connections, idle keep-alive closed after `keep_alive_s`, and a connection that has not sent a
+    request's headers within `header_timeout_s` (idle or slow-header, e.g. slowloris) closed, so
+    sockets cannot pile up until the process runs out of file descriptors."""
+    return dict(host=host, port=port, log_level=log_level, server_header=False, timeout_graceful_shutdown=5,
+                limit_concurrency=cfg.max_connections, timeout_keep_alive=max(1, round(cfg.keep_alive_s)),
+                http=_protocol_with_header_timeout(cfg.header_timeout_s))
+
+
+def _protocol_with_header_timeout(seconds: float):
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        """uvicorn's h11 protocol, plus a deadline for the headers of each request."""
+
+        _deadline = None
+        _armed_cycle = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_cycle = self.cycle
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if self.cycle is self._armed_cycle and not self.transport.is_closing():  # no request began since
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._armed_cycle:  # a request's headers are in: its own timeout applies now
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers get the same deadline
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
+
+
+__all__ = ["ServiceConfig", "Models", "Service", "ServiceError", "create_app", "load_models", "server_options",
+           "API_KEY_HEADER"]

@@ -41,6 +41,12 @@ def serve(
     max_batch_size: int = typer.Option(32, help="Micro-batching: most requests per batch (forwards inside run at the detector's batch size); 1 turns it off."),
     keep_uploads: Optional[Path] = typer.Option(None, "--keep-uploads", help="Save every accepted upload in this folder "
                                                 "(<sha256>.<ext>). Without it nothing uploaded is written to disk."),
+    max_connections: int = typer.Option(512, help="Open connections at once, idle ones included; more are answered 503."),
+    header_timeout: float = typer.Option(10.0, help="Seconds a connection may take to send a request's headers "
+                                         "before it is closed (idle and slow-header connections)."),
+    keep_alive: float = typer.Option(5.0, help="Seconds an idle keep-alive connection stays open."),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="Answer only requests whose Host header is "
+                                           "this name (repeatable; *.example.org works); default: any."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
 ):
     """Serve the detector over HTTP: a web page at /, the API under /v1 (schema at /openapi.json).
@@ -50,7 +56,7 @@ def serve(
     try:
         import uvicorn
 
-        from .app import ServiceConfig, create_app
+        from .app import ServiceConfig, create_app, server_options
     except ImportError as e:
         err.print(f"[red]fakescope serve needs the server extra[/red] (pip install 'fakescope[server]'): {e}")
         raise typer.Exit(EXIT_USAGE)
@@ -59,8 +65,10 @@ def serve(
         if ref not in (None, "", "default", "none") and not Path(ref).is_dir():
             err.print(f"[red]no such {what} folder:[/red] {ref}")
             raise typer.Exit(EXIT_USAGE)
-    if max_batch_size < 1 or batch_window_ms < 0 or timeout <= 0:
-        err.print("[red]--max-batch-size must be >= 1, --batch-window-ms >= 0 and --timeout > 0[/red]")
+    if max_batch_size < 1 or batch_window_ms < 0 or timeout <= 0 or max_connections < 1 or header_timeout <= 0 \
+            or keep_alive <= 0:
+        err.print("[red]--max-batch-size and --max-connections must be >= 1, --batch-window-ms >= 0, and "
+                  "--timeout, --header-timeout and --keep-alive > 0[/red]")
         raise typer.Exit(EXIT_USAGE)
     if not _is_loopback(host) and not api_key:
         err.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can reach this "
@@ -69,9 +77,10 @@ def serve(
                         max_upload_bytes=max_upload_bytes, max_batch_bytes=max_batch_bytes, max_pixels=max_pixels,
                         max_batch_files=max_batch_files, request_timeout_s=timeout, max_inflight=max_inflight,
                         batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
-                        keep_uploads_dir=str(keep_uploads) if keep_uploads else None)
+                        keep_uploads_dir=str(keep_uploads) if keep_uploads else None,
+                        max_connections=max_connections, header_timeout_s=header_timeout, keep_alive_s=keep_alive,
+                        allowed_hosts=tuple(allowed_host))
     shown = f"[{host}]" if ":" in host else host
     err.print(f"fakescope: web page and API on http://{shown}:{port}/ (models loading; /readyz says when ready)",
               soft_wrap=True)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, server_header=False,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(create_app(cfg), **server_options(cfg, host, port, log_level))
