@@ -51,8 +51,10 @@ class _Commands(TyperGroup):
             where = f"{e.filename}: " if e.filename else ""
             err.print(f"[red]error:[/red] {one_line(where + (e.strerror or str(e)))}", soft_wrap=True)
         except Exception as e:
-            from .images import ImageError  # imported only now: the CLI starts without Pillow
-            if not isinstance(e, ImageError):  # one image that stops a whole command (e.g. a pair's mask)
+            # an ImageError means images.py is loaded; importing it here would load Pillow and numpy
+            # on every --help (Typer ends a help with an exception too)
+            images = sys.modules.get(f"{__package__}.images")
+            if images is None or not isinstance(e, images.ImageError):  # one image that stops a whole command
                 raise
             err.print(f"[red]error:[/red] {one_line(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE)
