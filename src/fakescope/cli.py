@@ -214,7 +214,7 @@ def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None
 
 
 def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
-    t = Table(title=f"fakescope · {model}", title_justify="left")
+    t = Table(title=f"fakescope · {one_line(model)}", title_justify="left")
     t.add_column("file", overflow="fold")
     t.add_column("P(fake)", justify="right")
     t.add_column("verdict")
@@ -224,10 +224,10 @@ def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
     for r in results[:limit]:
         extra = [f"{r['map_max']:.3f}" if "map_max" in r else "-"] if maps else []
         if r["error"]:
-            t.add_row(r["path"], "-", f"[red]error: {r['error']}[/red]", *extra)
+            t.add_row(one_line(r["path"]), "-", f"[red]error: {one_line(r['error'])}[/red]", *extra)
         else:
             colour = "magenta" if r["label"] == "fake" else "green"
-            t.add_row(r["path"], f"{r['score']:.3f}", f"[{colour}]{r['label']}[/{colour}]", *extra)
+            t.add_row(one_line(r["path"]), f"{r['score']:.3f}", f"[{colour}]{r['label']}[/{colour}]", *extra)
     Console().print(t)
     if len(results) > limit:
         Console().print(f"... {len(results) - limit} more rows (see --out)")
@@ -370,7 +370,7 @@ def leave_out(
     for col in ("left out", "n real", "n fake", "AUC", "AP", "acc", "TPR@5%FPR"):
         t.add_column(col, justify="left" if col == "left out" else "right")
     for g, m in res.items():
-        t.add_row(g, str(m["n_real"]), str(m["n_fake"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m.get("tpr_at_5fpr")))
+        t.add_row(one_line(g), str(m["n_real"]), str(m["n_fake"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m.get("tpr_at_5fpr")))
     Console().print(t)
     if report:
         report.write_text(json.dumps(res, indent=2) + "\n")
@@ -443,19 +443,19 @@ def evaluate(
     from .evaluation.format_guard import check_formats
     guard = check_formats(samples)
     for w in guard:  # a shortcut between the classes makes every number below meaningless
-        err.print(f"[yellow]format guard:[/yellow] {w}")
+        err.print(f"[yellow]format guard:[/yellow] {one_line(w)}")
     metrics = evaluate_detector(det, samples, cache=str(cache) if cache else None)
     metrics["format_guard"] = guard
     if robustness:
         from .evaluation.robustness import robustness_grid
         metrics["robustness"] = robustness_grid(det, samples, seed=seed, log=err.print)
-    t = Table(title=f"{det.name} on {', '.join(data)}", title_justify="left")
+    t = Table(title=one_line(f"{det.name} on {', '.join(data)}"), title_justify="left")
     for col in ("subset", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
         t.add_column(col, justify="right" if col != "subset" else "left")
     t.add_row("all", str(metrics["n"]), fmt(metrics["auc"]), fmt(metrics["ap"]), fmt(metrics["accuracy"]),
               fmt(metrics["acc_real"]), fmt(metrics["acc_fake"]))
     for g, m in metrics["per_generator"].items():
-        t.add_row(f"real vs {g}", str(m["n"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m["acc_real"]),
+        t.add_row(one_line(f"real vs {g}"), str(m["n"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m["acc_real"]),
                   fmt(m["acc_fake"]))
     Console().print(t)
     if metrics.get("analysis"):  # disentangle: how much of the signal is semantic vs low-level

@@ -200,7 +200,7 @@ class Detector:
                            if k.startswith(UNCERTAINTY_PREFIX)}
             uncertainty = UncertaintyRule.from_state(meta["uncertainty"], rule_arrays) if meta.get("uncertainty") else None
             head = head_from_state(meta["method"], meta["head"], arrays)
-            dim = head.config().get("dim") if modality_reads_image(meta) else None
+            dim = (meta["head"].get("dim") or head.config().get("dim")) if modality_reads_image(meta) else None
             if isinstance(dim, int) and 0 < dim <= 1 << 20:  # arrays of the wrong shape fail here, not mid-scan
                 head.predict(np.zeros((1, dim), np.float32))
             det = cls(spec=spec, head=head, threshold=threshold, id=str(meta["id"]), version=str(meta["version"]),

@@ -130,6 +130,8 @@ def read_bytes(source: Source, limits: ImageLimits = DEFAULT_LIMITS, name: objec
             st = os.stat(source)
             if stat.S_ISDIR(st.st_mode):
                 raise UnreadableFileError("is a directory, not a file", name)
+            if not stat.S_ISREG(st.st_mode):  # opening a FIFO or a device would block the whole batch
+                raise UnreadableFileError("not a regular file (a FIFO, socket or device)", name)
             # Refuse by the stat size before reading; the capped read below covers pipes and growing files.
             if stat.S_ISREG(st.st_mode) and st.st_size > limits.max_bytes:
                 raise _too_large(st.st_size, limits, name)

@@ -79,6 +79,8 @@ def iter_input_paths(inputs: Iterable[str], stdin=None) -> Iterator[str]:
             for f in sorted(p.rglob("*")):
                 if f.is_file() and is_image_name(f.name):
                     yield str(f)
+                elif not f.is_dir() and not f.is_file():  # a FIFO, socket or dangling link: reported, not skipped
+                    yield str(f)
         else:
             yield str(p)
 
@@ -171,6 +173,9 @@ def load_labelled(source: str | Path, limits: ImageLimits | None = None) -> Iter
     if base.endswith((".csv", ".jsonl")) and query.startswith("split="):
         return _manifest(Path(base), split=query[len("split="):])
     if text.startswith("hf:"):  # hf:<hub id or dir>[?mapping=NAME&split=SPLIT]
+        if not text[3:].partition("?")[0].strip():
+            from ..errors import InputError
+            raise InputError(f"{text!r}: give a Hugging Face dataset id or saved folder after hf:")
         from urllib.parse import parse_qsl
         from .hf import iter_hf_dataset
         ref, _, query = text[3:].partition("?")

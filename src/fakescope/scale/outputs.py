@@ -97,6 +97,8 @@ class ResultsFile:
         from ..errors import OutputError
         if self.path.is_dir():
             raise OutputError(f"--out {self.path} is a folder; JSONL results need a file (or use --format parquet)")
+        if self.path.exists() and not self.path.is_file():  # /dev/full, a FIFO: reading it would never end
+            raise OutputError(f"--out {self.path} is not a regular file")
         here = self.path.resolve()
         if any(Path(str(i).partition("?")[0]).resolve() == here for i in inputs if i != "-"):
             raise OutputError(f"--out {self.path} is also an input; refusing to write over it")
@@ -288,6 +290,7 @@ def to_table(kind: str, columns: dict[str, np.ndarray]):
             "model": pa.array(_strings(columns["model"]), pa.string()),
             "model_version": pa.array(_strings(columns["model_version"]), pa.string()),
             "error": pa.array(_strings(columns["error"]), pa.string()),
+            "reason": pa.array(_strings(columns.get("reason", [None] * len(score))), pa.string()),
         })
     if kind == "features":
         feats = np.ascontiguousarray(columns["feature"], dtype=np.float32)
@@ -316,7 +319,8 @@ def scan_records(columns: dict[str, np.ndarray]) -> list[dict]:
                     "score": None if np.isnan(score) else score, "label": _str(columns["label"][i]),
                     "threshold": float(columns["threshold"][i]),
                     "model": str(columns["model"][i]), "model_version": str(columns["model_version"][i]),
-                    "error": _str(columns["error"][i])})
+                    "error": _str(columns["error"][i]),
+                    "reason": _str(columns["reason"][i]) if "reason" in columns else None})
     return out
 
 
