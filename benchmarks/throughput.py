@@ -111,7 +111,7 @@ def machine_info(threads: int | None) -> dict:
 def main() -> None:
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbones", nargs="+", default=["effnet-lite0", "rn50-nsfw", "vit-s14-focus"])
+    ap.add_argument("--backbones", nargs="+", default=["effnet-lite0", "rn50-nsfw", "vit-s14-focus", "clip-b16"])
     ap.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=list(INPUTS))
     ap.add_argument("--n", type=int, default=64, help="distinct files per input kind (default 64)")
     ap.add_argument("--seconds", type=float, default=5.0, help="minimum time per measurement (default 5)")

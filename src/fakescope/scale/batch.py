@@ -7,7 +7,7 @@ dict of arrays, one row per input row, in the same order; a broken image is a ro
 Ray builds one per actor (`map_batches(ScoreBatch, fn_constructor_kwargs=...)`), the local
 engine builds one in the calling process.
 
-    ScoreBatch(model)      -> path, sha256, score, label, threshold, model, model_version, error
+    ScoreBatch(model)      -> path, sha256, score, label, threshold, model, model_version, error, reason
                               (the records `fakescope scan` writes; scored by Detector.predict_batch)
     EmbedBatch(backbone)   -> path, sha256, feature (N x D float32), error, label, generator, text
                               (view 0 of `features.extract`: the feature-cache rows)
@@ -208,10 +208,11 @@ class BatchFn:
 class ScoreBatch(BatchFn):
     """Detector scores for a batch, through `Detector.predict_batch` (what `fakescope scan` prints)."""
 
-    def __init__(self, model: str | None = None, batch_size: int | None = None, **kw):
+    def __init__(self, model: str | None = None, batch_size: int | None = None, abstain: bool = True, **kw):
         super().__init__(**kw)
         self.model = model
         self.batch_size = batch_size
+        self.abstain = abstain  # False: real/fake only, never "uncertain"
         self._det = None
 
     @property
@@ -220,6 +221,7 @@ class ScoreBatch(BatchFn):
             self._setup()
             from ..detector import load_detector
             self._det = load_detector(self.model)
+            self._det.abstain = self.abstain
             if self.batch_size:
                 self._det.batch_size = self.batch_size
         return self._det
@@ -247,6 +249,7 @@ class ScoreBatch(BatchFn):
             "model": _objects([det.id] * len(results)),
             "model_version": _objects([det.version] * len(results)),
             "error": _objects([r.error for r in results]),
+            "reason": _objects([r.reason for r in results]),
         }
         out.update(self._passed(batch))
         return out

@@ -290,6 +290,7 @@ def to_table(kind: str, columns: dict[str, np.ndarray]):
             "model": pa.array(_strings(columns["model"]), pa.string()),
             "model_version": pa.array(_strings(columns["model_version"]), pa.string()),
             "error": pa.array(_strings(columns["error"]), pa.string()),
+            "reason": pa.array(_strings(columns.get("reason", [None] * len(score))), pa.string()),
         })
     if kind == "features":
         feats = np.ascontiguousarray(columns["feature"], dtype=np.float32)
@@ -318,7 +319,8 @@ def scan_records(columns: dict[str, np.ndarray]) -> list[dict]:
                     "score": None if np.isnan(score) else score, "label": _str(columns["label"][i]),
                     "threshold": float(columns["threshold"][i]),
                     "model": str(columns["model"][i]), "model_version": str(columns["model_version"][i]),
-                    "error": _str(columns["error"][i])})
+                    "error": _str(columns["error"][i]),
+                    "reason": _str(columns["reason"][i]) if "reason" in columns else None})
     return out
 
 

@@ -355,8 +355,9 @@ class Service:
         r = out.result
         if r.error is not None:
             raise image_error(r.error)
-        res = {"filename": name, "sha256": r.sha256, "score": r.score, "label": r.label, "threshold": r.threshold,
-               "model": r.model, "model_version": r.model_version, "error": None, "batch_size": info.size}
+        res = {"filename": name, "sha256": r.sha256, "score": r.score, "label": r.label, "reason": r.reason,
+               "threshold": r.threshold, "model": r.model, "model_version": r.model_version, "error": None,
+               "batch_size": info.size}
         render_s = None
         if job.map_error is not None:
             res.update(localizer=self.localizer_id(), map_error=job.map_error)

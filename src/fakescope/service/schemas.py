@@ -29,7 +29,9 @@ class Detection(BaseModel):
     filename: Optional[str] = None
     sha256: Optional[str] = None
     score: Optional[float] = Field(None, description="P(fake): probability the image is AI-generated, 0..1")
-    label: Optional[str] = Field(None, description='"fake" if score >= threshold else "real"')
+    label: Optional[str] = Field(None, description='"fake" if score >= threshold, "uncertain" where the model '
+                                 'cannot know (see reason), else "real"')
+    reason: Optional[str] = Field(None, description='why the verdict is "uncertain"')
     threshold: float
     model: str = Field(description="detector id")
     model_version: str

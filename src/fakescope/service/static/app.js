@@ -88,7 +88,7 @@ function newCard(file) {
 }
 
 function setState(card, state) {
-  card.classList.remove("pending", "fake", "real", "rejected");
+  card.classList.remove("pending", "fake", "real", "uncertain", "rejected");
   card.classList.add(state);
 }
 
@@ -101,8 +101,14 @@ function reject(card, title, text) {
 }
 
 function show(card, res) {
-  setState(card, res.label === "fake" ? "fake" : "real");
-  $(".verdict", card).textContent = res.label === "fake" ? "Likely AI-generated" : "Likely real";
+  const state = res.label === "fake" || res.label === "uncertain" ? res.label : "real";
+  setState(card, state);
+  $(".verdict", card).textContent = {fake: "Likely AI-generated", uncertain: "Uncertain", real: "Likely real"}[state];
+  if (res.reason) {  // why the model will not say real or fake
+    const m = $(".message", card);
+    m.textContent = res.reason;
+    m.hidden = false;
+  }
   const meter = $(".meter", card);
   $(".fill", meter).style.width = (100 * res.score).toFixed(1) + "%";
   const mark = $(".mark", meter);
