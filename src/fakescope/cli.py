@@ -61,7 +61,21 @@ class _Commands(TyperGroup):
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        print(f"fakescope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")):
+    pass
 
 
 @app.command(epilog="Exit status: 0 all images scored; 3 some failed; 4 none could be scored; 2 usage error.")
