@@ -26,7 +26,7 @@ from . import engines
 from .batch import EmbedBatch, ScoreBatch
 from .engines import EngineOptions
 from .inputs import Inputs, Shard, inputs_digest, plan_shards
-from .outputs import PartStore, _fsync_write, register_features
+from .outputs import PartStore, fsync_write, register_features
 
 DEFAULT_SHARD_SIZE = 1000
 
@@ -92,7 +92,7 @@ def run_parts_job(kind: str, fn_cls: type, fn_kwargs: dict[str, Any], inputs: In
     with PartStore(out, job) as store:
         for name, data in (files or {}).items():  # e.g. the feature cache manifest, once the folder is ours
             if not (store.dir / name).exists():
-                _fsync_write(store.dir / name, data)
+                fsync_write(store.dir / name, data)
         done = store.completed()
         pending = [s for s in shards if s.index not in done]
         result = JobResult(Path(out), len(inputs), len(shards), skipped=sorted(done), timings=opts.timings)

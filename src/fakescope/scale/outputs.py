@@ -49,7 +49,7 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
+def fsync_write(path: Path, data: bytes) -> None:
     """Whole or not at all: a full disk leaves the old file (or none), never a partial one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -147,7 +147,7 @@ class ResultsFile:
                 done[str(rec["path"])] = rec
             keep.append(raw)
         if changed:
-            _fsync_write(self.path, b"".join(keep))
+            fsync_write(self.path, b"".join(keep))
         return done
 
     def append(self, records: Sequence[dict]) -> None:
@@ -212,7 +212,7 @@ class PartStore:
         else:
             if any(self.dir.glob("part-*.parquet")):
                 raise JobMismatch(f"{self.dir} has part files but no job.json; refusing to mix outputs")
-            _fsync_write(path, (json.dumps(self.job, indent=1) + "\n").encode())
+            fsync_write(path, (json.dumps(self.job, indent=1) + "\n").encode())
         for tmp in self.dir.glob(".part-*.tmp"):  # left by a killed run: never a finished part
             tmp.unlink(missing_ok=True)
 

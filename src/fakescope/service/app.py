@@ -328,12 +328,12 @@ class Service:
                 map_error = e.reason
         job = _Job(item, image, map_error)
         if cfg.keep_uploads_dir:  # only when asked; named by content, so a re-upload overwrites itself
-            from ..scale.outputs import _fsync_write
+            from ..scale.outputs import fsync_write
             ext = Path(name or "").suffix.lower()
             path = Path(cfg.keep_uploads_dir) / f"{item.sha256}{ext if ext in IMAGE_SUFFIXES else ''}"
             try:  # whole or absent (temp file + rename): a full disk never leaves a 0-byte file
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _fsync_write(path, data)
+                fsync_write(path, data)
             except OSError as e:  # the image is still scored; the answer says it was not kept
                 log.error("cannot keep upload %s: %s", path, e)
                 job.keep_error = "the server could not store this upload (" + (e.strerror or "write failed") + ")"
