@@ -7,8 +7,8 @@
 A detector may also read a caption per image (`text_encoder` + `modality` "text" or
 "both", as in the COCOFake probes); it then needs `Sample.text` for every image.
 
-`predict_batch` is the one batch function every entry point calls (CLI scan, the
-Python API, later the service and Ray): samples in, one Result per sample out.
+`predict_batch` is the one batch function every entry point calls (the Python API, CLI scan
+and features on either engine, the service): prepared items in, one Result per item out.
 """
 from __future__ import annotations
 
