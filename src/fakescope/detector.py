@@ -200,8 +200,11 @@ class Detector:
                            if k.startswith(UNCERTAINTY_PREFIX)}
             uncertainty = UncertaintyRule.from_state(meta["uncertainty"], rule_arrays) if meta.get("uncertainty") else None
             head = head_from_state(meta["method"], meta["head"], arrays)
-            dim = (meta["head"].get("dim") or head.config().get("dim")) if modality_reads_image(meta) else None
-            if isinstance(dim, int) and 0 < dim <= 1 << 20:  # arrays of the wrong shape fail here, not mid-scan
+            # A head that reads the backbone's pooled feature as it is: arrays of the wrong shape fail
+            # here, not mid-scan. (Heads with their own encoders have another input size; skipped.)
+            dim = meta["head"].get("dim")
+            if modality_reads_image(meta) and isinstance(dim, int) and 0 < dim <= 1 << 20 and dim == spec.dim \
+                    and spec.pooled and not spec.layers:
                 head.predict(np.zeros((1, dim), np.float32))
             det = cls(spec=spec, head=head, threshold=threshold, id=str(meta["id"]), version=str(meta["version"]),
                       metadata=meta.get("metadata", {}), text_encoder=text_encoder,

@@ -32,7 +32,7 @@ def save_tiny_detector(folder: Path, weight: float = 0.01, **meta_changes) -> Pa
     head = LinearProbe.from_state({"l2": 1.0}, {"mean": np.zeros(192, np.float32), "std": np.ones(192, np.float32),
                                                 "weight": np.full(192, weight, np.float32),
                                                 "bias": np.zeros(1, np.float32)})
-    spec = replace(pixels_spec(), input_size=8, name="pixels?size=8")
+    spec = replace(pixels_spec(), input_size=8, name="pixels?size=8", dim=192)
     Detector(spec=spec, head=head, threshold=0.5, id="tiny", version="1").save(folder)
     if meta_changes:
         edit_json(folder / "detector.json", **meta_changes)
