@@ -69,6 +69,7 @@ def test_device_of_reads_the_folder_under_real_and_folds_spellings_together():
     assert protocols.parse_named("../shared/data/wild/train.tar") == ("wild", "../shared/data/wild/train.tar")
 
 
+@pytest.mark.slow  # several refits of a tiny model
 def test_leave_one_source_out_never_trains_on_the_held_out_source(work, monkeypatch):
     seen = []
     real_fit = protocols.fit_detector
@@ -102,6 +103,7 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source(work, monkeypa
     assert dev["fpr"] == pytest.approx(sum(r["fpr"] * r["n"] for r in dev["folds"]) / 18)
 
 
+@pytest.mark.slow  # several refits of a tiny model
 def test_validate_command_writes_json_and_markdown(work):
     res = CliRunner().invoke(app, ["validate", "--source", "a=srcA", "--source", "b=srcB", "--photos", "cams=cams",
                                    "--backbone", "hf-dinov2:dino", "--device-folds", "2", "--no-cache",
