@@ -167,7 +167,7 @@ def main() -> None:
     imb = {}
     for name, method, opts in [("linear", "linear", {}), ("robust-mlp (SAM)", "robust-mlp", {}),
                                ("robust-mlp (no SAM)", "robust-mlp", {"sam": False}),
-                               ("robust-mlp, BCE only (gamma=1, alpha=0)", "robust-mlp", {"gamma": 1.0, "alpha": 0.0})]:
+                               ("robust-mlp, BCE only (gamma=1, alpha=1)", "robust-mlp", {"gamma": 1.0, "alpha": 1.0})]:
         res, _ = fit_eval(method, opts, Fi["train"][keep], y[keep], groups[keep], tests("image"), Fi["wild"][yv == REAL])
         imb[name] = res
         print(f"imbalanced 1:10 {name:40s} " + " | ".join(f"{t} AUC {res[t]['auc']:.4f} AP {res[t]['ap']:.4f} acc {res[t]['accuracy']:.4f}"

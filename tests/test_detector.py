@@ -67,7 +67,7 @@ def detector(dino_dir, images):
 
 def test_save_is_json_and_safetensors_only(tmp_path, detector):
     d = detector.save(tmp_path / "model")
-    assert sorted(p.name for p in d.iterdir()) == ["detector.json", "head.safetensors"]
+    assert sorted(p.name for p in d.iterdir()) == ["README.md", "detector.json", "head.safetensors"]
     for p in d.iterdir():
         assert not p.read_bytes().startswith(b"\x80")  # pickle protocol 2+ magic
     meta = json.loads((d / "detector.json").read_text())

@@ -23,6 +23,7 @@ PLACES = {
     "fakescope": "utilities",  # the package __init__: version and the lazy load_detector
     "fakescope.images": "utilities", "fakescope.saving": "utilities", "fakescope.progress": "utilities",
     "fakescope.lazy": "utilities", "fakescope.errors": "utilities",
+    "fakescope.hub": "utilities",  # model folders on the Hugging Face Hub, beside saving.py
     "fakescope.uncertainty": "utilities",  # the "uncertain" verdict rule: numpy over scores
     # pure numpy maths of (labels, scores); heads, training and the localiser score with them too
     "fakescope.evaluation.metrics": "utilities", "fakescope.evaluation.calibration": "utilities",

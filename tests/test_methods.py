@@ -88,7 +88,7 @@ def test_robust_mlp_from_cli_with_options(work):
           "--set", "epochs=3", "--set", "h1=16", "--set", "h2=8", "--set", "sam=false", "--set", "alpha=0.5")
     det = load_detector(root / "rmlp")
     cfg = json.loads((root / "rmlp" / "detector.json").read_text())["head"]
-    assert det.head.method == "robust-mlp" and cfg["alpha"] == 0.5 and cfg["sam"] is False and cfg["h1"] == 16
+    assert det.head.method == "robust-mlp" and cfg["alpha"] == 0.5 and cfg["sam"] is False and cfg["hidden"] == [16, 8]
     res = det.predict([str(root / "img/real/00.png"), str(root / "img/fake/00.png")])
     assert all(r.error is None and 0 <= r.score <= 1 for r in res)
 

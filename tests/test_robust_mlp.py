@@ -20,51 +20,76 @@ from fakescope.heads.losses import auc_loss, cvar_loss, robust_loss  # noqa: E40
 from fakescope.heads.robust_mlp import RobustMLP, heldout_split, stratified_batches  # noqa: E402
 from fakescope.heads.sam import SAM  # noqa: E402
 
-SMALL = dict(h1=32, h2=16, epochs=12, batch_size=64, lr=1e-2)  # tiny and quick, still the full recipe
+SMALL = dict(hidden=[32, 16], epochs=12, batch_size=64, lr=1e-2)  # tiny and quick, still the full recipe
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ losses
-def _cvar_ref(losses: np.ndarray, alpha: float) -> float:
-    k = math.ceil(round((1 - alpha) * len(losses), 9))
+def _cvar_ref(losses: np.ndarray, share: float) -> float:
+    k = math.ceil(round(share * len(losses), 9))
     return float(np.sort(losses)[::-1][:k].mean())
 
 
-@pytest.mark.parametrize("n,alphas", [(10, (0.0, 0.5, 0.7, 0.8, 0.9)), (20, (0.0, 0.25, 0.8, 0.95)),
-                                      (40, (0.0, 0.5, 0.75, 0.9, 0.975))])
-def test_cvar_is_mean_of_worst_fraction(n, alphas):
+@pytest.mark.parametrize("n,shares", [(10, (1.0, 0.5, 0.3, 0.2, 0.1)), (20, (1.0, 0.75, 0.2, 0.05)),
+                                      (40, (1.0, 0.5, 0.25, 0.1, 0.025))])
+def test_cvar_is_mean_of_worst_fraction(n, shares):
     rng = np.random.default_rng(n)
     losses = rng.exponential(size=n)
-    for alpha in alphas:
-        got = cvar_loss(torch.tensor(losses), alpha)
-        assert float(got) == pytest.approx(_cvar_ref(losses, alpha), rel=1e-12, abs=1e-12), alpha
+    for share in shares:
+        got = cvar_loss(torch.tensor(losses), share)  # the paper's reading: alpha = the share averaged
+        assert float(got) == pytest.approx(_cvar_ref(losses, share), rel=1e-12, abs=1e-12), share
+        old = cvar_loss(torch.tensor(losses), 1.0 - share, convention="quantile") if share < 1 else None
+        if old is not None:  # fakescope's old reading: alpha = the quantile level
+            assert float(old) == pytest.approx(float(got), rel=1e-12, abs=1e-12), share
+
+
+def test_cvar_paper_convention_by_hand():
+    l = torch.tensor([0.3, 2.0, 0.1, 1.5, 0.7, 0.2, 0.9, 0.05, 1.1, 0.4], dtype=torch.float64, requires_grad=True)
+    # alpha = 0.8 as in the Purdue code: the worst 8 of 10 (all but 0.1 and 0.05), each weighted 1/8
+    assert float(cvar_loss(l, 0.8).detach()) == pytest.approx((0.3 + 2.0 + 1.5 + 0.7 + 0.2 + 0.9 + 1.1 + 0.4) / 8)
+    # the old reading of the same alpha: the worst 2 of 10
+    assert float(cvar_loss(l, 0.8, convention="quantile").detach()) == pytest.approx((2.0 + 1.5) / 2)
+    # lambda = 0.2 minimises lambda + mean[(l - lambda)+] / 0.8: 0.2 + (0.1+1.8+1.3+0.5+0.7+0.9+0.2) / 10 / 0.8
+    assert float(cvar_loss(l, 0.8).detach()) == pytest.approx(0.2 + 5.5 / 10 / 0.8)
+    cvar_loss(l, 0.8).backward()
+    expect = torch.full((10,), 1 / 8, dtype=torch.float64)
+    expect[[2, 7]] = 0.0
+    torch.testing.assert_close(l.grad, expect)
+    assert float(cvar_loss(l, 1.0).detach()) == pytest.approx(float(l.mean().detach()), abs=1e-12)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError):
+            cvar_loss(l, bad)
+    with pytest.raises(ValueError):
+        cvar_loss(l, 0.5, convention="upside-down")
 
 
 def test_cvar_alpha0_is_mean_and_gradient_on_worst():
     l = torch.tensor([0.3, 2.0, 0.1, 1.5, 0.7, 0.2, 0.9, 0.05, 1.1, 0.4], dtype=torch.float64, requires_grad=True)
-    assert float(cvar_loss(l, 0.0).detach()) == pytest.approx(float(l.mean().detach()), abs=1e-12)
-    cvar_loss(l, 0.7).backward()  # worst 3 of 10: 2.0, 1.5, 1.1, each weighted 1/3
+    q = dict(convention="quantile")
+    assert float(cvar_loss(l, 0.0, **q).detach()) == pytest.approx(float(l.mean().detach()), abs=1e-12)
+    cvar_loss(l, 0.7, **q).backward()  # worst 3 of 10: 2.0, 1.5, 1.1, each weighted 1/3
     expect = torch.zeros(10, dtype=torch.float64)
     expect[[1, 3, 8]] = 1 / 3
     torch.testing.assert_close(l.grad, expect)
     l.grad = None
-    cvar_loss(l, 0.75).backward()  # worst 2.5 of 10: 2.0 and 1.5 at 1/2.5, half of 1.1
+    cvar_loss(l, 0.25).backward()  # worst 2.5 of 10: 2.0 and 1.5 at 1/2.5, half of 1.1
     expect[[1, 3, 8]] = torch.tensor([0.4, 0.4, 0.2], dtype=torch.float64)
     torch.testing.assert_close(l.grad, expect)
-    assert float(cvar_loss(l, 0.75).detach()) == pytest.approx((2.0 + 1.5 + 0.5 * 1.1) / 2.5)
+    assert float(cvar_loss(l, 0.25).detach()) == pytest.approx((2.0 + 1.5 + 0.5 * 1.1) / 2.5)
     with pytest.raises(ValueError):
-        cvar_loss(l, 1.0)
+        cvar_loss(l, 1.0, **q)
 
 
-@pytest.mark.parametrize("n,alpha", [(10, 0.8), (7, 0.8), (13, 0.5), (5, 0.0), (9, 0.95)])
+@pytest.mark.parametrize("n,alpha", [(10, 0.8), (7, 0.8), (13, 0.5), (5, 1.0), (9, 0.05)])
 def test_cvar_equals_minimum_of_variational_form(n, alpha):
     rng = np.random.default_rng(7 + n)
     l = rng.normal(size=n)
-    # piecewise linear in lambda, so its minimum sits on a data point; add a dense grid too
+    # the Purdue code's form, lambda + mean[(l - lambda)+] / alpha, minimised over lambda (they use
+    # scipy's fminbound); piecewise linear in lambda, so its minimum sits on a data point; add a grid too
     grid = np.concatenate([l, np.linspace(l.min() - 1, l.max() + 1, 2001)])
-    values = grid + np.maximum(l[None, :] - grid[:, None], 0).mean(1) / (1 - alpha)
+    values = grid + np.maximum(l[None, :] - grid[:, None], 0).mean(1) / alpha
     assert float(cvar_loss(torch.tensor(l), alpha)) == pytest.approx(values.min(), abs=1e-12)
 
 
@@ -110,7 +135,9 @@ def test_robust_loss_combination():
     assert float(robust_loss(logits, y, gamma=1.0)) == pytest.approx(cvar, rel=1e-12)
     assert float(robust_loss(logits, y, gamma=0.0)) == pytest.approx(auc, rel=1e-12)
     assert float(robust_loss(logits, y, gamma=0.5)) == pytest.approx(0.5 * cvar + 0.5 * auc, rel=1e-12)
-    assert float(robust_loss(logits, y, alpha=0.0, gamma=1.0)) == pytest.approx(float(bce.mean()), rel=1e-12)
+    assert float(robust_loss(logits, y, alpha=1.0, gamma=1.0)) == pytest.approx(float(bce.mean()), rel=1e-12)
+    assert float(robust_loss(logits, y, alpha=0.2, gamma=1.0, convention="quantile")) == \
+        pytest.approx(cvar, rel=1e-12)
     on_logits = float(robust_loss(logits, y, gamma=0.0, margin=1.0, power=1, auc_on="logit"))
     assert on_logits == pytest.approx(float(auc_loss(logits, y, 1.0, 1)), rel=1e-12)
 
@@ -195,7 +222,8 @@ def test_learns_separable_data(sam):
     assert roc_auc(yt, head.predict(Xt)) > 0.95
     assert 1 <= info["best_epoch"] <= info["epochs_run"] <= SMALL["epochs"]
     assert info["heldout_auc"] > 0.95 and info["optimizer"]["sam"] is sam
-    assert info["loss"] == {"alpha": 0.8, "gamma": 0.5, "margin": 0.6, "power": 2, "auc_on": "prob"}
+    assert info["loss"] == {"alpha": 0.8, "alpha_convention": "share", "gamma": 0.5, "margin": 0.6, "power": 2,
+                            "auc_on": "prob"}
     json.dumps(info)
 
 
@@ -244,7 +272,8 @@ def test_save_load_roundtrip(tmp_path):
     head = make_head("robust-mlp", seed=0, **{**SMALL, "epochs": 3})
     head.fit(X, y, g)
     cfg = head.config()
-    assert json.loads(json.dumps(cfg)) == cfg and cfg["dim"] == 8 and cfg["h1"] == 32
+    assert json.loads(json.dumps(cfg)) == cfg and cfg["dim"] == 8 and cfg["hidden"] == [32, 16]
+    assert cfg["alpha_convention"] == "share" and cfg["preset"] == "fakescope"
     state = head.state()
     assert "net.1.running_mean" in state and "net.5.running_var" in state and "mean" in state
     assert all(isinstance(v, np.ndarray) for v in state.values())
@@ -266,7 +295,66 @@ def test_make_head_options():
     assert "robust-mlp" in methods()
     head = make_head("robust-mlp", seed=0, alpha=0.9, sam=False)
     assert isinstance(head, RobustMLP) and head.alpha == 0.9 and head.sam is False
-    assert (head.h1, head.h2, head.dropout, head.epochs, head.batch_size) == (512, 128, 0.5, 30, 256)
+    assert (head.hidden, head.dropout, head.epochs, head.batch_size) == ([512, 128], 0.5, 30, 256)
+    assert head.alpha_convention == "share" and head.schedule == "constant"
     assert make_head("robust-mlp", sam="false").sam is False
+    assert make_head("robust-mlp", alpha=1.0).alpha == 1.0  # the paper's reading: the plain mean
     with pytest.raises(ValueError):
-        make_head("robust-mlp", alpha=1.0)
+        make_head("robust-mlp", alpha=0.0)
+    with pytest.raises(ValueError):
+        make_head("robust-mlp", alpha=1.0, alpha_convention="quantile")
+    with pytest.raises(ValueError):
+        make_head("robust-mlp", preset="nonesuch")
+    with pytest.raises(TypeError):
+        make_head("robust-mlp", widht=3)
+
+
+def test_purdue_preset_is_the_papers_head():
+    head = make_head("robust-mlp", preset="purdue")
+    assert head.hidden == [1536, 1536, 1536] and head.dropout == 0.335 and head.negative_slope == 0.01
+    assert (head.lr, head.weight_decay, head.schedule, head.schedule_period, head.min_lr) == \
+        (1e-3, 0.01, "cosine", 8, 1e-5)
+    assert (head.epochs, head.batch_size, head.gamma, head.auc_on, head.margin, head.power) == \
+        (32, 2048, 0.5, "logit", 0.6, 2)
+    assert (head.alpha, head.alpha_convention, head.sam, head.rho, head.init) == (0.8, "share", True, 0.05, "kaiming")
+    small = make_head("robust-mlp", preset="purdue", epochs=2, hidden=[24, 24, 24])  # options override the preset
+    X, y, g = _views(120, 60, 8, 1, seed=8)
+    small.fit(X, y, g)
+    mods = list(small.net)
+    assert [type(m).__name__ for m in mods[:4]] == ["Linear", "BatchNorm1d", "LeakyReLU", "Dropout"]
+    assert sum(isinstance(m, torch.nn.Linear) for m in mods) == 4 and mods[3].p == 0.335
+    again = head_from_state("robust-mlp", json.loads(json.dumps(small.config())), small.state())
+    assert again.preset == "purdue" and again.alpha_convention == "share"
+    np.testing.assert_array_equal(again.predict(X), small.predict(X))
+
+
+def test_cosine_schedule_by_hand():
+    from fakescope.heads.robust_mlp import cosine_lr
+    # T = 8, lr 1e-3, min 1e-5: half-way down at epoch 4, the minimum at 8, back up at 16
+    assert cosine_lr(0, 1e-3, 1e-5, 8) == pytest.approx(1e-3)
+    assert cosine_lr(4, 1e-3, 1e-5, 8) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)
+    assert cosine_lr(8, 1e-3, 1e-5, 8) == pytest.approx(1e-5)
+    assert cosine_lr(16, 1e-3, 1e-5, 8) == pytest.approx(1e-3)
+    # torch's CosineAnnealingLR stepped past T_max, as the Purdue trainer does
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8, eta_min=1e-5)
+    for epoch in range(1, 33):
+        opt.step()
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(cosine_lr(epoch, 1e-3, 1e-5, 8), rel=1e-6), epoch
+
+
+def test_heads_saved_with_the_old_alpha_reading_keep_it(tmp_path):
+    """A config without alpha_convention (every head saved before issue 19) loads with the quantile reading."""
+    X, y, g = _views(80, 40, 8, 2, seed=6)
+    head = make_head("robust-mlp", seed=0, **{**SMALL, "epochs": 2})
+    head.fit(X, y, g)
+    old = {k: v for k, v in head.config().items() if k not in ("alpha_convention", "preset", "hidden",
+                                                                "init", "schedule", "schedule_period", "min_lr")}
+    old.update(h1=32, h2=16)
+    loaded = head_from_state("robust-mlp", old, head.state())
+    assert loaded.alpha_convention == "quantile" and loaded.hidden == [32, 16]
+    np.testing.assert_array_equal(loaded.predict(X), head.predict(X))
+    shipped = load_detector()
+    assert shipped.head.alpha_convention == "quantile" and shipped.head.alpha == 0.8

@@ -26,6 +26,9 @@ same crops, resizing and JPEG re-compression applied to both classes. Its thresh
 diffusion, GAN faces), heavily edited or re-compressed images, and local edits (inpainting) of
 real photos, which it misses at image level (use --localize). See docs/results.md."""
 
+MODEL_HELP = ("Detector folder, or a Hugging Face Hub id user/repo[@revision] (an existing folder wins); "
+              "default: the shipped model.")
+
 err = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped at the terminal's width
 
 
@@ -82,7 +85,7 @@ def _root(version: bool = typer.Option(False, "--version", is_eager=True, callba
 def scan(
     paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin; also CSV/JSONL manifests (path column), tars and WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results: a .jsonl file (one JSON line per image) or a folder of Parquet part files (a name without suffix, or an existing folder); re-running with the same --out resumes."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     batch_size: int = typer.Option(0, help="Images per forward pass (0: what the backbone runs fastest at)."),
     workers: int = typer.Option(0, help="--engine local: decoding threads; --engine ray: model workers, one model each (0: automatic)."),
     max_pixels: int = typer.Option(89_478_485, help="Refuse images with more pixels than this."),
@@ -433,7 +436,7 @@ def validate(
 
 @app.command("eval")
 def evaluate(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     data: List[str] = typer.Option(..., "--data", help="Labelled data (as for train); repeatable."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for metrics.json and summary.md."),
@@ -507,7 +510,7 @@ def evaluate(
 def calibrate(
     data: List[str] = typer.Option(..., "--data", help="Labelled calibration images, not the ones you will report on; repeatable."),
     out: Path = typer.Option(..., "--out", help="Folder for the calibrated detector."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     method: str = typer.Option("platt", help="platt (a*logit+b), temperature (logit/T) or none (threshold only)."),
     target_fpr: Optional[float] = typer.Option(None, help="Also reset the threshold so this fraction of the real images is called fake."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
@@ -599,6 +602,23 @@ def backbones():
         else:
             s = parse_spec(name)
             print(f"{name:16s} dim={s.dim:<5d} input={s.input_size} weights={s.weights}")
+
+
+@app.command()
+def push(
+    model_dir: Path = typer.Argument(..., help="A detector or localiser folder (detector.json / localizer.json + safetensors)."),
+    repo_id: str = typer.Argument(..., help="Hugging Face Hub repo id, user/repo (created when missing)."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch to upload to (default: main)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="HF_TOKEN", show_default=False,
+                                        help="Hub token; default: HF_TOKEN or the `hf auth login` token."),
+):
+    """Upload a model folder to the Hugging Face Hub with its model card (README.md); then
+    `--model user/repo` loads it anywhere."""
+    from .hub import push_model
+
+    url = push_model(model_dir, repo_id, revision=revision, private=private, token=token)
+    err.print(f"pushed {one_line(model_dir)} to {one_line(repo_id)}: {one_line(url)}")
 
 
 from .localize import commands as _loc  # noqa: E402

@@ -257,5 +257,9 @@ def default_model_dir() -> Path:
 
 
 def load_detector(model: str | Path | None = None) -> Detector:
-    """The shipped default detector, or one saved by `fakescope train` / `Detector.save`."""
-    return Detector.load(default_model_dir() if model in (None, "", DEFAULT_MODEL) else model)
+    """The shipped default detector, or one saved by `fakescope train` / `Detector.save`: a folder,
+    or a Hugging Face Hub id `user/repo[@revision]` (hub.py: an existing folder wins)."""
+    if model in (None, "", DEFAULT_MODEL):
+        return Detector.load(default_model_dir())
+    from .hub import resolve_model
+    return Detector.load(resolve_model(model))

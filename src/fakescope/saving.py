@@ -1,7 +1,7 @@
 """Model folders: named arrays in safetensors + everything else in JSON, written atomically.
 
-Every saved model (detectors, localisers) is one folder of exactly these two files, never
-pickle, so a model file can be inspected, diffed and loaded without running its code.
+Every saved model (detectors, localisers) is one folder of these two files (plus README.md, the
+model card generated from the JSON, see hub.py), never pickle, so a model file can be inspected, diffed and loaded without running its code.
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def save_model_dir(directory: str | os.PathLike, meta: dict, meta_name: str,
     tmp = d / f".{meta_name}.tmp"
     tmp.write_text(text)
     os.replace(tmp, d / meta_name)
+    from .hub import write_model_card  # every model folder carries its Hub model card (README.md)
+    write_model_card(d, json.loads(text))
     return d
 
 

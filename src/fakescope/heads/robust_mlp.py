@@ -1,11 +1,23 @@
 """Robust MLP head: the Purdue "Robust CLIP-based detector" recipe on frozen features.
 
-A small MLP (Linear-BatchNorm-LeakyReLU-Dropout x2, then Linear) on standardised
+An MLP (Linear-BatchNorm-LeakyReLU-Dropout per hidden layer, then Linear) on standardised
 features, trained with gamma * CVaR(BCE) + (1 - gamma) * pairwise AUC loss (see
 losses.py) and Sharpness-Aware Minimization over AdamW (see sam.py). The epoch kept
 is the best one by AUC on a group-disjoint held-out split (views of one image stay on
 one side), so nothing is refit. Batches are class-stratified, since the AUC term
 needs (fake, real) pairs in every batch.
+
+Two configurations (`preset=`):
+- "fakescope" (the default): hidden 512, 128; dropout 0.5; AdamW wd 1e-4, constant lr; batch 256;
+  AUC term on probabilities; early stopping (patience 10). Sized for the few thousand training
+  images of this project's CPU runs, where 3 x 1536 units over-fit and batch 2048 is a handful of
+  steps per epoch; the AUC margin 0.6 is meaningful on probabilities, less so on unbounded logits.
+- "purdue" (the paper's head, DFAD_model_base.py + train.py): hidden 1536 x 3, Kaiming-uniform
+  weights, dropout 0.335; AdamW lr 1e-3 wd 0.01 with a cosine schedule (period epochs/4 = 8 epochs,
+  min lr 1e-5, as their CosineAnnealingLR(T_max=num_epochs/4)); 32 epochs, batch 2048; gamma 0.5,
+  CVaR alpha 0.8 (worst 80%), AUC term on logits (margin 0.6, power 2); SAM rho 0.05.
+Both read CVaR's alpha as the paper does (`alpha_convention="share"`); heads saved before that
+option existed used the quantile reading and load with it (`from_state`).
 """
 from __future__ import annotations
 
@@ -16,7 +28,7 @@ import torch
 from torch import nn
 
 from . import register
-from .losses import robust_loss
+from .losses import cvar_tail, robust_loss
 from .sam import SAM
 
 _PREDICT_CHUNK = 8192
@@ -27,12 +39,32 @@ def _auc(y: np.ndarray, scores: np.ndarray) -> float:
     return roc_auc(y, scores)
 
 
-def build_mlp(dim: int, h1: int, h2: int, dropout: float, negative_slope: float = 0.01) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(dim, h1), nn.BatchNorm1d(h1), nn.LeakyReLU(negative_slope), nn.Dropout(dropout),
-        nn.Linear(h1, h2), nn.BatchNorm1d(h2), nn.LeakyReLU(negative_slope), nn.Dropout(dropout),
-        nn.Linear(h2, 1),
-    )
+def build_mlp(dim: int, hidden: list[int], dropout: float, negative_slope: float = 0.01,
+              init: str = "torch") -> nn.Sequential:
+    """Module indices are those of the old two-layer build, so heads saved by it still load."""
+    layers: list[nn.Module] = []
+    width = dim
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.LeakyReLU(negative_slope), nn.Dropout(dropout)]
+        width = h
+    layers.append(nn.Linear(width, 1))
+    net = nn.Sequential(*layers)
+    if init == "kaiming":  # the Purdue model's "he initialization", output layer included
+        for m in net:
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
+    elif init != "torch":
+        raise ValueError(f"init must be 'torch' or 'kaiming', got {init!r}")
+    return net
+
+
+def cosine_lr(epoch: int, lr: float, min_lr: float, period: int) -> float:
+    """Learning rate after `epoch` epochs: min_lr + (lr - min_lr) (1 + cos(pi epoch / period)) / 2.
+
+    Past `period` it goes back up, as torch's CosineAnnealingLR does when stepped beyond T_max
+    (the Purdue trainer sets T_max = epochs / 4, so its lr falls and rises twice over a run).
+    """
+    return min_lr + (lr - min_lr) * (1.0 + math.cos(math.pi * epoch / period)) / 2.0
 
 
 def heldout_split(y: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -79,35 +111,64 @@ def _set_bn_momentum(net: nn.Module, momentum: float | None, saved: dict | None 
     return old
 
 
+PRESETS: dict[str, dict] = {
+    "fakescope": dict(hidden=[512, 128], dropout=0.5, negative_slope=0.01, init="torch", alpha=0.8,
+                      alpha_convention="share", gamma=0.5, margin=0.6, power=2, auc_on="prob", sam=True,
+                      rho=0.05, lr=1e-3, weight_decay=1e-4, schedule="constant", schedule_period=None,
+                      min_lr=0.0, epochs=30, batch_size=256, holdout=0.15, patience=10, seed=0),
+    "purdue": dict(hidden=[1536, 1536, 1536], dropout=0.335, negative_slope=0.01, init="kaiming", alpha=0.8,
+                   alpha_convention="share", gamma=0.5, margin=0.6, power=2, auc_on="logit", sam=True,
+                   rho=0.05, lr=1e-3, weight_decay=0.01, schedule="cosine", schedule_period=8,
+                   min_lr=1e-5, epochs=32, batch_size=2048, holdout=0.15, patience=None, seed=0),
+}
+
+
 @register
 class RobustMLP:
     method = "robust-mlp"
 
-    def __init__(self, h1: int = 512, h2: int = 128, dropout: float = 0.5, negative_slope: float = 0.01,
-                 alpha: float = 0.8, gamma: float = 0.5, margin: float = 0.6, power: float = 2,
-                 auc_on: str = "prob", sam: bool = True, rho: float = 0.05, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, epochs: int = 30, batch_size: int = 256,
-                 holdout: float = 0.15, patience: int | None = 10, seed: int = 0):
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        if auc_on not in ("prob", "logit"):
-            raise ValueError(f"auc_on must be 'prob' or 'logit', got {auc_on!r}")
-        self.h1, self.h2, self.dropout, self.negative_slope = int(h1), int(h2), float(dropout), float(negative_slope)
-        self.alpha, self.gamma, self.margin, self.auc_on = float(alpha), float(gamma), float(margin), auc_on
-        self.power = power
-        self.sam, self.rho, self.lr, self.weight_decay = _as_bool(sam), float(rho), float(lr), float(weight_decay)
-        self.epochs, self.batch_size, self.holdout = int(epochs), int(batch_size), float(holdout)
-        self.patience = None if patience is None else int(patience)
-        self.seed = int(seed)
+    def __init__(self, preset: str = "fakescope", **options):
+        """Options override the preset's values (`PRESETS`). `h1`, `h2` are the two hidden widths
+        of heads saved before `hidden` existed."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown robust-mlp preset {preset!r}; known: {', '.join(PRESETS)}")
+        if "h1" in options or "h2" in options:
+            if "hidden" in options:
+                raise ValueError("give either hidden=[...] or h1/h2, not both")
+            options["hidden"] = [options.pop("h1", PRESETS["fakescope"]["hidden"][0]),
+                                 options.pop("h2", PRESETS["fakescope"]["hidden"][1])]
+        unknown = set(options) - set(PRESETS[preset])
+        if unknown:
+            raise TypeError(f"unknown robust-mlp option(s): {', '.join(sorted(unknown))}")
+        o = {**PRESETS[preset], **options}
+        if not 0.0 <= float(o["gamma"]) <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {o['gamma']}")
+        if o["auc_on"] not in ("prob", "logit"):
+            raise ValueError(f"auc_on must be 'prob' or 'logit', got {o['auc_on']!r}")
+        if o["schedule"] not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {o['schedule']!r}")
+        cvar_tail(float(o["alpha"]), o["alpha_convention"])  # validates alpha under its convention
+        self.preset = preset
+        hidden = o["hidden"]
+        self.hidden = [int(h) for h in ([hidden] if isinstance(hidden, (int, float)) else hidden)]
+        self.dropout, self.negative_slope, self.init = float(o["dropout"]), float(o["negative_slope"]), o["init"]
+        self.alpha, self.alpha_convention = float(o["alpha"]), o["alpha_convention"]
+        self.gamma, self.margin, self.auc_on = float(o["gamma"]), float(o["margin"]), o["auc_on"]
+        self.power = o["power"]
+        self.sam, self.rho, self.lr = _as_bool(o["sam"]), float(o["rho"]), float(o["lr"])
+        self.weight_decay, self.schedule, self.min_lr = float(o["weight_decay"]), o["schedule"], float(o["min_lr"])
+        self.schedule_period = None if o["schedule_period"] is None else int(o["schedule_period"])
+        self.epochs, self.batch_size, self.holdout = int(o["epochs"]), int(o["batch_size"]), float(o["holdout"])
+        self.patience = None if o["patience"] is None else int(o["patience"])
+        self.seed = int(o["seed"])
         self.mean = self.std = None
         self.net: nn.Sequential | None = None
         self.dim: int | None = None
 
     # ------------------------------------------------------------ training
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return robust_loss(logits, y, self.alpha, self.gamma, self.margin, self.power, self.auc_on)
+        return robust_loss(logits, y, self.alpha, self.gamma, self.margin, self.power, self.auc_on,
+                           self.alpha_convention)
 
     def _train_epoch(self, opt: torch.optim.Optimizer, Z: torch.Tensor, t: torch.Tensor, y: np.ndarray,
                      rng: np.random.Generator) -> float:
@@ -156,7 +217,7 @@ class RobustMLP:
 
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
             torch.manual_seed(self.seed)
-            self.net = build_mlp(self.dim, self.h1, self.h2, self.dropout, self.negative_slope)
+            self.net = build_mlp(self.dim, self.hidden, self.dropout, self.negative_slope, self.init)
             params = self.net.parameters()
             if self.sam:
                 opt = SAM(params, torch.optim.AdamW, rho=self.rho, lr=self.lr, weight_decay=self.weight_decay)
@@ -164,8 +225,12 @@ class RobustMLP:
                 opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
             Ztr, ttr, ytr = Z[tr], t[tr], y[tr]
             Zva, yva = Z[held], y[held]
+            period = self.schedule_period or self.epochs
             for epoch in range(1, self.epochs + 1):
                 train_loss = self._train_epoch(opt, Ztr, ttr, ytr, rng)
+                if self.schedule == "cosine":  # stepped per epoch, as the Purdue trainer does
+                    for group in opt.param_groups:
+                        group["lr"] = cosine_lr(epoch, self.lr, self.min_lr, period)
                 if not held.any():
                     history.append(round(train_loss, 5))
                     continue
@@ -188,10 +253,11 @@ class RobustMLP:
                 "heldout_auc": round(best[0], 5) if held.any() else None,
                 "heldout_n": int(held.sum()), "train_n": int(tr.sum()),
                 "history": history, "history_metric": "heldout_auc" if held.any() else "train_loss",
-                "loss": {"alpha": self.alpha, "gamma": self.gamma, "margin": self.margin, "power": self.power,
+                "preset": self.preset,
+                "loss": {"alpha": self.alpha, "alpha_convention": self.alpha_convention, "gamma": self.gamma, "margin": self.margin, "power": self.power,
                          "auc_on": self.auc_on},
                 "optimizer": {"sam": self.sam, "rho": self.rho if self.sam else None, "lr": self.lr,
-                              "weight_decay": self.weight_decay}}
+                              "weight_decay": self.weight_decay, "schedule": self.schedule}}
         return info
 
     # ------------------------------------------------------------ inference
@@ -215,11 +281,11 @@ class RobustMLP:
         return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
 
     # ------------------------------------------------------------ persistence
-    _OPTIONS = ("h1", "h2", "dropout", "negative_slope", "alpha", "gamma", "margin", "power", "auc_on", "sam",
-                "rho", "lr", "weight_decay", "epochs", "batch_size", "holdout", "patience", "seed")
+    _OPTIONS = tuple(PRESETS["fakescope"])
 
     def config(self) -> dict:
-        cfg = {k: getattr(self, k) for k in self._OPTIONS}
+        cfg = {"preset": self.preset, **{k: getattr(self, k) for k in self._OPTIONS}}
+        cfg["hidden"] = list(self.hidden)
         cfg["power"] = float(cfg["power"]) if not float(cfg["power"]).is_integer() else int(cfg["power"])
         cfg["dim"] = self.dim
         return cfg
@@ -232,11 +298,14 @@ class RobustMLP:
 
     @classmethod
     def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "RobustMLP":
-        head = cls(**{k: config[k] for k in cls._OPTIONS if k in config})
+        opts = {k: config[k] for k in cls._OPTIONS + ("h1", "h2") if k in config}
+        # saved before alpha_convention existed: alpha was the quantile level (alpha 0.8 = worst 20%)
+        opts.setdefault("alpha_convention", "quantile")
+        head = cls(config.get("preset", "fakescope"), **opts)
         head.mean = np.asarray(state["mean"], np.float32)
         head.std = np.asarray(state["std"], np.float32)
         head.dim = int(config.get("dim") or head.mean.shape[0])
-        head.net = build_mlp(head.dim, head.h1, head.h2, head.dropout, head.negative_slope)
+        head.net = build_mlp(head.dim, head.hidden, head.dropout, head.negative_slope)
         head.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items()
                                   if k.startswith("net.")})
         head.net.eval()

@@ -20,8 +20,12 @@ def default_localizer_dir() -> Path:
 
 
 def load_localizer(path: str | Path | None = None) -> Localizer:
-    """The shipped default localiser, or one saved by `fakescope localizer train`."""
-    return Localizer.load(default_localizer_dir() if path in (None, "", DEFAULT_LOCALIZER) else path)
+    """The shipped default localiser, or one saved by `fakescope localizer train`: a folder or a
+    Hugging Face Hub id `user/repo[@revision]` (hub.py)."""
+    if path in (None, "", DEFAULT_LOCALIZER):
+        return Localizer.load(default_localizer_dir())
+    from ..hub import resolve_model
+    return Localizer.load(resolve_model(path))
 
 
 def iter_maps(loc: Localizer, sources: Sequence, chunk: int = 16) -> Iterator[tuple[int, np.ndarray | None, str | None]]:

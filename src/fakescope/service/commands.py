@@ -23,7 +23,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder; default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector folder or Hugging Face Hub id user/repo[@revision]; default: the shipped model."),
     localizer: str = typer.Option("default", "--localizer", help="Heatmaps: 'default' (the shipped localiser, about "
                                   "0.2 s per image on 2 cores), 'none' (scores only, faster), or a localiser folder."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. The default answers this machine only."),
