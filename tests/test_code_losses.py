@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from fakescope.training.losses import code_loss, natural_traces_loss, nt_xent, spherical_kmeans  # noqa: E402
+from fakescope.training.losses import (code_loss, natural_traces_loss, nt_xent, same_class_derangement,  # noqa: E402
+                                       spherical_kmeans)
 
 
 def unit(x):
@@ -58,7 +59,7 @@ def test_code_loss_is_anchored_on_both_classes():
     local embeddings get a gradient (under the released bug they would get none: they appear in no term)."""
     l, g, y = batch(seed=1)
     l.requires_grad_(True)
-    loss, parts = code_loss(l, g, y, 0.1)
+    loss, parts = code_loss(l, g, y, 0.1, positives="class")
     assert float(loss.detach()) == pytest.approx(0.5 * (parts["loss_real_anchored"] + parts["loss_fake_anchored"]), rel=1e-6)
     assert float(loss.detach()) != pytest.approx(parts["loss_real_anchored"], rel=1e-3)   # not real twice (/2)
     loss.backward()
@@ -69,6 +70,78 @@ def test_code_loss_is_anchored_on_both_classes():
     released_loss.backward()
     assert float(l2.grad[y == 1].abs().sum()) == 0.0
     assert float(released_loss.detach()) == pytest.approx(2 * parts["loss_real_anchored"], rel=1e-5)
+
+
+def ref_info_nce(q, k, y, t, pos_of):
+    """Per-anchor InfoNCE, each positive against the keys of the other class; pos_of(i) lists i's positives."""
+    Q, K = unit(q.tolist()), unit(k.tolist())
+    out = []
+    for i in range(len(y)):
+        negs = [j for j in range(len(y)) if y[j] != y[i]]
+        terms = []
+        for p in pos_of(i):
+            num = math.exp(dot(Q[i], K[p]) / t)
+            terms.append(-math.log(num / (num + sum(math.exp(dot(Q[i], K[n]) / t) for n in negs))))
+        out.append(sum(terms) / len(terms))
+    return out
+
+
+@pytest.mark.parametrize("positives", ["class", "pair"])
+def test_code_loss_with_image_term_matches_reference(positives):
+    """CoDE per class: (clean -> augmented other image of the class + local -> global) / 2; then the mean of the classes."""
+    l, g, y = batch(n=8, seed=4)
+    c, a, _ = batch(n=8, seed=5)
+    yl = y.tolist()
+    pair_index = torch.tensor([2, 3, 4, 5, 6, 7, 0, 1])  # same class, never itself
+    loss, parts = code_loss(l, g, y, 0.1, positives, clean=c, augmented=a, pair_index=pair_index)
+    local = ref_info_nce(l, g, yl, 0.1, (lambda i: [j for j in range(8) if yl[j] == yl[i]]) if positives == "class"
+                         else (lambda i: [i]))
+    image = ref_info_nce(c, a, yl, 0.1, lambda i: [int(pair_index[i])])
+    per_class = {}
+    for cls in (0, 1):
+        idx = [i for i in range(8) if yl[i] == cls]
+        li, ii = sum(local[i] for i in idx) / len(idx), sum(image[i] for i in idx) / len(idx)
+        per_class[cls] = (li + ii) / 2
+        name = "real" if cls == 0 else "fake"
+        assert parts[f"loss_local_{name}"] == pytest.approx(li, rel=1e-5)
+        assert parts[f"loss_image_{name}"] == pytest.approx(ii, rel=1e-5)
+    assert float(loss) == pytest.approx((per_class[0] + per_class[1]) / 2, rel=1e-5)
+
+
+def test_code_loss_by_hand():
+    """Two reals along x, two fakes along y, t = 1: each positive has cosine 1, each of the 2 negatives
+    cosine 0, so every anchor's loss is -log(e / (e + 2)), in both terms and for both classes."""
+    v = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    loss, parts = code_loss(v, v, y, 1.0, clean=v, augmented=v, pair_index=torch.tensor([1, 0, 3, 2]))
+    assert float(loss) == pytest.approx(math.log((math.e + 2) / math.e), rel=1e-6)
+    assert parts["loss_image_fake"] == pytest.approx(math.log((math.e + 2) / math.e), rel=1e-6)
+    # a fake's clean image paired with a real's augmented view would be a positive across classes: the
+    # derangement never does that, and a pair index pointing at the image itself is CoDE's fallback only
+    idx = same_class_derangement(torch.tensor([0, 1, 0, 1, 1, 0, 1]), torch.Generator().manual_seed(0))
+    yy = [0, 1, 0, 1, 1, 0, 1]
+    assert sorted(idx.tolist()) == list(range(7))
+    assert all(yy[j] == yy[i] and j != i for i, j in enumerate(idx.tolist()))
+    assert same_class_derangement(torch.tensor([0, 1, 1])).tolist()[0] == 0   # alone in its class: itself
+    with pytest.raises(ValueError):
+        code_loss(v, v, y, clean=v)
+
+
+def test_code_objective_adds_the_image_term_when_the_batch_has_it():
+    from fakescope.training.code import code_objective
+    from fakescope.training.engine import StepContext
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 4)
+    l, g, y = batch(n=8, seed=6)
+    c, a, _ = batch(n=8, seed=7)
+    ctx = StepContext(rank=0, world_size=1, epoch=0, step=5, device=torch.device("cpu"))
+    loss, parts = code_objective(0.1)(model, {"global": g, "local": l, "clean": c, "augmented": a, "label": y}, ctx)
+    idx = same_class_derangement(y, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want, _ = code_loss(model(l), model(g), y, 0.1, "pair", model(c), model(a), idx)
+    assert float(loss) == pytest.approx(float(want), rel=1e-5) and "loss_image_real" in parts
+    only_local, parts = code_objective(0.1)(model, {"global": g, "local": l, "label": y}, ctx)
+    assert "loss_image_real" not in parts and float(only_local) != pytest.approx(float(loss), rel=1e-3)
 
 
 def released_real_term(l, g, y, t):
@@ -88,9 +161,13 @@ def test_code_loss_single_class_and_gradient_direction():
     assert float(zero) == 0.0 and "loss_fake_anchored" not in parts        # no negatives: nothing to contrast
     # moving a fake local view towards the fake global views lowers the loss
     l, g, y = batch(seed=2)
-    before = float(code_loss(l, g, y)[0])
+    before = float(code_loss(l, g, y, positives="class")[0])
     l2 = l.clone()
     l2[1] = F.normalize(g[y == 1].mean(0), dim=0) * 3
+    assert float(code_loss(l2, g, y, positives="class")[0]) < before
+    # per-pair positives (the default): towards its own global view
+    before = float(code_loss(l, g, y)[0])
+    l2[1] = g[1]
     assert float(code_loss(l2, g, y)[0]) < before
 
 

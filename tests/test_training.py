@@ -230,3 +230,21 @@ def test_vit_tiny_is_code_s_vit_ti16_and_trains_at_224():
     assert not torch.equal(vit.state_dict()["blocks.0.qkv.weight"], before["blocks.0.qkv.weight"])
     with torch.no_grad():
         assert vit(torch.zeros(2, 3, 224, 224)).shape == (2, 192)
+
+
+def test_views_carry_codes_clean_and_augmented_images():
+    from PIL import Image
+    from fakescope.training.data import FeatureViews, ImageViews
+    from fakescope.training.views import ViewConfig
+    G = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)   # 2 images, 3 global views (0 = clean)
+    Lf = -np.ones((2, 1, 4), np.float32)
+    fv = FeatureViews({"global": G, "local": Lf}, [0, 1], image_term=True)
+    for seed in range(5):
+        it = fv.item(1, np.random.default_rng(seed))
+        np.testing.assert_array_equal(it["clean"], G[1, 0])
+        assert any(np.array_equal(it["augmented"], G[1, v]) for v in (1, 2))   # never the clean view itself
+    assert "clean" not in FeatureViews({"global": G, "local": Lf}, [0, 1]).item(0, np.random.default_rng(0))
+    img = Image.new("RGB", (40, 30), (200, 10, 10))
+    iv = ImageViews([img], [1], ViewConfig(out_size=16), ViewConfig(out_size=16, scale=(0.05, 0.4)), image_term=True)
+    it = iv.item(0, np.random.default_rng(0))
+    assert {"global", "local", "clean", "augmented", "label"} <= set(it) and it["clean"].shape == it["augmented"].shape

@@ -36,12 +36,17 @@ def decode_samples(samples: Sequence[Sample], workers: int = 2) -> tuple[list[Im
 
 
 class ImageViews:
-    """One global and one local view of image i, drawn from the generator the engine passes."""
+    """One global and one local view of image i, drawn from the generator the engine passes; with
+    `image_term`, also CoDE's "clean" image (resized to the global view's size, nothing else) and an
+    "augmented" one (a second, independent global view)."""
 
     def __init__(self, images: Sequence[Image.Image], labels: Sequence[int], global_view: ViewConfig,
-                 local_view: ViewConfig, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+                 local_view: ViewConfig, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), image_term: bool = False):
         self.images, self.labels = list(images), np.asarray(labels, np.int64)
         self.views = {"global": global_view, "local": local_view}
+        if image_term:
+            self.views["augmented"] = global_view
+        self.clean_size = global_view.out_size if image_term else None
         self.mean, self.std = mean, std
 
     def __len__(self) -> int:
@@ -50,21 +55,30 @@ class ImageViews:
     def item(self, index: int, rng: np.random.Generator) -> dict:
         img = self.images[index]
         out = {name: to_array(make_view(img, rng, cfg), self.mean, self.std) for name, cfg in self.views.items()}
+        if self.clean_size is not None:
+            out["clean"] = to_array(img.resize((self.clean_size, self.clean_size), Image.BICUBIC), self.mean, self.std)
         out["label"] = self.labels[index]
         return out
 
 
 class FeatureViews:
-    """features[name]: (n, V, D) frozen features of V views per image; an item picks one per name."""
+    """features[name]: (n, V, D) frozen features of V views per image; an item picks one per name.
+    With `image_term`, also CoDE's "clean" (global view 0, the clean image) and "augmented" (one of
+    the other global views; view 0 when there is no other)."""
 
-    def __init__(self, features: dict[str, np.ndarray], labels: Sequence[int]):
+    def __init__(self, features: dict[str, np.ndarray], labels: Sequence[int], image_term: bool = False):
         self.features, self.labels = features, np.asarray(labels, np.int64)
+        self.image_term = image_term
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def item(self, index: int, rng: np.random.Generator) -> dict:
         out = {name: F[index, int(rng.integers(F.shape[1]))] for name, F in self.features.items()}
+        if self.image_term:
+            G = self.features["global"]
+            out["clean"] = G[index, 0]
+            out["augmented"] = G[index, int(rng.integers(1, G.shape[1])) if G.shape[1] > 1 else 0]
         out["label"] = self.labels[index]
         return out
 

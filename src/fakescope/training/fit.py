@@ -41,7 +41,8 @@ OPTIONS = {
     "warmup": 0.05,                # fraction of the steps spent warming up
     "temperature": 0.1,            # CoDE InfoNCE / natural-traces stage 2
     "stage1_temperature": 0.2,     # natural-traces stage 1 NT-Xent
-    "positives": "class",          # CoDE: all same-class global views ("class") or only the image's own ("pair")
+    "positives": "pair",           # CoDE local term: the image's own global view ("pair", CoDE) or all same-class ones ("class")
+    "image_term": True,            # CoDE image term: clean image vs augmented other image of its class (CoDE); false: local term only
     "prototypes": 4,               # natural-traces: learnable real prototypes in stage 2
     "global_scale": [0.4, 1.0],    # area fraction of global views
     "local_scale": [0.05, 0.4],    # area fraction of local views
@@ -98,6 +99,10 @@ def _loop(o: dict, seed: int, epochs: int, n: int, world: int, run_dir: str | No
                                   max_steps=int(o["max_steps"]) if o["max_steps"] else None,
                                   max_seconds=60 * float(o["max_minutes"]) if o["max_minutes"] else None, amp=str(o["amp"]),
                                   device=str(o["device"]), workers=int(o["workers"]), desc=desc)
+
+
+def _image_term(method: str, o: dict) -> bool:
+    return method == "code" and str(o["image_term"]).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _vit(o: dict):
@@ -169,7 +174,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             feats = {k: v[ok] for k, v in feats.items()}
             encoder = FeatureAdapter(feats["global"].shape[2], int(o["hidden"]), int(o["out_dim"]))
             encoder.set_statistics(feats["global"][:, 0])
-            dataset = FeatureViews(feats, [s.label for s in train])
+            dataset = FeatureViews(feats, [s.label for s in train], image_term=_image_term(cfg.method, o))
         else:
             from .data import ImageViews, decode_samples
             encoder = _vit(o)
@@ -181,7 +186,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             train = [train[i] for i in keep]
             pre = int(o["pre_crop"]) if o["pre_crop"] else None
             dataset = ImageViews([images[i] for i in keep], [s.label for s in train],
-                                 ViewConfig(out_size=S, scale=gs, pre_crop=pre), ViewConfig(out_size=S, scale=ls, pre_crop=pre))
+                                 ViewConfig(out_size=S, scale=gs, pre_crop=pre), ViewConfig(out_size=S, scale=ls, pre_crop=pre),
+                                 image_term=_image_term(cfg.method, o))
         from .encoders import count_parameters
         info["encoder_parameters"] = count_parameters(encoder)
 

@@ -1,6 +1,7 @@
 """Losses of the trained embeddings, as pure functions of a (global) batch of embeddings.
 
-* `code_loss`: CoDE's global-local InfoNCE (Baraldi et al., ECCV 2024), anchored on BOTH classes.
+* `code_loss`: CoDE's two InfoNCE terms (Baraldi et al., ECCV 2024), image-to-image and local-to-global,
+  anchored on BOTH classes.
 * `nt_xent`: SimCLR's NT-Xent over two views per image: stage 1 of "natural traces" (reals only).
 * `natural_traces_loss`: stage 2, an extended supervised contrastive loss with learnable real
   prototypes (the "natural traces") as extra members of the real class; fakes are only ever
@@ -18,52 +19,86 @@ from ..heads.contrastive import supcon_loss
 REAL, FAKE = 0, 1
 
 
-def code_loss(local: torch.Tensor, global_: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1,
-              positives: str = "class") -> tuple[torch.Tensor, dict[str, float]]:
-    """CoDE's InfoNCE between local and global views, anchored on both classes.
-
-    local, global_: (N, d) embeddings of a local and a global view of the same N images (row i
-    of each comes from image i); labels: (N,) 0 real / 1 fake. With s_ij = cos(l_i, g_j) / t,
-    anchor i (a local view), positives P(i) and negatives N(i) = {j : y_j != y_i} (global views of
-    the other class):
-
-        loss_ip = -log( exp(s_ip) / (exp(s_ip) + sum_{n in N(i)} exp(s_in)) )
-        loss_i  = mean_{p in P(i)} loss_ip
-        L_real  = mean of loss_i over real anchors,  L_fake = the same over fake anchors
-        L       = (L_real + L_fake) / 2
-
-    positives="class": P(i) = {j : y_j = y_i}, every global view of i's class (CoDE pairs a
-    query with another same-class image through a permutation of the batch; averaging over all
-    same-class keys is that, for every permutation at once). positives="pair": P(i) = {i}, only
-    the global view of the same image. Each positive competes only against the other class, as
-    in CoDE's InfoNCE with unpaired negative keys.
-
-    Both classes are anchors: the released trainer sums the real-anchored term twice and never
-    the fake-anchored one, so fake local views never act as queries; here they do, with equal
-    weight. A class absent from the batch contributes no term; no negative at all gives 0.
-    """
-    l = F.normalize(local.float(), dim=1)
-    g = F.normalize(global_.float(), dim=1)
-    y = labels.reshape(-1)
-    sim = (l @ g.T) / temperature
+def _cross_class_infonce(query: torch.Tensor, keys: torch.Tensor, y: torch.Tensor, pos: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
+    """Per-query InfoNCE where each positive key competes only with the keys of the other class:
+    loss_i = mean_{p: pos[i, p]} -log( e^{s_ip} / (e^{s_ip} + sum_{n: y_n != y_i} e^{s_in}) ),
+    s = cos / temperature (CoDE's `info_nce` with unpaired negative keys, one positive at a time)."""
+    q = F.normalize(query.float(), dim=1)
+    k = F.normalize(keys.float(), dim=1)
+    sim = (q @ k.T) / temperature
     same = y[:, None] == y[None, :]
-    if positives == "pair":
-        pos = torch.eye(len(y), dtype=torch.bool, device=y.device)
-    elif positives == "class":
-        pos = same
-    else:
-        raise ValueError("positives must be 'class' or 'pair'")
     neg_lse = torch.logsumexp(sim.masked_fill(same, float("-inf")), dim=1, keepdim=True)  # -inf: no negative
     log_p = sim - torch.logaddexp(sim, neg_lse)                                             # (N, N)
-    per_anchor = -(log_p.masked_fill(~pos, 0.0)).sum(1) / pos.sum(1).clamp(min=1)
+    return -(log_p.masked_fill(~pos, 0.0)).sum(1) / pos.sum(1).clamp(min=1)
+
+
+def same_class_derangement(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """index[i]: another image of i's class, a random cycle through each class (CoDE's roll_index,
+    done within each class of a mixed batch); an image alone in its class in the batch keeps itself."""
+    y = labels.reshape(-1).cpu()
+    index = torch.arange(len(y))
+    for cls in torch.unique(y):
+        members = torch.nonzero(y == cls).squeeze(1)
+        order = members[torch.randperm(len(members), generator=generator)]
+        index[order] = torch.roll(order, -1)
+    return index.to(labels.device)
+
+
+def code_loss(local: torch.Tensor, global_: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1,
+              positives: str = "pair", clean: torch.Tensor | None = None, augmented: torch.Tensor | None = None,
+              pair_index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """CoDE's objective (Baraldi et al., ECCV 2024): two InfoNCE terms per class, both classes anchored.
+
+    Row i of every input comes from image i; labels (N,) 0 real / 1 fake; s = cos / temperature.
+
+    Local term (local view -> global views): anchor l_i, positives P(i), negatives the global views
+    of the other class:  loss_ip = -log( e^{s(l_i,g_p)} / (e^{s(l_i,g_p)} + sum_{n: y_n != y_i} e^{s(l_i,g_n)}) ),
+    loss_i = mean_{p in P(i)} loss_ip. positives="pair" (CoDE): P(i) = {i}, the global crop of the same
+    image. positives="class" (fakescope's earlier default): every global view of i's class.
+
+    Image term (given `clean` and `augmented`): anchor the clean image c_i, positive the augmented
+    view of ANOTHER image of its class, a_{pair_index[i]} (default `same_class_derangement`), negatives
+    the augmented views of the other class. CoDE's features_real vs roll_index(features_augmented_real).
+
+        L_c = (mean over anchors of class c of the image term + the same of the local term) / 2
+        L   = (L_real + L_fake) / 2
+
+    Both classes are anchors: the released trainer adds the real-anchored L twice and never the
+    fake-anchored one, so fake images never act as queries; here they do, with equal weight. A class
+    absent from the batch contributes no term; no negative at all gives 0.
+    """
+    y = labels.reshape(-1)
+    n = len(y)
+    if positives == "pair":
+        pos = torch.eye(n, dtype=torch.bool, device=y.device)
+    elif positives == "class":
+        pos = y[:, None] == y[None, :]
+    else:
+        raise ValueError("positives must be 'class' or 'pair'")
+    per_local = _cross_class_infonce(local, global_, y, pos, temperature)
+    per_image = None
+    if (clean is None) != (augmented is None):
+        raise ValueError("the image term needs both clean and augmented views")
+    if clean is not None:
+        idx = same_class_derangement(y) if pair_index is None else pair_index.reshape(-1).to(y.device)
+        pos_img = torch.zeros(n, n, dtype=torch.bool, device=y.device)
+        pos_img[torch.arange(n, device=y.device), idx] = True
+        per_image = _cross_class_infonce(clean, augmented, y, pos_img, temperature)
     terms, parts = [], {}
-    for cls, name in ((REAL, "loss_real_anchored"), (FAKE, "loss_fake_anchored")):
+    for cls, name in ((REAL, "real"), (FAKE, "fake")):
         m = y == cls
         if bool(m.any()):
-            t = per_anchor[m].mean()
+            t_local = per_local[m].mean()
+            parts[f"loss_local_{name}"] = float(t_local.detach())
+            t = t_local
+            if per_image is not None:
+                t_image = per_image[m].mean()
+                parts[f"loss_image_{name}"] = float(t_image.detach())
+                t = (t_image + t_local) / 2
             terms.append(t)
-            parts[name] = float(t.detach())
-    loss = torch.stack(terms).mean() if terms else sim.sum() * 0.0
+            parts[f"loss_{name}_anchored"] = float(t.detach())
+    loss = torch.stack(terms).mean() if terms else (local.sum() + global_.sum()) * 0.0
     return loss, parts
 
 
@@ -160,4 +195,4 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) ->
     return c
 
 
-__all__ = ["code_loss", "natural_traces_loss", "nt_xent", "spherical_kmeans"]
+__all__ = ["code_loss", "natural_traces_loss", "nt_xent", "same_class_derangement", "spherical_kmeans"]
