@@ -37,7 +37,7 @@ PLACES = {
     "fakescope.train": "training", "fakescope.training": "training",
     "fakescope.evaluation": "evaluation",
     "fakescope.scale": "scale", "fakescope.service": "scale", "fakescope.generate": "scale",
-    "fakescope.cli": "cli", "fakescope.__main__": "cli",
+    "fakescope.cli": "cli", "fakescope.__main__": "cli", "fakescope.clitools": "cli",
 }
 COMMAND_MODULE = "commands"  # <package>.commands: a group of CLI commands, registered in cli.py
 

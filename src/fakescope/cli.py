@@ -3,6 +3,7 @@ backbones commands, and the registration of the command groups defined beside th
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from .clitools import Engine, choice, value
 from .evaluation.fmt import fmt_metric as fmt
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
@@ -30,6 +32,38 @@ MODEL_HELP = ("Detector folder, or a Hugging Face Hub id user/repo[@revision] (a
               "default: the shipped model.")
 
 err = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped at the terminal's width
+log = logging.getLogger("fakescope.cli")  # not __name__: `torchrun -m fakescope.cli` runs it as __main__
+
+
+class _ToConsole(logging.Handler):
+    """Log records on stderr through the rich console (markup kept, one line each)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = "" if record.levelno < logging.WARNING or record.getMessage().startswith("[") \
+                else f"[yellow]{record.levelname.lower()}:[/yellow] "
+            err.print(prefix + record.getMessage(), soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never stop a command
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool = False, verbose: int = 0) -> None:
+    """Messages of every command (and the library's `fakescope.*` loggers) at one level: --quiet
+    shows warnings and errors only (and no progress bars), --verbose adds debug messages."""
+    root = logging.getLogger("fakescope")
+    if not any(isinstance(h, _ToConsole) for h in root.handlers):
+        root.addHandler(_ToConsole())
+    root.propagate = False
+    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+ScanFormat = choice("ScanFormat", ["auto", "jsonl", "parquet"])
+# the heads' registry names, listed here because heads.methods() imports torch on every --help;
+# tests/test_cli_conventions.py fails when a registered head is missing from this list
+Method = choice("Method", ["linear", "multilayer", "disentangle", "robust-mlp", "code", "natural-traces", "knn",
+                           "ocsvm", "ocsvm-poly", "distance"])
+Modality = choice("Modality", ["image", "text", "both"])
+Calibration = choice("Calibration", ["platt", "temperature", "none"])
 
 
 def one_line(text: object) -> str:
@@ -63,7 +97,7 @@ class _Commands(TyperGroup):
         raise typer.Exit(EXIT_USAGE)
 
 
-app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(cls=_Commands, add_completion=True, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Detect AI-generated images.\n\n" + DEFAULT_HELP)
 
@@ -77,14 +111,16 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                       help="Print the version and exit.")):
-    pass
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr; no progress bars."),
+          verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Also debug messages (where models come from, ...).")):
+    configure_logging(quiet, verbose)
 
 
 @app.command(epilog="Exit status: 0 all images scored; 3 some failed; 4 none could be scored; 2 usage error.")
 def scan(
     paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin; also CSV/JSONL manifests (path column), tars and WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results: a .jsonl file (one JSON line per image) or a folder of Parquet part files (a name without suffix, or an existing folder); re-running with the same --out resumes."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results: a .jsonl file (one JSON line per image), '-' for JSON lines on stdout (the table then goes to stderr), or a folder of Parquet part files (a name without suffix, or an existing folder); re-running with the same --out resumes."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     batch_size: int = typer.Option(0, help="Images per forward pass (0: what the backbone runs fastest at)."),
     workers: int = typer.Option(0, help="--engine local: decoding threads; --engine ray: model workers, one model each (0: automatic)."),
@@ -94,12 +130,13 @@ def scan(
     localize: bool = typer.Option(False, "--localize", help="Also map where each image was edited (adds map_mean / map_max)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="With --localize: write <name>_mask.png and <name>_overlay.png here."),
     localizer: Optional[str] = typer.Option(None, "--localizer", help="Localiser folder; default: the shipped one."),
-    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors, one model each; needs the ray extra)."),
+    engine: Engine = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors, one model each; needs the ray extra)."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); default: start a local Ray."),
     cpus_per_worker: float = typer.Option(1.0, help="--engine ray: CPUs reserved per worker (its model and decoding threads)."),
     gpus_per_worker: float = typer.Option(-1.0, help="--engine ray: GPUs per worker; -1: one when the cluster has GPUs, else none."),
     shard_size: int = typer.Option(1000, help="Parquet output: images per part file, the unit of resume."),
-    out_format: str = typer.Option("auto", "--format", help="auto, jsonl or parquet (auto: Parquet for a folder or a name without suffix)."),
+    out_format: ScanFormat = typer.Option("auto", "--format", help="auto: Parquet for a folder or a name without suffix, else JSON lines."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold for this run instead of the model's; recorded in every line's `threshold`."),
     uncertain: bool = typer.Option(True, "--uncertain/--no-uncertain", help="Answer \"uncertain\" (with a reason) where the model's rule says it cannot know; --no-uncertain: always real or fake."),
 ):
     """Score images: probability each was AI-generated, and a verdict at the model's threshold.
@@ -116,13 +153,17 @@ def scan(
     from .scale.engines import EngineOptions
     from .scale.inputs import enumerate_inputs
 
-    if engine not in ("local", "ray"):
-        err.print(f"[red]--engine must be local or ray[/red], not {engine!r}")
-        raise typer.Exit(EXIT_USAGE)
-    fmt = _out_format(out, out_format)
+    engine, out_format = value(engine), value(out_format)
+    to_stdout = out is not None and str(out) == "-"
+    if to_stdout and out_format == "parquet":
+        raise typer.BadParameter("--out - writes JSON lines", param_hint="--format")
+    fmt = "jsonl" if to_stdout else _out_format(out, out_format)
     loc = None
     try:
         det = load_detector(model)
+        if threshold is not None:
+            det.threshold = threshold
+        log.debug(f"detector {one_line(det.name)} from {one_line(model or 'the shipped default')}, threshold {det.threshold:.4f}")
         if localize or masks:
             from .localize.evaluate import load_localizer
             loc = load_localizer(localizer)
@@ -151,26 +192,27 @@ def scan(
         from .scale.jobs import scan_job
         from .scale.outputs import JobMismatch, read_parts
         try:
-            scan_job(inputs, out, model, opts, limits, batch_size or None, shard_size, log=err.print, abstain=uncertain)
+            scan_job(inputs, out, model, opts, limits, batch_size or None, shard_size, log=log.info, abstain=uncertain,
+                     threshold=threshold)
         except JobMismatch as e:
             err.print(f"[red]{e}[/red]")
             raise typer.Exit(EXIT_USAGE)
         results = read_parts(out).to_pylist()
     else:
         from .scale.jobs import iter_scan_records
-        from .scale.outputs import ResultsFile
-        sink = ResultsFile(out) if out else None
+        from .scale.outputs import ResultsFile, ResultsStream
+        sink = ResultsStream(sys.stdout) if to_stdout else ResultsFile(out) if out else None
         # locked, checked to be a results file (not an input, not any other file), torn line dropped
         done = sink.open(det.id, det.version, "map_mean" if loc is not None else None, paths) if sink else {}
         todo = [i for i, f in enumerate(files) if f not in done]
         if done:
-            err.print(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {one_line(out)}")
+            log.info(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {one_line(out)}")
         results = [done[f] for f in files if f in done]
         used_names: set[str] = set()
         try:
             with progress(total=len(todo), desc="scan") as bar:
                 for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size or None, shard_size,
-                                              abstain=uncertain):
+                                              abstain=uncertain, threshold=threshold):
                     if loc is not None:
                         _add_maps(loc, recs, masks, used_names)
                     if sink:
@@ -183,16 +225,14 @@ def scan(
         order = {f: i for i, f in enumerate(files)}
         results.sort(key=lambda r: order.get(r["path"], 0))
     failed = sum(r["error"] is not None for r in results)
-    if table:
-        _print_table(results, f"{det.name} · threshold {det.threshold:.3f}")
-    err.print(f"{len(results) - failed} scored, {failed} failed" + (f"; results in {out}" if out else ""))
+    if table:  # stdout belongs to the JSON lines with --out -
+        _print_table(results, f"{det.name} · threshold {det.threshold:.3f}", err if to_stdout else Console())
+    log.info(f"{len(results) - failed} scored, {failed} failed" + (f"; results in {out}" if out and not to_stdout else ""))
     raise typer.Exit(EXIT_OK if failed == 0 else EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
 
 
 def _out_format(out: Optional[Path], fmt: str) -> str:
     """jsonl or parquet for scan --out: an existing folder or a name without suffix is a Parquet folder."""
-    if fmt not in ("auto", "jsonl", "parquet"):
-        raise typer.BadParameter("must be auto, jsonl or parquet", param_hint="--format")
     if out is None or fmt != "auto":
         return "jsonl" if out is None else fmt
     if out.is_dir():
@@ -232,7 +272,7 @@ def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None
             rec["mask_png"] = str(masks / f"{stem}_mask.png")
 
 
-def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
+def _print_table(results: list[dict], model: str, console: Console, limit: int = 200) -> None:
     t = Table(title=f"fakescope · {one_line(model)}", title_justify="left")
     t.add_column("file", overflow="fold")
     t.add_column("P(fake)", justify="right")
@@ -248,9 +288,9 @@ def _print_table(results: list[dict], model: str, limit: int = 200) -> None:
             colour = {"fake": "magenta", "uncertain": "yellow"}.get(r["label"], "green")
             verdict = r["label"] + (f" ({r['reason'].split(':')[0]})" if r.get("reason") else "")
             t.add_row(one_line(r["path"]), f"{r['score']:.3f}", f"[{colour}]{one_line(verdict)}[/{colour}]", *extra)
-    Console().print(t)
+    console.print(t)
     if len(results) > limit:
-        Console().print(f"... {len(results) - limit} more rows (see --out)")
+        console.print(f"... {len(results) - limit} more rows (see --out)")
 
 
 def parse_options(pairs: List[str]) -> dict:
@@ -267,7 +307,7 @@ def train(
     data: List[str] = typer.Option(..., "--data", help="Folder with real/ and fake/[generator]/, a .tar of that layout, or a CSV/JSONL manifest; repeatable."),
     out: Path = typer.Option(..., "--out", help="Folder to write the detector to."),
     backbone: str = typer.Option("effnet-lite0", help="Backbone spec string (see `fakescope backbones`)."),
-    method: str = typer.Option("linear", help="Head to fit on the frozen features."),
+    method: Method = typer.Option("linear", help="Head to fit on the frozen features."),
     views: int = typer.Option(1, help="Views per training image: 1 clean + (views-1) augmented (crop, resize, JPEG)."),
     per_class: Optional[int] = typer.Option(None, help="Use at most this many images per class from each --data source."),
     val_fraction: float = typer.Option(0.15, help="Fraction of images held out for validation and the threshold."),
@@ -278,7 +318,7 @@ def train(
     model_id: str = typer.Option("custom", "--id", help="Model id written into results."),
     version: str = typer.Option("1", "--model-version", help="Model version written into results."),
     text: Optional[str] = typer.Option(None, "--text", help="Caption encoder spec, e.g. minilm or hf-clip-text:<ref>."),
-    modality: str = typer.Option("image", help="What the head reads: image, text or both (text/both need --text)."),
+    modality: Modality = typer.Option("image", help="What the head reads (text/both need --text)."),
     options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE, e.g. --set alpha=0.9 --set sam=false; repeatable."),
     seed: int = typer.Option(0),
 ):
@@ -288,6 +328,7 @@ def train(
     from .features import DEFAULT_CACHE
     from .train import TrainConfig, fit_detector
 
+    method, modality = value(method), value(modality)
     head_options = parse_options(options)
     if method in ("code", "natural-traces"):  # trained embeddings: checkpoints + metrics.jsonl inside the model folder
         head_options.setdefault("run_dir", str(out / "training"))
@@ -296,7 +337,7 @@ def train(
                       version=version, text_encoder=text, modality=modality, head_options=head_options,
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     try:
-        det = fit_detector(cfg, log=err.print)
+        det = fit_detector(cfg, log=log.info)
     except ValueError as e:
         if method not in ("code", "natural-traces"):
             raise
@@ -310,9 +351,9 @@ def train(
         det.head.save_encoder(out / "encoder", asdict(det.spec), {"recipe": method})
     vm = det.metadata.get("validation_metrics")
     if vm:
-        err.print(f"validation: AUC {vm['auc']:.4f}  AP {vm['ap']:.4f}  acc {vm['accuracy']:.4f} "
+        log.info(f"validation: AUC {vm['auc']:.4f}  AP {vm['ap']:.4f}  acc {vm['accuracy']:.4f} "
                   f"(real {vm['acc_real']:.4f}, fake {vm['acc_fake']:.4f}) at threshold {det.threshold:.4f}")
-    err.print(f"saved {out}")
+    log.info(f"saved {out}")
 
 
 @app.command()
@@ -321,7 +362,7 @@ def compare(
     models: List[str] = typer.Option([], "--model", help="Existing detector folder ('default': the shipped one) to evaluate on --test; repeatable."),
     data: List[str] = typer.Option([], "--data", help="Training data for the --backbone runs (as for train); repeatable."),
     test: List[str] = typer.Option([], "--test", help="Labelled test data, evaluated at each model's threshold; repeatable."),
-    method: str = typer.Option("linear", help="The head trained on every backbone."),
+    method: Method = typer.Option("linear", help="The head trained on every backbone."),
     views: int = typer.Option(1, help="Views per training image (as for train)."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
@@ -335,13 +376,14 @@ def compare(
     from .features import DEFAULT_CACHE
     from .train import TrainConfig
 
+    method = value(method)
     if not backbones_ and not models:
         raise typer.BadParameter("give --backbone (with --data) and/or --model (with --test)")
     if backbones_ and not data:
         raise typer.BadParameter("--backbone runs need --data to train on", param_hint="--data")
     cfg = TrainConfig(data=data, method=method, views=views, per_class=per_class, seed=seed,
                       cache=str(cache or DEFAULT_CACHE))
-    rows = compare_backbones(backbones_, cfg, test, save, log=err.print) if backbones_ else []
+    rows = compare_backbones(backbones_, cfg, test, save, log=log.info) if backbones_ else []
     if models:
         from .detector import load_detector
         from .evaluation.report import evaluate_detector, public
@@ -371,7 +413,7 @@ def compare(
 def leave_out(
     data: List[str] = typer.Option(..., "--data", help="Labelled data with fakes of several generators (fake/<generator>/); repeatable."),
     backbone: str = typer.Option("effnet-lite0", help="Backbone spec string."),
-    method: str = typer.Option("linear", help="Head refitted without each generator."),
+    method: Method = typer.Option("linear", help="Head refitted without each generator."),
     views: int = typer.Option(1, help="Views per training image (as for train)."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
@@ -383,9 +425,10 @@ def leave_out(
     from .features import DEFAULT_CACHE
     from .train import TrainConfig
 
+    method = value(method)
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
                       cache=str(cache or DEFAULT_CACHE))
-    res = leave_generator_out(cfg, log=err.print)
+    res = leave_generator_out(cfg, log=log.info)
     t = Table(title=f"{method} on {backbone}: trained without the generator of each row", title_justify="left")
     for col in ("left out", "n real", "n fake", "AUC", "AP", "acc", "TPR@5%FPR"):
         t.add_column(col, justify="left" if col == "left out" else "right")
@@ -402,7 +445,7 @@ def validate(
     photos: List[str] = typer.Option([], "--photos", help="NAME=PATH of real camera photos laid out real/<device>/<file>: always trained on, "
                                      "and held out by device for the false-positive rate; repeatable."),
     backbone: str = typer.Option("effnet-lite0", help="Backbone spec string."),
-    method: str = typer.Option("linear", help="Head refitted in every fold."),
+    method: Method = typer.Option("linear", help="Head refitted in every fold."),
     views: int = typer.Option(1, help="Views per training image (as for train)."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
     target_fpr: float = typer.Option(0.05, help="Threshold rule: this share of the training sources' held-out reals called fake."),
@@ -419,12 +462,13 @@ def validate(
     from .features import DEFAULT_CACHE
     from .train import TrainConfig
 
+    method = value(method)
     cfg = TrainConfig(data=[], backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
                       target_fpr=target_fpr, head_options=parse_options(options),
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     sources, cameras = load_named(source, per_class, seed), load_named(photos, None, seed)
-    loso = leave_one_source_out(cfg, sources, always_train=cameras, log=err.print)
-    devices = device_held_out_fpr(cfg, cameras, sources, folds=device_folds, seed=seed, log=err.print) if cameras else None
+    loso = leave_one_source_out(cfg, sources, always_train=cameras, log=log.info)
+    devices = device_held_out_fpr(cfg, cameras, sources, folds=device_folds, seed=seed, log=log.info) if cameras else None
     table = markdown_table(loso, devices)
     Console().print(table)
     if report:
@@ -457,18 +501,18 @@ def evaluate(
         if not 0 < held_out < 1:
             raise typer.BadParameter("must be between 0 and 1", param_hint="--held-out")
         samples = [s for s, h in zip(samples, split_by_image(samples, held_out, seed)) if h]
-        err.print(f"{len(samples)} held-out images (--held-out {held_out}, seed {seed})")
+        log.info(f"{len(samples)} held-out images (--held-out {held_out}, seed {seed})")
         if not samples:
             raise typer.BadParameter("no image is held out at this fraction", param_hint="--held-out")
     from .evaluation.format_guard import check_formats
     guard = check_formats(samples)
     for w in guard:  # a shortcut between the classes makes every number below meaningless
-        err.print(f"[yellow]format guard:[/yellow] {one_line(w)}")
+        log.warning(f"[yellow]format guard:[/yellow] {one_line(w)}")
     metrics = evaluate_detector(det, samples, cache=str(cache) if cache else None)
     metrics["format_guard"] = guard
     if robustness:
         from .evaluation.robustness import robustness_grid
-        metrics["robustness"] = robustness_grid(det, samples, seed=seed, log=err.print)
+        metrics["robustness"] = robustness_grid(det, samples, seed=seed, log=log.info)
     t = Table(title=one_line(f"{det.name} on {', '.join(data)}"), title_justify="left")
     for col in ("subset", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
         t.add_column(col, justify="right" if col != "subset" else "left")
@@ -487,7 +531,7 @@ def evaluate(
                 a.add_row(name, fmt(m.get("auc")), fmt(m.get("accuracy")))
         Console().print(a)
     if metrics["errors"]:
-        err.print(f"{len(metrics['errors'])} images could not be read (listed in metrics.json)")
+        log.warning(f"{len(metrics['errors'])} images could not be read (listed in metrics.json)")
     if metrics.get("robustness"):
         r = Table(title="robustness (both classes perturbed alike)", title_justify="left")
         for col in ("perturbation", "n", "AUC", "AP", "acc", "acc real", "acc fake"):
@@ -503,7 +547,7 @@ def evaluate(
         from .evaluation.html_report import write_html_report
         write_html_report(report, public(metrics), metrics.get("_labels", []), metrics.get("_scores", []),
                           metrics.get("_generators"), title=f"{det.name} on {', '.join(data)}")
-        err.print(f"wrote {report / 'metrics.json'}, {report / 'summary.md'} and {report / 'report.html'}")
+        log.info(f"wrote {report / 'metrics.json'}, {report / 'summary.md'} and {report / 'report.html'}")
 
 
 @app.command()
@@ -511,7 +555,7 @@ def calibrate(
     data: List[str] = typer.Option(..., "--data", help="Labelled calibration images, not the ones you will report on; repeatable."),
     out: Path = typer.Option(..., "--out", help="Folder for the calibrated detector."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    method: str = typer.Option("platt", help="platt (a*logit+b), temperature (logit/T) or none (threshold only)."),
+    method: Calibration = typer.Option("platt", help="platt (a*logit+b), temperature (logit/T) or none (threshold only)."),
     target_fpr: Optional[float] = typer.Option(None, help="Also reset the threshold so this fraction of the real images is called fake."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
     seed: int = typer.Option(0),
@@ -527,8 +571,7 @@ def calibrate(
     from .evaluation.report import evaluate_detector
     from .train import load_sources
 
-    if method not in ("platt", "temperature", "none"):
-        raise typer.BadParameter("method must be platt, temperature or none", param_hint="--method")
+    method = value(method)
     base = load_detector(model)
     raw = dc_replace(base, calibration=None)
     m = evaluate_detector(raw, load_sources(data, per_class, seed), intervals=False)
@@ -554,9 +597,9 @@ def calibrate(
     det = dc_replace(base, calibration=cal, threshold=threshold, metadata={**base.metadata, "calibration": report})
     det.save(out)
     if report["before"]:
-        err.print(f"ECE {report['before']['ece']:.4f} -> {report['after']['ece']:.4f}, "
+        log.info(f"ECE {report['before']['ece']:.4f} -> {report['after']['ece']:.4f}, "
                   f"Brier {report['before']['brier']:.4f} -> {report['after']['brier']:.4f} on {len(y)} images")
-    err.print(f"threshold {base.threshold:.4f} -> {threshold:.4f}; saved {out}")
+    log.info(f"threshold {base.threshold:.4f} -> {threshold:.4f}; saved {out}")
 
 
 def _summary_markdown(m: dict, data: List[str]) -> str:
@@ -618,7 +661,7 @@ def push(
     from .hub import push_model
 
     url = push_model(model_dir, repo_id, revision=revision, private=private, token=token)
-    err.print(f"pushed {one_line(model_dir)} to {one_line(repo_id)}: {one_line(url)}")
+    log.info(f"pushed {one_line(model_dir)} to {one_line(repo_id)}: {one_line(url)}")
 
 
 from .localize import commands as _loc  # noqa: E402

@@ -4,11 +4,14 @@ diffusers is imported only when a build runs, so `fakescope --help` works withou
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+
+from ..clitools import Engine, ImageFormat, value
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
@@ -16,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Build training/evaluation sets: fakes from captions (COCOFake/D3-style), "
                        "inpainted real photos with masks (Dolos-style). Needs the `generate` extra (diffusers).")
 err = Console(stderr=True)
+log = logging.getLogger(__name__)  # shown by the CLI at its --quiet/--verbose level
 
 GENERATOR_HELP = ("Generator spec, repeatable: [NAME=]HUB_ID_OR_DIR[?steps=30&guidance=7.5&size=512&...], or an "
                   "alias (sd14, sd15, sd20, sd21, sdxl; sd15-inpaint, sd2-inpaint, sdxl-inpaint). See docs/datasets.md.")
@@ -57,7 +61,7 @@ def fakes(
     size: Optional[int] = typer.Option(None, help="Output width = height in pixels (default: each pipeline's native size; a spec's size= wins)."),
     steps: Optional[int] = typer.Option(None, help="Denoising steps for generators whose spec gives none (default 30)."),
     guidance: Optional[float] = typer.Option(None, help="Guidance scale for generators whose spec gives none (default: the pipeline's)."),
-    format: str = typer.Option("png", "--format", help="jpeg, png or webp: the fakes' (and --reals') file format."),
+    format: ImageFormat = typer.Option("png", "--format", help="jpeg, png or webp: the fakes' (and --reals') file format."),
     quality: int = typer.Option(95, help="JPEG/WebP quality."),
     seed: int = typer.Option(0, help="Base seed; every item's seed derives from it, the parent, the caption and the generator."),
     batch_size: int = typer.Option(4, help="Prompts per pipeline call."),
@@ -69,7 +73,7 @@ def fakes(
     reals: bool = typer.Option(False, "--reals", help="Also write every parent into real/, re-encoded in the same format and quality as the fakes."),
     real_crop: bool = typer.Option(False, "--real-crop", help="With --reals: centre-crop and resize the reals to --size x --size, as the fakes are."),
     safety_checker: bool = typer.Option(True, "--safety-checker/--no-safety-checker", help="Keep the pipeline's NSFW safety checker (flagged images are not written)."),
-    engine: str = typer.Option("local", help="local (this process) or ray (one pipeline per Ray actor; --out on shared storage)."),
+    engine: Engine = typer.Option("local", help="local (this process) or ray (one pipeline per Ray actor; --out on shared storage)."),
     ray_actors: Optional[int] = typer.Option(None, help="--engine ray: actors (default: one per cluster GPU)."),
     ray_gpus_per_actor: Optional[float] = typer.Option(None, help="--engine ray: GPUs per actor (default 1 with GPUs, else 0)."),
     ray_address: Optional[str] = typer.Option(None, help="--engine ray: cluster address (default: start a local Ray)."),
@@ -79,6 +83,8 @@ def fakes(
 
     manifest.jsonl links every fake to its real parent, caption, generator, seed, steps and guidance; rerunning with the same --out resumes."""
     from .fakes import MANIFEST, build_fakes, plan_fakes, read_captions
+
+    engine, format = value(engine), value(format)
     from .output import read_jsonl
     from .spec import parse_generator
 
@@ -97,11 +103,11 @@ def fakes(
                              max_captions=max_captions, device=device, dtype=dtype, write_reals=reals,
                              real_crop=real_crop, safety_checker=safety_checker, engine=engine,
                              ray_actors=ray_actors, ray_gpus_per_actor=ray_gpus_per_actor,
-                             ray_address=ray_address, log=err.print)
+                             ray_address=ray_address, log=log.info)
     except (ValueError, ImportError, FileNotFoundError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USAGE)
-    err.print(str(report))
+    log.info(str(report))
     raise typer.Exit(_exit_code(report.written, report.skipped, report.failed))
 
 
@@ -119,7 +125,7 @@ def inpaint(
     size: Optional[int] = typer.Option(None, help="Longer side of the working size (default: the spec's size=, else the pipeline's native size, e.g. 512 for SD 2, 1024 for SDXL); sides are rounded to multiples of 8."),
     steps: Optional[int] = typer.Option(None, help="Denoising steps for generators whose spec gives none (default 30)."),
     guidance: Optional[float] = typer.Option(None, help="Guidance scale for generators whose spec gives none."),
-    format: str = typer.Option("png", "--format", help="jpeg, png or webp, for both real/ and fake/ (masks are always PNG)."),
+    format: ImageFormat = typer.Option("png", "--format", help="jpeg, png or webp, for both real/ and fake/ (masks are always PNG)."),
     quality: int = typer.Option(95, help="JPEG/WebP quality."),
     paste_back: bool = typer.Option(True, "--paste-back/--no-paste-back", help="Copy the unmasked pixels back from the real (default), so the mask is exactly what changed."),
     seed: int = typer.Option(0),
@@ -129,7 +135,7 @@ def inpaint(
     device: Optional[str] = typer.Option(None),
     dtype: Optional[str] = typer.Option(None),
     safety_checker: bool = typer.Option(True, "--safety-checker/--no-safety-checker"),
-    engine: str = typer.Option("local", help="local or ray (one pipeline per Ray actor)."),
+    engine: Engine = typer.Option("local", help="local or ray (one pipeline per Ray actor)."),
     ray_actors: Optional[int] = typer.Option(None),
     ray_gpus_per_actor: Optional[float] = typer.Option(None),
     ray_address: Optional[str] = typer.Option(None),
@@ -139,6 +145,8 @@ def inpaint(
     table.csv has the CocoGlide columns (real,fake,mask,prompt, ...), so `fakescope localizer train/eval --data OUT` reads the folder directly; rerunning with the same --out resumes."""
     from .inpaint import build_inpaint
 
+    engine, format = value(engine), value(format)
+
     try:
         report = build_inpaint(images, generator, out, masks=masks, per_image=per_image,
                                mask_kinds=[k.strip() for k in mask_kinds.split(",") if k.strip()],
@@ -146,11 +154,11 @@ def inpaint(
                                steps=steps, guidance=guidance, fmt=format, quality=quality, paste_back=paste_back,
                                seed=seed, batch_size=batch_size, limit=limit, max_new=max_new, device=device,
                                dtype=dtype, safety_checker=safety_checker, engine=engine, ray_actors=ray_actors,
-                               ray_gpus_per_actor=ray_gpus_per_actor, ray_address=ray_address, log=err.print)
+                               ray_gpus_per_actor=ray_gpus_per_actor, ray_address=ray_address, log=log.info)
     except (ValueError, ImportError, FileNotFoundError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USAGE)
-    err.print(str(report))
+    log.info(str(report))
     raise typer.Exit(_exit_code(report.written, report.skipped, report.failed))
 
 
@@ -169,4 +177,4 @@ def coco_captions(
     except (ValueError, KeyError, OSError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USAGE)
-    err.print(f"{n} images with their captions written to {out}")
+    log.info(f"{n} images with their captions written to {out}")

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ..progress import progress
 from .engine import iter_results, optional, result_columns, run_local, run_ray
 from .output import (FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format, read_jsonl,
                      warn_format_shortcuts, write_jsonl)
@@ -424,6 +425,7 @@ def build_fakes(parents: Sequence[Parent] | str | os.PathLike, generators: Seque
                     "max_captions": max_captions, "engine": engine},
         "parents": len(parents)}, indent=2) + "\n")
 
+    bar = None
     errors_out = JsonlAppender(out / ERRORS)
     sink = JsonlAppender(manifest)
 
@@ -471,6 +473,7 @@ def build_fakes(parents: Sequence[Parent] | str | os.PathLike, generators: Seque
         options = {"out_dir": str(out.resolve()), "format": fmt, "quality": quality, "safety_checker": safety_checker}
         if loader is not None:
             options["loader"] = loader
+        bar = progress(total=len(pending), desc="build fakes", min_total=1)
         for spec in specs:
             todo = [it for it in pending if it["generator"] == spec.name]
             if not todo:
@@ -479,6 +482,7 @@ def build_fakes(parents: Sequence[Parent] | str | os.PathLike, generators: Seque
 
             def on_batch(batch: dict) -> None:
                 for key, error, rec in iter_results(batch):
+                    bar.update(1)
                     if error:
                         fail(key, error)
                     elif rec is not None:
@@ -496,6 +500,8 @@ def build_fakes(parents: Sequence[Parent] | str | os.PathLike, generators: Seque
     finally:
         sink.close()
         errors_out.close()
+        if bar is not None:
+            bar.close()
 
     warn_format_shortcuts(format_guard(out, done.values(), parents), report.warnings, log)
     return report

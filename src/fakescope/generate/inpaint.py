@@ -49,6 +49,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from ..progress import progress
 from .engine import iter_results, optional, result_columns, run_local, run_ray
 from .fakes import ERRORS, item_seed, read_captions
 from .output import FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format, warn_format_shortcuts
@@ -428,6 +429,7 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
                 wr.writeheader()
             wr.writerow({c: "" if row.get(c) is None else row.get(c) for c in TABLE_COLUMNS})
 
+    bar = progress(total=len(pending), desc="build inpaint", min_total=1)
     try:
         for key, message in missing:
             fail(key, message)
@@ -442,6 +444,7 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
 
             def on_batch(batch: dict) -> None:
                 for key, error, rec in iter_results(batch):
+                    bar.update(1)
                     if error:
                         fail(key, error)
                     elif rec is not None:
@@ -460,6 +463,7 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
             report.seconds[spec.name] = (report.written - before, time.perf_counter() - t0)
     finally:
         errors_out.close()
+        bar.close()
         # canonical table: plan order, then rows of earlier runs this plan does not cover
         order = [it["key"] for it in items]
         planned = set(order)

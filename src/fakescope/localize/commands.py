@@ -2,6 +2,7 @@
 commands over Localizer, the pair loader and the manipulation generator."""
 from __future__ import annotations
 
+import logging
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -15,6 +16,7 @@ from ..evaluation.fmt import fmt_metric as fmt
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Localise edits: train and evaluate localisers (DeCLIP-style decoders on frozen patch features).")
 err = Console(stderr=True)
+log = logging.getLogger(__name__)  # shown by the CLI at its --quiet/--verbose level
 DEFAULT_BACKBONE = "vit-s14-focus?resize=resize&patch_layer=8"
 METRICS = ("iou", "f1", "best_f1", "pixel_ap", "pixel_auc", "image_auc_mean", "image_auc_max")
 
@@ -67,19 +69,19 @@ def train(
     from .localizer import Localizer, LocalizerConfig
 
     tr, va = _load(data, val_fraction, seed)
-    err.print(f"{len(tr)} training and {len(va)} validation images ({sum(p.label for p in tr)} / "
+    log.info(f"{len(tr)} training and {len(va)} validation images ({sum(p.label for p in tr)} / "
               f"{sum(p.label for p in va)} edited)")
     cfg = LocalizerConfig(backbone=backbone, second_backbone=second_backbone, width=width, stages=stages,
                           epochs=epochs, lr=lr, balanced=balanced, seed=seed)
     loc = Localizer(cfg, cache_dir=cache)
-    loc.fit([(p.image, p.mask) for p in tr], [(p.image, p.mask) for p in va] or None, log=err.print)
+    loc.fit([(p.image, p.mask) for p in tr], [(p.image, p.mask) for p in va] or None, log=log.info)
     if va:
         m = evaluate_localizer(loc, va)
         loc.metadata["validation_metrics"] = {k: v for k, v in m.items() if k != "errors"}
         _print_metrics("validation (held-out pairs)", m)
     loc.metadata.update({"data": list(data), "val_fraction": val_fraction, "split": "by pair (table row), hashed, seed %d" % seed})
     loc.save(out)
-    err.print(f"saved {out}")
+    log.info(f"saved {out}")
 
 
 @app.command("eval")
@@ -99,10 +101,10 @@ def evaluate(
     m = evaluate_localizer(loc, pairs)
     _print_metrics(f"localiser on {', '.join(data)}" + (" (held-out pairs)" if val_fraction > 0 else "")
                    + f"; IoU and F1 at its threshold {loc.threshold:.3f}", m)
-    err.print(f"one threshold for all images, best on these pairs: {m['best_fixed_threshold']:.3f} "
+    log.info(f"one threshold for all images, best on these pairs: {m['best_fixed_threshold']:.3f} "
               f"(mean F1 {fmt(m['f1_best_fixed'])}; an oracle here, see `fakescope localizer calibrate`)")
     if m["errors"]:
-        err.print(f"{len(m['errors'])} images could not be used (listed in metrics.json)")
+        log.warning(f"{len(m['errors'])} images could not be used (listed in metrics.json)")
     if report:
         report.mkdir(parents=True, exist_ok=True)
         (report / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
@@ -151,7 +153,7 @@ def calibrate(
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     loc.cache_dir = None
     loc.save(out)
-    err.print(f"threshold {before:.3f} -> {t:.3f} on these {m['n_fake']} edited / {m['n_real']} real images: mean F1 "
+    log.info(f"threshold {before:.3f} -> {t:.3f} on these {m['n_fake']} edited / {m['n_real']} real images: mean F1 "
               f"{fmt(m['f1'])} -> {fmt(f1_t)}, real pixels flagged {fmt(m['real_pixel_fpr'])} -> {fmt(fpr_t)} "
               f"(chosen on them: report on other pairs); saved {out}")
 
@@ -211,8 +213,8 @@ def make_edits(
     if autoencoder is None and not no_resynthesis and (default_autoencoder_dir() / "config.json").exists():
         autoencoder = default_autoencoder_dir()
     ae = load_autoencoder(autoencoder) if autoencoder and not no_resynthesis else None
-    report = generate_dataset(samples, out, n_per_image=per_image, seed=seed, autoencoder=ae, log=err.print)
-    err.print(f"{report}")
+    report = generate_dataset(samples, out, n_per_image=per_image, seed=seed, autoencoder=ae, log=log.info)
+    log.info(f"{report}")
 
 
 def train_autoencoder(
@@ -241,8 +243,15 @@ def train_autoencoder(
         try:
             images.append(np.asarray(decode_image(s.data if s.data is not None else s.path)))
         except ImageError as e:
-            err.print(f"skipped {s.path}: {e}")
-    model = fit(images, steps=steps, batch_size=batch_size, crop=crop, seed=seed,
-                on_step=lambda i, loss: err.print(f"step {i}: L1 {loss:.4f}") if i % 100 == 0 else None)
+            log.warning(f"skipped {s.path}: {e}")
+    from ..progress import progress
+
+    def on_step(i: int, loss: float) -> None:
+        bar.update(1)
+        if i % 100 == 0:
+            log.info(f"step {i}: L1 {loss:.4f}")
+
+    with progress(total=steps, desc="train-autoencoder", min_total=1, unit="step") as bar:
+        model = fit(images, steps=steps, batch_size=batch_size, crop=crop, seed=seed, on_step=on_step)
     save_autoencoder(model, out)
-    err.print(f"saved {out}")
+    log.info(f"saved {out}")

@@ -208,11 +208,13 @@ class BatchFn:
 class ScoreBatch(BatchFn):
     """Detector scores for a batch, through `Detector.predict_batch` (what `fakescope scan` prints)."""
 
-    def __init__(self, model: str | None = None, batch_size: int | None = None, abstain: bool = True, **kw):
+    def __init__(self, model: str | None = None, batch_size: int | None = None, abstain: bool = True,
+                 threshold: float | None = None, **kw):
         super().__init__(**kw)
         self.model = model
         self.batch_size = batch_size
         self.abstain = abstain  # False: real/fake only, never "uncertain"
+        self.threshold = threshold  # `scan --threshold`: this run's threshold instead of the model's
         self._det = None
 
     @property
@@ -222,6 +224,8 @@ class ScoreBatch(BatchFn):
             from ..detector import load_detector
             self._det = load_detector(self.model)
             self._det.abstain = self.abstain
+            if self.threshold is not None:
+                self._det.threshold = float(self.threshold)
             if self.batch_size:
                 self._det.batch_size = self.batch_size
         return self._det

@@ -4,13 +4,17 @@ Registered in cli.py (`app.command("features")(features)`); Ray and pyarrow load
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
 
+from ..clitools import Engine, value
+
 err = Console(stderr=True)
+log = logging.getLogger(__name__)  # shown by the CLI at its --quiet/--verbose level
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
 
@@ -20,7 +24,7 @@ def features(
     backbone: str = typer.Option("effnet-lite0", help="Backbone spec string (see `fakescope backbones`)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache to add the features to (default ~/.cache/fakescope/features), so train / eval find them."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Write the Parquet parts only."),
-    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors, one model each; needs the ray extra)."),
+    engine: Engine = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors, one model each; needs the ray extra)."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); default: start a local Ray."),
     workers: int = typer.Option(0, help="--engine local: decoding threads; --engine ray: model workers, one model each (0: automatic)."),
     cpus_per_worker: float = typer.Option(1.0, help="--engine ray: CPUs reserved per worker (its model and decoding threads)."),
@@ -41,9 +45,7 @@ def features(
     from .jobs import features_job
     from .outputs import JobMismatch, read_parts
 
-    if engine not in ("local", "ray"):
-        err.print(f"[red]--engine must be local or ray[/red], not {engine!r}")
-        raise typer.Exit(EXIT_USAGE)
+    engine = value(engine)
     try:
         parse_spec(backbone)
         inputs = enumerate_inputs(paths, limits=ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels))
@@ -59,13 +61,13 @@ def features(
     try:
         res = features_job(inputs, out, backbone, None if no_cache else (cache or DEFAULT_CACHE), opts,
                            ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels), batch_size or None,
-                           shard_size, log=err.print)
+                           shard_size, log=log.info)
     except JobMismatch as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(EXIT_USAGE)
     errors = read_parts(out, ["error"]).column("error").to_pylist()
     failed = sum(e is not None for e in errors)
-    err.print(f"{len(errors) - failed} embedded, {failed} failed; {len(res.written)} part file(s) written, "
+    log.info(f"{len(errors) - failed} embedded, {failed} failed; {len(res.written)} part file(s) written, "
               f"{len(res.skipped)} already complete, in {out}"
               + ("" if no_cache else f"; {res.cached} new rows in the feature cache"))
     raise typer.Exit(EXIT_OK if failed == 0 else EXIT_ALL_FAILED if failed == len(errors) else EXIT_SOME_FAILED)

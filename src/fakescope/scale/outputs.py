@@ -77,6 +77,28 @@ def take_lock(path: Path, busy: str):
     return f
 
 
+def jsonl_lines(records: Sequence[dict]) -> str:
+    return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+
+
+class ResultsStream:
+    """`scan --out -`: the same JSON lines on a stream (stdout), nothing resumed, flushed per batch
+    so a pipe downstream sees each batch as it is scored."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def open(self, *args, **kwargs) -> dict[str, dict]:
+        return {}
+
+    def append(self, records: Sequence[dict]) -> None:
+        self.stream.write(jsonl_lines(records))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
 class ResultsFile:
     """A JSONL results file of `fakescope scan --out x.jsonl`, written by one scan at a time.
 
@@ -152,7 +174,7 @@ class ResultsFile:
 
     def append(self, records: Sequence[dict]) -> None:
         """One batch, flushed and fsynced: a killed run loses at most the batch in flight."""
-        self._sink.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+        self._sink.write(jsonl_lines(records))
         self._sink.flush()
         os.fsync(self._sink.fileno())
 

@@ -2,6 +2,7 @@
 inside the command, so the CLI works without the `server` extra."""
 from __future__ import annotations
 
+import logging
 import ipaddress
 from pathlib import Path
 from typing import Optional
@@ -9,8 +10,13 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from ..clitools import choice, value
+from ..hub import parse_hub_id
+
 err = Console(stderr=True)
+log = logging.getLogger(__name__)  # shown by the CLI at its --quiet/--verbose level
 EXIT_USAGE = 2
+LogLevel = choice("LogLevel", ["critical", "error", "warning", "info", "debug"])
 
 
 def _is_loopback(host: str) -> bool:
@@ -47,7 +53,7 @@ def serve(
     keep_alive: float = typer.Option(5.0, help="Seconds an idle keep-alive connection stays open."),
     allowed_host: list[str] = typer.Option([], "--allowed-host", help="Answer only requests whose Host header is "
                                            "this name (repeatable; *.example.org works); default: any."),
-    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
+    log_level: LogLevel = typer.Option("info", help="uvicorn's log level."),
 ):
     """Serve the detector over HTTP: a web page at /, the API under /v1 (schema at /openapi.json).
 
@@ -62,7 +68,7 @@ def serve(
         raise typer.Exit(EXIT_USAGE)
     # Models load after the server starts (so /healthz answers at once); catch a wrong path now.
     for what, ref in (("model", model), ("localizer", localizer)):
-        if ref not in (None, "", "default", "none") and not Path(ref).is_dir():
+        if ref not in (None, "", "default", "none") and not Path(ref).is_dir() and parse_hub_id(ref) is None:
             err.print(f"[red]no such {what} folder:[/red] {ref}")
             raise typer.Exit(EXIT_USAGE)
     if max_batch_size < 1 or batch_window_ms < 0 or timeout <= 0 or max_connections < 1 or header_timeout <= 0 \
@@ -71,7 +77,7 @@ def serve(
                   "--timeout, --header-timeout and --keep-alive > 0[/red]")
         raise typer.Exit(EXIT_USAGE)
     if not _is_loopback(host) and not api_key:
-        err.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can reach this "
+        log.warning(f"listening on {host} without an API key: anyone who can reach this "
                   "port can use the service. Set FAKESCOPE_API_KEY (or --api-key).")
     cfg = ServiceConfig(model=model, localizer=None if localizer == "none" else localizer, api_key=api_key or None,
                         max_upload_bytes=max_upload_bytes, max_batch_bytes=max_batch_bytes, max_pixels=max_pixels,
@@ -81,6 +87,5 @@ def serve(
                         max_connections=max_connections, header_timeout_s=header_timeout, keep_alive_s=keep_alive,
                         allowed_hosts=tuple(allowed_host))
     shown = f"[{host}]" if ":" in host else host
-    err.print(f"fakescope: web page and API on http://{shown}:{port}/ (models loading; /readyz says when ready)",
-              soft_wrap=True)
-    uvicorn.run(create_app(cfg), **server_options(cfg, host, port, log_level))
+    log.info(f"fakescope: web page and API on http://{shown}:{port}/ (models loading; /readyz says when ready)")
+    uvicorn.run(create_app(cfg), **server_options(cfg, host, port, value(log_level)))
