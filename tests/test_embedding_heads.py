@@ -161,3 +161,61 @@ def test_score_map_never_saturates_on_separable_scores():
     p = _sigmoid(a * s + b)
     assert np.isfinite([a, b]).all() and 0 < a * s.std() <= MAX_SLOPE + 1e-9
     assert len(np.unique(p[:600])) == 600 and p.mean() == pytest.approx(y.mean(), abs=1e-3)
+
+
+# ------------------------------------------------------------------ CoDE's published heads (issue 19)
+def test_knn_k1_is_exact_cosine_1nn():
+    X, y = clusters(n=40, seed=3, spread=3.0)
+    Q = np.random.default_rng(4).normal(0, 1.5, (50, 8)).astype(np.float32)
+    head = make_head("knn", k=1)
+    head.fit(X, y)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    V = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    nearest = y[np.argmax(V @ U.T, axis=1)]                      # brute-force 1-NN by cosine
+    np.testing.assert_array_equal(roundtrip(head).predict(Q) > 0.5, nearest == 1)
+
+
+def test_poly_ocsvm_is_scikit_learns_and_scores_without_it():
+    sklearn_svm = pytest.importorskip("sklearn.svm")
+    X, y = clusters(n=50, seed=5)
+    head = make_head("ocsvm-poly")
+    info = head.fit(X, y)
+    ref = sklearn_svm.OneClassSVM(nu=0.1, kernel="poly", gamma="auto").fit(X[y == 0].astype(np.float64))
+    np.testing.assert_allclose(head.decision_function(X), ref.decision_function(X), rtol=1e-6, atol=1e-8)
+    assert info["gamma"] == pytest.approx(1 / 8)
+    # f(x) by hand: sum_i alpha_i (<s_i, x> / 8) ** 3 + intercept
+    x = X[-1].astype(np.float64)
+    hand = sum(a * (float(s.astype(np.float64) @ x) / 8) ** 3 for a, s in zip(head.dual, head.support)) + head.intercept
+    assert head.decision_function(X[-1:])[0] == pytest.approx(hand, rel=1e-9)
+    import json
+    again = head_from_state("ocsvm-poly", json.loads(json.dumps(head.config())), head.state())
+    np.testing.assert_array_equal(again.predict(X), head.predict(X))
+    assert all(isinstance(v, np.ndarray) for v in head.state().values())
+    assert roc_auc(y, head.predict(X)) > 0.9
+
+
+def test_logistic_with_C_is_scikit_learns_balanced_logistic_regression():
+    lm = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(90, 5)).astype(np.float32)
+    y = ((X[:, 0] + 0.7 * rng.normal(size=90)) > 0.6).astype(int)   # imbalanced: the class weights matter
+    head = make_head("linear", C=0.316, standardize=False)
+    head.fit(X, y)
+    ref = lm.LogisticRegression(C=0.316, class_weight="balanced", tol=1e-10, max_iter=10000).fit(X, y)
+    np.testing.assert_allclose(head.weight, ref.coef_[0], atol=2e-4)
+    assert head.bias == pytest.approx(float(ref.intercept_[0]), abs=2e-4)
+    assert head.l2 == pytest.approx(1 / (90 * 0.316)) and head.config()["C"] == 0.316
+    with pytest.raises(ValueError):
+        make_head("linear", C=1.0, l2=0.1)
+
+
+def test_code_defaults_to_its_published_heads():
+    from fakescope.training.fit import inner_head_options, parse_trained_options
+    code = parse_trained_options("code", {})
+    assert code["head"] == "knn" and inner_head_options("code", code) == {"k": 1}
+    assert inner_head_options("code", {**code, "head": "logistic"}) == {"C": 0.316, "standardize": False}
+    assert inner_head_options("code", {**code, "head": "logistic", "C": "sweep"}) == {}
+    assert inner_head_options("code", {**code, "head": "ocsvm-poly"}) == {"nu": 0.1}
+    nt = parse_trained_options("natural-traces", {"head": "knn"})
+    assert inner_head_options("natural-traces", nt) == {"k": 10}
+    assert inner_head_options("natural-traces", {**nt, "head": "logistic"}) == {}

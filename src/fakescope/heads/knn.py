@@ -1,5 +1,7 @@
 """Cosine k-nearest-neighbour head: P(fake) = similarity-weighted share of fakes among the k
-training embeddings nearest to the image (CoDE evaluates its embedding this way).
+training embeddings nearest to the image. CoDE's published head is k = 1 (scikit-learn's exact
+cosine 1-NN): with k = 1 the vote is the nearest reference's label, so P(fake) > 0.5 exactly when
+1-NN says fake; k = 10 weighted is fakescope's variant.
 
 State: the L2-normalised reference embeddings and their labels, as arrays. Weights
 exp(cos / temperature) (as in DINO's k-NN evaluation) make the vote continuous. When all k

@@ -3,6 +3,11 @@
 As in "Parents and Children" and UnivFD: the backbone stays frozen and one linear
 layer reads its embedding. The L2 strength is swept on a held-out split (split by
 group, so views of one image never sit on both sides), then refit on everything.
+
+CoDE's logistic regression (`C=0.316 standardize=false`): scikit-learn's
+LogisticRegression(C=0.316, class_weight="balanced") on the raw embedding, which minimises
+0.5 |w|^2 + C sum_i c_i BCE_i with class weights c_i = n / (2 n_class); that is our balanced
+mean loss plus 0.5 l2 |w|^2 with l2 = 1 / (n C) (the intercept is not penalised in either).
 """
 from __future__ import annotations
 
@@ -40,17 +45,23 @@ def _auc(scores: np.ndarray, y: np.ndarray) -> float:
 class LinearProbe:
     method = "linear"
 
-    def __init__(self, l2: float | None = None, l2_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), seed: int = 0):
+    def __init__(self, l2: float | None = None, l2_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), seed: int = 0,
+                 C: float | None = None, standardize: bool = True):
+        if C is not None and l2 is not None:
+            raise ValueError("linear: give l2 or C (scikit-learn's inverse strength), not both")
         self.l2, self.l2_grid, self.seed = l2, tuple(l2_grid), seed
+        self.C, self.standardize = (None if C is None else float(C)), bool(standardize)
         self.mean = self.std = self.weight = None
         self.bias = 0.0
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:
         X = np.asarray(X, np.float32)
         y = np.asarray(y, np.float32)
-        self.mean = X.mean(0)
-        self.std = X.std(0) + 1e-6
+        self.mean = X.mean(0) if self.standardize else np.zeros(X.shape[1], np.float32)
+        self.std = X.std(0) + 1e-6 if self.standardize else np.ones(X.shape[1], np.float32)
         Z = torch.from_numpy((X - self.mean) / self.std)
+        if self.C is not None:
+            self.l2 = 1.0 / (len(y) * self.C)
         t = torch.from_numpy(y)
         info: dict = {}
         if self.l2 is None:  # sweep on a group-disjoint 20% split
@@ -77,7 +88,7 @@ class LinearProbe:
         return 1.0 / (1.0 + np.exp(-self.decision(X)))
 
     def config(self) -> dict:
-        return {"l2": self.l2, "dim": int(self.weight.shape[0])}
+        return {"l2": self.l2, "C": self.C, "standardize": self.standardize, "dim": int(self.weight.shape[0])}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean, "std": self.std, "weight": self.weight,

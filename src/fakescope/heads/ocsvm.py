@@ -102,3 +102,76 @@ class OneClassSVMHead:
         head.W, head.offsets, head.w = state["W"], state["offsets"], state["w"]
         head.rho, head.a, head.b, head.gamma_value = float(config["rho"]), float(config["a"]), float(config["b"]), config.get("gamma_value")
         return head
+
+
+def poly_kernel(A: np.ndarray, B: np.ndarray, gamma: float, degree: int, coef0: float) -> np.ndarray:
+    """(gamma <a, b> + coef0) ** degree for every pair of rows: scikit-learn's "poly" kernel."""
+    return (gamma * (np.asarray(A, np.float64) @ np.asarray(B, np.float64).T) + coef0) ** degree
+
+
+@register
+class PolyOneClassSVMHead:
+    """CoDE's one-class SVM (`linear_training.py`): scikit-learn's OneClassSVM(nu=0.1, kernel="poly",
+    gamma="auto") on the real images only; degree 3 and coef0 0 are scikit-learn's defaults, gamma
+    "auto" is 1 / dim. scikit-learn solves the dual at fit time only (it must be installed to fit);
+    the support vectors, their dual coefficients and the intercept are kept as arrays and scored in
+    numpy, so a saved model needs neither scikit-learn nor pickle:
+
+        f(x) = sum_i alpha_i (gamma <s_i, x> + coef0) ** degree + intercept     (>= 0 inside the real support)
+
+    CoDE calls f(x) < 0 fake; here P(fake) = sigmoid(a * -f(x) + b), mapped as the RBF head does."""
+    method = "ocsvm-poly"
+
+    def __init__(self, nu: float = 0.1, gamma: float | str = "auto", degree: int = 3, coef0: float = 0.0,
+                 seed: int = 0):
+        if not 0 < float(nu) <= 1:
+            raise ValueError("ocsvm-poly: nu must be in (0, 1]")
+        self.nu, self.gamma, self.degree, self.coef0, self.seed = float(nu), gamma, int(degree), float(coef0), seed
+        self.support = self.dual = None
+        self.intercept, self.gamma_value, self.a, self.b = 0.0, None, 1.0, 0.0
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        K = poly_kernel(X, self.support, self.gamma_value, self.degree, self.coef0)
+        return K @ self.dual.astype(np.float64) + self.intercept
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None, groups: np.ndarray | None = None) -> dict:
+        try:
+            from sklearn.svm import OneClassSVM
+        except ImportError as e:
+            raise ImportError("head ocsvm-poly fits with scikit-learn: pip install scikit-learn "
+                              "(a fitted model scores without it)") from e
+        X = np.asarray(X, np.float32)
+        y = np.zeros(len(X), int) if y is None else np.asarray(y)
+        R = X[y == 0].astype(np.float64)
+        if len(R) < 2:
+            raise ValueError("ocsvm-poly: needs at least two real images")
+        g = {"auto": 1.0 / R.shape[1], "scale": 1.0 / (R.shape[1] * float(R.var()))}.get(self.gamma)
+        self.gamma_value = float(self.gamma) if g is None else g
+        svm = OneClassSVM(nu=self.nu, kernel="poly", gamma=self.gamma_value, degree=self.degree, coef0=self.coef0)
+        svm.fit(R)
+        self.support = np.asarray(svm.support_vectors_, np.float32)
+        self.dual = np.asarray(svm.dual_coef_, np.float64).reshape(-1)
+        self.intercept = float(np.asarray(svm.intercept_).reshape(-1)[0])
+        s = -self.decision_function(X)
+        self.a, self.b = fit_score_map(s, y if len(set(y.tolist())) == 2 else None, real_quantile=1 - self.nu)
+        return {"nu": self.nu, "gamma": self.gamma_value, "n_real": int(len(R)), "n_support": int(len(self.support)),
+                "outlier_fraction_real": float((-s[y == 0] < 0).mean())}
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.a * -self.decision_function(X) + self.b)
+
+    def config(self) -> dict:
+        return {"nu": self.nu, "gamma": self.gamma, "gamma_value": self.gamma_value, "degree": self.degree,
+                "coef0": self.coef0, "intercept": self.intercept, "a": self.a, "b": self.b,
+                "dim": int(self.support.shape[1]) if self.support is not None else 0}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"support": self.support, "dual": self.dual}
+
+    @classmethod
+    def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "PolyOneClassSVMHead":
+        head = cls(nu=config["nu"], gamma=config["gamma"], degree=config["degree"], coef0=config["coef0"])
+        head.support, head.dual = np.asarray(state["support"], np.float32), np.asarray(state["dual"], np.float64)
+        head.intercept, head.gamma_value = float(config["intercept"]), float(config["gamma_value"])
+        head.a, head.b = float(config["a"]), float(config["b"])
+        return head

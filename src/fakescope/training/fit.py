@@ -8,7 +8,7 @@
 
 Options (`--set KEY=VALUE`, all optional; OPTIONS below lists them with defaults):
     encoder=vit-small32 | vit-tiny | vit-crop64 | adapter (on --backbone) | adapter:<spec> | trained:<dir>
-    head=knn (code) / distance (natural-traces) | logistic | ocsvm | knn | distance
+    head=knn (code) / distance (natural-traces) | logistic | ocsvm | ocsvm-poly | knn | distance
     epochs, batch_size, lr, temperature, ... see OPTIONS.
 Under torchrun only rank 0 returns a Detector; the other ranks return None.
 """
@@ -27,12 +27,12 @@ import torch
 from .. import __version__
 from ..data.samples import REAL, Sample
 from . import engine
-from .head import TRAINED_METHODS, CoDEHead, NaturalTracesHead, make_inner_head
+from .head import HEAD_NAMES, TRAINED_METHODS, CoDEHead, NaturalTracesHead, make_inner_head
 from .views import ViewConfig
 
 OPTIONS = {
     "encoder": "vit-small32",      # vit-small32 | vit-tiny | vit-crop64 | adapter | adapter:<spec> | trained:<dir>
-    "head": None,                  # knn (code default) | distance (natural-traces default) | logistic | ocsvm
+    "head": None,                  # knn (code default) | distance (natural-traces default) | logistic | ocsvm | ocsvm-poly
     "epochs": 10,                  # training epochs (natural-traces: of stage 2)
     "stage1_epochs": None,         # natural-traces stage 1 (reals only); default epochs // 2
     "batch_size": 128,             # global batch (all processes together)
@@ -54,8 +54,10 @@ OPTIONS = {
     "global_views": 2,             # adapter: cached global views per image (view 0 = the clean image)
     "local_views": 2,              # adapter: cached local views per image
     "hidden": 512, "out_dim": 128,  # adapter MLP
-    "k": 10,                       # knn head
-    "nu": 0.1,                     # ocsvm head
+    "k": None,                     # knn head: neighbours (code: 1, CoDE's exact cosine 1-NN; natural-traces: 10, weighted)
+    "C": "auto",                   # logistic head: auto (code: 0.316 on the raw embedding, CoDE's; natural-traces: sweep),
+                                   #   sweep (fakescope's L2 swept on a held-out split, standardised features) or a number
+    "nu": 0.1,                     # ocsvm (RBF random features, fakescope's) and ocsvm-poly (CoDE's) heads
     "head_prototypes": 1,          # distance head: k-means centres of the real embeddings
     "run_dir": None,               # checkpoints + metrics.jsonl (the CLI uses MODEL_DIR/training)
     "resume": True,                # continue an interrupted run from run_dir (if its settings match)
@@ -76,7 +78,6 @@ def parse_trained_options(method: str, opts: dict) -> dict:
     o = {**OPTIONS, **opts}
     if o["head"] is None:
         o["head"] = "knn" if method == "code" else "distance"
-    from .head import HEAD_NAMES
     if o["head"] not in HEAD_NAMES:
         raise ValueError(f"head {o['head']!r} unknown; choose from {', '.join(sorted(HEAD_NAMES))}")
     enc = str(o["encoder"])
@@ -99,6 +100,21 @@ def _loop(o: dict, seed: int, epochs: int, n: int, world: int, run_dir: str | No
                                   max_steps=int(o["max_steps"]) if o["max_steps"] else None,
                                   max_seconds=60 * float(o["max_minutes"]) if o["max_minutes"] else None, amp=str(o["amp"]),
                                   device=str(o["device"]), workers=int(o["workers"]), desc=desc)
+
+
+def inner_head_options(method: str, o: dict) -> dict:
+    """The head's options; CoDE's published heads by default for code (1-NN, C 0.316 balanced, poly OCSVM)."""
+    name = HEAD_NAMES[o["head"]]
+    if name == "knn":
+        return {"k": int(o["k"] or (1 if method == "code" else 10))}
+    if name in ("ocsvm", "ocsvm-poly"):
+        return {"nu": float(o["nu"])}
+    if name == "distance":
+        return {"prototypes": int(o["head_prototypes"])}
+    if name == "linear":
+        C = o["C"] if o["C"] != "auto" else (0.316 if method == "code" else "sweep")
+        return {} if C == "sweep" else {"C": float(C), "standardize": False}
+    return {}
 
 
 def _image_term(method: str, o: dict) -> bool:
@@ -221,8 +237,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
         # ---------------------------------------------------------- head on the embedding (rank 0)
         input_backbone = load_backbone(in_spec)
         shape = (3, in_spec.input_size, in_spec.input_size) if in_spec.kind == "pixels" else None
-        head_opts = {"knn": {"k": int(o["k"])}, "ocsvm": {"nu": float(o["nu"])},
-                     "distance": {"prototypes": int(o["head_prototypes"])}}.get(o["head"], {})
+        head_opts = inner_head_options(cfg.method, o)
         cls = CoDEHead if cfg.method == "code" else NaturalTracesHead
         head = cls(encoder=encoder, input_shape=shape, head=make_inner_head(o["head"], seed=cfg.seed, **head_opts))
         rows, X, errors = extract(train, input_backbone, cache, desc="head features")

@@ -15,7 +15,8 @@ import numpy as np
 from ..heads import head_from_state, make_head, register
 from .encoders import embed, encoder_from_state, encoder_state, save_encoder
 
-HEAD_NAMES = {"logistic": "linear", "linear": "linear", "knn": "knn", "ocsvm": "ocsvm", "distance": "distance"}
+HEAD_NAMES = {"logistic": "linear", "linear": "linear", "knn": "knn", "ocsvm": "ocsvm", "ocsvm-poly": "ocsvm-poly",
+              "distance": "distance"}
 
 
 def make_inner_head(name: str, seed: int = 0, **options):
