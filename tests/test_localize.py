@@ -149,6 +149,25 @@ def test_decoder_second_grid():
         ConvDecoder(8)
 
 
+def test_declip_conv20_preset_is_declips_decoder():
+    from fakescope.localize.decoder import PRESETS
+    dec = ConvDecoder(768, grid=14, output_size=224, **PRESETS["declip-conv20"]).eval()
+    convs = [m for m in dec.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4 * 5 + 1 and all(c.kernel_size == (5, 5) and c.padding == (2, 2) for c in convs)
+    assert [c.out_channels for c in convs] == [512] * 5 + [256] * 5 + [128] * 5 + [64] * 5 + [1]
+    assert convs[0].in_channels == 768 and convs[5].in_channels == 512
+    assert isinstance(dec.input_norm, torch.nn.Identity) and dec.stages == 4
+    # 4 x2 stages: a 14 x 14 grid (ViT-B/16 at 224 px) comes out 224 x 224 before any final resize
+    assert ConvDecoder(768, **PRESETS["declip-conv20"])(torch.randn(1, 768, 14, 14)).shape == (1, 1, 224, 224)
+    assert ConvDecoder(**dec.config()).config() == dec.config()
+    # a decoder saved before presets (its config has none of the new keys) rebuilds the same modules
+    old = {"in_channels": 12, "width": 32, "stages": 2, "output_size": 40, "second_channels": 0}
+    assert list(ConvDecoder(**old).state_dict()) == list(ConvDecoder(12, width=32, stages=2).state_dict())
+    assert "blocks.0.0.weight" in ConvDecoder(**old).state_dict() and "input_norm.weight" in ConvDecoder(**old).state_dict()
+    with pytest.raises(ValueError):
+        LocalizerConfig(decoder="unet").check()
+
+
 # ------------------------------------------------------------------ geometry
 def _plain_spec(policy: str, size: int = 32) -> BackboneSpec:
     return BackboneSpec(name="t", kind="t", weights="", input_size=size, resize=policy,

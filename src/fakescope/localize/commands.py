@@ -57,6 +57,7 @@ def train(
     second_backbone: Optional[str] = typer.Option(None, help="Optional second backbone whose grid is concatenated (as DeCLIP adds a ResNet-50)."),
     width: int = typer.Option(256, help="Channels of the first decoder stage (halved per stage)."),
     stages: Optional[int] = typer.Option(None, help="Upsampling stages (default: enough to reach half the input size)."),
+    decoder: str = typer.Option("fakescope", help="Decoder preset: fakescope (one Conv3x3 per stage) or declip-conv20 (DeCLIP's best: 4 stages of 5 Conv5x5, widths 512-64; --width/--stages unused)."),
     epochs: int = typer.Option(20),
     lr: float = typer.Option(1e-3),
     balanced: bool = typer.Option(False, help="Weigh edited and untouched pixels equally in the loss."),
@@ -72,7 +73,7 @@ def train(
     log.info(f"{len(tr)} training and {len(va)} validation images ({sum(p.label for p in tr)} / "
               f"{sum(p.label for p in va)} edited)")
     cfg = LocalizerConfig(backbone=backbone, second_backbone=second_backbone, width=width, stages=stages,
-                          epochs=epochs, lr=lr, balanced=balanced, seed=seed)
+                          decoder=decoder, epochs=epochs, lr=lr, balanced=balanced, seed=seed)
     loc = Localizer(cfg, cache_dir=cache)
     loc.fit([(p.image, p.mask) for p in tr], [(p.image, p.mask) for p in va] or None, log=log.info)
     if va:

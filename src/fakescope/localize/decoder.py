@@ -15,6 +15,16 @@ Stage i has max(width // 2**i, 16) channels (DeCLIP halves its widths the same w
 the expensive high-resolution stages stay narrow. With `stages=None` the depth is chosen
 so the last stage reaches at least half the output size (`auto_stages`); the final
 interpolation then covers at most a factor 2.
+
+`PRESETS["declip-conv20"]` is DeCLIP's best decoder ("conv-20", models/clip_models.py): no input
+BatchNorm; 4 stages of widths 512, 256, 128, 64, each 5 x [Conv5x5 -> BatchNorm -> ReLU] then x2
+bilinear; a final Conv5x5 to one channel (a 16 x 16 grid of ViT-L/14 at 224 px -> 256 x 256).
+Their convolutions carry a bias, ours do not: BatchNorm right after a convolution subtracts any
+constant per channel, so the bias has no effect (fewer parameters, the same functions).
+
+Block index: DeCLIP names CLIP ViT blocks `layer0`..`layer23` (counted from 0) and reads `layer20`
+of ViT-L/14; fakescope's `?patch_layer=K` counts from 1 (K = 1 is the first block, -1 the last), so
+DeCLIP's block is `hf-clip:openai/clip-vit-large-patch14?patch_layer=21`.
 """
 from __future__ import annotations
 
@@ -25,6 +35,13 @@ from torch import nn
 from torch.nn import functional as F
 
 MIN_WIDTH = 16
+
+# Constructor options beyond in_channels / grid / output_size / second_channels.
+PRESETS: dict[str, dict] = {
+    "fakescope": {"convs_per_stage": 1, "kernel": 3, "input_norm": True, "head_kernel": 1, "widths": None},
+    "declip-conv20": {"convs_per_stage": 5, "kernel": 5, "input_norm": False, "head_kernel": 5,
+                      "widths": [512, 256, 128, 64]},
+}
 
 
 def auto_stages(grid: int, output_size: int) -> int:
@@ -47,14 +64,26 @@ class ConvDecoder(nn.Module):
     grid:            side of the main grid (only read when stages is None).
     output_size:     side of the output map; None: the last stage's resolution (no final resize).
     second_channels: channels of an optional second grid, resized to the main grid and concatenated.
+    widths:          explicit channels per stage (then `width` and `stages` are not read).
+    convs_per_stage, kernel: [Conv(kernel) -> BatchNorm -> ReLU] blocks per stage and their kernel size.
+    input_norm:      BatchNorm on the input channels.   head_kernel: kernel of the final 1-channel conv.
     """
 
     def __init__(self, in_channels: int, width: int = 256, stages: int | None = None, *,
-                 grid: int | None = None, output_size: int | None = None, second_channels: int = 0):
+                 grid: int | None = None, output_size: int | None = None, second_channels: int = 0,
+                 widths: list[int] | None = None, convs_per_stage: int = 1, kernel: int = 3,
+                 input_norm: bool = True, head_kernel: int = 1):
         super().__init__()
         if in_channels <= 0 or width <= 0 or second_channels < 0:
             raise ValueError("in_channels and width must be positive, second_channels >= 0")
-        if stages is None:
+        if convs_per_stage < 1 or kernel < 1 or kernel % 2 == 0 or head_kernel < 1 or head_kernel % 2 == 0:
+            raise ValueError("convs_per_stage must be >= 1, kernel and head_kernel odd and positive")
+        if widths is not None:
+            widths = [int(w) for w in widths]
+            if not widths or min(widths) < 1:
+                raise ValueError(f"widths must be positive channel counts, got {widths}")
+            stages = len(widths)
+        elif stages is None:
             if grid is None or output_size is None:
                 raise ValueError("stages=None needs grid and output_size to choose the depth")
             stages = auto_stages(grid, output_size)
@@ -63,20 +92,27 @@ class ConvDecoder(nn.Module):
         self.in_channels, self.width, self.stages = int(in_channels), int(width), int(stages)
         self.output_size = None if output_size is None else int(output_size)
         self.second_channels = int(second_channels)
+        self.widths = None if widths is None else list(widths)
+        self.convs_per_stage, self.kernel, self.head_kernel = int(convs_per_stage), int(kernel), int(head_kernel)
         channels = self.in_channels + self.second_channels
-        self.input_norm = nn.BatchNorm2d(channels)
+        self.input_norm = nn.BatchNorm2d(channels) if input_norm else nn.Identity()
         blocks = []
-        for out in stage_widths(self.width, self.stages):
-            blocks.append(nn.Sequential(nn.Conv2d(channels, out, 3, padding=1, bias=False),
-                                        nn.BatchNorm2d(out), nn.ReLU(inplace=True)))
-            channels = out
+        for out in self.widths or stage_widths(self.width, self.stages):
+            layers: list[nn.Module] = []
+            for _ in range(self.convs_per_stage):  # one conv: the module indices of decoders saved before presets
+                layers += [nn.Conv2d(channels, out, self.kernel, padding=self.kernel // 2, bias=False),
+                           nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                channels = out
+            blocks.append(nn.Sequential(*layers))
         self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(channels, 1, 1)
+        self.head = nn.Conv2d(channels, 1, self.head_kernel, padding=self.head_kernel // 2)
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this exact architecture."""
         return {"in_channels": self.in_channels, "width": self.width, "stages": self.stages,
-                "output_size": self.output_size, "second_channels": self.second_channels}
+                "output_size": self.output_size, "second_channels": self.second_channels,
+                "widths": self.widths, "convs_per_stage": self.convs_per_stage, "kernel": self.kernel,
+                "input_norm": isinstance(self.input_norm, nn.BatchNorm2d), "head_kernel": self.head_kernel}
 
     def forward(self, x: torch.Tensor, second: torch.Tensor | None = None,
                 size: int | tuple[int, int] | None = None) -> torch.Tensor:

@@ -67,7 +67,7 @@ from ..backbones import Backbone, BackboneSpec, load_backbone, parse_spec, prefe
 from ..backbones.spec import fit_geometry
 from ..evaluation.metrics import roc_auc
 from ..images import DEFAULT_LIMITS, ImageLimits, decode_image, sha256_hex
-from .decoder import ConvDecoder
+from .decoder import PRESETS as DECODER_PRESETS, ConvDecoder
 
 FORMAT = "fakescope.localizer/1"
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -82,6 +82,8 @@ class LocalizerConfig:
                                         # grid and concatenated; needs the same input_size and resize policy
     width: int = 256                    # decoder channels of the first stage (halved per stage, floor 16)
     stages: int | None = None           # conv + x2 upsample stages; None: enough to reach input_size / 2
+    decoder: str = "fakescope"          # decoder.PRESETS: fakescope (1 Conv3x3 per stage) or declip-conv20
+                                        #   (DeCLIP's: 4 stages of 5 Conv5x5, widths 512..64; width/stages unused)
     lr: float = 1e-3                    # AdamW learning rate
     weight_decay: float = 1e-4          # AdamW weight decay
     epochs: int = 20                    # passes over the training pairs
@@ -103,6 +105,8 @@ class LocalizerConfig:
             raise ValueError("epochs, batch_size and width must be >= 1")
         if self.stages is not None and self.stages < 0:
             raise ValueError("stages must be >= 0")
+        if self.decoder not in DECODER_PRESETS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODER_PRESETS)}, not {self.decoder!r}")
 
 
 # ------------------------------------------------------------------ geometry
@@ -421,7 +425,8 @@ class Localizer:
         torch.manual_seed(cfg.seed)
         decoder = ConvDecoder(train.grids[0].shape[1], width=cfg.width, stages=cfg.stages,
                               grid=min(grid), output_size=self.spec.input_size,
-                              second_channels=train.grids[1].shape[1] if len(train.grids) > 1 else 0)
+                              second_channels=train.grids[1].shape[1] if len(train.grids) > 1 else 0,
+                              **DECODER_PRESETS[cfg.decoder])
         opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(cfg.seed)
 
