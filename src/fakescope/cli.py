@@ -138,6 +138,12 @@ def scan(
     out_format: ScanFormat = typer.Option("auto", "--format", help="auto: Parquet for a folder or a name without suffix, else JSON lines."),
     threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold for this run instead of the model's; recorded in every line's `threshold`."),
     uncertain: bool = typer.Option(True, "--uncertain/--no-uncertain", help="Answer \"uncertain\" (with a reason) where the model's rule says it cannot know; --no-uncertain: always real or fake."),
+    # provenance and video (README "Provenance" and "Video")
+    provenance: str = typer.Option("decide", "--provenance", help="off, report (a provenance object per image: C2PA, IPTC/XMP, EXIF, PNG generation chunks) or decide (also: a valid C2PA or metadata AI claim makes the verdict fake, reason 'provenance: ...')."),
+    frames: int = typer.Option(16, "--frames", min=1, help="Videos (.mp4 .webm .mov .mkv .avi; the video extra): frames sampled, evenly spaced."),
+    fps: float = typer.Option(0.0, "--fps", min=0.0, help="Videos: sample this many frames per second instead of --frames (at most 256 per video)."),
+    max_video_bytes: int = typer.Option(2 * 2**30, help="Refuse video files larger than this many bytes."),
+    max_video_seconds: float = typer.Option(3 * 3600.0, help="Refuse videos longer than this."),
 ):
     """Score images: probability each was AI-generated, and a verdict at the model's threshold.
 
@@ -176,8 +182,9 @@ def scan(
     if masks:
         masks.mkdir(parents=True, exist_ok=True)
     limits = ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels)
+    score_options = _scan_evidence_options(provenance, frames, fps, max_video_bytes, max_video_seconds)
     try:
-        inputs = enumerate_inputs(paths, limits=limits)
+        inputs = enumerate_inputs(paths, limits=limits, videos=True)
     except (ValueError, ImportError, KeyError) as e:  # a manifest without a path column, hf: without datasets, ...
         err.print(f"[red]cannot read inputs:[/red] {one_line(e)}")
         raise typer.Exit(EXIT_USAGE)
@@ -193,7 +200,7 @@ def scan(
         from .scale.outputs import JobMismatch, read_parts
         try:
             scan_job(inputs, out, model, opts, limits, batch_size or None, shard_size, log=log.info, abstain=uncertain,
-                     threshold=threshold)
+                     threshold=threshold, score_options=score_options)
         except JobMismatch as e:
             err.print(f"[red]{e}[/red]")
             raise typer.Exit(EXIT_USAGE)
@@ -212,7 +219,8 @@ def scan(
         try:
             with progress(total=len(todo), desc="scan") as bar:
                 for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size or None, shard_size,
-                                              abstain=uncertain, threshold=threshold):
+                                              abstain=uncertain, threshold=threshold,
+                                              score_options=score_options):
                     if loc is not None:
                         _add_maps(loc, recs, masks, used_names)
                     if sink:
@@ -229,6 +237,20 @@ def scan(
         _print_table(results, f"{det.name} · threshold {det.threshold:.3f}", err if to_stdout else Console())
     log.info(f"{len(results) - failed} scored, {failed} failed" + (f"; results in {out}" if out and not to_stdout else ""))
     raise typer.Exit(EXIT_OK if failed == 0 else EXIT_ALL_FAILED if failed == len(results) else EXIT_SOME_FAILED)
+
+
+def _scan_evidence_options(provenance: str, frames: int, fps: float, max_video_bytes: int,
+                           max_video_seconds: float) -> dict:
+    """scan's provenance mode and video sampling, as ScoreBatch takes them."""
+    from dataclasses import asdict
+
+    from .data.video import VideoLimits
+    from .provenance import MODES
+
+    if provenance not in MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(MODES)}", param_hint="--provenance")
+    video = VideoLimits(frames=frames, fps=fps, max_bytes=max_video_bytes, max_seconds=max_video_seconds)
+    return {"provenance": provenance, "video": asdict(video)}
 
 
 def _out_format(out: Optional[Path], fmt: str) -> str:
@@ -251,6 +273,9 @@ def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None
 
     ready, images = [], []
     for rec in (r for r in recs if r["error"] is None):
+        if "video" in rec:
+            rec["map_error"] = "video: --localize maps images, not video frames (yet)"
+            continue
         try:
             images.append(load_image(rec["path"], loc.limits))
             ready.append(rec)

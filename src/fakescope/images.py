@@ -120,31 +120,43 @@ def _too_large(size: int, limits: ImageLimits, name) -> FileTooLargeError:
     return FileTooLargeError(f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes", name)
 
 
+def _os_error(e: OSError, name) -> UnreadableFileError:
+    if isinstance(e, FileNotFoundError):
+        return UnreadableFileError("no such file", name)
+    if isinstance(e, PermissionError):
+        return UnreadableFileError("permission denied", name)
+    return UnreadableFileError(f"cannot read: {e.strerror or e}", name)
+
+
+def check_file(path: str | os.PathLike, limits: ImageLimits = DEFAULT_LIMITS, name: object = None) -> os.stat_result:
+    """A path's stat, refused (the errors read_bytes gives) unless it is a regular file within
+    max_bytes: checked before a byte is read (data/video.py opens big files by path after this)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise _os_error(e, name) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnreadableFileError("is a directory, not a file", name)
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO or a device would block the whole batch
+        raise UnreadableFileError("not a regular file (a FIFO, socket or device)", name)
+    if st.st_size > limits.max_bytes:
+        raise _too_large(st.st_size, limits, name)
+    return st
+
+
 def read_bytes(source: Source, limits: ImageLimits = DEFAULT_LIMITS, name: object = None) -> bytes:
     """The raw bytes of a path, bytes-like or binary file object, never more than max_bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         name = name if name is not None else os.fspath(source)
+        # Refuse by the stat size before reading; the capped read below covers growing files.
+        check_file(source, limits, name)
         try:
-            st = os.stat(source)
-            if stat.S_ISDIR(st.st_mode):
-                raise UnreadableFileError("is a directory, not a file", name)
-            if not stat.S_ISREG(st.st_mode):  # opening a FIFO or a device would block the whole batch
-                raise UnreadableFileError("not a regular file (a FIFO, socket or device)", name)
-            # Refuse by the stat size before reading; the capped read below covers pipes and growing files.
-            if stat.S_ISREG(st.st_mode) and st.st_size > limits.max_bytes:
-                raise _too_large(st.st_size, limits, name)
             with open(source, "rb") as f:
                 data = f.read(limits.max_bytes + 1)
-        except ImageError:
-            raise
-        except FileNotFoundError:
-            raise UnreadableFileError("no such file", name) from None
-        except PermissionError:
-            raise UnreadableFileError("permission denied", name) from None
         except OSError as e:
-            raise UnreadableFileError(f"cannot read: {e.strerror or e}", name) from None
+            raise _os_error(e, name) from None
     elif hasattr(source, "read"):
         name = name if name is not None else getattr(source, "name", None)
         try:
@@ -270,5 +282,5 @@ def decode_image_with_hash(source: Source, limits: ImageLimits = DEFAULT_LIMITS,
 __all__ = [
     "DEFAULT_LIMITS", "ImageLimits", "ImageError", "EmptyFileError", "FileTooLargeError", "NotAnImageError",
     "TruncatedImageError", "DecompressionBombError", "UnreadableFileError",
-    "read_bytes", "read_tar_member", "decode_bytes", "decode_image", "decode_image_with_hash", "sha256_hex",
+    "check_file", "read_bytes", "read_tar_member", "decode_bytes", "decode_image", "decode_image_with_hash", "sha256_hex",
 ]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # images.py pulls numpy and Pillow; this module stays light t
     from ..images import ImageLimits
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi"}  # read by data/video.py (scan only)
 REAL, FAKE, UNKNOWN = 0, 1, -1
 
 
@@ -62,9 +63,14 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_video_name(name: str) -> bool:
+    return Path(name).suffix.lower() in VIDEO_SUFFIXES
+
+
 # ---------------------------------------------------------------- unlabelled inputs (scan)
-def iter_input_paths(inputs: Iterable[str], stdin=None) -> Iterator[str]:
-    """Files as given, folders walked recursively (sorted, images only), '-' reads paths from stdin.
+def iter_input_paths(inputs: Iterable[str], stdin=None, videos: bool = False) -> Iterator[str]:
+    """Files as given, folders walked recursively (sorted, images only, and videos when `videos`),
+    '-' reads paths from stdin.
 
     A path that does not exist is still yielded, so the scanner reports it as an error for that item.
     """
@@ -77,7 +83,7 @@ def iter_input_paths(inputs: Iterable[str], stdin=None) -> Iterator[str]:
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and is_image_name(f.name):
+                if f.is_file() and (is_image_name(f.name) or videos and is_video_name(f.name)):
                     yield str(f)
                 elif not f.is_dir() and not f.is_file():  # a FIFO, socket or dangling link: reported, not skipped
                     yield str(f)

@@ -7,8 +7,10 @@ dict of arrays, one row per input row, in the same order; a broken image is a ro
 Ray builds one per actor (`map_batches(ScoreBatch, fn_constructor_kwargs=...)`), the local
 engine builds one in the calling process.
 
-    ScoreBatch(model)      -> path, sha256, score, label, threshold, model, model_version, error, reason
-                              (the records `fakescope scan` writes; scored by Detector.predict_batch)
+    ScoreBatch(model)      -> path, sha256, score, label, threshold, model, model_version, error, reason,
+                              provenance, video (JSON strings or None: provenance.py, data/video.py)
+                              (the records `fakescope scan` writes; scored by Detector.predict_batch;
+                              a video row is scored as its sampled frames, in the same forward passes)
     EmbedBatch(backbone)   -> path, sha256, feature (N x D float32), error, label, generator, text
                               (view 0 of `features.extract`: the feature-cache rows)
 
@@ -23,9 +25,11 @@ rows where `error` is set.
 """
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -155,13 +159,16 @@ class BatchFn:
             except ImportError:  # pragma: no cover - torch is a core dependency
                 pass
 
-    def _decode(self, batch: dict[str, np.ndarray], spec) -> list[Item]:
+    def _decode(self, batch: dict[str, np.ndarray], spec, one=None) -> list:
+        """One prepared Item per row (or what `one(sample_or_failed_item, limits)` makes of it)."""
         limits = ImageLimits(**self.limits)
         todo = samples_of(batch, limits)
         workers = self.decode_workers or default_workers()
-
-        def one(s):
-            return s if isinstance(s, Item) else prepare(s, spec, (0,), limits)[0]
+        if one is None:
+            def one(s, limits=limits):
+                return s if isinstance(s, Item) else prepare(s, spec, (0,), limits)[0]
+        else:
+            one = partial(one, limits=limits)
 
         if workers <= 1 or len(todo) <= 1:
             return [one(s) for s in todo]
@@ -205,16 +212,31 @@ class BatchFn:
         return {k: np.asarray(batch[k]) for k in PASS_THROUGH if k in batch}
 
 
+@dataclass
+class _Row:
+    """One input row of a scan: one Item (an image), or one per sampled frame (a video)."""
+    items: list
+    provenance: dict | None = None
+    video: dict | None = None        # data/video.py facts of a video row; None for an image
+    sha256: str | None = None        # the video file's hash (frames have none of their own)
+
+
 class ScoreBatch(BatchFn):
-    """Detector scores for a batch, through `Detector.predict_batch` (what `fakescope scan` prints)."""
+    """Detector scores for a batch, through `Detector.predict_batch` (what `fakescope scan` prints).
+
+    `provenance`: "off", "report" (a `provenance` object per image) or "decide" (also the rule of
+    provenance.apply_rule). `video`: data/video.py VideoLimits as a dict (sampling and limits)."""
 
     def __init__(self, model: str | None = None, batch_size: int | None = None, abstain: bool = True,
-                 threshold: float | None = None, **kw):
+                 provenance: str = "off", video: dict | None = None, threshold: float | None = None, **kw):
         super().__init__(**kw)
+        from ..provenance import check_mode
         self.model = model
         self.batch_size = batch_size
         self.abstain = abstain  # False: real/fake only, never "uncertain"
         self.threshold = threshold  # `scan --threshold`: this run's threshold instead of the model's
+        self.provenance = check_mode(provenance)
+        self.video = dict(video or {})
         self._det = None
 
     @property
@@ -233,30 +255,107 @@ class ScoreBatch(BatchFn):
     def _model(self):
         return self.detector.backbone
 
+    def _row(self, s, limits: ImageLimits) -> _Row:
+        """Read one input: an image (with its provenance when asked) or a video's sampled frames."""
+        from ..data.video import VideoLimits, is_video_name
+        from ..images import ImageError, read_bytes
+
+        if isinstance(s, Item):  # a tar member that could not be read
+            return _Row([s])
+        spec = self.detector.spec
+        if is_video_name(s.path):
+            return self._video_row(s, spec, limits, VideoLimits(**self.video))
+        if self.provenance == "off":
+            return _Row(prepare(s, spec, (0,), limits)[0:1])
+        from ..provenance import read_provenance
+        try:  # read once: the same bytes give the provenance and the pixels
+            data = s.data if s.data is not None else read_bytes(s.path, limits, s.path)
+        except ImageError as e:
+            return _Row([Item(s, error=e.reason)])
+        prov = read_provenance(data, s.path)
+        one = Sample(path=s.path, data=data, label=s.label, generator=s.generator, text=s.text)
+        return _Row(prepare(one, spec, (0,), limits)[0:1], prov)
+
+    @staticmethod
+    def _video_row(s: Sample, spec, limits: ImageLimits, video) -> _Row:
+        from ..backbones import preprocess
+        from ..data.video import read_video
+        from ..images import ImageError
+
+        try:
+            v = read_video(s.data if s.data is not None else s.path, video, limits, s.path)
+        except ImageError as e:
+            return _Row([Item(s, error=e.reason)], video={})
+        items = []
+        for t, img in zip(v.times, v.frames):
+            frame = Sample(path=f"{s.path}#t={t:.3f}", text=s.text)
+            try:
+                items.append(Item(frame, 0, v.sha256, preprocess(img, spec)))
+            except Exception as e:  # one frame's failure is that frame's, as for an image
+                items.append(Item(frame, 0, v.sha256, error=f"preprocess_failed: {type(e).__name__}: {e}"))
+        return _Row(items, video={**v.info(), "times": v.times}, sha256=v.sha256)
+
     def prepare(self, batch):
-        return batch, self._decode(batch, self.detector.spec)
+        return batch, self._decode(batch, self.detector.spec, self._row)
 
     def forward_size(self) -> int:
         return self.detector.batch_size or preferred_batch_size(self.detector.backbone)
 
     def finish(self, state):
-        batch, items = state
+        from ..provenance import apply_rule
+
+        batch, rows = state
         det = self.detector
         size = self.forward_size()
-        results = [r for i in range(0, len(items), size) for r in det.predict_batch(items[i:i + size])]
+        flat = [it for row in rows for it in row.items]
+        scored = iter([r for i in range(0, len(flat), size) for r in det.predict_batch(flat[i:i + size])])
+        records = []
+        for row in rows:
+            results = [next(scored) for _ in row.items]
+            if row.video is not None:
+                records.append(_video_record(row, results, det.threshold))
+                continue
+            r = results[0]
+            label, reason = apply_rule(r.label, r.reason, row.provenance, self.provenance)
+            records.append((r.path, r.sha256, r.score, label, r.error, reason, row.provenance, None))
+        n = len(records)
         out = {
-            "path": _objects([r.path for r in results]),
-            "sha256": _objects([r.sha256 for r in results]),
-            "score": np.array([np.nan if r.score is None else r.score for r in results], dtype=np.float64),
-            "label": _objects([r.label for r in results]),
-            "threshold": np.full(len(results), det.threshold, dtype=np.float64),
-            "model": _objects([det.id] * len(results)),
-            "model_version": _objects([det.version] * len(results)),
-            "error": _objects([r.error for r in results]),
-            "reason": _objects([r.reason for r in results]),
+            "path": _objects([r[0] for r in records]),
+            "sha256": _objects([r[1] for r in records]),
+            "score": np.array([np.nan if r[2] is None else r[2] for r in records], dtype=np.float64),
+            "label": _objects([r[3] for r in records]),
+            "threshold": np.full(n, det.threshold, dtype=np.float64),
+            "model": _objects([det.id] * n),
+            "model_version": _objects([det.version] * n),
+            "error": _objects([r[4] for r in records]),
+            "reason": _objects([r[5] for r in records]),
+            # JSON text: one column type for every engine and Parquet, whatever each object holds
+            "provenance": _objects([None if r[6] is None else json.dumps(r[6]) for r in records]),
+            "video": _objects([None if r[7] is None else json.dumps(r[7]) for r in records]),
         }
         out.update(self._passed(batch))
         return out
+
+
+def _video_record(row: _Row, results: list, threshold: float) -> tuple:
+    """One record for a video: the aggregate of its frames (data/video.py `aggregate`), its verdict
+    at the model's threshold, and every sampled frame's time, score and verdict."""
+    from ..data.video import aggregate
+
+    path = results[0].path.rsplit("#t=", 1)[0] if row.video else results[0].path
+    if not row.video:  # the video itself could not be read
+        r = results[0]
+        return (r.path, r.sha256, None, None, r.error, None, None, None)
+    frames = [{"t": t, "score": r.score, "label": r.label, **({"error": r.error} if r.error else {})}
+              for t, r in zip(row.video["times"], results)]
+    scores = [r.score for r in results if r.score is not None]
+    info = {k: v for k, v in row.video.items() if k != "times"}
+    if not scores:
+        error = "video_frames_failed: no sampled frame could be scored (" + (results[0].error or "?") + ")"
+        return (path, row.sha256, None, None, error, None, None, {**info, "frames": frames})
+    agg = aggregate(scores)
+    label = "fake" if agg["topk_mean"] >= threshold else "real"
+    return (path, row.sha256, agg["topk_mean"], label, None, None, None, {**info, **agg, "frames": frames})
 
 
 class EmbedBatch(BatchFn):

@@ -12,7 +12,7 @@ A row names one image and says where its bytes are; it never holds decoded pixel
 
 Sources (`enumerate_inputs`), as `fakescope scan` / `fakescope features` take them:
 
-    photos/                    folders, walked recursively (images only, sorted)
+    photos/                    folders, walked recursively (images only, sorted; videos too for scan)
     a.jpg                      files; a missing file is kept, to be reported as that item's error
     -                          paths from stdin, one per line
     data.csv / data.jsonl      manifests: `path` column (relative to the manifest), optional
@@ -150,9 +150,10 @@ def _is_pattern(text: str) -> bool:
 
 
 def enumerate_inputs(specs: Iterable[str], stdin=None, stats: dict | None = None,
-                     limits: ImageLimits | None = None) -> Inputs:
+                     limits: ImageLimits | None = None, videos: bool = False) -> Inputs:
     """All inputs of `specs` (see the module doc), in order; duplicates are kept as given. No tar
-    member over `limits.max_bytes` is read here (its row fails with too_large when scanned)."""
+    member over `limits.max_bytes` is read here (its row fails with too_large when scanned).
+    `videos`: folders also yield video files (data/video.py VIDEO_SUFFIXES; scan reads them)."""
     limits = limits or DEFAULT_LIMITS
     inputs = Inputs()
     stats = stats if stats is not None else {}
@@ -171,7 +172,7 @@ def enumerate_inputs(specs: Iterable[str], stdin=None, stats: dict | None = None
             for shard in expand_shards(spec):
                 _tar_rows(inputs, shard, stats, limits)
         elif Path(spec).is_dir():
-            for p in iter_input_paths([spec]):
+            for p in iter_input_paths([spec], videos=videos):
                 inputs.add(p)
         elif _is_tar_name(spec) and Path(spec).is_file():
             _tar_rows(inputs, str(Path(spec)), stats, limits)

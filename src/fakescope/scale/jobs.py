@@ -118,17 +118,20 @@ def scan_job(inputs: Inputs, out: str | Path, model: str | None = None, opts: En
              limits: ImageLimits | None = None, batch_size: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
              fn_cls: type = ScoreBatch, log: Callable[[str], None] | None = None,
              on_rows: Callable[[int], None] | None = None, abstain: bool = True,
-             threshold: float | None = None) -> JobResult:
+             threshold: float | None = None, score_options: dict | None = None) -> JobResult:
     """Score `inputs` with a detector into Parquet parts under `out` (`abstain=False`: no "uncertain";
-    `threshold`: this run's threshold instead of the model's, recorded in the job and every row)."""
+    `threshold`: this run's threshold instead of the model's, recorded in the job and every row;
+    `score_options`: ScoreBatch's `provenance` and `video`, part of the job's identity when given)."""
     from ..detector import load_detector
 
     model = _resolve(model)
     det = load_detector(model)  # fails here, not in every worker, when the folder is wrong
     kwargs = {"model": model, "batch_size": batch_size, "limits": asdict(limits or ImageLimits()), "abstain": abstain,
-              "threshold": threshold}
+              "threshold": threshold, **(score_options or {})}
     config = {"model": det.id, "model_version": det.version,
               "threshold": det.threshold if threshold is None else float(threshold)}
+    if score_options:  # another provenance mode or frame sampling is another job
+        config["options"] = score_options
     return run_parts_job("scan", fn_cls, kwargs, inputs, out, config, opts or EngineOptions(), shard_size,
                          progress_desc="scan", log=log, on_rows=on_rows)
 
@@ -136,13 +139,14 @@ def scan_job(inputs: Inputs, out: str | Path, model: str | None = None, opts: En
 def iter_scan_records(inputs: Inputs, model: str | None = None, opts: EngineOptions | None = None,
                       limits: ImageLimits | None = None, batch_size: int | None = None,
                       chunk: int = DEFAULT_SHARD_SIZE, fn_cls: type = ScoreBatch,
-                      abstain: bool = True, threshold: float | None = None) -> Iterator[list[dict]]:
+                      abstain: bool = True, threshold: float | None = None,
+                      score_options: dict | None = None) -> Iterator[list[dict]]:
     """Scan records batch by batch as the engine returns them (input order on the local engine),
     each input once: what `fakescope scan --out x.jsonl` appends."""
     from .outputs import scan_records
 
     kwargs = {"model": _resolve(model), "batch_size": batch_size, "limits": asdict(limits or ImageLimits()),
-              "abstain": abstain, "threshold": threshold}
+              "abstain": abstain, "threshold": threshold, **(score_options or {})}
     seen: set[tuple[int, int]] = set()
     for cols in engines.run(fn_cls, kwargs, inputs, plan_shards(len(inputs), chunk, ""), opts or EngineOptions()):
         keys = list(zip(np.asarray(cols["shard"]).tolist(), np.asarray(cols["pos"]).tolist()))

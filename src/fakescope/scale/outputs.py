@@ -15,7 +15,7 @@ another model or another shard size finds a different job.json and refuses the f
 
 The same writer serves the local and the Ray engine, so their outputs are interchangeable.
 Scan parts hold the scan records (path, sha256, score, label, threshold, model, model_version,
-error); feature parts hold path, sha256, feature (fixed-size list of float32), error, label,
+error, reason; provenance and video as JSON text); feature parts hold path, sha256, feature (fixed-size list of float32), error, label,
 generator, text. `register_features` copies feature parts into a FeatureCache, so
 `fakescope train` / `features.extract` on the same images read them instead of recomputing.
 """
@@ -313,6 +313,9 @@ def to_table(kind: str, columns: dict[str, np.ndarray]):
             "model_version": pa.array(_strings(columns["model_version"]), pa.string()),
             "error": pa.array(_strings(columns["error"]), pa.string()),
             "reason": pa.array(_strings(columns.get("reason", [None] * len(score))), pa.string()),
+            # JSON text (provenance.py, data/video.py): nested, and its keys may grow
+            "provenance": pa.array(_strings(columns.get("provenance", [None] * len(score))), pa.string()),
+            "video": pa.array(_strings(columns.get("video", [None] * len(score))), pa.string()),
         })
     if kind == "features":
         feats = np.ascontiguousarray(columns["feature"], dtype=np.float32)
@@ -342,8 +345,17 @@ def scan_records(columns: dict[str, np.ndarray]) -> list[dict]:
                     "threshold": float(columns["threshold"][i]),
                     "model": str(columns["model"][i]), "model_version": str(columns["model_version"][i]),
                     "error": _str(columns["error"][i]),
-                    "reason": _str(columns["reason"][i]) if "reason" in columns else None})
+                    "reason": _str(columns["reason"][i]) if "reason" in columns else None,
+                    "provenance": _json_cell(columns, "provenance", i)})
+        video = _json_cell(columns, "video", i)
+        if video is not None:  # only video lines carry it
+            out[-1]["video"] = video
     return out
+
+
+def _json_cell(columns: dict, name: str, i: int):
+    v = _str(columns[name][i]) if name in columns else None
+    return None if v is None else json.loads(v)
 
 
 def feature_matrix(table) -> np.ndarray:
