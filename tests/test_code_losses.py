@@ -139,9 +139,9 @@ def test_code_objective_adds_the_image_term_when_the_batch_has_it():
     idx = same_class_derangement(y, torch.Generator().manual_seed(5))
     with torch.no_grad():
         want, _ = code_loss(model(l), model(g), y, 0.1, "pair", model(c), model(a), idx)
-    assert float(loss) == pytest.approx(float(want), rel=1e-5) and "loss_image_real" in parts
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5) and "loss_image_real" in parts
     only_local, parts = code_objective(0.1)(model, {"global": g, "local": l, "label": y}, ctx)
-    assert "loss_image_real" not in parts and float(only_local) != pytest.approx(float(loss), rel=1e-3)
+    assert "loss_image_real" not in parts and float(only_local.detach()) != pytest.approx(float(loss.detach()), rel=1e-3)
 
 
 def released_real_term(l, g, y, t):
@@ -242,3 +242,50 @@ def test_spherical_kmeans_finds_two_directions():
     best = sorted((c @ torch.eye(3)[:2].T).max(0).values.tolist())
     assert best[0] > 0.99
     assert np.allclose(c.norm(dim=1).numpy(), 1, atol=1e-5)
+
+
+# ------------------------------------------------------------------ natural traces: supervised term, scoring (issue 19)
+def test_stage2_adds_the_weighted_supervised_term():
+    from fakescope.training.engine import StepContext
+    from fakescope.training.natural_traces import WithTraces, stage2_objective
+    torch.manual_seed(0)
+    enc = torch.nn.Linear(6, 4)
+    protos = F.normalize(torch.randn(3, 4), dim=1)
+    model = WithTraces(enc, protos, classifier=True)
+    g, l, y = batch(n=6, seed=8)
+    ctx = StepContext(rank=0, world_size=1, epoch=0, step=0, device=torch.device("cpu"))
+    loss, parts = stage2_objective(0.1, supervised_weight=0.5)(model, {"global": g, "local": l, "label": y}, ctx)
+    with torch.no_grad():
+        zg, zl = enc(g), enc(l)
+        contrastive, _ = natural_traces_loss(torch.cat([zg, zl]), torch.cat([y, y]), protos, 0.1)
+        w, b = model.classifier.weight[0].tolist(), float(model.classifier.bias)
+        bce = 0.0
+        for z, t in zip(torch.cat([zg, zl]).tolist(), torch.cat([y, y]).tolist()):
+            u = unit([z])[0]
+            p = 1 / (1 + math.exp(-(dot(u, w) + b)))                 # P(fake) of the linear classifier
+            bce += -math.log(p if t == 1 else 1 - p)
+        bce /= 12
+    assert parts["loss_supervised"] == pytest.approx(bce, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(contrastive) + 0.5 * bce, rel=1e-5)
+    plain = WithTraces(enc, protos)   # supervised_weight 0: no classifier, the contrastive loss alone
+    only, parts = stage2_objective(0.1, supervised_weight=0.0)(plain, {"global": g, "local": l, "label": y}, ctx)
+    assert float(only.detach()) == pytest.approx(float(contrastive), rel=1e-6) and "loss_supervised" not in parts
+
+
+def test_distance_to_given_traces():
+    from fakescope.heads import head_from_state, make_head
+    traces = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], np.float32)     # normalised by the head
+    X = np.array([[1, 0, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]], np.float32)
+    y = np.array([0, 1, 0, 1])
+    head = make_head("distance", centres=traces)
+    info = head.fit(X, y)
+    # 1 - max_k cos(x, c_k) by hand: 0, 1, 1 - 1/sqrt(2), 1 - 1/sqrt(2)
+    np.testing.assert_allclose(head.distance(X), [0, 1, 1 - 2 ** -0.5, 1 - 2 ** -0.5], atol=1e-6)
+    np.testing.assert_allclose(head.centres, [[1, 0, 0], [0, 1, 0]])          # not refitted on the reals
+    assert info["centres_from"] == "given" and head.config()["prototypes"] == 2
+    again = head_from_state("distance", head.config(), head.state())
+    assert again.centres_from == "given"
+    np.testing.assert_array_equal(again.predict(X), head.predict(X))
+    refit = make_head("distance")
+    refit.fit(X, y)
+    assert refit.centres_from == "real-kmeans"

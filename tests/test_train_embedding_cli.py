@@ -81,6 +81,9 @@ def test_natural_traces_resume_and_other_heads(data, tmp_path, one_thread):
     assert r.exit_code == 0, r.output
     det = load_detector(out)
     assert det.head.method == "natural-traces" and det.head.head.method == "distance"
+    # scored by distance to the 2 learned traces (not a refitted real centre), with the supervised term on
+    assert det.head.head.config()["centres_from"] == "given" and det.head.head.config()["prototypes"] == 2
+    assert det.metadata["fit"]["options"]["supervised_weight"] == 1.0
     assert (out / "training" / "stage1" / "metrics.jsonl").exists()
     assert len((out / "training" / "stage2" / "metrics.jsonl").read_text().splitlines()) == 2
     scores = [r.score for r in det.predict([str(p) for p in sorted((data / "real").iterdir())[:3]])]

@@ -75,9 +75,12 @@ def fit_score_map(s: np.ndarray, y: np.ndarray | None, real_quantile: float = 0.
 class DistanceHead:
     method = "distance"
 
-    def __init__(self, prototypes: int = 1, seed: int = 0):
-        self.k, self.seed = int(prototypes), seed
-        self.centres: np.ndarray | None = None
+    def __init__(self, prototypes: int = 1, seed: int = 0, centres: np.ndarray | None = None):
+        """centres: fixed unit directions to measure the distance to (the natural traces a
+        natural-traces run learned); None: spherical k-means of the real training embeddings."""
+        self.k, self.seed = (int(prototypes) if centres is None else len(centres)), seed
+        self.centres: np.ndarray | None = None if centres is None else _unit(centres)
+        self.centres_from = "real-kmeans" if centres is None else "given"
         self.a, self.b = 1.0, 0.0
 
     def distance(self, X: np.ndarray) -> np.ndarray:
@@ -88,17 +91,19 @@ class DistanceHead:
         real = X[y == 0]
         if not len(real):
             raise ValueError("distance head: needs real images to fit the real cluster")
-        self.centres = spherical_kmeans(real, self.k, seed=self.seed)
+        if self.centres_from == "real-kmeans":
+            self.centres = spherical_kmeans(real, self.k, seed=self.seed)
         d = self.distance(X)
         self.a, self.b = fit_score_map(d, y)
-        return {"prototypes": int(len(self.centres)), "mean_distance_real": float(d[y == 0].mean()),
+        return {"prototypes": int(len(self.centres)), "centres_from": self.centres_from,
+                "mean_distance_real": float(d[y == 0].mean()),
                 "mean_distance_fake": float(d[y == 1].mean()) if (y == 1).any() else None}
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid(self.a * self.distance(X) + self.b)
 
     def config(self) -> dict:
-        return {"prototypes": self.k, "a": self.a, "b": self.b,
+        return {"prototypes": self.k, "a": self.a, "b": self.b, "centres_from": self.centres_from,
                 "dim": int(self.centres.shape[1]) if self.centres is not None else 0}
 
     def state(self) -> dict[str, np.ndarray]:
@@ -108,5 +113,6 @@ class DistanceHead:
     def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "DistanceHead":
         head = cls(prototypes=config.get("prototypes", 1))
         head.centres = state["centres"].astype(np.float32)
+        head.centres_from = config.get("centres_from", "real-kmeans")
         head.a, head.b = float(config["a"]), float(config["b"])
         return head

@@ -44,6 +44,8 @@ OPTIONS = {
     "positives": "pair",           # CoDE local term: the image's own global view ("pair", CoDE) or all same-class ones ("class")
     "image_term": True,            # CoDE image term: clean image vs augmented other image of its class (CoDE); false: local term only
     "prototypes": 4,               # natural-traces: learnable real prototypes in stage 2
+    "supervised_weight": 1.0,      # natural-traces: weight of the real/fake BCE term in stage 2 (the paper's; 0: contrastive only)
+    "score_by": "traces",          # natural-traces distance head: to the learned traces ("traces") or a refitted real centre ("centroid")
     "global_scale": [0.4, 1.0],    # area fraction of global views
     "local_scale": [0.05, 0.4],    # area fraction of local views
     "pre_crop": None,              # ViT: first a native-resolution crop of this many px (large photos)
@@ -78,6 +80,8 @@ def parse_trained_options(method: str, opts: dict) -> dict:
     o = {**OPTIONS, **opts}
     if o["head"] is None:
         o["head"] = "knn" if method == "code" else "distance"
+    if o["score_by"] not in ("traces", "centroid"):
+        raise ValueError(f"score_by must be 'traces' or 'centroid', got {o['score_by']!r}")
     if o["head"] not in HEAD_NAMES:
         raise ValueError(f"head {o['head']!r} unknown; choose from {', '.join(sorted(HEAD_NAMES))}")
     enc = str(o["encoder"])
@@ -156,6 +160,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
         run_dir = o["run_dir"]
         torch.manual_seed(cfg.seed)
         info: dict = {"options": {k: v for k, v in o.items() if k != "run_dir"}}
+        traces = None  # natural-traces: the learned prototypes, when stage 2 runs here
         cache = None
 
         # ---------------------------------------------------------- encoder + training items
@@ -223,7 +228,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
                 l2 = _loop(o, cfg.seed, int(o["epochs"]), n, d.world_size,
                            str(Path(run_dir) / "stage2") if run_dir else None, "natural-traces stage 2")
                 res = train_natural_traces(encoder, dataset, l1, l2, int(o["prototypes"]), float(o["stage1_temperature"]),
-                                           float(o["temperature"]), log=log)
+                                           float(o["temperature"]), float(o["supervised_weight"]), log=log)
+                traces = res["prototypes"].cpu().numpy()
                 info["history"] = {"stage1": res["stage1"], "stage2": res["stage2"]}
                 info["loop"] = {"stage1": asdict(l1), "stage2": asdict(l2)}
             encoder = encoder.cpu().eval()
@@ -238,6 +244,11 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
         input_backbone = load_backbone(in_spec)
         shape = (3, in_spec.input_size, in_spec.input_size) if in_spec.kind == "pixels" else None
         head_opts = inner_head_options(cfg.method, o)
+        if o["head"] == "distance" and o["score_by"] == "traces":
+            if traces is None:  # trained:<dir> (no stage 2 here) or --method code: no learned traces
+                log("distance head: no learned natural traces in this run; scoring by a refitted real centre")
+            else:
+                head_opts = {"centres": traces}
         cls = CoDEHead if cfg.method == "code" else NaturalTracesHead
         head = cls(encoder=encoder, input_shape=shape, head=make_inner_head(o["head"], seed=cfg.seed, **head_opts))
         rows, X, errors = extract(train, input_backbone, cache, desc="head features")
