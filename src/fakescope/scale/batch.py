@@ -264,7 +264,7 @@ class ScoreBatch(BatchFn):
             return _Row([s])
         spec = self.detector.spec
         if is_video_name(s.path):
-            return self._video_row(s, spec, limits, VideoLimits(**self.video))
+            return video_row(s, spec, limits, VideoLimits(**self.video))
         if self.provenance == "off":
             return _Row(prepare(s, spec, (0,), limits)[0:1])
         from ..provenance import read_provenance
@@ -275,25 +275,6 @@ class ScoreBatch(BatchFn):
         prov = read_provenance(data, s.path)
         one = Sample(path=s.path, data=data, label=s.label, generator=s.generator, text=s.text)
         return _Row(prepare(one, spec, (0,), limits)[0:1], prov)
-
-    @staticmethod
-    def _video_row(s: Sample, spec, limits: ImageLimits, video) -> _Row:
-        from ..backbones import preprocess
-        from ..data.video import read_video
-        from ..images import ImageError
-
-        try:
-            v = read_video(s.data if s.data is not None else s.path, video, limits, s.path)
-        except ImageError as e:
-            return _Row([Item(s, error=e.reason)], video={})
-        items = []
-        for t, img in zip(v.times, v.frames):
-            frame = Sample(path=f"{s.path}#t={t:.3f}", text=s.text)
-            try:
-                items.append(Item(frame, 0, v.sha256, preprocess(img, spec)))
-            except Exception as e:  # one frame's failure is that frame's, as for an image
-                items.append(Item(frame, 0, v.sha256, error=f"preprocess_failed: {type(e).__name__}: {e}"))
-        return _Row(items, video={**v.info(), "times": v.times}, sha256=v.sha256)
 
     def prepare(self, batch):
         return batch, self._decode(batch, self.detector.spec, self._row)
@@ -313,7 +294,7 @@ class ScoreBatch(BatchFn):
         for row in rows:
             results = [next(scored) for _ in row.items]
             if row.video is not None:
-                records.append(_video_record(row, results, det.threshold))
+                records.append(video_record(row, results, det.threshold))
                 continue
             r = results[0]
             label, reason = apply_rule(r.label, r.reason, row.provenance, self.provenance)
@@ -337,7 +318,27 @@ class ScoreBatch(BatchFn):
         return out
 
 
-def _video_record(row: _Row, results: list, threshold: float) -> tuple:
+def video_row(s: Sample, spec, limits: ImageLimits, video) -> _Row:
+    """A video's sampled frames as prepared Items (one row); a video that cannot be read is one failed Item."""
+    from ..backbones import preprocess
+    from ..data.video import read_video
+    from ..images import ImageError
+
+    try:
+        v = read_video(s.data if s.data is not None else s.path, video, limits, s.path)
+    except ImageError as e:
+        return _Row([Item(s, error=e.reason)], video={})
+    items = []
+    for t, img in zip(v.times, v.frames):
+        frame = Sample(path=f"{s.path}#t={t:.3f}", text=s.text)
+        try:
+            items.append(Item(frame, 0, v.sha256, preprocess(img, spec)))
+        except Exception as e:  # one frame's failure is that frame's, as for an image
+            items.append(Item(frame, 0, v.sha256, error=f"preprocess_failed: {type(e).__name__}: {e}"))
+    return _Row(items, video={**v.info(), "times": v.times}, sha256=v.sha256)
+
+
+def video_record(row: _Row, results: list, threshold: float) -> tuple:
     """One record for a video: the aggregate of its frames (data/video.py `aggregate`), its verdict
     at the model's threshold, and every sampled frame's time, score and verdict."""
     from ..data.video import aggregate

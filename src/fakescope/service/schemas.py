@@ -44,6 +44,10 @@ class Detection(BaseModel):
     map_error: Optional[str] = None
     mask_png: Optional[str] = Field(None, description="base64 8-bit grey PNG, 0-255 = P(pixel edited)")
     overlay_png: Optional[str] = Field(None, description="base64 RGB PNG: the heatmap fully blended over the image")
+    provenance: Optional[dict] = Field(None, description="what the file says about its origin (C2PA, IPTC/XMP, "
+                                       "EXIF, PNG generation chunks): status, summary, ai_claims, c2pa, evidence, notes")
+    video: Optional[dict] = Field(None, description="a video upload: sampled frames' times and scores; score is "
+                                  "the mean of the top ceil(n/4) frame scores (also mean, max)")
     timing_ms: Timing
 
 
@@ -72,6 +76,8 @@ class Limits(BaseModel):
     max_pixels: int
     max_batch_files: int
     request_timeout_s: float
+    max_video_bytes: Optional[int] = None
+    max_video_seconds: Optional[float] = None
 
 
 class Batching(BaseModel):

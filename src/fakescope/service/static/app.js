@@ -126,7 +126,21 @@ function show(card, res) {
   } else if (res.map_error) {
     numbers += " · no heatmap: " + res.map_error;
   }
+  if (res.video) numbers += ` · video: ${res.video.frames.length} frames, max ${res.video.max.toFixed(3)}`;
   $(".numbers", card).textContent = numbers;
+  showProvenance(card, res.provenance);
+}
+
+// What the file says about its own origin, beside the pixel score (never "real" from its absence).
+function showProvenance(card, p) {
+  if (!p) return;
+  const box = $(".provenance", card);
+  let text = "Provenance: " + p.summary;
+  if (p.c2pa && !p.c2pa.valid) text += ` · C2PA manifest present but ${p.c2pa.validation_state.toLowerCase()}: not trusted`;
+  if (p.notes && p.notes.length) text += " · notes: " + p.notes.join("; ");
+  box.textContent = text;
+  box.classList.toggle("claim", p.status === "ai_claim");
+  box.hidden = false;
 }
 
 // Plain words for the server's error codes, when it gives no detail of its own.
@@ -136,6 +150,9 @@ const REASONS = {
   empty: "The file is empty",
   too_large: "The file is too large",
   too_many_pixels: "The image has too many pixels",
+  video_too_long: "The video is too long",
+  video_unsupported: "Not a video fakescope can read",
+  video_corrupt: "The video is corrupt",
   unauthorized: "API key missing or wrong",
   timeout: "The server took too long",
   not_ready: "The model is still loading",
@@ -144,8 +161,11 @@ const REASONS = {
 
 async function detect(file, card) {
   $(".verdict", card).textContent = "Scoring…";
-  if (limits && file.size > limits.max_upload_bytes) {
-    reject(card, "Rejected", `${REASONS.too_large}: ${mb(file.size)}, the limit is ${mb(limits.max_upload_bytes)}.`);
+  // the same limits the server applies: videos have their own byte limit
+  const max = file.type.startsWith("video/") && limits && limits.max_video_bytes ? limits.max_video_bytes
+    : limits && limits.max_upload_bytes;
+  if (max && file.size > max) {
+    reject(card, "Rejected", `${REASONS.too_large}: ${mb(file.size)}, the limit is ${mb(max)}.`);
     return;
   }
   const form = new FormData();
