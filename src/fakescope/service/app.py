@@ -75,6 +75,11 @@ class ServiceConfig:
     max_connections: int = 512            # open connections (idle ones included); more are answered 503 by uvicorn
     header_timeout_s: float = 10.0        # a connection must send a request's headers within this, else it is closed
     keep_alive_s: float = 5.0             # an idle keep-alive connection is closed after this
+    # ---- evidence beyond pixels (README "Provenance", "Video")
+    provenance: str = "decide"            # off, report or decide: provenance.py's rule, as `scan --provenance`
+    max_video_bytes: int = 0              # one video upload; 0: max_upload_bytes (videos are told by their bytes)
+    max_video_seconds: float = 600.0      # longer videos -> 413 video_too_long
+    video_frames: int = 16                # frames sampled per video, scored in the same micro-batches
     # ---- micro-batching (see batcher.py)
     batch_window_ms: float = 5.0          # how long to wait for company after the first request; 0: only who waits
     max_batch_size: int = 32              # requests per trip to the model thread; 1 turns micro-batching off.
@@ -131,7 +136,9 @@ def error_response(status: int, code: str, detail: str, headers: dict | None = N
 
 # ImageError codes (images.py, pipeline.py) -> HTTP status.
 IMAGE_STATUS = {"too_large": 413, "too_many_pixels": 413, "not_an_image": 415, "empty": 422, "truncated": 422,
-                "unreadable": 422, "preprocess_failed": 422, "missing_text": 422}
+                "unreadable": 422, "preprocess_failed": 422, "missing_text": 422,
+                "video_too_long": 413, "video_unsupported": 415, "video_corrupt": 422, "video_empty": 422,
+                "video_frames_failed": 422}
 
 
 def image_error(reason: str) -> ServiceError:
@@ -248,6 +255,7 @@ class _Job:
     image: Image.Image | None        # the picture for the localiser; None when no map is wanted
     map_error: str | None = None     # why the localiser could not have it
     keep_error: str | None = None    # --keep-uploads could not store it (disk full, ...); scored all the same
+    provenance: dict | None = None   # provenance.read_provenance of the upload (None: mode off)
 
 
 @dataclass
@@ -327,6 +335,9 @@ class Service:
             except ImageError as e:  # the score stands; only the map is missing
                 map_error = e.reason
         job = _Job(item, image, map_error)
+        if cfg.provenance != "off":
+            from ..provenance import read_provenance
+            job.provenance = read_provenance(data, name)
         if cfg.keep_uploads_dir:  # only when asked; named by content, so a re-upload overwrites itself
             from ..scale.outputs import fsync_write
             ext = Path(name or "").suffix.lower()
@@ -350,14 +361,20 @@ class Service:
 
     async def detect(self, name: str | None, data: bytes, localize: bool, started: float) -> dict:
         """One file -> the response object; refusals raise ServiceError."""
+        from ..data.video import looks_like_video
+        from ..provenance import apply_rule
+
+        if looks_like_video(data):
+            return await self.detect_video(name, data, started)
         job, decode_s = await asyncio.to_thread(self._prepare, name, data, localize)
         out, info = await self.batcher.submit(job)
         r = out.result
         if r.error is not None:
             raise image_error(r.error)
-        res = {"filename": name, "sha256": r.sha256, "score": r.score, "label": r.label, "reason": r.reason,
+        label, reason = apply_rule(r.label, r.reason, job.provenance, self.config.provenance)
+        res = {"filename": name, "sha256": r.sha256, "score": r.score, "label": label, "reason": reason,
                "threshold": r.threshold, "model": r.model, "model_version": r.model_version, "error": None,
-               "batch_size": info.size}
+               "batch_size": info.size, "provenance": job.provenance}
         render_s = None
         if job.map_error is not None:
             res.update(localizer=self.localizer_id(), map_error=job.map_error)
@@ -378,6 +395,30 @@ class Service:
         if job.keep_error is not None:
             raise KeepFailed(res, job.keep_error)
         return res
+
+    async def detect_video(self, name: str | None, data: bytes, started: float) -> dict:
+        """A video upload: its sampled frames ride the micro-batcher like images (scan's video_row and
+        video_record: the same sampling, limits and aggregate rule)."""
+        from ..data.video import VideoLimits
+        from ..scale.batch import video_record, video_row
+
+        cfg, det = self.config, self.models.detector
+        video = VideoLimits(frames=cfg.video_frames, max_bytes=cfg.max_video_bytes or cfg.max_upload_bytes,
+                            max_seconds=cfg.max_video_seconds)
+        t = time.perf_counter()
+        row = await asyncio.to_thread(video_row, Sample(path=name or "upload", data=data), det.spec, cfg.limits(), video)
+        decode_s = time.perf_counter() - t
+        if not row.video:
+            raise image_error(row.items[0].error)
+        outs = await asyncio.gather(*(self.batcher.submit(_Job(it, None)) for it in row.items))
+        path, sha, score, label, error, _, _, info = video_record(row, [o.result for o, _ in outs], det.threshold)
+        if error is not None:
+            raise image_error(error)
+        return {"filename": name, "sha256": sha, "score": score, "label": label, "reason": None,
+                "threshold": det.threshold, "model": det.id, "model_version": str(det.version), "error": None,
+                "batch_size": max(i.size for _, i in outs), "provenance": None, "video": info,
+                "timing_ms": _ms(decode=decode_s, queue=max(i.queued_s for _, i in outs),
+                                 model=sum(i.run_s for _, i in outs), total=time.perf_counter() - started)}
 
     def not_ready(self) -> ServiceError:
         # Open routes say what is wrong, never where: the paths and the exception are in the log.
@@ -467,7 +508,8 @@ def create_app(config: ServiceConfig | None = None, loader: Callable[[ServiceCon
         started = time.perf_counter()
 
         async def work():
-            limit = cfg.max_upload_bytes * 4 // 3 + 64 * 1024  # room for base64 or multipart framing
+            # room for base64 or multipart framing; a video may be larger than an image
+            limit = max(cfg.max_upload_bytes, cfg.max_video_bytes) * 4 // 3 + 64 * 1024  # (video: only if larger)
             ((name, data),) = await read_uploads(request, limit, many=False, max_files=1)
             return await svc.detect(name, data, localize, started)
         return await serve(work)
