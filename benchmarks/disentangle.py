@@ -6,6 +6,7 @@ a semantic projection aligned with the caption embedding (InfoNCE) and a low-lev
 (supervised contrastive on real/fake); a probe on each, scored on CIFAKE val.
 
     python benchmarks/disentangle.py --backbone effnet-lite0 --out runs/disentangle.json
+    python benchmarks/disentangle.py --ortho-weight 0.1 --ortho-weight 0   # with and without the decorrelation penalty
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="effnet-lite0")
     ap.add_argument("--per-class", type=int, default=2000)
     ap.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / ".cache" / "features"))
+    ap.add_argument("--ortho-weight", type=float, action="append", default=None,
+                    help="decorrelation penalty weight (repeatable: one table each; default 0.1)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -46,11 +49,16 @@ def main() -> None:
     y = np.array([s.label for s in train])
     yv = np.array([s.label for s in val])
     T = load_text_encoder("minilm").encode([caption(s.path) for s in train])
-    head = make_head("disentangle", seed=0)
-    info = head.fit(X, y, np.arange(len(y)), text=T)
-    res = {"backbone": args.backbone, "cifake_val": head.analysis(V, yv), "heldout": info.get("heldout_analysis")}
-    for name, m in res["cifake_val"].items():
-        print(f"{name:10s} probe on CIFAKE val: AUC {m['auc']:.4f} acc {m['accuracy']:.4f}")
+    res = {"backbone": args.backbone, "by_ortho_weight": {}}
+    for w in args.ortho_weight or [0.1]:
+        head = make_head("disentangle", seed=0, ortho_weight=w)
+        info = head.fit(X, y, np.arange(len(y)), text=T)
+        r = {"cifake_val": head.analysis(V, yv), "heldout": info.get("heldout_analysis"),
+             "last_epoch_losses": info.get("last_epoch_losses")}
+        res["by_ortho_weight"][str(w)] = r
+        for name, m in r["cifake_val"].items():
+            print(f"ortho_weight {w:g} {name:10s} probe on CIFAKE val: AUC {m['auc']:.4f} acc {m['accuracy']:.4f}",
+                  flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, default=float))
 
