@@ -22,7 +22,7 @@ from fakescope.detector import load_detector  # noqa: E402
 TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
             image_size=32, patch_size=8)
 PER_CLASS = 12
-FIELDS = {"path", "sha256", "score", "label", "threshold", "model", "model_version", "error", "reason"}
+FIELDS = {"path", "sha256", "score", "label", "threshold", "model", "model_version", "error", "reason", "provenance"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
