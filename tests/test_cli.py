@@ -79,7 +79,7 @@ def test_train_writes_model(work):
     root, result = work
     assert "saved model" in result.output
     assert not (root / "unused-cache").exists()  # --no-cache
-    assert sorted(p.name for p in (root / "model").iterdir()) == ["detector.json", "head.safetensors"]
+    assert sorted(p.name for p in (root / "model").iterdir()) == ["README.md", "detector.json", "head.safetensors"]
     meta = json.loads((root / "model" / "detector.json").read_text())
     assert meta["id"] == "tiny" and meta["backbone"]["name"] == "hf-dinov2:dino"
     md = meta["metadata"]

@@ -284,7 +284,7 @@ def test_save_load_roundtrip(tmp_path):
     spec = BackboneSpec(name="test-only", kind="hf-dinov2", weights="/nonexistent", dim=8)
     det = Detector(spec=spec, head=head, threshold=0.4, id="robust", version="1")
     d = det.save(tmp_path / "model")
-    assert sorted(p.name for p in d.iterdir()) == ["detector.json", "head.safetensors"]
+    assert sorted(p.name for p in d.iterdir()) == ["README.md", "detector.json", "head.safetensors"]
     assert set(load_file(str(d / "head.safetensors"))) == set(state)
     loaded = load_detector(d)
     assert isinstance(loaded.head, RobustMLP) and loaded.head.config() == cfg
