@@ -122,8 +122,9 @@ def test_uncertainty_rule_flags_unfamiliar_and_near_threshold():
     val = rng.normal(0, 1, (60, 8)) + np.array([5, 0, 0, 0, 0, 0, 0, 0])
     y = np.arange(60) % 2
     scores = np.where(y == 1, rng.uniform(0.4, 1.0, 60), rng.uniform(0.0, 0.6, 60))
-    rule = unc.fit_uncertainty(train, val, y, scores, threshold=0.7, k=5, quantile=0.95, miss_rate=0.2)
-    assert 0.4 <= rule.low < 0.7
+    rule = unc.fit_uncertainty(train, val, y, scores, threshold=0.7,
+                               cfg=unc.UncertaintyConfig(k=5, quantile=0.95, miss_rate=0.2))
+    assert 0.4 <= rule.low < 0.7 and rule.high is None
     far = -np.ones((1, 8)) * 5                      # opposite direction: unlike every training row
     near = val[:1]
     reasons = rule.reasons(np.vstack([far, near, near, near]), np.array([0.9, 0.95, rule.low + 1e-3, 0.01]), 0.7)
@@ -165,3 +166,20 @@ def test_scan_writes_uncertain_with_reason_and_can_turn_it_off(work):
     assert on["label"] == "uncertain" and on["reason"] == unc.UNFAMILIAR
     assert off["label"] in ("real", "fake") and off["reason"] is None
     assert on["score"] == pytest.approx(off["score"])
+
+
+def test_confident_fake_cut_widens_the_band_to_the_stated_fpr():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (100, 4))
+    y = np.arange(100) % 2
+    scores = np.where(y == 1, rng.uniform(0.3, 1.0, 100), rng.uniform(0.0, 0.8, 100))
+    reals = np.sort(scores[y == 0])
+    rule = unc.fit_uncertainty(x, x, y, scores, threshold=0.6,
+                               cfg=unc.UncertaintyConfig(quantile=1.0, miss_rate=0.1, confident_fpr=0.02))
+    # at most 2% of the held-out reals (1 of 50) at or above `high`, and `high` never under the threshold
+    assert (reals >= rule.high).sum() <= 1 and (reals >= np.nextafter(rule.high, -1)).sum() >= 1
+    assert rule.high >= 0.6
+    r = rule.reasons(x[:3], np.array([0.65, rule.high, rule.low - 1e-6]), 0.6)
+    assert r == [unc.NEAR_THRESHOLD, None, None]
+    again = unc.UncertaintyRule.from_state(rule.config(), rule.state())
+    assert again.high == pytest.approx(rule.high) and again.confident_fpr == 0.02

@@ -354,6 +354,10 @@ def train(
     text: Optional[str] = typer.Option(None, "--text", help="Caption encoder spec, e.g. minilm or hf-clip-text:<ref>."),
     modality: Modality = typer.Option("image", help="What the head reads (text/both need --text)."),
     options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE, e.g. --set alpha=0.9 --set sam=false; repeatable."),
+    uncertain: bool = typer.Option(True, "--uncertain/--no-uncertain", help="Fit the rule that answers \"uncertain\" (saved in the model)."),
+    uncertain_quantile: float = typer.Option(0.99, help="\"Uncertain\" rule: images farther from the training images than this quantile of the validation images are unfamiliar."),
+    uncertain_miss_rate: float = typer.Option(0.05, help="\"Uncertain\" rule: \"real\" only below the score that this share of held-out fakes fall under."),
+    uncertain_fpr: Optional[float] = typer.Option(None, help="\"Uncertain\" rule: \"fake\" only at or above the score this share of held-out reals reach (default: the threshold)."),
     seed: int = typer.Option(0),
 ):
     """Fit a detector on labelled images (frozen backbone + head). Methods: linear, multilayer, disentangle, robust-mlp,
@@ -361,6 +365,7 @@ def train(
     --set head=ocsvm --set epochs=20; runs under torchrun too)."""
     from .features import DEFAULT_CACHE
     from .train import TrainConfig, fit_detector
+    from .uncertainty import UncertaintyConfig
 
     method, modality = value(method), value(modality)
     head_options = parse_options(options)
@@ -369,6 +374,8 @@ def train(
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
                       val_fraction=val_fraction, target_fpr=target_fpr, calibrate_on=calibrate_on, seed=seed, model_id=model_id,
                       version=version, text_encoder=text, modality=modality, head_options=head_options,
+                      uncertain=uncertain, uncertainty=UncertaintyConfig(quantile=uncertain_quantile, miss_rate=uncertain_miss_rate,
+                                                                         confident_fpr=uncertain_fpr),
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     try:
         det = fit_detector(cfg, log=log.info)
@@ -484,6 +491,9 @@ def validate(
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
     target_fpr: float = typer.Option(0.05, help="Threshold rule: this share of the training sources' held-out reals called fake."),
     device_folds: int = typer.Option(5, help="Folds over camera devices for the false-positive rate."),
+    uncertain_quantile: float = typer.Option(0.99, help="\"Uncertain\" rule: images farther from the training images than this quantile of the validation images are unfamiliar."),
+    uncertain_miss_rate: float = typer.Option(0.05, help="\"Uncertain\" rule: \"real\" only below the score that this share of held-out fakes fall under."),
+    uncertain_fpr: Optional[float] = typer.Option(None, help="\"Uncertain\" rule: \"fake\" only at or above the score this share of held-out reals reach (default: the threshold)."),
     options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE; repeatable."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
@@ -497,8 +507,11 @@ def validate(
     from .train import TrainConfig
 
     method = value(method)
+    from .uncertainty import UncertaintyConfig
+
+    rule = UncertaintyConfig(quantile=uncertain_quantile, miss_rate=uncertain_miss_rate, confident_fpr=uncertain_fpr)
     cfg = TrainConfig(data=[], backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
-                      target_fpr=target_fpr, head_options=parse_options(options),
+                      target_fpr=target_fpr, head_options=parse_options(options), uncertainty=rule,
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     sources, cameras = load_named(source, per_class, seed), load_named(photos, None, seed)
     loso = leave_one_source_out(cfg, sources, always_train=cameras, log=log.info)
@@ -508,6 +521,7 @@ def validate(
     if report:
         report.write_text(json.dumps({"backbone": backbone, "method": method, "views": views, "per_class": per_class,
                                       "target_fpr": target_fpr, "options": parse_options(options),
+                                      "uncertainty": rule.__dict__,
                                       "leave_one_source_out": loso, "device_held_out": devices}, indent=2) + "\n")
         report.with_suffix(".md").write_text(table + "\n")
 

@@ -252,14 +252,26 @@ def _to_sample(x, i: int) -> Sample:
     raise TypeError(f"cannot read {type(x).__name__} as an image")
 
 
+# Detectors inside the package, loadable by name: the default (CLIP ViT-B/16) and the previous
+# default on EfficientNet-Lite0, kept for users who need its speed.
+SHIPPED_MODELS = (DEFAULT_MODEL, "effnet-v2")
+
+
+def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    return Path(str(resources.files("fakescope") / "models" / name))
+
+
 def default_model_dir() -> Path:
-    return Path(str(resources.files("fakescope") / "models" / DEFAULT_MODEL))
+    return shipped_model_dir(DEFAULT_MODEL)
 
 
 def load_detector(model: str | Path | None = None) -> Detector:
-    """The shipped default detector, or one saved by `fakescope train` / `Detector.save`: a folder,
-    or a Hugging Face Hub id `user/repo[@revision]` (hub.py: an existing folder wins)."""
-    if model in (None, "", DEFAULT_MODEL):
-        return Detector.load(default_model_dir())
+    """A shipped detector by name (`default`, `effnet-v2`), or one saved by `fakescope train` /
+    `Detector.save`: a folder, or a Hugging Face Hub id `user/repo[@revision]` (hub.py). An
+    existing folder of the same name wins over a shipped name."""
+    if model in (None, ""):
+        model = DEFAULT_MODEL
+    if str(model) in SHIPPED_MODELS and not Path(model).exists():
+        return Detector.load(shipped_model_dir(str(model)))
     from .hub import resolve_model
     return Detector.load(resolve_model(model))

@@ -24,7 +24,7 @@ from .detector import Detector
 from .evaluation.metrics import metrics_by_generator, summary, threshold_at_fpr
 from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
 from .heads import HEADS_READING_TEXT, make_head
-from .uncertainty import fit_uncertainty
+from .uncertainty import UncertaintyConfig, fit_uncertainty
 
 
 @dataclass
@@ -45,6 +45,7 @@ class TrainConfig:
     text_encoder: str | None = None     # caption encoder spec ("minilm", "hf-clip-text:<ref>"); None: images only
     modality: str = "image"             # what the head reads: "image", "text" or "both"
     uncertain: bool = True              # fit the "uncertain" rule (uncertainty.py) on this run's held-out images
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)  # how that rule is fitted
 
 
 def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
@@ -164,7 +165,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
             info["validation_analysis"] = head.analysis(VX, vy)
         threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
         if cfg.uncertain and cfg.modality == "image" and len(set(vy)) == 2:
-            uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, seed=cfg.seed)
+            uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, cfg.uncertainty, seed=cfg.seed)
     metadata = {
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "fakescope_version": __version__,

@@ -8,10 +8,11 @@ both fitted on the training run's own data and saved in the model folder as arra
                  the `quantile` of the same distance over the held-out validation images. Camera
                  photos, screenshots or art unlike anything trained on land here instead of
                  getting a confident verdict the detector cannot back.
-  near threshold the score lies between `low` and the threshold: `low` is the score under which
-                 at most `miss_rate` of the held-out fakes fall, so "real" is said only below
-                 it, where few fakes are. Scores at or above the threshold stay "fake" (its
-                 false-positive rate is the detector's stated one).
+  near threshold the score lies between `low` and `high`: `low` is the score under which at
+                 most `miss_rate` of the held-out fakes fall, so "real" is said only below it;
+                 `high` is the score at or above which at most `confident_fpr` of the held-out
+                 reals fall (never below the detector's threshold), so "fake" is said only there.
+                 With the rule off, the threshold alone decides (its stated false-positive rate).
 
 Measured as selective classification (accuracy and false-positive rate on the answered images
 against coverage) by `fakescope validate`; `--no-uncertain` (or `Detector.abstain = False`)
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 UNFAMILIAR = "unfamiliar: unlike the images this detector was trained and validated on"
-NEAR_THRESHOLD = "near threshold: the score is between the confident-real and fake thresholds"
+NEAR_THRESHOLD = "near threshold: the score is between the confident-real and confident-fake cuts"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -49,26 +50,30 @@ class UncertaintyRule:
     reference: np.ndarray      # (M, D) L2-normalised features of training images (float32)
     k: int                     # neighbours averaged
     max_distance: float        # above it: unfamiliar
-    low: float                 # below it: real; [low, threshold): near threshold
+    low: float                 # below it: real; [low, high): near threshold
     quantile: float            # of the validation distances that set max_distance
     miss_rate: float           # share of held-out fakes allowed under `low`
+    high: float | None = None  # at or above it: fake; None: the detector's threshold
+    confident_fpr: float | None = None  # share of held-out reals allowed at or above `high`
 
     def reasons(self, features: np.ndarray, scores: np.ndarray, threshold: float) -> list[str | None]:
         """One reason per image to answer "uncertain", or None to answer."""
         dist = knn_distance(features, self.reference, self.k) if len(features) else np.zeros(0)
         out: list[str | None] = []
+        high = threshold if self.high is None else max(self.high, threshold)
         for d, s in zip(dist, scores):
             if d > self.max_distance:
                 out.append(UNFAMILIAR)
-            elif self.low <= s < threshold:
+            elif self.low <= s < high:
                 out.append(NEAR_THRESHOLD)
             else:
                 out.append(None)
         return out
 
     def config(self) -> dict:
-        return {"k": self.k, "max_distance": self.max_distance, "low": self.low, "quantile": self.quantile,
-                "miss_rate": self.miss_rate, "reference_rows": int(len(self.reference))}
+        return {"k": self.k, "max_distance": self.max_distance, "low": self.low, "high": self.high,
+                "quantile": self.quantile, "miss_rate": self.miss_rate, "confident_fpr": self.confident_fpr,
+                "reference_rows": int(len(self.reference))}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"reference": self.reference.astype(np.float16)}  # half the bytes; distances change < 1e-3
@@ -79,25 +84,41 @@ class UncertaintyRule:
         if ref.ndim != 2 or not len(ref):
             raise ValueError("uncertainty reference must be a non-empty matrix")
         values = {k: float(config[k]) for k in ("max_distance", "low", "quantile", "miss_rate")}
+        values.update({k: float(config[k]) for k in ("high", "confident_fpr") if config.get(k) is not None})
         if not all(np.isfinite(v) for v in values.values()):
             raise ValueError("uncertainty rule has a non-finite value")
         return cls(reference=_normalise(ref), k=int(config["k"]), **values)
 
 
+@dataclass(frozen=True)
+class UncertaintyConfig:
+    """How the rule is fitted (chosen by leave-one-source-out validation, docs/results.md)."""
+    k: int = 10                  # neighbours averaged for the distance
+    quantile: float = 0.99       # validation distances under the unfamiliar cut
+    miss_rate: float = 0.05      # held-out fakes allowed under the confident-real cut
+    confident_fpr: float | None = None   # held-out reals allowed over the confident-fake cut; None: the threshold
+    max_reference: int = 4096    # training rows kept for the distance
+
+
 def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, val_scores: np.ndarray,
-                    threshold: float, k: int = 10, quantile: float = 0.99, miss_rate: float = 0.05,
-                    max_reference: int = 4096, seed: int = 0) -> UncertaintyRule:
+                    threshold: float, cfg: UncertaintyConfig = UncertaintyConfig(), seed: int = 0) -> UncertaintyRule:
     """Fit both rules on one training run: reference rows from the training features, the distance
     cut and the confident-real cut from the held-out validation images."""
+    from .evaluation.metrics import threshold_at_fpr
+
     rng = np.random.default_rng(seed)
-    rows = np.arange(len(train_x)) if len(train_x) <= max_reference else \
-        np.sort(rng.choice(len(train_x), max_reference, replace=False))
+    rows = np.arange(len(train_x)) if len(train_x) <= cfg.max_reference else \
+        np.sort(rng.choice(len(train_x), cfg.max_reference, replace=False))
     reference = _normalise(train_x[rows]).astype(np.float16).astype(np.float32)  # as it will be loaded
-    max_distance = float(np.quantile(knn_distance(val_x, reference, k), quantile)) if len(val_x) else 1.0
-    fakes = np.asarray(val_scores)[np.asarray(val_y) == 1]
-    low = float(min(np.quantile(fakes, miss_rate), threshold)) if len(fakes) else float(threshold)
-    return UncertaintyRule(reference=reference, k=k, max_distance=max_distance, low=low,
-                           quantile=quantile, miss_rate=miss_rate)
+    max_distance = float(np.quantile(knn_distance(val_x, reference, cfg.k), cfg.quantile)) if len(val_x) else 1.0
+    y, s = np.asarray(val_y), np.asarray(val_scores)
+    fakes, reals = s[y == 1], s[y == 0]
+    low = float(min(np.quantile(fakes, cfg.miss_rate), threshold)) if len(fakes) else float(threshold)
+    high = None
+    if cfg.confident_fpr is not None and len(reals):
+        high = max(threshold_at_fpr(reals, cfg.confident_fpr), float(threshold))
+    return UncertaintyRule(reference=reference, k=cfg.k, max_distance=max_distance, low=low, high=high,
+                           quantile=cfg.quantile, miss_rate=cfg.miss_rate, confident_fpr=cfg.confident_fpr)
 
 
 def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
@@ -117,4 +138,5 @@ def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
     return out
 
 
-__all__ = ["NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyRule", "fit_uncertainty", "knn_distance", "selective_metrics"]
+__all__ = ["NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
+           "selective_metrics"]

@@ -184,8 +184,9 @@ def features_job(inputs: Inputs, out: str | Path, backbone: str = "effnet-lite0"
 
 
 def _resolve(model: str | None) -> str | None:
-    """A model folder given relative to here, made absolute (workers may start elsewhere)."""
-    if model in (None, "", "default"):
+    """A model folder given relative to here, made absolute (workers may start elsewhere); a shipped
+    model's name (or None) is passed on as it is."""
+    if model in (None, ""):
         return None
     p = Path(model)
     return str(p.resolve()) if p.exists() else model
