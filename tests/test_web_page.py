@@ -116,7 +116,7 @@ def test_page_scores_uploads_and_rejects_junk(server, tmp_path):
                 document.querySelector("#drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
             }""", [fake.name, base64.b64encode(fake.read_bytes()).decode()])
 
-            verdicts = re.compile(r"Likely (AI-generated|real)")
+            verdicts = re.compile(r"Likely (AI-generated|real)|Uncertain")
             for name in (real.name, fake.name):
                 card = page.locator(".card", has_text=name)
                 expect(card.locator(".verdict")).to_have_text(verdicts, timeout=30_000)
@@ -168,7 +168,7 @@ def test_page_asks_for_the_api_key_and_keeps_it_for_the_tab(keyed_server):
             expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
             page.locator("#clear").click()
             page.set_input_files("#files", [str(real)])
-            expect(page.locator(".card .verdict")).to_have_text(re.compile(r"Likely (AI-generated|real)"),
+            expect(page.locator(".card .verdict")).to_have_text(re.compile(r"Likely (AI-generated|real)|Uncertain"),
                                                                  timeout=30_000)
 
             # the key lives in this tab's sessionStorage: a reload is scored without typing it again
@@ -177,3 +177,19 @@ def test_page_asks_for_the_api_key_and_keeps_it_for_the_tab(keyed_server):
             assert page.locator("#apikey").input_value() == API_KEY
         finally:
             browser.close()
+
+
+def test_api_docs_render_offline(server):
+    """/docs (Swagger UI) draws the API from the server's own assets: nothing from a CDN."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            outside = []
+            page.on("request", lambda req: None if req.url.startswith((server, "data:", "blob:")) else outside.append(req.url))
+            page.goto(server + "docs")
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("fakescope", timeout=20_000)
+            expect(page.locator(".opblock-summary-path", has_text="/v1/detect").first).to_be_visible()
+        finally:
+            browser.close()
+    assert outside == [], f"/docs fetched from elsewhere: {outside}"

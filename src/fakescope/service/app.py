@@ -572,12 +572,15 @@ DOCS_ASSETS = "/static/swagger"
 
 
 def _install_docs(app: FastAPI) -> None:
-    """/docs: Swagger UI from the swagger-ui-bundle wheel (the server extra), served by this app, so
-    the page works offline and loads nothing from other hosts. Without the wheel there is no /docs."""
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
+    """/docs: Swagger UI 5 (it reads the OpenAPI 3.1 that FastAPI writes; 4.x refuses it) from the
+    fastapi-offline wheel's static files (the server extra; only its files are used), served by this
+    app, so the page works offline and loads nothing from other hosts. Without the wheel, no /docs."""
+    import importlib.util
+
+    found = importlib.util.find_spec("fastapi_offline")
+    if found is None or not found.submodule_search_locations:
         return
+    assets = Path(list(found.submodule_search_locations)[0]) / "static"
     from fastapi.openapi.docs import get_swagger_ui_html
 
     @app.get("/docs", include_in_schema=False)
@@ -585,10 +588,10 @@ def _install_docs(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url=app.openapi_url, title="fakescope API",
                                    swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
 
     # mounted before /static, which would otherwise take the /static/swagger paths
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="swagger")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
