@@ -59,6 +59,15 @@ def _package_file(package: str, relative: str) -> str:
     return str(path)
 
 
+def _session_options(ort, threads: int):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    # Idle compute threads must not spin: on few cores they would starve the decoding threads.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 def _threads() -> int:
     return int(os.environ.get("FAKESCOPE_THREADS", "0")) or (os.cpu_count() or 1)
 
@@ -131,13 +140,23 @@ class OnnxBackbone:
         present = {o.name for o in model.graph.output}
         for name in sorted(wanted - present):
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = _threads()
-        opts.log_severity_level = 3
-        # Idle compute threads must not spin: on few cores they would starve the decoding threads.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=onnx_providers(ort.get_available_providers()))
+        graph, providers = model.SerializeToString(), onnx_providers(ort.get_available_providers())
+        # A graph run one image at a time keeps the cores busy with one single-threaded session per
+        # thread, each on its own image, rather than splitting every matrix product across threads:
+        # on 2 cores 15-16 img/s instead of 14 for clip-b16, and no thread waits for a straggler
+        # while decoding shares the cores (benchmarks/throughput.py, docs/results.md 9.5).
+        parallel = self.layout.one_image_per_run and providers == ["CPUExecutionProvider"] and _threads() > 1
+        sessions = _threads() if parallel else 1
+        self.sessions = [ort.InferenceSession(graph, _session_options(ort, 1 if parallel else _threads()),
+                                              providers=providers) for _ in range(sessions)]
+        self.session = self.sessions[0]
         self.input_name = self.session.get_inputs()[0].name
+        self._pool = self._alone = None
+        if parallel:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(sessions, thread_name_prefix=f"{spec.kind}-forward")
+            # a lone image (one upload to the service) is faster on all threads at once: 70 ms, not 115
+            self._alone = ort.InferenceSession(graph, _session_options(ort, _threads()), providers=providers)
 
     def _layer_name(self, k: int) -> str:
         index = k - 1 if k > 0 else self.layout.num_layers + k
@@ -156,7 +175,16 @@ class OnnxBackbone:
         if want_patches and patch_name and patch_name not in names:
             names.append(patch_name)
         if self.layout.one_image_per_run:
-            runs = [self.session.run(names, {self.input_name: batch[i:i + 1]}) for i in range(len(batch))]
+            def run(i: int):  # image i on session i mod n: each session serves one thread at a time
+                return self.sessions[i % len(self.sessions)].run(names, {self.input_name: batch[i:i + 1]})
+            if self._alone is not None and len(batch) == 1:
+                runs = [self._alone.run(names, {self.input_name: batch})]
+            elif self._pool is not None:
+                runs = []
+                for start in range(0, len(batch), len(self.sessions)):
+                    runs += self._pool.map(run, range(start, min(start + len(self.sessions), len(batch))))
+            else:
+                runs = [run(i) for i in range(len(batch))]
             outputs = [np.concatenate(parts) for parts in zip(*runs)] if runs else []
         else:
             outputs = self.session.run(names, {self.input_name: batch})
