@@ -98,7 +98,7 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source(work, monkeypa
     # each fold trains on the labelled sources and on the other devices' photos only
     assert all(s == {"srcA", "srcB", "srcC", "cams"} for s in seen)
     fold_devices = [{protocols.device_of(s) for s in cams[0].samples
-                     if protocols._device_fold(protocols.device_of(s), 3, 0) == r["fold"]} for r in dev["folds"]]
+                     if protocols.device_fold(protocols.device_of(s), 3, 0) == r["fold"]} for r in dev["folds"]]
     assert sum(len(d) for d in fold_devices) == 6   # every device in exactly one test fold
     assert dev["fpr"] == pytest.approx(sum(r["fpr"] * r["n"] for r in dev["folds"]) / 18)
 

@@ -73,7 +73,7 @@ def device_of(sample: Sample) -> str:
     return "unknown"
 
 
-def _device_fold(device: str, folds: int, seed: int) -> int:
+def device_fold(device: str, folds: int, seed: int) -> int:
     return int(hashlib.sha256(f"{seed}:{device}".encode()).hexdigest()[:8], 16) % folds
 
 
@@ -118,7 +118,7 @@ def device_held_out_fpr(cfg: TrainConfig, photos: Sequence[NamedSource], others:
     sources and the other devices' photos are kept) and their photos scored at the refit's
     threshold. Returns the pooled false-positive rate and one row per fold."""
     pool = [s for src in photos for s in src.samples if s.label == REAL]
-    fold_of = [_device_fold(device_of(s), folds, seed) for s in pool]
+    fold_of = [device_fold(device_of(s), folds, seed) for s in pool]
     rows = []
     for k in range(folds):
         test = [s for s, f in zip(pool, fold_of) if f == k]
@@ -167,5 +167,5 @@ def markdown_table(loso: dict[str, dict], devices: dict | None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NamedSource", "device_held_out_fpr", "device_of", "leave_one_source_out", "load_named",
+__all__ = ["NamedSource", "device_fold", "device_held_out_fpr", "device_of", "leave_one_source_out", "load_named",
            "markdown_table", "parse_named"]
