@@ -145,21 +145,34 @@ def test_uncertain_verdict_saved_loaded_and_switchable(work):
     assert det.uncertainty is not None and det.uncertainty.reference.shape[1] == 32
     meta = json.loads((work / "det" / "detector.json").read_text())
     assert meta["uncertainty"]["k"] == det.uncertainty.k
-    # a flat grey image is unlike both smooth gradients and noise: "uncertain", with the reason
+    # the images it was trained on (not its validation split) are familiar: none is "unfamiliar"
+    from fakescope.data.samples import load_labelled
+    from fakescope.train import split_by_image
+    real = [x for x in load_labelled("srcA") if x.label == 0]
+    train_imgs = [np.asarray(Image.open(x.path)) for x, held in zip(real, split_by_image(real, 0.3, 0)) if not held]
+    assert len(train_imgs) >= 6
+    assert all(x.reason != unc.UNFAMILIAR for x in det.predict(train_imgs))
+    # the saved rule decides the verdict: with its distance cut below every distance, each image is
+    # "uncertain" with the reason, its score unchanged; with abstain off, real or fake again
     grey = np.full((40, 40, 3), 128, np.uint8)
-    r = det.predict([grey, *(np.asarray(Image.open(p)) for p in sorted((work / "srcA" / "real").glob("*.png"))[:2])])
-    assert r[0].label == "uncertain" and r[0].reason == unc.UNFAMILIAR and r[0].score is not None
-    assert all(x.label in ("real", "fake", "uncertain") for x in r)
+    scores = [x.score for x in det.predict([grey, *train_imgs[:2]])]
+    det.uncertainty.max_distance = -1.0
+    r = det.predict([grey, *train_imgs[:2]])
+    assert [x.label for x in r] == ["uncertain"] * 3 and {x.reason for x in r} == {unc.UNFAMILIAR}
+    assert [x.score for x in r] == pytest.approx(scores)
     det.abstain = False
     assert [x.label for x in det.predict([grey])] in (["real"], ["fake"])
+    det.abstain = True
+    det.save(work / "det-strict")  # for the scan test: a folder whose rule calls every image unfamiliar
+    assert load_detector(work / "det-strict").uncertainty.max_distance == -1.0
 
 
 def test_scan_writes_uncertain_with_reason_and_can_turn_it_off(work):
-    if not (work / "det" / "detector.json").exists():
-        pytest.skip("needs the detector trained by test_uncertain_verdict_saved_loaded_and_switchable")
+    if not (work / "det-strict" / "detector.json").exists():
+        pytest.skip("needs the detector saved by test_uncertain_verdict_saved_loaded_and_switchable")
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(work / "grey.png")
     for flag, out in (("--uncertain", "on.jsonl"), ("--no-uncertain", "off.jsonl")):
-        res = CliRunner().invoke(app, ["scan", "grey.png", "--model", "det", "--out", out, flag])
+        res = CliRunner().invoke(app, ["scan", "grey.png", "--model", "det-strict", "--out", out, flag])
         assert res.exit_code == 0, res.output
     on = json.loads((work / "on.jsonl").read_text().splitlines()[-1])
     off = json.loads((work / "off.jsonl").read_text().splitlines()[-1])
