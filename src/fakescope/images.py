@@ -9,10 +9,11 @@ Formats: JPEG, PNG, WebP, BMP, TIFF, GIF (first frame only), plus HEIC/AVIF when
 
 Safety: the file size is checked before reading (`ImageLimits.max_bytes`), the declared width x
 height is checked from the header before any pixel is decoded (`max_pixels`), and truncated data
-is an error (we never set `ImageFile.LOAD_TRUNCATED_IMAGES`). No Pillow global is changed. Pillow
-still applies its own bomb check inside `Image.open` (a warning above `Image.MAX_IMAGE_PIXELS`,
-an error above twice that); its error is reported as our DecompressionBombError, and with the
-default limits its warning only fires for images we refuse anyway.
+is an error (we never set `ImageFile.LOAD_TRUNCATED_IMAGES`). Pillow also applies its own bomb
+check (a warning above `Image.MAX_IMAGE_PIXELS`, an error above twice that); its error is reported
+as our DecompressionBombError. So that `max_pixels` is the one limit, a larger `max_pixels` raises
+Pillow's global to it (never lowers it) before decoding: our check of the header comes first
+anyway, and other Pillow users in the process are affected only up to the limit the user chose.
 
 Orientation: EXIF orientation is applied, so a portrait phone photo comes out portrait.
 
@@ -197,6 +198,8 @@ def decode_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, name: object
         raise EmptyFileError("file is empty (0 bytes)", name)
     if len(data) > limits.max_bytes:
         raise _too_large(len(data), limits, name)
+    if Image.MAX_IMAGE_PIXELS is not None and limits.max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limits.max_pixels  # else Pillow refuses (2x) or warns below our limit
     try:
         img = Image.open(io.BytesIO(data))
         img.seek(0)  # animated GIF/WebP/TIFF: the first frame

@@ -121,3 +121,23 @@ def test_case11_output_paths_that_cannot_be_written(tmp_path, tiny_model, images
 
 def test_case11_hf_with_nothing_after_it_is_a_usage_error(tiny_model):
     assert_one_line_error(run("scan", "hf:", "--model", tiny_model, "--no-table"), "hf:")
+
+
+def test_case12_max_pixels_is_the_one_limit_not_pillows(monkeypatch):
+    """Pillow refuses images over twice its global cap (about 179 MP by default) before our check
+    runs; a user's larger --max-pixels must win. Pillow's cap is lowered here so that a small image
+    stands in for a 200 MP one; the test restores it."""
+    import io
+
+    from PIL import Image
+
+    from fakescope import images
+
+    buf = io.BytesIO()
+    Image.new("RGB", (100, 100), (10, 20, 30)).save(buf, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow: warning above 1,000, error above 2,000
+    img = images.decode_bytes(buf.getvalue(), images.ImageLimits(max_pixels=20_000))
+    assert img.size == (100, 100) and Image.MAX_IMAGE_PIXELS == 20_000  # raised to the user's limit
+    with pytest.raises(images.DecompressionBombError, match="over the limit of 5,000"):
+        images.decode_bytes(buf.getvalue(), images.ImageLimits(max_pixels=5_000))
+    assert Image.MAX_IMAGE_PIXELS == 20_000  # never lowered
