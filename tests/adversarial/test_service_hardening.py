@@ -169,3 +169,51 @@ def test_case13_allowed_hosts():
         assert c.get("/healthz", headers={"host": "detect.example.org"}).status_code == 200
     finally:
         c.__exit__(None, None, None)
+
+
+def test_case12_decoded_pixels_in_flight_are_bounded(monkeypatch):
+    """Four uploads of 100x100 arrive at once with a budget of 15,000 decoded pixels: they are
+    decoded one at a time (without the budget, the thread pool decodes them together)."""
+    import asyncio
+
+    from fakescope.service import app as service_app
+    from fakescope.service.batcher import PixelBudget
+
+    svc = service_app.Service(ServiceConfig(max_pixels_in_flight=15_000), loader=lambda cfg: None)
+    now, most = [0], [0]
+    lock = threading.Lock()
+
+    def prepare(name, data, localize):  # stands in for the decode: counts who is decoding at once
+        with lock:
+            now[0] += service_app._declared_pixels(data)
+            most[0] = max(most[0], now[0])
+        time.sleep(0.05)
+        with lock:
+            now[0] -= service_app._declared_pixels(data)
+        raise service_app.ServiceError(422, "stop", "the test ends each request here")
+
+    monkeypatch.setattr(svc, "_prepare", prepare)
+    upload = png_bytes(0, size=100)
+    assert service_app._declared_pixels(upload) == 10_000
+    assert service_app._declared_pixels(b"not an image") == 0
+
+    async def four():
+        return await asyncio.gather(*(svc.detect(f"{i}.png", upload, False, time.perf_counter()) for i in range(4)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(four())
+    assert all(isinstance(r, service_app.ServiceError) for r in results)
+    assert most[0] == 10_000 and svc.pixels.used == 0  # one at a time, and every hold given back
+
+    async def budget_never_exceeded():
+        b, peak = PixelBudget(100), [0]
+
+        async def job(n):
+            held = await b.acquire(n)
+            peak[0] = max(peak[0], b.used)
+            await asyncio.sleep(0.01)
+            await b.release(held)
+        await asyncio.gather(*(job(n) for n in (60, 60, 30, 250, 10)))  # 250 > budget: runs alone, held as 100
+        return peak[0], b.used
+
+    assert asyncio.run(budget_never_exceeded()) == (100, 0)

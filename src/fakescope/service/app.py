@@ -51,7 +51,7 @@ from ..data.samples import IMAGE_SUFFIXES, Sample
 from ..images import ImageError, ImageLimits, decode_image
 from ..pipeline import Item, prepare
 from . import schemas
-from .batcher import MicroBatcher
+from .batcher import MicroBatcher, PixelBudget
 
 log = logging.getLogger("fakescope.service")
 API_KEY_HEADER = "X-API-Key"
@@ -72,6 +72,7 @@ class ServiceConfig:
     max_batch_files: int = 16             # files in one batch request -> 413 too_many_files
     request_timeout_s: float = 30.0       # a request, from reading its body to its answer -> 504 timeout
     max_inflight: int = 64                # requests served at once; more -> 503 busy (bounds memory under a flood)
+    max_pixels_in_flight: int = 100_000_000  # decoded pixels at once over all uploads; more wait their turn
     max_connections: int = 512            # open connections (idle ones included); more are answered 503 by uvicorn
     header_timeout_s: float = 10.0        # a connection must send a request's headers within this, else it is closed
     keep_alive_s: float = 5.0             # an idle keep-alive connection is closed after this
@@ -271,6 +272,16 @@ def _png_b64(img: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _declared_pixels(data: bytes) -> int:
+    """Width x height from the header (Pillow reads no pixels here); 0 when it cannot be read,
+    and decoding then reports what is wrong with the file."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except Exception:  # any unreadable or hostile header: the decoder's own error says which
+        return 0
+
+
 class Service:
     """Models, batcher and the work of one request, behind the routes of `create_app`."""
 
@@ -281,6 +292,7 @@ class Service:
         self.load_error: str | None = None
         self.inflight = 0
         self.batcher = MicroBatcher(self._run_batch, config.batch_window_ms, config.max_batch_size)
+        self.pixels = PixelBudget(config.max_pixels_in_flight)
 
     # ------------------------------------------------------------ lifecycle
     async def load(self) -> None:
@@ -366,7 +378,11 @@ class Service:
 
         if looks_like_video(data):
             return await self.detect_video(name, data, started)
-        job, decode_s = await asyncio.to_thread(self._prepare, name, data, localize)
+        held = await self.pixels.acquire(_declared_pixels(data))
+        try:  # the full-size decode lives only inside _prepare: the job keeps 224 px arrays and a thumbnail
+            job, decode_s = await asyncio.to_thread(self._prepare, name, data, localize)
+        finally:
+            await self.pixels.release(held)
         out, info = await self.batcher.submit(job)
         r = out.result
         if r.error is not None:

@@ -132,3 +132,26 @@ class MicroBatcher(Generic[T, R]):
             for (_, fut, queued), out in zip(batch, outputs):
                 if not fut.done():
                     fut.set_result((out, BatchInfo(len(batch), start - queued, run_s)))
+
+
+class PixelBudget:
+    """Decoded pixels in flight over all requests: an upload waits until its image's pixels (read
+    from its header) fit in the budget, so a flood of large images is decoded a few at a time
+    instead of all at once. One image larger than the whole budget runs alone."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self, pixels: int) -> int:
+        n = max(0, min(int(pixels), self.limit))
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        return n
+
+    async def release(self, n: int) -> None:
+        async with self._cond:
+            self.used -= n
+            self._cond.notify_all()

@@ -43,6 +43,7 @@ def serve(
     max_batch_files: int = typer.Option(16, help="Most files in one batch request (413 above)."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds a request may take, upload included (504 after)."),
     max_inflight: int = typer.Option(64, help="Requests served at once; more are answered 503 busy."),
+    max_pixels_in_flight: int = typer.Option(100_000_000, help="Decoded pixels at once over all uploads; more wait their turn (bounds memory)."),
     batch_window_ms: float = typer.Option(5.0, help="Micro-batching: ms to wait for concurrent requests to join a batch."),
     max_batch_size: int = typer.Option(32, help="Micro-batching: most requests per batch (forwards inside run at the detector's batch size); 1 turns it off."),
     keep_uploads: Optional[Path] = typer.Option(None, "--keep-uploads", help="Save every accepted upload in this folder "
@@ -82,6 +83,7 @@ def serve(
     cfg = ServiceConfig(model=model, localizer=None if localizer == "none" else localizer, api_key=api_key or None,
                         max_upload_bytes=max_upload_bytes, max_batch_bytes=max_batch_bytes, max_pixels=max_pixels,
                         max_batch_files=max_batch_files, request_timeout_s=timeout, max_inflight=max_inflight,
+                        max_pixels_in_flight=max_pixels_in_flight,
                         batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
                         keep_uploads_dir=str(keep_uploads) if keep_uploads else None,
                         max_connections=max_connections, header_timeout_s=header_timeout, keep_alive_s=keep_alive,
