@@ -73,3 +73,19 @@ def test_config_mistakes_are_usage_errors(setup):
     bad.write_text("[scan\n")
     assert_one_line_error(run(f"--config={bad}", "scan", images), "toml")
     assert_one_line_error(run(f"--config={tmp / 'missing.toml'}", "scan", images), "missing.toml")
+
+
+def test_serve_flags_reach_the_service_config(setup, monkeypatch):
+    """The provenance, video and decoded-pixel settings of the service are serve options too."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("fastapi")
+    import uvicorn
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+    res = run("serve", "--localizer", "none", "--provenance", "report", "--max-video-seconds", "30",
+              "--video-frames", "4", "--max-pixels-in-flight", "20000000")
+    assert res.exit_code == 0, res.stderr
+    cfg = seen["app"].state.service.config
+    assert (cfg.provenance, cfg.max_video_seconds, cfg.video_frames, cfg.max_pixels_in_flight) == \
+        ("report", 30.0, 4, 20_000_000)
+    assert run("serve", "--localizer", "none", "--provenance", "sometimes").exit_code == 2

@@ -54,6 +54,10 @@ def serve(
     keep_alive: float = typer.Option(5.0, help="Seconds an idle keep-alive connection stays open."),
     allowed_host: list[str] = typer.Option([], "--allowed-host", help="Answer only requests whose Host header is "
                                            "this name (repeatable; *.example.org works); default: any."),
+    provenance: str = typer.Option("decide", "--provenance", help="off, report (a provenance object per answer) or decide (also: a valid C2PA or metadata AI claim makes the verdict fake), as for scan."),
+    max_video_bytes: int = typer.Option(0, help="Largest accepted video upload (0: the image limit)."),
+    max_video_seconds: float = typer.Option(600.0, help="Longest accepted video (413 above)."),
+    video_frames: int = typer.Option(16, help="Frames sampled per video upload, scored in the same micro-batches."),
     log_level: LogLevel = typer.Option("info", help="uvicorn's log level."),
 ):
     """Serve the detector over HTTP: a web page at /, the API under /v1 (schema at /openapi.json).
@@ -80,10 +84,14 @@ def serve(
     if not _is_loopback(host) and not api_key:
         log.warning(f"listening on {host} without an API key: anyone who can reach this "
                   "port can use the service. Set FAKESCOPE_API_KEY (or --api-key).")
+    from ..provenance import MODES
+    if provenance not in MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(MODES)}", param_hint="--provenance")
     cfg = ServiceConfig(model=model, localizer=None if localizer == "none" else localizer, api_key=api_key or None,
                         max_upload_bytes=max_upload_bytes, max_batch_bytes=max_batch_bytes, max_pixels=max_pixels,
                         max_batch_files=max_batch_files, request_timeout_s=timeout, max_inflight=max_inflight,
-                        max_pixels_in_flight=max_pixels_in_flight,
+                        max_pixels_in_flight=max_pixels_in_flight, provenance=provenance,
+                        max_video_bytes=max_video_bytes, max_video_seconds=max_video_seconds, video_frames=video_frames,
                         batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
                         keep_uploads_dir=str(keep_uploads) if keep_uploads else None,
                         max_connections=max_connections, header_timeout_s=header_timeout, keep_alive_s=keep_alive,
