@@ -10,7 +10,12 @@ and writes two sources whose real and fake halves share content and photographic
                                  (the real class: everyday photos, many of people)
 
 so no real image appears in two sources. photos-digicam/photos-mei are used as they are
-(real/<device>/<file>). Usage: python benchmarks/core_problem/stage_sources.py DIR
+(real/<device>/<file>). With a second argument, the shared data folder, it also writes
+
+  DIR/cocoglide-real/train.tar   CocoGlide dev's 192 pristine COCO photos (no fakes: their inpainted
+                                 twins are a localisation set, not whole-image fakes)
+
+Usage: python benchmarks/core_problem/stage_sources.py DIR [SHARED_DATA]
 """
 import io
 import sys
@@ -50,5 +55,17 @@ def main(root: Path) -> None:
     print("wrote", root / "sd512-imagenet" / "train.tar", root / "people-coco" / "train.tar")
 
 
+def cocoglide_reals(root: Path, shared: Path) -> None:
+    (root / "cocoglide-real").mkdir(exist_ok=True)
+    with tarfile.open(shared / "cocoglide" / "dev.tar") as src, \
+            tarfile.open(root / "cocoglide-real" / "train.tar", "w") as out:
+        for m in src:
+            if m.isfile() and m.name.lstrip("./").startswith("real/"):
+                add(out, m.name.lstrip("./"), src.extractfile(m).read())
+    print("wrote", root / "cocoglide-real" / "train.tar")
+
+
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    if len(sys.argv) > 2:
+        cocoglide_reals(Path(sys.argv[1]), Path(sys.argv[2]))

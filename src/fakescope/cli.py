@@ -23,7 +23,7 @@ With no --model, the shipped default detector is used: a linear probe on frozen 
 image embeddings (runs offline), trained on CIFAKE thumbnails, ImageNet and COCO photos, 335
 camera photos from ~170 devices, and images from older generators, Stable Diffusion 1.x and
 photoreal DALL-E 3 / SDXL / Stable Cascade people. Chosen by leave-one-source-out validation:
-0.895-0.979 ROC-AUC on a photo source held out of training, 1.2% of camera photos from unseen devices
+0.915-0.978 ROC-AUC on a photo source held out of training, 1.2% of camera photos from unseen devices
 called fake at its threshold (5% of held-out reals). It answers "uncertain" (with a reason) on
 images unlike its training data (--no-uncertain turns that off). Weak spots: 32 px thumbnails and
 art-style generators it never saw, heavy re-compression, and local edits (inpainting), which it
