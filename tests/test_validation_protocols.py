@@ -165,6 +165,12 @@ def test_uncertain_verdict_saved_loaded_and_switchable(work):
     det.abstain = True
     det.save(work / "det-strict")  # for the scan test: a folder whose rule calls every image unfamiliar
     assert load_detector(work / "det-strict").uncertainty.max_distance == -1.0
+    # train --no-uncertain: no rule in the folder, real or fake always
+    res = CliRunner().invoke(app, ["train", "--data", "srcA", "--backbone", "hf-dinov2:dino", "--no-cache",
+                                   "--val-fraction", "0.3", "--no-uncertain", "--out", "det-plain"])
+    assert res.exit_code == 0, res.output
+    assert "uncertainty" not in json.loads((work / "det-plain" / "detector.json").read_text())
+    assert load_detector("det-plain").uncertainty is None
 
 
 def test_scan_writes_uncertain_with_reason_and_can_turn_it_off(work):

@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    cfg = TrainConfig(data=[], backbone="clip-b16", per_class=1000, cache=a.cache, uncertain=False)
+    cfg = TrainConfig(data=[], backbone="clip-b16", per_class=1000, cache=a.cache, uncertainty=None)
     sources = load_named([f"cifake={a.shared}/cifake/train.tar", f"wild={a.shared}/wild/train.tar",
                           f"sd512={a.extra}/sd512-imagenet/train.tar", f"people={a.extra}/people-coco/train.tar"], 1000)
     cams = load_named([f"digicam={a.extra}/photos-digicam/train.tar", f"mei={a.extra}/photos-mei/train.tar"], None)

@@ -377,8 +377,8 @@ def train(
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
                       val_fraction=val_fraction, target_fpr=target_fpr, calibrate_on=calibrate_on, seed=seed, model_id=model_id,
                       version=version, text_encoder=text, modality=modality, head_options=head_options,
-                      uncertain=uncertain, uncertainty=UncertaintyConfig(quantile=uncertain_quantile, miss_rate=uncertain_miss_rate,
-                                                                         confident_fpr=uncertain_fpr),
+                      uncertainty=UncertaintyConfig(quantile=uncertain_quantile, miss_rate=uncertain_miss_rate,
+                                                    confident_fpr=uncertain_fpr) if uncertain else None,
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     try:
         det = fit_detector(cfg, log=log.info)
@@ -513,8 +513,9 @@ def validate(
     from .uncertainty import UncertaintyConfig
 
     rule = UncertaintyConfig(quantile=uncertain_quantile, miss_rate=uncertain_miss_rate, confident_fpr=uncertain_fpr)
+    head_options = parse_options(options)
     cfg = TrainConfig(data=[], backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
-                      target_fpr=target_fpr, head_options=parse_options(options), uncertainty=rule,
+                      target_fpr=target_fpr, head_options=head_options, uncertainty=rule,
                       cache=None if no_cache else str(cache or DEFAULT_CACHE))
     sources, cameras = load_named(source, per_class, seed), load_named(photos, None, seed)
     loso = leave_one_source_out(cfg, sources, always_train=cameras, log=log.info)
@@ -523,7 +524,7 @@ def validate(
     Console().print(table)
     if report:
         report.write_text(json.dumps({"backbone": backbone, "method": method, "views": views, "per_class": per_class,
-                                      "target_fpr": target_fpr, "options": parse_options(options),
+                                      "target_fpr": target_fpr, "options": head_options,
                                       "uncertainty": rule.__dict__,
                                       "leave_one_source_out": loso, "device_held_out": devices}, indent=2) + "\n")
         report.with_suffix(".md").write_text(table + "\n")

@@ -44,8 +44,8 @@ class TrainConfig:
     head_options: dict = field(default_factory=dict)   # passed to the head, e.g. {"alpha": 0.9, "sam": False}
     text_encoder: str | None = None     # caption encoder spec ("minilm", "hf-clip-text:<ref>"); None: images only
     modality: str = "image"             # what the head reads: "image", "text" or "both"
-    uncertain: bool = True              # fit the "uncertain" rule (uncertainty.py) on this run's held-out images
-    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)  # how that rule is fitted
+    # how the "uncertain" rule (uncertainty.py) is fitted on this run's held-out images; None: no rule
+    uncertainty: UncertaintyConfig | None = field(default_factory=UncertaintyConfig)
 
 
 def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
@@ -164,7 +164,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         if hasattr(head, "analysis") and len(set(vy)) == 2:  # e.g. disentangle: semantic vs low-level signal
             info["validation_analysis"] = head.analysis(VX, vy)
         threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
-        if cfg.uncertain and cfg.modality == "image" and len(set(vy)) == 2:
+        if cfg.uncertainty is not None and cfg.modality == "image" and len(set(vy)) == 2:
             uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, cfg.uncertainty, seed=cfg.seed)
     metadata = {
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
