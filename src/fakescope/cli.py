@@ -234,7 +234,7 @@ def scan(
                                               abstain=uncertain, threshold=threshold,
                                               score_options=score_options):
                     if loc is not None:
-                        _add_maps(loc, recs, masks, used_names)
+                        _add_maps(loc, recs, masks, used_names, score_options["video"])
                     if sink:
                         sink.append(recs)
                     results += recs
@@ -274,10 +274,12 @@ def _out_format(out: Optional[Path], fmt: str) -> str:
     return "jsonl" if out.exists() or out.suffix else "parquet"
 
 
-def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None:
+def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str], video: dict) -> None:
     """Localise the images of one batch that could be read; an image the localiser cannot use
     gets its error in `map_error` and keeps its detection score. Each image is decoded once
-    here, for both the localiser and its overlay."""
+    here, for both the localiser and its overlay. A video's frames are mapped one by one
+    (scale/video_maps.py; `video`: the scan's frame sampling)."""
+    from .scale.video_maps import add_video_maps
     from .evaluation.localization import map_scores
     from .images import ImageError
     from .localize import load_image, save_mask_png, save_overlay_png
@@ -286,7 +288,7 @@ def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str]) -> None
     ready, images = [], []
     for rec in (r for r in recs if r["error"] is None):
         if "video" in rec:
-            rec["map_error"] = "video: --localize maps images, not video frames (yet)"
+            add_video_maps(loc, rec, video, masks, used)
             continue
         try:
             images.append(load_image(rec["path"], loc.limits))

@@ -46,7 +46,8 @@ class Result:
     model: str                   # detector id
     model_version: str
     error: str | None = None
-    reason: str | None = None    # why the verdict is "uncertain" (uncertainty.py); None otherwise
+    reason: str | None = None    # why the verdict is "uncertain" (uncertainty.py) or "provenance: ..."; None otherwise
+    provenance: dict | None = None  # provenance.read_provenance of the file (None: mode "off", or pixels without a file)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,17 +144,34 @@ class Detector:
         return out
 
     def iter_predict(self, samples: Iterable[Sample], limits: ImageLimits = DEFAULT_LIMITS,
-                     workers: int | None = None) -> Iterator[list[Result]]:
-        """Batches of results in input order, decoding overlapped with the forward pass."""
+                     workers: int | None = None, provenance: str = "off") -> Iterator[list[Result]]:
+        """Batches of results in input order, decoding overlapped with the forward pass.
+
+        `provenance` ("off", "report", "decide"): as `fakescope scan --provenance`: each file's
+        bytes are read once, for its provenance object and its pixels; "decide" applies
+        provenance.apply_rule to the verdict (the score is never changed)."""
+        from .provenance import apply_rule, check_mode
         size = self.batch_size or preferred_batch_size(self.backbone)
+        found: dict[int, dict] = {}  # id(sample) -> its provenance, until its result is out
+        if check_mode(provenance) != "off":
+            samples = _with_provenance(samples, limits, found)
         for batch in batched(iter_items(samples, self.spec, limits=limits, workers=workers), size):
-            yield self.predict_batch(batch)
+            results = self.predict_batch(batch)
+            if provenance != "off":
+                for it, r in zip(batch, results):
+                    r.provenance = found.pop(id(it.sample), None)
+                    r.label, r.reason = apply_rule(r.label, r.reason, r.provenance, provenance)
+            yield results
 
     def predict(self, inputs: str | Path | Image.Image | np.ndarray | bytes | Sequence,
-                texts: str | Sequence[str] | None = None) -> list[Result]:
+                texts: str | Sequence[str] | None = None, provenance: str = "decide") -> list[Result]:
         """Paths, PIL images, HxWx3 uint8 arrays or raw bytes (one or a list) -> a list of Results.
 
-        `texts`: one caption per input, for detectors that read captions (`needs_text`)."""
+        `texts`: one caption per input, for detectors that read captions (`needs_text`).
+        `provenance`: "decide" (default, as scan), "report" or "off": each Result's `provenance` is
+        what the file's metadata says (C2PA, IPTC/XMP, EXIF, generation chunks; provenance.py) and,
+        with "decide", an AI claim makes the verdict "fake" with reason "provenance: ...". PIL
+        images and arrays are pixels without a file: their `provenance` is None."""
         if isinstance(inputs, (str, Path, Image.Image, np.ndarray, bytes)):
             inputs = [inputs]
             texts = [texts] if isinstance(texts, str) else texts
@@ -163,7 +181,7 @@ class Detector:
                 raise ValueError(f"{len(texts)} texts for {len(samples)} images")
             for s, t in zip(samples, texts):
                 s.text = t
-        return [r for batch in self.iter_predict(samples) for r in batch]
+        return [r for batch in self.iter_predict(samples, provenance=provenance) for r in batch]
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
@@ -236,6 +254,27 @@ def _encoder_inside(weights: str, directory: Path) -> str:
     return f"{src.relative_to(d)}{sep}{digest}"
 
 
+PIXELS = "<image "  # the path of an image given as pixels (PIL, array): no file, no metadata
+
+
+def _with_provenance(samples: Iterable[Sample], limits: ImageLimits, found: dict[int, dict]) -> Iterator[Sample]:
+    """The samples with their bytes read (once: the decoder reuses them) and each provenance in
+    `found` under id(sample). A file that cannot be read becomes a sample with its error; pixels
+    given without a file (`_to_sample`'s PIXELS) and tar members not read yet have no provenance."""
+    from dataclasses import replace
+
+    from .images import ImageError, read_bytes
+    from .provenance import read_provenance
+    for s in samples:
+        if s.error is None and not s.path.startswith(PIXELS) and getattr(s, "member", None) is None:
+            try:
+                s = replace(s, data=s.data if s.data is not None else read_bytes(s.path, limits, s.path))
+                found[id(s)] = read_provenance(s.data, s.path)
+            except ImageError as e:
+                s = replace(s, error=e.reason)
+        yield s
+
+
 def _to_sample(x, i: int) -> Sample:
     if isinstance(x, (str, Path)):
         return Sample(path=str(x))
@@ -248,7 +287,7 @@ def _to_sample(x, i: int) -> Sample:
     if isinstance(x, Image.Image):
         buf = io.BytesIO()
         x.save(buf, format="PNG")  # lossless: the decoder sees exactly these pixels
-        return Sample(path=f"<image {i}>", data=buf.getvalue())
+        return Sample(path=f"{PIXELS}{i}>", data=buf.getvalue())
     raise TypeError(f"cannot read {type(x).__name__} as an image")
 
 

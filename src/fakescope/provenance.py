@@ -2,6 +2,8 @@
 
     read_provenance(data)   encoded bytes -> a JSON-able dict (the `provenance` object of scan
                             lines, the service's answers and the web page)
+    read_video_provenance(path_or_bytes)
+                            the same object for a video: C2PA, XMP and container / stream tags
     apply_rule(...)         the verdict rule of `--provenance decide` (below)
 
 What is read (each bounded; malformed or hostile metadata becomes a line in `notes`, never an
@@ -170,6 +172,8 @@ def _mime(data: bytes) -> str | None:
         return "image/tiff"
     if data[4:8] == b"ftyp":
         return "video/mp4" if data[8:12] not in (b"heic", b"heix", b"avif", b"mif1") else "image/heif"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "video/avi"
     return None
 
 
@@ -186,13 +190,18 @@ def _c2pa_context(c2pa):
 def _c2pa(data: bytes, rep: _Report) -> None:
     if b"c2pa" not in data:  # every C2PA store is a JUMBF box labelled "c2pa": no label, no manifest
         return
+    _c2pa_read(_mime(data), io.BytesIO(data), rep)
+
+
+def _c2pa_read(mime: str | None, stream, rep: _Report) -> None:
+    """The manifest store of an encoded file (bytes or an open file, read as a stream)."""
     try:
         import c2pa
     except ImportError:
         rep.note("c2pa_unavailable: the file may hold a C2PA manifest; install fakescope[provenance] to read it")
         return
     try:
-        with c2pa.Reader(_mime(data), io.BytesIO(data), context=_c2pa_context(c2pa)) as reader:
+        with c2pa.Reader(mime, stream, context=_c2pa_context(c2pa)) as reader:
             store = json.loads(reader.json())
     except c2pa.C2paError.ManifestNotFound:
         return
@@ -310,27 +319,41 @@ def _png_text(ctype: bytes, body: bytes) -> tuple[str, str]:
     return k, _inflate(parts[2]) if flag else parts[2].decode("utf-8", "replace")
 
 
-def _png_key(key: str, value: str, rep: _Report) -> None:
+def _comfy(doc, key: str) -> bool:
+    """A ComfyUI API prompt (nodes with class_type) or UI workflow (a "nodes" list)."""
+    if isinstance(doc, str) and len(doc) <= MAX_CHUNK:  # a JSON document inside a JSON string
+        try:
+            doc = json.loads(doc)
+        except (ValueError, RecursionError):
+            return False
+    if not isinstance(doc, dict):
+        return False
+    return any(isinstance(n, dict) and "class_type" in n for n in doc.values()) if key == "prompt" else "nodes" in doc
+
+
+def _png_key(key: str, value: str, rep: _Report, source: str = "png") -> None:
+    """One text field of a generation front-end (PNG chunks; video container tags reuse it)."""
     low = key.lower()
     if low == "xml:com.adobe.xmp":
         _xmp(value.encode("utf-8"), rep, "PNG iTXt")
     elif low == "parameters":
         ai = bool(re.search(r"\b(Steps|Sampler|CFG scale|Seed):", value))
-        rep.add("png", "parameters", value, ai, "AUTOMATIC1111 / Forge generation parameters" if ai else None)
+        rep.add(source, "parameters", value, ai, "AUTOMATIC1111 / Forge generation parameters" if ai else None)
     elif low in ("prompt", "workflow"):
-        doc = _json(value, rep, f"png {key}")
-        ai = isinstance(doc, dict) and (
-            any(isinstance(n, dict) and "class_type" in n for n in doc.values()) if low == "prompt" else "nodes" in doc)
-        rep.add("png", key, value, ai, f"ComfyUI {low}" if ai else None)
+        ai = _comfy(_json(value, rep, f"{source} {key}"), low)
+        rep.add(source, key, value, ai, f"ComfyUI {low}" if ai else None)
     elif low in ("software", "source"):
-        rep.named("png", key, value)
+        rep.named(source, key, value)
     elif low == "comment":
-        doc = _json(value, rep, "png Comment") if value.lstrip().startswith("{") else None
-        ai = isinstance(doc, dict) and bool({"steps", "sampler", "scale"} & set(doc))
-        if ai or doc is not None:
-            rep.add("png", key, value, ai, "NovelAI generation parameters" if ai else None)
+        doc = _json(value, rep, f"{source} Comment") if value.lstrip().startswith("{") else None
+        novelai = isinstance(doc, dict) and bool({"steps", "sampler", "scale"} & set(doc))
+        # ComfyUI's video savers put {"prompt": ..., "workflow": ...} in the container's comment
+        comfy = isinstance(doc, dict) and any(_comfy(doc.get(k), k) for k in ("prompt", "workflow"))
+        if novelai or comfy or doc is not None:
+            rep.add(source, key, value, novelai or comfy, "NovelAI generation parameters" if novelai
+                    else "ComfyUI prompt / workflow" if comfy else None)
     elif low in _FRONTEND_KEYS:
-        rep.add("png", key, value, True, f"{_FRONTEND_KEYS[low]} generation metadata")
+        rep.add(source, key, value, True, f"{_FRONTEND_KEYS[low]} generation metadata")
 
 
 def _json(text: str, rep: _Report, where: str):
@@ -452,6 +475,64 @@ def _user_comment(raw) -> str | None:
     return body.decode("utf-8", "replace")
 
 
+# ---------------------------------------------------------------- video containers
+# Container and stream tags that name the tool which made or wrote the file.
+_VIDEO_TOOL_TAGS = frozenset({"encoder", "encoded_by", "software", "creation_tool", "handler_name", "make", "model",
+                              "com.apple.quicktime.software", "com.apple.quicktime.make",
+                              "com.apple.quicktime.model", "com.android.manufacturer"})
+_VIDEO_TEXT_TAGS = frozenset({"parameters", "prompt", "workflow", "comment"})
+MAX_STREAMS = 8
+
+
+def read_video_provenance(source, name: object = None) -> dict:
+    """The provenance report of a video: a path (streamed, never read whole) or its bytes. The same
+    keys and rule as `read_provenance`. Read here: a C2PA manifest (MP4 / MOV / AVI, through
+    c2pa-python), XMP (MP4 / MOV, as FFmpeg exports it: IPTC DigitalSourceType, CreatorTool, ...),
+    the container's and streams' tags (encoder, software, handler name, make, ... against
+    GENERATORS) and generation front-ends' fields in tags (ComfyUI prompt / workflow, also inside
+    a JSON comment; A1111-style parameters). Call it on a video that `read_video` accepted (its
+    byte limit is checked there)."""
+    rep = _Report()
+    for step in (_video_c2pa, _video_tags):
+        try:
+            step(source, rep)
+        except Exception as e:  # as for images: one broken block costs that block
+            rep.note(f"{step.__name__.strip('_')}_failed: {type(e).__name__}: {str(e)[:150]}")
+    return rep.result()
+
+
+def _video_c2pa(source, rep: _Report) -> None:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        _c2pa(bytes(source), rep)
+        return
+    with open(source, "rb") as f:
+        mime = _mime(f.read(16))
+        if mime in ("video/mp4", "video/avi"):  # the video containers c2pa-python reads
+            f.seek(0)
+            _c2pa_read(mime, f, rep)
+
+
+def _video_tags(source, rep: _Report) -> None:
+    try:
+        import av
+    except ImportError:
+        rep.note("video_tags_unavailable: install fakescope[video] to read a video's container tags")
+        return
+    src = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    with av.open(src, mode="r", metadata_errors="ignore", options={"export_xmp": "1"}) as container:
+        tagged = [("container", container.metadata)]
+        tagged += [(f"{st.type} stream", st.metadata) for st in list(container.streams)[:MAX_STREAMS]]
+        for where, tags in tagged:
+            for key, value in list(tags.items())[:MAX_TEXT_CHUNKS]:
+                low = str(key).lower()
+                if low == "xmp":
+                    _xmp(str(value).encode("utf-8"), rep, "video")
+                elif low in _VIDEO_TOOL_TAGS:
+                    rep.named("video", f"{where} {low}", str(value))
+                elif low in _VIDEO_TEXT_TAGS:
+                    _png_key(low, str(value), rep, "video")
+
+
 def apply_rule(label: str | None, reason: str | None, prov: dict | None, mode: str) -> tuple[str | None, str | None]:
     """(label, reason) after the provenance rule: "decide" turns a verdict with an AI claim into
     "fake" (reason "provenance: ..."); "report" and "off" leave it; a failed item keeps None."""
@@ -466,5 +547,6 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-__all__ = ["MODES", "DEFAULT_MODE", "GENERATORS", "GENERATIVE_SOURCE_TYPES", "read_provenance", "apply_rule",
+__all__ = ["MODES", "DEFAULT_MODE", "GENERATORS", "GENERATIVE_SOURCE_TYPES", "read_provenance",
+           "read_video_provenance", "apply_rule",
            "find_generator", "check_mode"]

@@ -219,6 +219,7 @@ class _Row:
     provenance: dict | None = None
     video: dict | None = None        # data/video.py facts of a video row; None for an image
     sha256: str | None = None        # the video file's hash (frames have none of their own)
+    frames: list | None = None       # a video's sampled PIL frames, when kept for the localiser
 
 
 class ScoreBatch(BatchFn):
@@ -264,7 +265,7 @@ class ScoreBatch(BatchFn):
             return _Row([s])
         spec = self.detector.spec
         if is_video_name(s.path):
-            return video_row(s, spec, limits, VideoLimits(**self.video))
+            return video_row(s, spec, limits, VideoLimits(**self.video), self.provenance)
         if self.provenance == "off":
             return _Row(prepare(s, spec, (0,), limits)[0:1])
         from ..provenance import read_provenance
@@ -294,7 +295,7 @@ class ScoreBatch(BatchFn):
         for row in rows:
             results = [next(scored) for _ in row.items]
             if row.video is not None:
-                records.append(video_record(row, results, det.threshold))
+                records.append(video_record(row, results, det.threshold, self.provenance))
                 continue
             r = results[0]
             label, reason = apply_rule(r.label, r.reason, row.provenance, self.provenance)
@@ -318,16 +319,23 @@ class ScoreBatch(BatchFn):
         return out
 
 
-def video_row(s: Sample, spec, limits: ImageLimits, video) -> _Row:
-    """A video's sampled frames as prepared Items (one row); a video that cannot be read is one failed Item."""
+def video_row(s: Sample, spec, limits: ImageLimits, video, provenance: str = "off", keep_frames: bool = False) -> _Row:
+    """A video's sampled frames as prepared Items (one row); a video that cannot be read is one failed Item.
+    `provenance` other than "off": the row carries provenance.read_video_provenance of the file;
+    `keep_frames`: the row keeps the sampled PIL frames (for the localiser)."""
     from ..backbones import preprocess
     from ..data.video import read_video
     from ..images import ImageError
 
+    source = s.data if s.data is not None else s.path
     try:
-        v = read_video(s.data if s.data is not None else s.path, video, limits, s.path)
+        v = read_video(source, video, limits, s.path)
     except ImageError as e:
         return _Row([Item(s, error=e.reason)], video={})
+    prov = None
+    if provenance != "off":
+        from ..provenance import read_video_provenance
+        prov = read_video_provenance(source, s.path)
     items = []
     for t, img in zip(v.times, v.frames):
         frame = Sample(path=f"{s.path}#t={t:.3f}", text=s.text)
@@ -335,13 +343,16 @@ def video_row(s: Sample, spec, limits: ImageLimits, video) -> _Row:
             items.append(Item(frame, 0, v.sha256, preprocess(img, spec)))
         except Exception as e:  # one frame's failure is that frame's, as for an image
             items.append(Item(frame, 0, v.sha256, error=f"preprocess_failed: {type(e).__name__}: {e}"))
-    return _Row(items, video={**v.info(), "times": v.times}, sha256=v.sha256)
+    return _Row(items, prov, video={**v.info(), "times": v.times}, sha256=v.sha256,
+                frames=v.frames if keep_frames else None)
 
 
-def video_record(row: _Row, results: list, threshold: float) -> tuple:
+def video_record(row: _Row, results: list, threshold: float, provenance: str = "off") -> tuple:
     """One record for a video: the aggregate of its frames (data/video.py `aggregate`), its verdict
-    at the model's threshold, and every sampled frame's time, score and verdict."""
+    at the model's threshold (then provenance.apply_rule in mode `provenance`), its provenance,
+    and every sampled frame's time, score and verdict."""
     from ..data.video import aggregate
+    from ..provenance import apply_rule
 
     path = results[0].path.rsplit("#t=", 1)[0] if row.video else results[0].path
     if not row.video:  # the video itself could not be read
@@ -353,10 +364,10 @@ def video_record(row: _Row, results: list, threshold: float) -> tuple:
     info = {k: v for k, v in row.video.items() if k != "times"}
     if not scores:
         error = "video_frames_failed: no sampled frame could be scored (" + (results[0].error or "?") + ")"
-        return (path, row.sha256, None, None, error, None, None, {**info, "frames": frames})
+        return (path, row.sha256, None, None, error, None, row.provenance, {**info, "frames": frames})
     agg = aggregate(scores)
-    label = "fake" if agg["topk_mean"] >= threshold else "real"
-    return (path, row.sha256, agg["topk_mean"], label, None, None, None, {**info, **agg, "frames": frames})
+    label, reason = apply_rule("fake" if agg["topk_mean"] >= threshold else "real", None, row.provenance, provenance)
+    return (path, row.sha256, agg["topk_mean"], label, None, reason, row.provenance, {**info, **agg, "frames": frames})
 
 
 class EmbedBatch(BatchFn):

@@ -272,6 +272,14 @@ def _png_b64(img: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _map_size(img: Image.Image, side: int) -> Image.Image:
+    """The picture the localiser reads: at most `side` pixels on its longest side (shrunk in place:
+    the caller owns it)."""
+    if max(img.size) > side:
+        img.thumbnail((side, side), Image.BILINEAR)
+    return img
+
+
 def _declared_pixels(data: bytes) -> int:
     """Width x height from the header (Pillow reads no pixels here); 0 when it cannot be read,
     and decoding then reports what is wrong with the file."""
@@ -341,9 +349,7 @@ class Service:
         image, map_error = None, None
         if localize and models.localizer is not None:
             try:  # JPEG draft decoding + thumbnail: a 50 MP photo never becomes a 50 MP float map
-                image = decode_image(data, cfg.limits(), name, draft_size=cfg.map_max_side)
-                if max(image.size) > cfg.map_max_side:
-                    image.thumbnail((cfg.map_max_side, cfg.map_max_side), Image.BILINEAR)
+                image = _map_size(decode_image(data, cfg.limits(), name, draft_size=cfg.map_max_side), cfg.map_max_side)
             except ImageError as e:  # the score stands; only the map is missing
                 map_error = e.reason
         job = _Job(item, image, map_error)
@@ -377,7 +383,7 @@ class Service:
         from ..provenance import apply_rule
 
         if looks_like_video(data):
-            return await self.detect_video(name, data, started)
+            return await self.detect_video(name, data, localize, started)
         held = await self.pixels.acquire(_declared_pixels(data))
         try:  # the full-size decode lives only inside _prepare: the job keeps 224 px arrays and a thumbnail
             job, decode_s = await asyncio.to_thread(self._prepare, name, data, localize)
@@ -412,29 +418,50 @@ class Service:
             raise KeepFailed(res, job.keep_error)
         return res
 
-    async def detect_video(self, name: str | None, data: bytes, started: float) -> dict:
+    async def detect_video(self, name: str | None, data: bytes, localize: bool, started: float) -> dict:
         """A video upload: its sampled frames ride the micro-batcher like images (scan's video_row and
-        video_record: the same sampling, limits and aggregate rule)."""
+        video_record: the same sampling, limits, aggregate and provenance rules). With `localize`,
+        each frame gets its map (scale/video_maps.py rule); the answer's mask and overlay are those
+        of the frame with the highest map_max (`map_frame`)."""
         from ..data.video import VideoLimits
         from ..scale.batch import video_record, video_row
+        from ..scale.video_maps import frame_entry, summarize
 
         cfg, det = self.config, self.models.detector
         video = VideoLimits(frames=cfg.video_frames, max_bytes=cfg.max_video_bytes or cfg.max_upload_bytes,
                             max_seconds=cfg.max_video_seconds)
+        maps = localize and self.models.localizer is not None
         t = time.perf_counter()
-        row = await asyncio.to_thread(video_row, Sample(path=name or "upload", data=data), det.spec, cfg.limits(), video)
+        row = await asyncio.to_thread(video_row, Sample(path=name or "upload", data=data), det.spec, cfg.limits(),
+                                      video, cfg.provenance, maps)
         decode_s = time.perf_counter() - t
         if not row.video:
             raise image_error(row.items[0].error)
-        outs = await asyncio.gather(*(self.batcher.submit(_Job(it, None)) for it in row.items))
-        path, sha, score, label, error, _, _, info = video_record(row, [o.result for o, _ in outs], det.threshold)
+        frames = [_map_size(f, cfg.map_max_side) for f in row.frames] if maps else [None] * len(row.items)
+        row.frames = None  # the thumbnails are enough from here on
+        outs = await asyncio.gather(*(self.batcher.submit(_Job(it, f)) for it, f in zip(row.items, frames)))
+        path, sha, score, label, error, reason, prov, info = video_record(row, [o.result for o, _ in outs],
+                                                                          det.threshold, cfg.provenance)
         if error is not None:
             raise image_error(error)
-        return {"filename": name, "sha256": sha, "score": score, "label": label, "reason": None,
-                "threshold": det.threshold, "model": det.id, "model_version": str(det.version), "error": None,
-                "batch_size": max(i.size for _, i in outs), "provenance": None, "video": info,
-                "timing_ms": _ms(decode=decode_s, queue=max(i.queued_s for _, i in outs),
-                                 model=sum(i.run_s for _, i in outs), total=time.perf_counter() - started)}
+        res = {"filename": name, "sha256": sha, "score": score, "label": label, "reason": reason,
+               "threshold": det.threshold, "model": det.id, "model_version": str(det.version), "error": None,
+               "batch_size": max(i.size for _, i in outs), "provenance": prov, "video": info}
+        render_s = None
+        if maps:
+            for entry, (o, _) in zip(info["frames"], outs):
+                entry.update(frame_entry(o.map, o.map_error))
+            summary = summarize(info["frames"])
+            res.update(localizer=self.localizer_id(), **summary)
+            if "map_max" in summary:
+                t = time.perf_counter()
+                k = max((i for i, f in enumerate(info["frames"]) if "map_max" in f), key=lambda i: info["frames"][i]["map_max"])
+                res["map_score"] = summary["map_max"]
+                res["mask_png"], res["overlay_png"] = await asyncio.to_thread(self._render, frames[k], outs[k][0].map)
+                render_s = time.perf_counter() - t
+        res["timing_ms"] = _ms(decode=decode_s, queue=max(i.queued_s for _, i in outs), model=sum(i.run_s for _, i in outs),
+                               render=render_s, total=time.perf_counter() - started)
+        return res
 
     def not_ready(self) -> ServiceError:
         # Open routes say what is wrong, never where: the paths and the exception are in the log.

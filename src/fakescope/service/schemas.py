@@ -44,10 +44,14 @@ class Detection(BaseModel):
     map_error: Optional[str] = None
     mask_png: Optional[str] = Field(None, description="base64 8-bit grey PNG, 0-255 = P(pixel edited)")
     overlay_png: Optional[str] = Field(None, description="base64 RGB PNG: the heatmap fully blended over the image")
+    map_frame: Optional[float] = Field(None, description="a video with maps: time (s) of the frame with the highest "
+                                       "map_max, whose mask and overlay these are; map_mean is the mean over frames, "
+                                       "and each video.frames entry has its own map_mean / map_max or map_error")
     provenance: Optional[dict] = Field(None, description="what the file says about its origin (C2PA, IPTC/XMP, "
                                        "EXIF, PNG generation chunks): status, summary, ai_claims, c2pa, evidence, notes")
     video: Optional[dict] = Field(None, description="a video upload: sampled frames' times and scores; score is "
-                                  "the mean of the top ceil(n/4) frame scores (also mean, max)")
+                                  "the mean of the top ceil(n/4) frame scores (also mean, max); provenance is read "
+                                  "from the container (C2PA, XMP, encoder / handler tags)")
     timing_ms: Timing
 
 
