@@ -284,18 +284,51 @@ def test_calibrate_writes_a_calibrated_detector(work):
     assert "ece" in m and "brier" in m and "_scores" not in m
 
 
+def test_calibrate_detector_python_api_keeps_verdicts_or_hits_the_target(work):
+    from fakescope.evaluation.calibrate import calibrate_detector
+    from fakescope.train import load_sources
+    root, _ = work
+    det = load_detector(root / "model")
+    samples = load_sources(["data"], None)
+    paths = [s.path for s in samples]
+    cal = calibrate_detector(det, samples, "temperature", data=["data"])
+    assert cal.calibration["kind"] == "temperature" and det.calibration is None  # a copy; the input is unchanged
+    # the threshold (and the "uncertain" band) go through the same monotone map as the scores:
+    # every verdict stays, also when a calibrated detector is calibrated again
+    again = calibrate_detector(cal, samples, "platt")
+    labels = [r.label for r in det.predict(paths)]
+    assert [r.label for r in cal.predict(paths)] == labels == [r.label for r in again.predict(paths)]
+    assert cal.metadata["calibration"]["n"] == len(samples) and cal.metadata["calibration"]["data"] == ["data"]
+    target = calibrate_detector(det, samples, "none", target_fpr=0.25)
+    assert target.calibration is None
+    reals = [s.path for s in samples if s.label == 0]
+    assert np.mean([r.label == "fake" for r in target.predict(reals)]) <= 0.25
+    with pytest.raises(ValueError, match="real and fake"):
+        calibrate_detector(det, [s for s in samples if s.label == 0], "platt")
+
+
 def test_leave_generator_out(work, tmp_path):
     root, _ = work
     rng = np.random.default_rng(3)
     (root / "data" / "fake" / "genB").mkdir(exist_ok=True)
     for i in range(PER_CLASS):
         Image.fromarray(noisy(rng)).save(root / "data" / "fake" / "genB" / f"b{i:02d}.png")
-    res = run("leave-out", "--data", "data", "--backbone", "hf-dinov2:dino", "--cache", "lo-cache", "--report", "lo.json")
+    res = run("leave-out", "--data", "data", "--backbone", "hf-dinov2:dino", "--cache", "lo-cache", "--val-fraction", "0.5",
+              "--report", "lo.json")
     assert res.exit_code == 0, res.output
     out = json.loads((root / "lo.json").read_text())
-    assert set(out) == {"genA", "genB"}
-    for g, m in out.items():
-        assert m["n_fake"] == PER_CLASS and m["n_real"] > 0 and 0 <= m["auc"] <= 1
+    assert set(out["per_generator"]) == {"genA", "genB"}
+    # tested on the images the hashed split holds out (as train holds them out), never on trained ones
+    from fakescope.data.sources import load_labelled
+    from fakescope.data.splits import split_samples
+    samples = list(load_labelled("data"))
+    held = [s for s, h in zip(samples, split_samples(samples, 0.5, 0)) if h]
+    for g, m in out["per_generator"].items():
+        assert m["n_real"] == sum(s.label == 0 for s in held) > 0
+        assert m["n_fake"] == sum(s.generator == g for s in held) > 0
+        assert 0 <= m["auc"] <= 1
+    assert out["mean_auc"] == pytest.approx(np.mean([m["auc"] for m in out["per_generator"].values()]))
+    assert run("leave-out", "--data", "data", "--test-source", "other").exit_code == 2
     import shutil as sh
     sh.rmtree(root / "data" / "fake" / "genB")  # leave the shared fixture as it was
 

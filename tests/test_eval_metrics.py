@@ -202,6 +202,26 @@ def test_temperature_recovers_overconfidence():
     assert fit_temperature(over, y, bounds=(0.1, 2.0)) == pytest.approx(2.0)
 
 
+def test_fit_calibration_maps_that_apply_calibration_reads():
+    from fakescope.evaluation.calibration import calibration_quality, fit_calibration
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, 5_000)
+    y = (rng.random(len(z)) < sigmoid(z)).astype(int)
+    p = sigmoid(3.0 * z)  # over-confident
+    temp = fit_calibration(y, p, "temperature")
+    assert temp["kind"] == "temperature" and temp["t"] == pytest.approx(3.0, rel=0.1)
+    platt = fit_calibration(y, p, "platt")
+    assert platt["a"] == pytest.approx(1 / 3, rel=0.1) and abs(platt["b"]) < 0.1
+    for cal in (temp, platt):
+        assert calibration_quality(y, apply_calibration(p, cal))["nll"] < calibration_quality(y, p)["nll"]
+    assert fit_calibration(y, p, "none") is None
+    assert calibration_quality(np.zeros(4), np.full(4, 0.3)) is None
+    with pytest.raises(ValueError, match="real and fake"):
+        fit_calibration(np.ones(4), np.full(4, 0.7), "platt")
+    with pytest.raises(ValueError, match="platt, temperature, none"):
+        fit_calibration(y, p, "isotonic")
+
+
 def test_platt_recovers_parameters_and_matches_sklearn():
     lm = pytest.importorskip("sklearn.linear_model")
     rng = np.random.default_rng(1)

@@ -56,8 +56,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
         "registers the code / natural-traces heads, which live in training/ beside their encoders (a cycle)",
     ("fakescope.train", "fakescope.evaluation.leakage"):
         "the text-leak guard runs at training time; it moves into training/ with the one fit_detector",
-    ("fakescope.training.leave_out", "fakescope.evaluation.report"):
-        "a second leave-one-generator-out protocol under training/; it merges into the one LOGO in evaluation/",
 }
 
 

@@ -103,6 +103,33 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source(work, monkeypa
     assert dev["fpr"] == pytest.approx(sum(r["fpr"] * r["n"] for r in dev["folds"]) / 18)
 
 
+def test_leave_one_generator_out_trains_without_g_and_tests_held_out_images(work, monkeypatch):
+    seen = []
+    real_fit = protocols.fit_detector
+
+    def recording_fit(cfg, samples, log=print):
+        seen.append((cfg.calibrate_on, {s.generator for s in samples if s.label == 1}))
+        return real_fit(cfg, samples, log=log)
+
+    monkeypatch.setattr(protocols, "fit_detector", recording_fit)
+    # srcA's fakes are gen0; srcB holds gen1 and, here, a second generator
+    samples = protocols.load_sources(["srcA", "srcB"], None)
+    for s in samples:
+        if s.generator == "gen1" and s.path.endswith(("00.png", "01.png", "02.png", "03.png", "04.png", "05.png")):
+            s.generator = "gen9"
+    cfg = TrainConfig(data=["srcA", "srcB"], backbone="hf-dinov2:dino", cache=None, val_fraction=0.5, uncertainty=None)
+    res = protocols.leave_one_generator_out(cfg, samples, test_source="srcB", log=lambda *_: None)
+    assert list(res["per_generator"]) == ["gen1", "gen9"]   # srcB's generators only
+    assert seen == [(["srcB"], {"gen0", "gen9"}), (["srcB"], {"gen0", "gen1"})]
+    held = [s for s, h in zip(samples, protocols.split_by_image(samples, 0.5, 0)) if h and s.source == "srcB"]
+    for g, row in res["per_generator"].items():
+        assert row["n_real"] == sum(s.label == 0 for s in held) > 0
+        assert row["n_fake"] == sum(s.generator == g for s in held) > 0
+    assert res["mean_auc"] == pytest.approx(np.mean([r["auc"] for r in res["per_generator"].values()]))
+    with pytest.raises(ValueError, match="two named generators"):
+        protocols.leave_one_generator_out(cfg, samples, test_source="srcA")
+
+
 @pytest.mark.slow  # several refits of a tiny model
 def test_validate_command_writes_json_and_markdown(work):
     res = CliRunner().invoke(app, ["validate", "--source", "a=srcA", "--source", "b=srcB", "--photos", "cams=cams",

@@ -24,7 +24,7 @@ for enc in vit-cifake-code vit-cifake-natural-traces vit2-cifake-code adapter-co
 done
 for method in code natural-traces; do
   start=$(date +%s)
-  .venv/bin/python -m fakescope.training.leave_out --data $D/cifake/train.tar --data $D/wild/train.tar --per-class 2000 \
+  .venv/bin/fakescope leave-out --data $D/cifake/train.tar --data $D/wild/train.tar --per-class 2000 \
     --test-source $D/wild/train.tar --method $method --set encoder=adapter:effnet-lite0 --set epochs=30 --set batch_size=256 \
     --set threads=1 --set local_views=1 $C --report runs/i7/logo-adapter-$method.json
   echo "WALL logo-adapter-$method $(( $(date +%s) - start )) s"

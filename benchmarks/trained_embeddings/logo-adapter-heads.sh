@@ -9,7 +9,7 @@ D=../shared/data
 for mh in "$@"; do
   method=${mh%%:*}; head=${mh##*:}
   start=$(date +%s)
-  .venv/bin/python -m fakescope.training.leave_out --data $D/cifake/train.tar --data $D/wild/train.tar --per-class 2000 \
+  .venv/bin/fakescope leave-out --data $D/cifake/train.tar --data $D/wild/train.tar --per-class 2000 \
     --test-source $D/wild/train.tar --method $method --set encoder=adapter:effnet-lite0 --set epochs=30 --set batch_size=256 \
     --set threads=1 --set local_views=1 --set head=$head --cache .cache/features --report runs/i7/logo-adapter-$method-$head.json
   echo "WALL logo-adapter-$method-$head $(( $(date +%s) - start )) s"

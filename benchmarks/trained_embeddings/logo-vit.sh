@@ -9,7 +9,7 @@ D=../shared/data
 method=$1
 if [ $method = code ]; then E="--set epochs=12 --set head=logistic"; else E="--set epochs=10 --set stage1_epochs=4"; fi
 start=$(date +%s)
-.venv/bin/python -m fakescope.training.leave_out --data $D/wild/train.tar --test-source $D/wild/train.tar \
+.venv/bin/fakescope leave-out --data $D/wild/train.tar --test-source $D/wild/train.tar \
   --method $method --set encoder=vit-crop64 --set pre_crop=128 --set eval_size=128 --set eval_resize=native_crop $E \
   --set batch_size=64 --set threads=1 --set workers=1 --report runs/i7/logo-vit-wild-$method.json
 echo "WALL logo-vit-wild-$method $(( $(date +%s) - start )) s"

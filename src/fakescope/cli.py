@@ -131,7 +131,7 @@ def _root(ctx: typer.Context,
                      "Every option can also come from FAKESCOPE_SCAN_<OPTION> or the [scan] table of --config.",
              context_settings=env_settings("scan"))
 def scan(
-    paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin; also CSV/JSONL manifests (path column), tars and WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>."),
+    paths: List[str] = typer.Argument(..., help="Image files or folders (walked recursively); '-' reads paths from stdin; also CSV/JSONL manifests (path column), tars and WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>, cocofake:/genimage:/synthbuster: layouts (as train reads them)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results: a .jsonl file (one JSON line per image), '-' for JSON lines on stdout (the table then goes to stderr), or a folder of Parquet part files (a name without suffix, or an existing folder); re-running with the same --out resumes."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     batch_size: int = typer.Option(0, help="Images per forward pass (0: what the backbone runs fastest at)."),
@@ -288,7 +288,7 @@ def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str], video: 
     ready, images = [], []
     for rec in (r for r in recs if r["error"] is None):
         if "video" in rec:
-            add_video_maps(loc, rec, video, masks, used)
+            rec["map_error"] = "video: --localize maps images, not video frames (yet)"
             continue
         try:
             images.append(load_image(rec["path"], loc.limits))
@@ -418,7 +418,7 @@ def compare(
 ):
     """One table: the same head trained on several backbones (which features expose fakes?),
     and/or existing detectors, all tested on the same --test data."""
-    from .evaluation.compare import COLUMNS, compare_backbones
+    from .evaluation.compare import COLUMNS, compare_backbones, compare_detectors
     from .features import DEFAULT_CACHE
     from .train import TrainConfig
 
@@ -430,17 +430,7 @@ def compare(
     cfg = TrainConfig(data=data, method=method, views=views, per_class=per_class, seed=seed,
                       cache=str(cache or DEFAULT_CACHE))
     rows = compare_backbones(backbones_, cfg, test, save, log=log.info) if backbones_ else []
-    if models:
-        from .detector import load_detector
-        from .evaluation.report import evaluate_detector, public
-        from .train import load_sources
-        test_sets = {src: load_sources([src], per_class, seed) for src in test}
-        for ref in models:
-            det = load_detector(None if ref == "default" else ref)
-            rows.append({"backbone": f"{det.name} ({det.spec.name})", "method": det.head.method,
-                         "dim": int(det.head.config().get("dim", 0) or 0), "threshold": det.threshold,
-                         "validation": det.metadata.get("validation_metrics") or {},
-                         "tests": {src: public(evaluate_detector(det, ts, cfg.cache)) for src, ts in test_sets.items()}})
+    rows += compare_detectors([None if ref == "default" else ref for ref in models], test, per_class, seed, cfg.cache)
     t = Table(title=f"{method} probe per backbone" if not models else "detectors compared", title_justify="left")
     t.add_column("backbone")
     t.add_column("dim", justify="right")
@@ -458,28 +448,44 @@ def compare(
 @app.command("leave-out")
 def leave_out(
     data: List[str] = typer.Option(..., "--data", help="Labelled data with fakes of several generators (fake/<generator>/); repeatable."),
+    test_source: Optional[str] = typer.Option(None, "--test-source", help="The --data source whose generators are left out in turn and whose held-out images are tested (default: every source)."),
     backbone: str = typer.Option("effnet-lite0", help="Backbone spec string."),
     method: Method = typer.Option("linear", help="Head refitted without each generator."),
+    options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE (as for train); repeatable."),
     views: int = typer.Option(1, help="Views per training image (as for train)."),
     per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    val_fraction: float = typer.Option(0.15, help="Fraction of images held out (hashed by file name, as in train): the test images."),
+    target_fpr: float = typer.Option(0.05, help="Threshold: this share of the test source's held-out reals called fake."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
     report: Optional[Path] = typer.Option(None, help="Write the per-generator results as JSON here."),
     seed: int = typer.Option(0),
 ):
-    """Leave-one-generator-out: does a detector generalise to a generator it never saw?"""
-    from .evaluation.compare import leave_generator_out
+    """Leave-one-generator-out: does a detector generalise to a generator it never saw? For each
+    generator g: refit without any image of g, test the held-out reals vs the held-out images of g."""
+    from .evaluation.protocols import leave_one_generator_out
     from .features import DEFAULT_CACHE
-    from .train import TrainConfig
+    from .train import TrainConfig, load_sources
 
     method = value(method)
+    head_options = parse_options(options)
+    if method in ("code", "natural-traces"):  # trained embeddings: no checkpoints kept for the refits
+        head_options["run_dir"] = None
+    if test_source is not None and test_source not in data:
+        raise typer.BadParameter("must be one of the --data sources", param_hint="--test-source")
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
+                      val_fraction=val_fraction, target_fpr=target_fpr, head_options=head_options, uncertainty=None,
                       cache=str(cache or DEFAULT_CACHE))
-    res = leave_generator_out(cfg, log=log.info)
+    try:
+        res = leave_one_generator_out(cfg, load_sources(data, per_class, seed), test_source, log=log.info)
+    except ValueError as e:  # fewer than two named generators
+        err.print(f"[red]cannot leave generators out:[/red] {one_line(e)}")
+        raise typer.Exit(EXIT_USAGE)
     t = Table(title=f"{method} on {backbone}: trained without the generator of each row", title_justify="left")
     for col in ("left out", "n real", "n fake", "AUC", "AP", "acc", "TPR@5%FPR"):
         t.add_column(col, justify="left" if col == "left out" else "right")
-    for g, m in res.items():
+    for g, m in res["per_generator"].items():
         t.add_row(one_line(g), str(m["n_real"]), str(m["n_fake"]), fmt(m["auc"]), fmt(m["ap"]), fmt(m["accuracy"]), fmt(m.get("tpr_at_5fpr")))
+    t.add_row("mean", "", "", fmt(res["mean_auc"]), fmt(res["mean_ap"]), "", "")
     Console().print(t)
     if report:
         report.write_text(json.dumps(res, indent=2) + "\n")
@@ -615,45 +621,21 @@ def calibrate(
     seed: int = typer.Option(0),
 ):
     """Calibrate a detector's scores (Platt or temperature scaling) and/or its threshold; writes a new detector."""
-    from dataclasses import replace as dc_replace
-
-    import numpy as np
-
     from .detector import load_detector
-    from .evaluation.calibration import apply_calibration, brier, ece, fit_platt, fit_temperature, log_loss, logit
-    from .evaluation.metrics import threshold_at_fpr
-    from .evaluation.report import evaluate_detector
+    from .evaluation.calibrate import calibrate_detector
     from .train import load_sources
 
-    method = value(method)
     base = load_detector(model)
-    raw = dc_replace(base, calibration=None)
-    m = evaluate_detector(raw, load_sources(data, per_class, seed), intervals=False)
-    y, p = m["_labels"], m["_scores"]
-    if len(set(y)) < 2 and method != "none":
-        raise typer.BadParameter("score calibration needs real and fake images", param_hint="--data")
-    z = logit(p)
-    if method == "platt":
-        a, b = fit_platt(z, y, l2=1e-3)
-        cal = {"kind": "platt", "a": float(a), "b": float(b)}
-    elif method == "temperature":
-        cal = {"kind": "temperature", "t": float(fit_temperature(z, y))}
-    else:
-        cal = None
-    q = apply_calibration(p, cal)
-    # the old threshold mapped through the (monotone) calibration keeps the same verdicts
-    threshold = float(apply_calibration(np.array([base.threshold]), cal)[0])
-    if target_fpr is not None:
-        threshold = threshold_at_fpr(q[y == 0], target_fpr)
-    report = {"data": list(data), "method": method, "n": int(len(y)), "target_fpr": target_fpr,
-              "before": {"ece": ece(y, p), "brier": brier(y, p), "nll": log_loss(y, p)} if len(set(y)) == 2 else None,
-              "after": {"ece": ece(y, q), "brier": brier(y, q), "nll": log_loss(y, q)} if len(set(y)) == 2 else None}
-    det = dc_replace(base, calibration=cal, threshold=threshold, metadata={**base.metadata, "calibration": report})
+    try:
+        det = calibrate_detector(base, load_sources(data, per_class, seed), value(method), target_fpr, data=data)
+    except ValueError as e:  # one class only, or no image could be read
+        raise typer.BadParameter(str(e), param_hint="--data") from None
     det.save(out)
+    report = det.metadata["calibration"]
     if report["before"]:
         log.info(f"ECE {report['before']['ece']:.4f} -> {report['after']['ece']:.4f}, "
-                  f"Brier {report['before']['brier']:.4f} -> {report['after']['brier']:.4f} on {len(y)} images")
-    log.info(f"threshold {base.threshold:.4f} -> {threshold:.4f}; saved {out}")
+                 f"Brier {report['before']['brier']:.4f} -> {report['after']['brier']:.4f} on {report['n']} images")
+    log.info(f"threshold {base.threshold:.4f} -> {det.threshold:.4f}; saved {out}")
 
 
 def _summary_markdown(m: dict, data: List[str]) -> str:

@@ -153,3 +153,41 @@ def apply_calibration(probs, calibration: dict | None) -> np.ndarray:
     z = logit(p)
     z = calibration["a"] * z + calibration["b"] if calibration["kind"] == "platt" else z / calibration["t"]
     return np.asarray(sigmoid(z), dtype=np.float32)
+
+
+
+def invert_calibration(probs, calibration: dict | None) -> np.ndarray:
+    """The head probabilities that `apply_calibration` maps to `probs` (its inverse)."""
+    q = np.asarray(probs, dtype=np.float64)
+    if not calibration:
+        return q
+    z = logit(q)
+    z = (z - calibration["b"]) / calibration["a"] if calibration["kind"] == "platt" else z * calibration["t"]
+    return sigmoid(z)
+
+
+CALIBRATION_METHODS = ("platt", "temperature", "none")
+
+
+def fit_calibration(y, probs, method: str) -> dict | None:
+    """The calibration map (as `apply_calibration` reads it) fitted on labelled P(fake):
+    platt (a * logit + b, lightly L2-regularised), temperature (logit / T) or none (None)."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    if method == "none":
+        return None
+    y, p = _check(y, probs)
+    if len(set(y.tolist())) < 2:
+        raise ValueError("score calibration needs real and fake images")
+    if method == "platt":
+        a, b = fit_platt(logit(p), y, l2=1e-3)
+        return {"kind": "platt", "a": float(a), "b": float(b)}
+    return {"kind": "temperature", "t": float(fit_temperature(logit(p), y))}
+
+
+def calibration_quality(y, probs) -> dict | None:
+    """ECE, Brier score and log loss; None unless both classes are present."""
+    y, p = _check(y, probs)
+    if len(set(y.tolist())) < 2:
+        return None
+    return {"ece": ece(y, p), "brier": brier(y, p), "nll": log_loss(y, p)}

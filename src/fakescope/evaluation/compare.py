@@ -1,5 +1,6 @@
 """"Which features expose fakes?" The same head trained over several backbones on the
-same images, validated on the same held-out split and tested on the same sets: one table.
+same images, validated on the same held-out split and tested on the same sets: one table
+(`compare_backbones`); saved detectors scored on the same test sets (`compare_detectors`).
 
 This is the comparison at the heart of "Parents and Children" (CLIP-style contrastive
 features vs ImageNet classification features), run on the user's data.
@@ -34,25 +35,18 @@ def compare_backbones(backbones: Sequence[str], cfg: TrainConfig, tests: Sequenc
     return rows
 
 
-def leave_generator_out(cfg: TrainConfig, log=print) -> dict:
-    """Train without one generator at a time; test on the held-out reals vs all of that generator's images.
+def compare_detectors(models: Sequence[str | None], tests: Sequence[str], per_class: int | None = None,
+                       seed: int = 0, cache: str | None = None) -> list[dict]:
+    """Rows as `compare_backbones` makes them, for saved detectors (None: the shipped default)
+    scored at their own threshold on each test source."""
+    from ..detector import load_detector
 
-    The validation split is hashed on file names, so every refit holds out the same reals
-    and sets its threshold on them; the left-out generator is never seen in training."""
-    from ..data.samples import FAKE, REAL
-    from ..train import split_by_image
-
-    samples = load_sources(cfg.data, cfg.per_class, cfg.seed)
-    held = split_by_image(samples, cfg.val_fraction, cfg.seed)
-    gens = sorted({s.generator for s in samples if s.label == FAKE and s.generator})
-    if len(gens) < 2:
-        raise ValueError(f"leave-generator-out needs fakes of at least two named generators (found {gens})")
-    held_reals = [s for s, h in zip(samples, held) if h and s.label == REAL]
-    out = {}
-    for g in gens:
-        train = [s for s in samples if not (s.label == FAKE and s.generator == g)]
-        det = fit_detector(cfg, train, log=log)
-        test = held_reals + [s for s in samples if s.label == FAKE and s.generator == g]
-        out[g] = public(evaluate_detector(det, test, cfg.cache))
-        log(f"without {g}: AUC {out[g]['auc']:.4f} on {len(held_reals)} held-out reals vs {out[g]['n_fake']} {g} images")
-    return out
+    test_sets = {src: load_sources([src], per_class, seed) for src in tests}
+    rows = []
+    for ref in models:
+        det = load_detector(ref)
+        rows.append({"backbone": f"{det.name} ({det.spec.name})", "method": det.head.method,
+                     "dim": int(det.head.config().get("dim", 0) or 0), "threshold": det.threshold,
+                     "validation": det.metadata.get("validation_metrics") or {},
+                     "tests": {src: public(evaluate_detector(det, ts, cache)) for src, ts in test_sets.items()}})
+    return rows

@@ -1,8 +1,13 @@
-"""Validation that predicts the real world: leave-one-source-out and device-held-out photos.
+"""Held-out validation: leave one group out, refit, test on it. One implementation (`run_folds`)
+serves every protocol here; `fakescope leave-out`, `validate`, and the benchmarks call these.
 
 A detector that separates its training sources tells little: it may have learned where the
-images came from. Two protocols ask what a user needs to know instead:
+images came from. These protocols ask what a user needs to know instead:
 
+  leave-one-generator-out  for each generator g of a test source: refit without any image of g
+                         (from every source); threshold on the test source's held-out reals;
+                         test its held-out reals against its held-out images of g ("held out":
+                         the hashed split `fit_detector` makes, so no test image was trained on).
   leave-one-source-out   train on every source but one (the recipe unchanged: same split,
                          same threshold rule, set on the *training* sources' held-out reals),
                          then score the held-out source: ROC-AUC, AP, accuracy on its reals
@@ -12,29 +17,36 @@ images came from. Two protocols ask what a user needs to know instead:
                          of held-out devices' photos called fake at the threshold (the
                          false-positive rate a newsroom sees on its own camera's photos).
 
-Both refit through `fit_detector`, the path `fakescope train` takes, and read features through
-the cache, so a refit on cached features costs seconds. `fakescope validate` runs them.
+All refit through `fit_detector`, the path `fakescope train` takes, and read features through
+the cache, so a refit on cached features costs seconds.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..data.samples import REAL, Sample  # noqa: F401  (Sample: re-exported for callers)
-from ..features import FeatureCache, extract
-from ..train import TrainConfig, fit_detector, load_sources
-from ..uncertainty import selective_metrics
-from .metrics import summary
+from ..data.samples import FAKE, REAL, Sample  # noqa: F401  (Sample: re-exported for callers)
+from ..train import TrainConfig, fit_detector, load_sources, split_by_image
+from .report import evaluate_detector
 
 
 @dataclass
 class NamedSource:
     name: str
     samples: list[Sample]
+
+
+@dataclass
+class Fold:
+    """One refit of a protocol: trained on `train`, tested on `test` (never in `train`)."""
+    name: str
+    train: list[Sample]
+    test: list[Sample]
 
 
 def parse_named(entry: str) -> tuple[str, str]:
@@ -77,39 +89,73 @@ def device_fold(device: str, folds: int, seed: int) -> int:
     return int(hashlib.sha256(f"{seed}:{device}".encode()).hexdigest()[:8], 16) % folds
 
 
-def _test_row(det, samples: Sequence[Sample], cache) -> dict:
-    """Metrics at the detector's threshold, and with its "uncertain" rule: coverage and the
-    accuracy / false-positive rate on the images it answers (selective classification)."""
-    fc = FeatureCache(cache, det.spec) if cache else None
-    rows, X, failed = extract(samples, det.backbone, fc, desc="test features")
-    y = np.array([samples[i].label for i, _ in rows])
-    scores = det.head_scores(X) if len(rows) else np.zeros(0)
-    m = summary(y, scores, det.threshold) if len(rows) else {"n": 0}
-    keep = ("n", "n_real", "n_fake", "auc", "ap", "accuracy", "acc_real", "acc_fake", "threshold")
-    row = {k: m.get(k) for k in keep}
+ROW_KEYS = ("n", "n_real", "n_fake", "auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_5fpr", "threshold")
+
+
+def held_out_row(det, samples: Sequence[Sample], cache) -> dict:
+    """Metrics at the detector's threshold, the false-positive rate, and with its "uncertain"
+    rule the coverage and the accuracy / FPR on the images it answers (selective classification)."""
+    m = evaluate_detector(det, samples, cache, intervals=False)
+    row = {k: m.get(k) for k in ROW_KEYS}
     row["fpr"] = None if not m.get("n_real") else 1.0 - float(m["acc_real"])
-    row["errors"] = len(failed)
-    if det.uncertainty is not None and len(rows):
-        reasons = [r for _, r in det.verdicts(scores, X)]
-        row["selective"] = selective_metrics(y, scores, det.threshold, reasons)
+    row["errors"] = len(m["errors"])
+    if m.get("selective"):
+        row["selective"] = m["selective"]
     return row
+
+
+def run_folds(cfg: TrainConfig, folds: Sequence[Fold], calibrate_on: Sequence[str] | None = None,
+              log: Callable = print) -> dict[str, dict]:
+    """Refit `cfg` on each fold's training samples and test it on the fold's test samples. The
+    threshold is set on the held-out reals of `calibrate_on` (default: every training source)."""
+    results = {}
+    for fold in folds:
+        t0 = time.time()
+        names = sorted({s.source for s in fold.train})
+        det = fit_detector(replace(cfg, data=names, calibrate_on=list(calibrate_on or names)), fold.train, log=log)
+        row = held_out_row(det, fold.test, cfg.cache)
+        row["seconds"] = round(time.time() - t0, 1)
+        results[fold.name] = row
+        log(f"  {fold.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                          if isinstance(v, float) and k != "seconds"))
+    return results
+
+
+def leave_one_generator_out(cfg: TrainConfig, samples: Sequence[Sample], test_source: str | None = None,
+                            log: Callable = print) -> dict:
+    """One fold per generator g of `test_source`'s fakes (default: of every source): trained
+    without any image of g, tested on the held-out reals of the test source vs its held-out
+    images of g, at the threshold set on those held-out reals (`cfg.target_fpr`). Returns the
+    protocol, the rows by generator, and the mean ROC-AUC / AP."""
+    held = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    tested = [s for s, h in zip(samples, held) if h and (test_source is None or s.source == str(test_source))]
+    gens = sorted({s.generator for s in samples if s.label == FAKE and s.generator
+                   and (test_source is None or s.source == str(test_source))})
+    if len(gens) < 2:
+        where = f"{test_source}: " if test_source else ""
+        raise ValueError(f"{where}leave-one-generator-out needs fakes of at least two named generators (found {gens})")
+    folds = [Fold(g, [s for s in samples if not (s.label == FAKE and s.generator == g)],
+                  [s for s in tested if s.label == REAL or s.generator == g]) for g in gens]
+    log(f"leave one generator out of {len(samples)} images: {', '.join(gens)}")
+    rows = run_folds(cfg, folds, [str(test_source)] if test_source else None, log=log)
+    aucs = [r["auc"] for r in rows.values() if r["auc"] is not None]
+    aps = [r["ap"] for r in rows.values() if r["ap"] is not None]
+    return {"data": list(map(str, cfg.data)), "test_source": None if test_source is None else str(test_source),
+            "backbone": cfg.backbone, "method": cfg.method, "options": cfg.head_options,
+            "val_fraction": cfg.val_fraction, "seed": cfg.seed, "per_generator": rows,
+            "mean_auc": float(np.mean(aucs)) if aucs else None, "mean_ap": float(np.mean(aps)) if aps else None}
 
 
 def leave_one_source_out(cfg: TrainConfig, sources: Sequence[NamedSource], always_train: Sequence[NamedSource] = (),
                          log: Callable = print) -> dict[str, dict]:
     """For each source: fit on all other sources (+ `always_train`, e.g. camera photos with no
     fakes), threshold on their held-out reals, test on the whole held-out source."""
-    results = {}
-    for held in sources:
-        train = [s for src in sources if src is not held for s in src.samples]
-        train += [s for src in always_train for s in src.samples]
-        names = sorted({s.source for s in train})
-        log(f"leave out {held.name}: train on {', '.join(names)}")
-        det = fit_detector(replace(cfg, data=names, calibrate_on=names), train, log=log)
-        results[held.name] = _test_row(det, held.samples, cfg.cache)
-        log(f"  {held.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[held.name].items()
-                                           if isinstance(v, float)))
-    return results
+    extra = [s for src in always_train for s in src.samples]
+    folds = [Fold(held.name, [s for src in sources if src is not held for s in src.samples] + extra, held.samples)
+             for held in sources]
+    for fold in folds:
+        log(f"leave out {fold.name}: train on {', '.join(sorted({s.source for s in fold.train}))}")
+    return run_folds(cfg, folds, log=log)
 
 
 def device_held_out_fpr(cfg: TrainConfig, photos: Sequence[NamedSource], others: Sequence[NamedSource],
@@ -119,18 +165,14 @@ def device_held_out_fpr(cfg: TrainConfig, photos: Sequence[NamedSource], others:
     threshold. Returns the pooled false-positive rate and one row per fold."""
     pool = [s for src in photos for s in src.samples if s.label == REAL]
     fold_of = [device_fold(device_of(s), folds, seed) for s in pool]
+    folds_ = [Fold(str(k), [s for s, f in zip(pool, fold_of) if f != k] + [s for src in others for s in src.samples],
+                   [s for s, f in zip(pool, fold_of) if f == k]) for k in range(folds)]
     rows = []
-    for k in range(folds):
-        test = [s for s, f in zip(pool, fold_of) if f == k]
-        if not test:
-            continue
-        train = [s for s, f in zip(pool, fold_of) if f != k] + [s for src in others for s in src.samples]
-        names = sorted({s.source for s in train})
-        det = fit_detector(replace(cfg, data=names, calibrate_on=names), train, log=log)
-        row = _test_row(det, test, cfg.cache)
-        row["fold"], row["devices"] = k, len({device_of(s) for s in test})
+    for fold in (f for f in folds_ if f.test):
+        row = run_folds(cfg, [fold], log=log)[fold.name]
+        row["fold"], row["devices"] = int(fold.name), len({device_of(s) for s in fold.test})
         rows.append(row)
-        log(f"  device fold {k}: {row['devices']} devices, {row['n']} photos, FPR {row['fpr']:.3f}")
+        log(f"  device fold {fold.name}: {row['devices']} devices, {row['n']} photos, FPR {row['fpr']:.3f}")
     n = sum(r["n"] for r in rows)
     out = {"fpr": sum(r["fpr"] * r["n"] for r in rows) / n if n else None, "n": n, "folds": rows,
            "devices": len({device_of(s) for s in pool})}
@@ -167,5 +209,5 @@ def markdown_table(loso: dict[str, dict], devices: dict | None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NamedSource", "device_fold", "device_held_out_fpr", "device_of", "leave_one_source_out", "load_named",
-           "markdown_table", "parse_named"]
+__all__ = ["Fold", "NamedSource", "device_fold", "device_held_out_fpr", "device_of", "leave_one_generator_out",
+           "leave_one_source_out", "load_named", "markdown_table", "parse_named", "held_out_row", "run_folds"]

@@ -31,6 +31,10 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
     metrics = summary(labels, scores, det.threshold) if len(ok) else {"n": 0}
     metrics["model"] = det.name
     metrics["per_generator"] = metrics_by_generator(labels, scores, [s.generator for s in ok], det.threshold)
+    if det.uncertainty is not None and len(ok) and det.modality != "text":
+        # selective classification: coverage, and accuracy / FPR on the images the rule answers
+        from ..uncertainty import selective_metrics
+        metrics["selective"] = selective_metrics(labels, scores, det.threshold, [r for _, r in det.verdicts(scores, X)])
     if hasattr(det.head, "analysis") and len(set(labels)) == 2:
         metrics["analysis"] = det.head.analysis(X, labels)
     metrics["errors"] = [{"path": path, "error": error} for path, error in failed]

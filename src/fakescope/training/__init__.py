@@ -9,7 +9,6 @@
     natural_traces.py  the "real images as judge" recipe
     head.py            the saved head: encoder + logistic / knn / ocsvm / distance on its embedding
     fit.py             `fakescope train --method code|natural-traces`: data -> encoder -> head -> Detector
-    leave_out.py       leave-one-generator-out for these methods (python -m fakescope.training.leave_out)
 
 Imports here stay light: the heads registry imports `head` at start-up.
 """

@@ -1,4 +1,4 @@
-"""Head options given as KEY=VALUE text (`fakescope train --set`, `python -m fakescope.training.leave_out --set`)."""
+"""Head options given as KEY=VALUE text (`fakescope train --set`, `fakescope leave-out --set`)."""
 from __future__ import annotations
 
 import json
