@@ -2,7 +2,8 @@
 `chromium` package, no browser download) driven by Playwright. An image chosen in the file input
 and one dropped on the drop zone get their verdict, score bar and heatmap; a text file named
 .jpg is shown as rejected; the page fetches nothing from any other host. Behind an API key the
-page asks for it, shows the server's refusal, and scores once it is given.
+page asks for it, shows the server's refusal, and scores once it is given. An image whose
+metadata claims AI origin shows the provenance line and the verdict the rule gives it.
 
 Skipped only when Playwright or Chromium is missing and CI is not set; under CI it must run."""
 from __future__ import annotations
@@ -193,3 +194,36 @@ def test_api_docs_render_offline(server):
         finally:
             browser.close()
     assert outside == [], f"/docs fetched from elsewhere: {outside}"
+
+
+def test_verdict_card_shows_provenance(server, tmp_path):
+    """An image whose XMP says it is AI-made: its card gives the verdict by the provenance rule and
+    the provenance line (highlighted as a claim); a plain image's card says "no provenance"."""
+    import evidence_files as E
+
+    tagged = tmp_path / "tagged.jpg"
+    tagged.write_bytes(E.jpeg_with_xmp(E.xmp_packet(E.dst_description("trainedAlgorithmicMedia")),
+                                       E.picture(3, (256, 192))))
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(E.png_bytes(E.picture(4, (256, 192))))
+    claim = "xmp XMP Iptc4xmpExt:DigitalSourceType: trainedAlgorithmicMedia"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(server)
+            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
+            page.set_input_files("#files", [str(tagged), str(plain)])
+            card = page.locator(".card", has_text="tagged.jpg")
+            expect(card.locator(".verdict")).to_have_text("Likely AI-generated", timeout=30_000)
+            expect(card.locator(".provenance")).to_be_visible()
+            expect(card.locator(".provenance")).to_have_text("Provenance: " + claim)
+            expect(card.locator(".provenance")).to_have_class(re.compile(r"\bclaim\b"))
+            expect(card.locator(".message")).to_have_text("provenance: " + claim)  # why the verdict is fake
+            other = page.locator(".card", has_text="plain.png")
+            expect(other.locator(".verdict")).to_have_text(re.compile(r"Likely (AI-generated|real)|Uncertain"),
+                                                           timeout=30_000)
+            expect(other.locator(".provenance")).to_have_text("Provenance: no provenance")
+            expect(other.locator(".provenance")).not_to_have_class(re.compile(r"\bclaim\b"))
+        finally:
+            browser.close()
