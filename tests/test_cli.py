@@ -334,10 +334,10 @@ def test_leave_generator_out(work, tmp_path):
 
 
 def test_markdown_report_has_robustness_per_generator():
-    from fakescope.cli import _summary_markdown
+    from fakescope.evaluation.report import summary_markdown
     rob = [{"perturbation": p, "n": 10, "auc": 0.9, "ap": 0.9, "accuracy": 0.8, "acc_real": 0.9, "acc_fake": 0.7,
             "auc_by_generator": {"sdxl": a, "glide": b}} for p, a, b in (("clean", 0.95, 0.91), ("jpeg-50", 0.61, 0.88))]
-    md = _summary_markdown({"model": "m", "threshold": 0.5, "robustness": rob}, ["d"])
+    md = summary_markdown({"model": "m", "threshold": 0.5, "robustness": rob}, ["d"])
     assert "| perturbation | glide | sdxl |" in md
     assert "| jpeg-50 | 0.8800 | 0.6100 |" in md
 

@@ -600,13 +600,8 @@ def evaluate(
             r.add_row(row["perturbation"], str(row["n"]), *(fmt(row[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")))
         Console().print(r)
     if report:
-        report.mkdir(parents=True, exist_ok=True)
-        from .evaluation.report import public
-        (report / "metrics.json").write_text(json.dumps(public(metrics), indent=2) + "\n")
-        (report / "summary.md").write_text(_summary_markdown(metrics, data))
-        from .evaluation.html_report import write_html_report
-        write_html_report(report, public(metrics), metrics.get("_labels", []), metrics.get("_scores", []),
-                          metrics.get("_generators"), title=f"{det.name} on {', '.join(data)}")
+        from .evaluation.report import write_report
+        write_report(report, metrics, data)
         log.info(f"wrote {report / 'metrics.json'}, {report / 'summary.md'} and {report / 'report.html'}")
 
 
@@ -636,38 +631,6 @@ def calibrate(
         log.info(f"ECE {report['before']['ece']:.4f} -> {report['after']['ece']:.4f}, "
                  f"Brier {report['before']['brier']:.4f} -> {report['after']['brier']:.4f} on {report['n']} images")
     log.info(f"threshold {base.threshold:.4f} -> {det.threshold:.4f}; saved {out}")
-
-
-def _summary_markdown(m: dict, data: List[str]) -> str:
-    """The eval report as Markdown: overall, per generator, robustness, warnings."""
-    keys = ("auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy")
-    head = "| subset | n | AUC | AP | acc | acc real | acc fake | TPR@1%FPR | TPR@5%FPR | EER | oracle acc |"
-    ci = ""
-    if m.get("auc_ci95"):
-        ci = (f" ROC-AUC 95% bootstrap interval {fmt(m['auc_ci95'][0])}-{fmt(m['auc_ci95'][1])}, "
-              f"AP {fmt(m['ap_ci95'][0])}-{fmt(m['ap_ci95'][1])}; ECE {fmt(m.get('ece'))}, Brier {fmt(m.get('brier'))}.")
-    lines = [f"# {m['model']} on {', '.join(data)}", "", f"Threshold {fmt(m.get('threshold'))}.{ci}", "", head,
-             "|" + "---|" * 11]
-    rows = [("all", m)] + [(f"real vs {g}", v) for g, v in m.get("per_generator", {}).items()]
-    for name, v in rows:
-        lines.append(f"| {name} | {v.get('n', 0)} | " + " | ".join(fmt(v.get(k)) for k in keys) + " |")
-    if m.get("robustness"):
-        lines += ["", "## Robustness (both classes perturbed alike)", "",
-                  "| perturbation | n | AUC | AP | acc | acc real | acc fake |", "|---|---|---|---|---|---|---|"]
-        for r in m["robustness"]:
-            lines.append(f"| {r['perturbation']} | {r['n']} | " +
-                         " | ".join(fmt(r[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")) + " |")
-        from .evaluation.robustness import auc_by_generator_table
-        gens, by_gen = auc_by_generator_table(m["robustness"])
-        if gens:
-            lines += ["", "AUC per generator (all reals vs that generator's fakes):", "",
-                      "| perturbation | " + " | ".join(gens) + " |", "|---|" + "---|" * len(gens)]
-            lines += [f"| {name} | " + " | ".join(fmt(a) for a in aucs) + " |" for name, aucs in by_gen]
-    if m.get("format_guard"):
-        lines += ["", "## Format guard warnings", ""] + [f"- {w}" for w in m["format_guard"]]
-    if m.get("errors"):
-        lines += ["", f"{len(m['errors'])} images could not be read (see metrics.json)."]
-    return "\n".join(lines) + "\n"
 
 
 @app.command()

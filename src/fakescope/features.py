@@ -25,6 +25,7 @@ from safetensors.numpy import save_file
 from .backbones import Backbone, BackboneSpec, Features, preferred_batch_size
 from .data.augment import AugmentConfig
 from .data.samples import Sample
+from .files import atomic_write, replacing
 from .pipeline import batched, iter_items, stack
 from .progress import progress
 
@@ -54,19 +55,13 @@ def view_key(sha256: str, view: int, augment: AugmentConfig | None) -> str:
     return sha256 if view == 0 else f"{sha256}:v{view}:{(augment or AugmentConfig()).signature()}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class FeatureCache:
     def __init__(self, root: str | Path, spec: BackboneSpec):
         self.dir = Path(root) / spec.signature()
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = self.dir / "manifest.json"
         if not manifest.exists():
-            atomic_write_bytes(manifest, json.dumps({"spec": asdict(spec)}, indent=1).encode())
+            atomic_write(manifest, json.dumps({"spec": asdict(spec)}, indent=1).encode())
         self._index: dict[str, tuple[Path, int]] = {}
         for shard in sorted(self.dir.glob("shard-*.safetensors")):
             with safe_open(str(shard), "numpy") as f:
@@ -99,9 +94,8 @@ class FeatureCache:
             return
         digest = hashlib.sha1("".join(keys).encode()).hexdigest()[:8]
         shard = self.dir / f"shard-{time.time_ns()}-{digest}.safetensors"
-        tmp = shard.with_name(f".{shard.name}.tmp")
-        save_file({"features": np.ascontiguousarray(rows, np.float32)}, str(tmp), metadata={"keys": json.dumps(list(keys))})
-        os.replace(tmp, shard)
+        with replacing(shard) as tmp:
+            save_file({"features": np.ascontiguousarray(rows, np.float32)}, str(tmp), metadata={"keys": json.dumps(list(keys))})
         for row, k in enumerate(keys):
             self._index[k] = (shard, row)
 

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from .errors import InputError, MissingModelError
+from .files import atomic_write
 
 HUB_PREFIX = "hf://"
 # what a model folder may hold; nothing else is downloaded or uploaded
@@ -122,9 +123,7 @@ def write_model_card(folder: str | os.PathLike, meta: dict | None = None) -> Pat
             raise MissingModelError(f"{d}: not a model folder (no detector.json or localizer.json)")
         meta = json.loads((d / f"{kind}.json").read_text())
     path = d / CARD_NAME
-    tmp = d / f".{CARD_NAME}.tmp"
-    tmp.write_text(model_card(meta))
-    os.replace(tmp, path)
+    atomic_write(path, model_card(meta).encode())
     return path
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .errors import MissingModelError, ModelFolderError
+from .files import atomic_write, replacing
 
 
 def _json_default(o):
@@ -31,13 +32,9 @@ def save_model_dir(directory: str | os.PathLike, meta: dict, meta_name: str,
         finite_number(meta["threshold"], "threshold", d)
     # NaN and infinity are not JSON: an undefined metric in the metadata is written as null
     text = json.dumps(_finite_or_null(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{arrays_name}.tmp"
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-    os.replace(tmp, d / arrays_name)
-    tmp = d / f".{meta_name}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, d / meta_name)
+    with replacing(d / arrays_name) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+    atomic_write(d / meta_name, text.encode())
     from .hub import write_model_card  # every model folder carries its Hub model card (README.md)
     write_model_card(d, json.loads(text))
     return d

@@ -1,11 +1,14 @@
-"""Score labelled samples with a Detector and summarise: overall and real-vs-each-generator."""
+"""Score labelled samples with a Detector and summarise: overall and real-vs-each-generator; the
+`fakescope eval --report` folder (metrics.json, summary.md, report.html)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..data.samples import Sample
+from .fmt import fmt_metric
 from .metrics import metrics_by_generator, summary
 
 
@@ -54,3 +57,51 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
 def public(metrics: dict) -> dict:
     """The metrics without the per-image arrays (`_labels`, `_scores`, ...) that reports use."""
     return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
+def summary_markdown(m: dict, data: Sequence[str]) -> str:
+    """The eval report as Markdown: overall, per generator, robustness, warnings."""
+    keys = ("auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_1fpr", "tpr_at_5fpr", "eer", "best_accuracy")
+    head = "| subset | n | AUC | AP | acc | acc real | acc fake | TPR@1%FPR | TPR@5%FPR | EER | oracle acc |"
+    ci = ""
+    if m.get("auc_ci95"):
+        ci = (f" ROC-AUC 95% bootstrap interval {fmt_metric(m['auc_ci95'][0])}-{fmt_metric(m['auc_ci95'][1])}, "
+              f"AP {fmt_metric(m['ap_ci95'][0])}-{fmt_metric(m['ap_ci95'][1])}; ECE {fmt_metric(m.get('ece'))}, Brier {fmt_metric(m.get('brier'))}.")
+    lines = [f"# {m['model']} on {', '.join(data)}", "", f"Threshold {fmt_metric(m.get('threshold'))}.{ci}", "", head,
+             "|" + "---|" * 11]
+    rows = [("all", m)] + [(f"real vs {g}", v) for g, v in m.get("per_generator", {}).items()]
+    for name, v in rows:
+        lines.append(f"| {name} | {v.get('n', 0)} | " + " | ".join(fmt_metric(v.get(k)) for k in keys) + " |")
+    if m.get("robustness"):
+        lines += ["", "## Robustness (both classes perturbed alike)", "",
+                  "| perturbation | n | AUC | AP | acc | acc real | acc fake |", "|---|---|---|---|---|---|---|"]
+        for r in m["robustness"]:
+            lines.append(f"| {r['perturbation']} | {r['n']} | " +
+                         " | ".join(fmt_metric(r[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")) + " |")
+        from .robustness import auc_by_generator_table
+        gens, by_gen = auc_by_generator_table(m["robustness"])
+        if gens:
+            lines += ["", "AUC per generator (all reals vs that generator's fakes):", "",
+                      "| perturbation | " + " | ".join(gens) + " |", "|---|" + "---|" * len(gens)]
+            lines += [f"| {name} | " + " | ".join(fmt_metric(a) for a in aucs) + " |" for name, aucs in by_gen]
+    if m.get("format_guard"):
+        lines += ["", "## Format guard warnings", ""] + [f"- {w}" for w in m["format_guard"]]
+    if m.get("errors"):
+        lines += ["", f"{len(m['errors'])} images could not be read (see metrics.json)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: str | Path, metrics: dict, data: Sequence[str], title: str | None = None) -> Path:
+    """`fakescope eval --report`: metrics.json (without the per-image arrays), summary.md and
+    report.html with its plots, from `evaluate_detector`'s metrics (robustness rows included)."""
+    import json
+
+    from .html_report import write_html_report
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(public(metrics), indent=2) + "\n")
+    (folder / "summary.md").write_text(summary_markdown(metrics, data))
+    write_html_report(folder, public(metrics), metrics.get("_labels", []), metrics.get("_scores", []),
+                      metrics.get("_generators"), title=title or f"{metrics['model']} on {', '.join(map(str, data))}")
+    return folder

@@ -4,7 +4,7 @@ masks (Dolos-style), through Hugging Face diffusers pipelines (the `generate` ex
     spec.py       GeneratorSpec: `[NAME=]HUB_ID_OR_DIR[?steps=30&guidance=7.5&size=512...]`, aliases
     pipelines.py  load_pipeline (Auto pipelines, dtype/device, safety checker), PipelineWorker
     engine.py     run a per-batch worker locally or on a Ray actor pool (one pipeline per actor)
-    output.py     image encoding, atomic writes, append-only JSONL with torn-line repair
+    output.py     image encoding (atomic writes and the JSONL manifest: fakescope/files.py)
     fakes.py      captions manifest, COCO converter, job plan and seeds, GenerateBatch, build_fakes
     inpaint.py    masks (folder or generated shapes), paste-back, InpaintBatch, build_inpaint
     commands.py   `fakescope build fakes|inpaint|coco-captions`

@@ -85,7 +85,7 @@ def fakes(
     from .fakes import MANIFEST, build_fakes, plan_fakes, read_captions
 
     engine, format = value(engine), value(format)
-    from .output import read_jsonl
+    from ..files import read_jsonl
     from .spec import parse_generator
 
     try:

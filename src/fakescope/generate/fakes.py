@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ..files import JsonlAppender, atomic_write, read_jsonl, write_jsonl
 from ..progress import progress
 from .engine import iter_results, optional, result_columns, run_local, run_ray
-from .output import (FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format, read_jsonl,
-                     warn_format_shortcuts, write_jsonl)
+from .output import FORMATS, encode_image, normalise_format, warn_format_shortcuts
 from .pipelines import PipelineWorker, check_task, torch_generators
 from .spec import GeneratorSpec, parse_generator, safe_name
 

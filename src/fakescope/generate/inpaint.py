@@ -49,10 +49,11 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from ..files import JsonlAppender, atomic_write
 from ..progress import progress
 from .engine import iter_results, optional, result_columns, run_local, run_ray
 from .fakes import ERRORS, item_seed, read_captions
-from .output import FORMATS, JsonlAppender, atomic_write, encode_image, normalise_format, warn_format_shortcuts
+from .output import FORMATS, encode_image, normalise_format, warn_format_shortcuts
 from .pipelines import PipelineWorker, torch_generators
 from .spec import GeneratorSpec, parse_generator
 

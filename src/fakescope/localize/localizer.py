@@ -221,8 +221,9 @@ class _GridCache:
     """Patch grids of one backbone on disk: a FeatureCache of flattened (h, w, C) rows."""
 
     def __init__(self, root: str | Path, spec: BackboneSpec):
-        from ..features import FeatureCache, atomic_write_bytes
-        self._write = atomic_write_bytes
+        from ..features import FeatureCache
+        from ..files import atomic_write
+        self._write = atomic_write
         self.cache = FeatureCache(root, spec)
         self.tag = f"grid:L{spec.patch_layer}"
         self.shape_file = self.cache.dir / f"{self.tag.replace(':', '-')}.json"

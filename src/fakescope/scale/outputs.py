@@ -28,6 +28,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..files import atomic_write, read_jsonl_lines, replacing
+
 JOB_FORMAT = "fakescope.job/1"
 _IDENTITY = ("format", "kind", "inputs_sha256", "n_inputs", "shard_size", "n_shards", "config")
 
@@ -50,17 +52,9 @@ def part_name(index: int) -> str:
 
 
 def fsync_write(path: Path, data: bytes) -> None:
-    """Whole or not at all: a full disk leaves the old file (or none), never a partial one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Whole or not at all, and on disk before the rename: a full disk or a power cut leaves the
+    old file (or none), never a partial or empty one."""
+    atomic_write(path, data, fsync=True)
 
 
 def take_lock(path: Path, busy: str):
@@ -143,25 +137,15 @@ class ResultsFile:
         done: dict[str, dict] = {}
         if not self.path.exists():
             return done
-        lines = self.path.read_bytes().splitlines(keepends=True)
+        lines, changed = read_jsonl_lines(self.path)  # a line torn by a killed run is cut
         keep: list[bytes] = []
-        changed = seen_record = False
-        for i, raw in enumerate(lines):
-            last = i == len(lines) - 1
-            try:
-                rec = json.loads(raw) if raw.strip() else None
-            except (ValueError, RecursionError):
-                if last and not raw.endswith(b"\n"):
-                    changed = True  # torn by a killed run: cut, so appends stay valid JSONL
-                    continue
-                rec = raw  # a foreign line: kept as it is
+        seen_record = False
+        for i, (raw, rec) in enumerate(lines):  # a foreign line (not JSON, not a record) is kept as it is
             is_record = isinstance(rec, dict) and "path" in rec and "model" in rec
             if not seen_record and rec is not None and not is_record:
                 raise OutputError(f"--out {self.path} is not a fakescope results file (line {i + 1}); "
                                   "refusing to write over it")
             seen_record = seen_record or is_record
-            if not raw.endswith(b"\n"):  # a complete last line whose newline was not written
-                raw, changed = raw + b"\n", True
             if is_record and (rec.get("model"), rec.get("model_version")) == (model, version):
                 if rec.get("error") is not None or (require and require not in rec and "map_error" not in rec):
                     changed = True  # scored again below; its new record replaces this one
@@ -265,11 +249,8 @@ class PartStore:
                      b"fakescope.kind": self.job["kind"].encode()})
         table = table.replace_schema_metadata(meta)
         path = self.dir / part_name(index)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with replacing(path, fsync=True) as tmp:
+            pq.write_table(table, tmp)
         return path
 
     # ------------------------------------------------------------ reading

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..files import replacing
+
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 FORMAT = "fakescope.checkpoint/1"
@@ -229,10 +231,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt, sched, state: dict,
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {**state, "param_groups": osd["param_groups"], "opt_scalars": opt_scalars,
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(meta, default=float)})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(meta, default=float)})
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

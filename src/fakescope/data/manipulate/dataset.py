@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from ...files import replacing
 from ...images import ImageError, decode_image
 from ..samples import FAKE, Sample
 from .autoencoder import TinyAutoencoder, load_autoencoder
@@ -63,9 +64,8 @@ def _load_rgb(sample: Sample, max_side: int) -> np.ndarray:
 
 
 def _save_png(a: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(a).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        Image.fromarray(a).save(tmp, format="PNG")
 
 
 def _read_table(path: Path) -> dict[str, dict]:
@@ -223,12 +223,10 @@ def generate_dataset(samples: Iterable, out_dir: str | os.PathLike, n_per_image:
     # canonical table: input order, then rows of earlier runs for inputs not given this time
     given = set(order)
     keys = [k for k in order if k in rows] + [k for k in old_keys if k not in given]
-    tmp = table.with_name(table.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with replacing(table) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         wr = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
         wr.writeheader()
         for key in keys:
             wr.writerow(rows[key])
-    os.replace(tmp, table)
     return report
 
