@@ -288,7 +288,7 @@ def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str], video: 
     ready, images = [], []
     for rec in (r for r in recs if r["error"] is None):
         if "video" in rec:
-            rec["map_error"] = "video: --localize maps images, not video frames (yet)"
+            add_video_maps(loc, rec, video, masks, used)
             continue
         try:
             images.append(load_image(rec["path"], loc.limits))
