@@ -18,7 +18,8 @@ import numpy as np
 
 from fakescope.backbones import load_backbone
 from fakescope.backbones.text import load_text_encoder
-from fakescope.data.samples import balanced_subset, load_labelled
+from fakescope.data.samples import balanced_subset
+from fakescope.data.sources import load_labelled
 from fakescope.features import FeatureCache, extract
 from fakescope.heads import make_head
 

@@ -3,7 +3,7 @@
 Reads `clip-b16` (or any backbone's) features of CIFAKE train (the cached balanced subset),
 CIFAKE val and the wild train split from the feature cache only: nothing is recomputed, and a
 sample that is not cached is left out (the counts are printed). Training: the cached CIFAKE train
-images + the wild images outside the default 15% validation split (train.split_by_image, seed 0);
+images + the wild images outside the default 15% validation split (data.splits.split_samples, seed 0);
 tests: CIFAKE val and that wild validation split. Each row prints ROC-AUC / AP per test and the
 fit time. `--logo`: leave one wild generator out instead: for each generator g, train without any
 image of g, test the wild validation reals against every image of g; prints the AUC per g and
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from fakescope.backbones import parse_spec
-from fakescope.data.samples import load_labelled
+from fakescope.data.sources import load_labelled
 from fakescope.evaluation.metrics import average_precision, roc_auc
 from fakescope.features import FeatureCache, sha_of
 from fakescope.heads import make_head
-from fakescope.train import split_by_image
+from fakescope.data.splits import split_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -79,7 +79,7 @@ def main() -> None:
         s, X = parts[name]
         print(f"{name}: {len(s)} cached samples ({sum(x.label for x in s)} fake)", flush=True)
     wild_s, wild_X = parts["wild/train.tar"]
-    held = split_by_image(wild_s, 0.15, 0)
+    held = split_samples(wild_s, 0.15, 0)
     ct_s, ct_X = parts["cifake/train.tar"]
     X = np.concatenate([ct_X, wild_X[~held]])
     y = np.array([s.label for s in ct_s] + [s.label for s, h in zip(wild_s, held) if not h])

@@ -137,16 +137,19 @@ def test_scan_mixed_folder(work):
             assert r["error"] and r["score"] is None and r["label"] is None
         else:
             assert r["error"] is None and 0 <= r["score"] <= 1
-            assert r["label"] == ("fake" if r["score"] >= r["threshold"] else "real")
+            if r["label"] == "uncertain":  # a tiny model's scores can sit in its "uncertain" band
+                assert r["reason"].startswith("near threshold")
+            else:
+                assert r["label"] == ("fake" if r["score"] >= r["threshold"] else "real")
             assert len(r["sha256"]) == 64
     by = {r["path"]: r for r in recs}
     assert by[str(d / "empty.png")]["error"].startswith("empty")
     assert by[str(d / "notes.jpg")]["error"].startswith("not_an_image")
     assert by[str(d / "sub" / "cut.jpg")]["error"].startswith("truncated")
     # scores equal the Python API's
-    api = {r.path: r.score for r in det.predict(good)}
+    api = {r.path: r for r in det.predict(good)}
     for p in good:
-        assert by[p]["score"] == pytest.approx(api[p], abs=1e-6)
+        assert by[p]["score"] == pytest.approx(api[p].score, abs=1e-6) and by[p]["label"] == api[p].label
     assert "4 scored, 3 failed" in result.output
 
 

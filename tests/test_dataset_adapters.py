@@ -187,7 +187,8 @@ def test_load_labelled_dispatches_to_the_adapters(tmp_path):
 
     from PIL import Image as _Image
 
-    from fakescope.data.samples import FAKE, REAL, load_labelled
+    from fakescope.data.samples import FAKE, REAL
+    from fakescope.data.sources import load_labelled
 
     for shard in range(2):
         with _tarfile.open(tmp_path / f"s-{shard:03d}.tar", "w") as tar:
@@ -206,7 +207,7 @@ def test_load_labelled_dispatches_to_the_adapters(tmp_path):
 def test_manifest_split_column(tmp_path):
     from PIL import Image as _Image
 
-    from fakescope.data.samples import load_labelled
+    from fakescope.data.sources import load_labelled
 
     rows = ["path,label,generator,caption,split"]
     for i, (label, split) in enumerate([("real", "train"), ("fake", "train"), ("real", "test"), ("fake", "test")]):

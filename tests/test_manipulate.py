@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from fakescope.data import manipulate as M
-from fakescope.data.samples import load_labelled
+from fakescope.data.sources import load_labelled
 
 TINY_AE = {"channels": (8, 8, 8), "latent_channels": 4}
 FEATHER = 1.5

@@ -18,7 +18,8 @@ from fakescope.detector import Detector, load_detector  # noqa: E402
 from fakescope.evaluation.metrics import roc_auc  # noqa: E402
 from fakescope.heads import head_from_state, make_head, methods  # noqa: E402
 from fakescope.heads.losses import auc_loss, cvar_loss, robust_loss  # noqa: E402
-from fakescope.heads.robust_mlp import RobustMLP, heldout_split, stratified_batches  # noqa: E402
+from fakescope.data.splits import HEAD_SPLIT, split_by_group  # noqa: E402
+from fakescope.heads.robust_mlp import RobustMLP, stratified_batches  # noqa: E402
 from fakescope.heads.sam import SAM  # noqa: E402
 
 SMALL = dict(hidden=[32, 16], epochs=12, batch_size=64, lr=1e-2)  # tiny and quick, still the full recipe
@@ -240,7 +241,7 @@ def test_imbalanced_data_trains():
 def test_split_and_batches():
     groups = np.repeat(np.arange(55), 2)  # two views per image
     y = np.repeat((np.arange(55) < 5).astype(int), 2)
-    held = heldout_split(y, groups, 0.15, np.random.default_rng(0))
+    held = split_by_group(groups, 0.15, 0, labels=y, salt=HEAD_SPLIT)  # as the head splits
     assert not set(groups[held]) & set(groups[~held])  # group-disjoint
     assert set(y[held]) == {0, 1} and set(y[~held]) == {0, 1}
     rng = np.random.default_rng(0)

@@ -106,7 +106,7 @@ def test_core_import_does_not_import_ray():
 
 
 def test_inputs_name_rows_like_load_labelled(data):
-    from fakescope.data.samples import load_labelled
+    from fakescope.data.sources import load_labelled
     from fakescope.scale.batch import read_member
     from fakescope.images import DEFAULT_LIMITS
 

@@ -173,10 +173,10 @@ def test_uncertain_verdict_saved_loaded_and_switchable(work):
     meta = json.loads((work / "det" / "detector.json").read_text())
     assert meta["uncertainty"]["k"] == det.uncertainty.k
     # the images it was trained on (not its validation split) are familiar: none is "unfamiliar"
-    from fakescope.data.samples import load_labelled
-    from fakescope.train import split_by_image
+    from fakescope.data.sources import load_labelled
+    from fakescope.data.splits import split_samples
     real = [x for x in load_labelled("srcA") if x.label == 0]
-    train_imgs = [np.asarray(Image.open(x.path)) for x, held in zip(real, split_by_image(real, 0.3, 0)) if not held]
+    train_imgs = [np.asarray(Image.open(x.path)) for x, held in zip(real, split_samples(real, 0.3, 0)) if not held]
     assert len(train_imgs) >= 6
     assert all(x.reason != unc.UNFAMILIAR for x in det.predict(train_imgs))
     # the saved rule decides the verdict: with its distance cut below every distance, each image is

@@ -547,7 +547,7 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default: none)."),
     robustness: bool = typer.Option(False, "--robustness", help="Also score JPEG / blur / resize / crop / noise versions of every image (both classes alike)."),
     held_out: Optional[float] = typer.Option(None, "--held-out", help="Only the images that `train --val-fraction F "
-                                             "--seed SEED` holds out (hashed by file name): a model's own validation split."),
+                                             "--seed SEED` holds out (hashed by group: a file, or its family): a model's own validation split."),
     seed: int = typer.Option(0),
 ):
     """Measure a detector on labelled images: AP, ROC-AUC, accuracy at its threshold, per class and generator."""
@@ -555,12 +555,13 @@ def evaluate(
     from .evaluation.report import evaluate_detector
 
     det = load_detector(model)
-    from .train import load_sources, split_by_image
+    from .data.splits import split_samples
+    from .train import load_sources
     samples = load_sources(data, per_class, seed)
     if held_out is not None:
         if not 0 < held_out < 1:
             raise typer.BadParameter("must be between 0 and 1", param_hint="--held-out")
-        samples = [s for s, h in zip(samples, split_by_image(samples, held_out, seed)) if h]
+        samples = [s for s, h in zip(samples, split_samples(samples, held_out, seed)) if h]
         log.info(f"{len(samples)} held-out images (--held-out {held_out}, seed {seed})")
         if not samples:
             raise typer.BadParameter("no image is held out at this fraction", param_hint="--held-out")

@@ -1,9 +1,10 @@
 """Fit a head on frozen features: the engine behind `fakescope train`.
 
-Split by image (views of one image stay together), extract features through the
-cache (augmented views for training, the clean view for validation), fit the head,
-then set the threshold on the validation reals to a target false-positive rate and
-record everything needed to judge the model in its metadata.
+Split by group (data/splits.py: a parent photo and its generated children, a (real, edit)
+pair, the views of one image stay together), extract features through the cache (augmented
+views for training, the clean view for validation), fit the head, then set the threshold on
+the validation reals to a target false-positive rate and record everything needed to judge
+the model in its metadata.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import numpy as np
 from . import __version__
 from .backbones import load_backbone, parse_spec
 from .data.augment import AugmentConfig
-from .data.samples import FAKE, REAL, Sample, balanced_subset, held_out, load_labelled
+from .data.samples import FAKE, REAL, Sample, balanced_subset
+from .data.sources import load_labelled
+from .data.splits import split_samples
 from .detector import Detector
 from .evaluation.metrics import metrics_by_generator, summary, threshold_at_fpr
 from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
@@ -60,13 +63,7 @@ def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -
     return samples
 
 
-def split_by_image(samples: Sequence[Sample], val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of validation samples, drawn by hashing each file's name: the same split
-    however the source is spelled (relative or absolute, folder or tar), so every script and
-    re-run agrees on which images were held out."""
-    def name(s: Sample) -> str:
-        return s.path.split("::")[-1].replace("\\", "/").rsplit("/", 1)[-1]
-    return np.array([held_out(name(s), val_fraction, seed) for s in samples])
+split_by_image = split_samples  # the old name, until every caller imports data.splits.split_samples
 
 
 def describe(samples: Sequence[Sample]) -> dict:
@@ -137,7 +134,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
 
     rows, X, errors = extract(train, backbone, cache, views=range(cfg.views), augment=augment, desc="train features")
     y = np.array([train[i].label for i, _ in rows])
-    groups = np.array([i for i, _ in rows])
+    groups = np.array([train[i].group_key() for i, _ in rows])  # heads' own splits keep views and families together
     for path, err in errors:
         log(f"skipped {path}: {err}")
     encoder, T, leak = None, None, None

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from fakescope.data.samples import load_labelled
+from fakescope.data.sources import load_labelled
 from fakescope.images import ImageLimits
 
 from .conftest import png_bytes, run

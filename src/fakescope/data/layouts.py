@@ -10,6 +10,7 @@ read them. Layouts, as their loaders and download instructions lay them out:
       COCO/**/<image id>.jpg                the real parents (COCO 2014 images, any subfolder)
       Every fake gets `text` = caption k of its parent when a COCO captions file is given
       (the fakes' sorted order is taken as the caption order), the real gets its first caption.
+      Parent and children share `group` = the image id: splits keep a family on one side.
 
   genimage:<ROOT>?split=val[&generators=adm,glide]
       ROOT/<generator>/<split>/ai/**        fakes of that generator
@@ -62,11 +63,12 @@ def iter_cocofake(root: Path, coco: Path | None, split: str = "val2014", caption
     source = f"cocofake:{root}"
     for parent in sorted(d for d in fakes_root.iterdir() if d.is_dir()):
         caps = texts.get(parent.name, [])
-        if parent.name in reals:
-            yield Sample(path=str(reals[parent.name]), label=REAL, text=caps[0] if caps else None, source=source)
+        if parent.name in reals:  # a family: the parent and its children share a group, so no split parts them
+            yield Sample(path=str(reals[parent.name]), label=REAL, text=caps[0] if caps else None, source=source,
+                         group=parent.name)
         for k, f in enumerate(_images(parent)):
             yield Sample(path=str(f), label=FAKE, generator=generator, text=caps[k] if k < len(caps) else None,
-                         source=source)
+                         source=source, group=parent.name)
 
 
 def iter_genimage(root: Path, split: str = "val", generators: list[str] | None = None) -> Iterator[Sample]:

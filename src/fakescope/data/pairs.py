@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ..images import read_tar_member
-from .samples import held_out, tar_table_rows
+from .sources import tar_table_rows
+from .splits import split_by_group
 
 
 @dataclass
@@ -104,6 +105,5 @@ def load_pairs(source: str | Path) -> list[MaskPair]:
 
 def split_pairs(pairs: Sequence[MaskPair], val_fraction: float, seed: int = 0) -> tuple[list[MaskPair], list[MaskPair]]:
     """(train, val) split by group (hash of the table row), stable across runs."""
-    train = [p for p in pairs if not held_out(p.group, val_fraction, seed)]
-    val = [p for p in pairs if held_out(p.group, val_fraction, seed)]
-    return train, val
+    held = split_by_group([p.group for p in pairs], val_fraction, seed)
+    return [p for p, h in zip(pairs, held) if not h], [p for p, h in zip(pairs, held) if h]

@@ -28,7 +28,7 @@ import tarfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterable, Iterator
 
-from .samples import Sample, parse_label
+from .samples import UNKNOWN, Sample, parse_label, set_image
 
 if TYPE_CHECKING:
     from ..images import ImageLimits
@@ -118,16 +118,20 @@ def group_fields(members: dict) -> tuple[int | None, str | None, str | None]:
     return label, (str(generator) if generator is not None else None), text
 
 
-def _group_to_sample(shard: str, key: str, members: dict[str, bytes], source: str | None) -> tuple[Sample | None, str]:
+def group_sample(shard: str, key: str, members: dict, source: str | None,
+                 labelled: bool = True) -> tuple[Sample | None, str]:
+    """The sample of one key group and what became of it ("samples", "skipped_no_image",
+    "skipped_no_label"; without `labelled`, a group with no label is kept as UNKNOWN). The image
+    value is its bytes, where it is (a TarMember), or the error that kept it unread."""
     image = next((members[e] for e in WDS_IMAGE_EXTS if e in members), None)
     if image is None:
         return None, "skipped_no_image"
     label, generator, text = group_fields(members)
-    if label is None:
+    if label is None and labelled:
         return None, "skipped_no_label"
-    error = image.reason if isinstance(image, Exception) else None  # over the limit: never read
-    return Sample(path=f"{shard}::{key}", data=None if error else image, label=label,
-                  generator=generator, text=text, source=source, error=error), "samples"
+    s = Sample(path=f"{shard}::{key}", label=UNKNOWN if label is None else label, generator=generator, text=text,
+               source=source)
+    return set_image(s, image), "samples"
 
 
 def iter_groups(tar: tarfile.TarFile, image_value=None, limits: ImageLimits | None = None) -> Iterator[tuple[str, dict]]:
@@ -162,7 +166,7 @@ def iter_groups(tar: tarfile.TarFile, image_value=None, limits: ImageLimits | No
 def _iter_shard(tar: tarfile.TarFile, shard: str, stats: dict, source: str | None,
                 limits: ImageLimits | None = None) -> Iterator[Sample]:
     for key, members in iter_groups(tar, limits=limits):
-        sample, outcome = _group_to_sample(shard, key, members, source)
+        sample, outcome = group_sample(shard, key, members, source)
         stats[outcome] = stats.get(outcome, 0) + 1
         if sample is not None:
             yield sample

@@ -69,22 +69,10 @@ MASK_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gi
 
 # ================================================================ inputs
 def collect_real_images(sources: Sequence[str]) -> list:
-    """Real images from folders, files, tars or manifests: a labelled source gives its real images
-    only (fakes are never inpainted: their untouched pixels are not real); anything else is taken
-    as real photos. Returns Sample records."""
-    from ..data.samples import REAL, Sample, iter_input_paths, load_labelled
-
-    out = []
-    for src in sources:
-        try:
-            labelled = list(load_labelled(src))
-        except (ValueError, OSError, KeyError):
-            labelled = []
-        if labelled:
-            out += [s for s in labelled if s.label == REAL]
-        else:
-            out += [Sample(path=p, label=REAL) for p in iter_input_paths([src])]
-    return out
+    """Real images from folders, files, tars or manifests (data/sources.py `read_reals`): fakes are
+    never inpainted, their untouched pixels are not real. Returns Sample records."""
+    from ..data.sources import read_reals
+    return read_reals(sources)
 
 
 def index_masks(mask_dir: str | os.PathLike) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.splits import HEAD_SPLIT, split_by_group
 from . import register
 
 
@@ -66,9 +67,7 @@ class LinearProbe:
         info: dict = {}
         if self.l2 is None:  # sweep on a group-disjoint 20% split
             groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-            uniq = np.unique(groups)
-            rng = np.random.default_rng(self.seed)
-            held = np.isin(groups, rng.choice(uniq, max(1, len(uniq) // 5), replace=False))
+            held = split_by_group(groups, 0.2, self.seed, labels=y, salt=HEAD_SPLIT)
             tr, va = torch.from_numpy(~held), torch.from_numpy(held)
             sweep = {}
             for l2 in self.l2_grid:

@@ -15,7 +15,7 @@ Here X is [pooled embedding, class token of layer l1, l2, ...] (see
 trained with class-balanced BCE and AdamW (alpha at `alpha_lr_mult` x the learning
 rate and without weight decay, so the importance can move within a short run). The
 epoch kept is the one with the best ROC-AUC on a group-disjoint 15% held-out split
-(groups = image ids, so views of one image never sit on both sides); training stops
+(data/splits.py: views of one image, or a family, never sit on both sides); training stops
 after `patience` epochs without improvement. softmax(alpha) is reported as
 `block_weights` (in fit's info and in the config).
 """
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.splits import HEAD_SPLIT, split_by_group
 from . import register
 
 HOLDOUT_FRACTION = 0.15
@@ -36,12 +37,9 @@ def group_holdout(y: np.ndarray, groups: np.ndarray | None, fraction: float, see
     """Boolean mask of a group-disjoint held-out split, or None when no useful split exists
     (fewer than 2 groups, or one side missing a class)."""
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    uniq = np.unique(groups)
-    if len(uniq) < 2:
+    if len(np.unique(groups)) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    n_held = min(len(uniq) - 1, max(1, int(round(len(uniq) * fraction))))
-    held = np.isin(groups, rng.choice(uniq, n_held, replace=False))
+    held = split_by_group(groups, fraction, seed, labels=y, salt=HEAD_SPLIT)
     if len(np.unique(y[held])) < 2 or len(np.unique(y[~held])) < 2:
         return None
     return held

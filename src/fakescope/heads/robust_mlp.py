@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.splits import HEAD_SPLIT, split_by_group
 from . import register
 from .losses import cvar_tail, robust_loss
 from .sam import SAM
@@ -65,21 +66,6 @@ def cosine_lr(epoch: int, lr: float, min_lr: float, period: int) -> float:
     (the Purdue trainer sets T_max = epochs / 4, so its lr falls and rises twice over a run).
     """
     return min_lr + (lr - min_lr) * (1.0 + math.cos(math.pi * epoch / period)) / 2.0
-
-
-def heldout_split(y: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Boolean mask of held-out samples: whole groups, drawn separately among groups with and
-    without a fake (so both classes are held out when there are at least 2 groups of each)."""
-    uniq, inv = np.unique(groups, return_inverse=True)
-    has_fake = np.zeros(len(uniq), bool)
-    np.logical_or.at(has_fake, inv, y > 0.5)
-    held_groups = np.zeros(len(uniq), bool)
-    for cls in (True, False):
-        idx = np.flatnonzero(has_fake == cls)
-        if len(idx) >= 2:
-            k = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
-            held_groups[rng.choice(idx, k, replace=False)] = True
-    return held_groups[inv]
 
 
 def stratified_batches(y: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -201,7 +187,7 @@ class RobustMLP:
             raise ValueError(f"need X of shape (n >= 2, d) and n labels, got {X.shape} and {y.shape}")
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         rng = np.random.default_rng(self.seed)
-        held = heldout_split(y, groups, self.holdout, rng) if self.holdout > 0 else np.zeros(len(y), bool)
+        held = split_by_group(groups, self.holdout, self.seed, labels=y, salt=HEAD_SPLIT)
         if len(np.unique(y[held])) < 2 or len(np.unique(y[~held])) < 2 or (~held).sum() < 2:
             held[:] = False  # no usable held-out split: train on everything, keep the last epoch
         tr = ~held

@@ -197,18 +197,9 @@ def make_edits(
     import random
 
     from ..data.manipulate import default_autoencoder_dir, generate_dataset, load_autoencoder
-    from ..data.samples import REAL, Sample, iter_input_paths, load_labelled
+    from ..data.sources import read_reals
 
-    samples = []
-    for src in sources:
-        try:
-            labelled = list(load_labelled(src))
-        except ValueError:
-            labelled = []
-        if labelled:  # a labelled source: its real images only
-            samples += [s for s in labelled if s.label == REAL]
-        else:  # a plain folder (or file) of photos, all taken as real
-            samples += [Sample(path=p, label=REAL) for p in iter_input_paths([src])]
+    samples = read_reals(sources)  # a labelled source's reals; a plain folder of photos, all taken as real
     if limit and len(samples) > limit:
         samples = random.Random(seed).sample(samples, limit)
     if autoencoder is None and not no_resynthesis and (default_autoencoder_dir() / "config.json").exists():
@@ -233,7 +224,8 @@ def train_autoencoder(
     import numpy as np
 
     from ..data.manipulate import save_autoencoder, train_autoencoder as fit
-    from ..data.samples import REAL, load_labelled
+    from ..data.samples import REAL
+    from ..data.sources import load_labelled
     from ..images import ImageError, decode_image
 
     samples = [s for src in sources for s in load_labelled(src) if s.label == REAL]

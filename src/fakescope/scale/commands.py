@@ -19,7 +19,7 @@ EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
 
 def features(
-    paths: List[str] = typer.Argument(..., help="Images: files, folders, '-' (paths on stdin), CSV/JSONL manifests, tars / WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>."),
+    paths: List[str] = typer.Argument(..., help="Images: files, folders, '-' (paths on stdin), CSV/JSONL manifests, tars / WebDataset shards (shards/x-{000..009}.tar), hf:<dataset>, cocofake:/genimage:/synthbuster: layouts."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the Parquet part files, job.json and manifest.json; re-running with the same folder resumes."),
     backbone: str = typer.Option("effnet-lite0", help="Backbone spec string (see `fakescope backbones`)."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache to add the features to (default ~/.cache/fakescope/features), so train / eval find them."),

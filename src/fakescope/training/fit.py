@@ -136,7 +136,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
     from ..backbones import load_backbone, parse_spec
     from ..detector import Detector
     from ..features import FeatureCache, extract
-    from ..train import describe, load_sources, split_by_image, threshold_and_validation
+    from ..data.splits import split_samples
+    from ..train import describe, load_sources, threshold_and_validation
 
     if cfg.method not in TRAINED_METHODS:
         raise ValueError(f"not a trained-embedding method: {cfg.method!r}")
@@ -149,7 +150,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
     d = engine.init_distributed(str(o["device"]))
     try:
         samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
-        is_val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+        is_val = split_samples(samples, cfg.val_fraction, cfg.seed)
         train = [s for s, v in zip(samples, is_val) if not v]
         val = [s for s, v in zip(samples, is_val) if v]
         if d.is_main:
@@ -254,7 +255,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
         rows, X, errors = extract(train, input_backbone, cache, desc="head features")
         y = np.array([train[i].label for i, _ in rows])
         t0 = time.time()
-        info["head_fit"] = head.fit(X, y, np.array([i for i, _ in rows]))
+        info["head_fit"] = head.fit(X, y, np.array([train[i].group_key() for i, _ in rows]))  # families stay together
         info["head_seconds"] = round(time.time() - t0, 1)
 
         threshold, val_metrics, by_source = 0.5, None, {}
