@@ -124,3 +124,27 @@ def test_default_localizer_maps_an_image_offline(tmp_path):
     assert 0 <= rec["map_mean"] <= 1 and 0 <= rec["map_max"] <= 1
     from PIL import Image
     assert Image.open(tmp_path / "maps" / f"{src.stem}_mask.png").size == Image.open(src).size
+
+
+def test_add_maps_python_api_enriches_records_and_keeps_both_names(tmp_path):
+    """scale.maps.add_maps (what scan --localize runs per batch): map scores on the records it can
+    map, map_error on one it cannot read, nothing on a record that already failed."""
+    from fakescope.localize.evaluate import load_localizer
+    from fakescope.scale.maps import add_maps
+
+    src = sorted(EXAMPLES.glob("real/*.jpg"))[0]
+    (tmp_path / "b").mkdir()
+    copy = tmp_path / "b" / src.name  # the same file name from another folder
+    copy.write_bytes(src.read_bytes())
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    recs = [{"path": str(src), "sha256": "aa" * 32, "error": None},
+            {"path": str(copy), "sha256": "bb" * 32, "error": None},
+            {"path": str(tmp_path / "broken.jpg"), "sha256": None, "error": None},
+            {"path": "gone.jpg", "sha256": None, "error": "unreadable"}]
+    add_maps(load_localizer(None), recs, masks=tmp_path / "maps", used=set())
+    assert 0 <= recs[0]["map_mean"] <= recs[0]["map_max"] <= 1
+    assert recs[1]["map_max"] == pytest.approx(recs[0]["map_max"])
+    assert recs[0]["mask_png"] != recs[1]["mask_png"] and all(Path(r["mask_png"]).exists() for r in recs[:2])
+    assert "map_error" in recs[2] and "map_mean" not in recs[2]
+    assert set(recs[3]) == {"path", "sha256", "error"}
+

@@ -167,7 +167,6 @@ def scan(
     image."""
     from .detector import load_detector
     from .images import ImageLimits
-    from .progress import progress
     from .scale.engines import EngineOptions
     from .scale.inputs import enumerate_inputs
 
@@ -206,7 +205,6 @@ def scan(
     opts = EngineOptions(engine=engine, decode_workers=(workers or None) if engine == "local" else None,
                          address=address, workers=workers if engine == "ray" else 0,
                          cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
-    files = inputs.paths
     if fmt == "parquet":
         from .scale.jobs import scan_job
         from .scale.outputs import JobMismatch, read_parts
@@ -218,32 +216,18 @@ def scan(
             raise typer.Exit(EXIT_USAGE)
         results = read_parts(out).to_pylist()
     else:
-        from .scale.jobs import iter_scan_records
+        from functools import partial
+
+        from .scale.jobs import scan_to_jsonl
+        from .scale.maps import add_maps
         from .scale.outputs import ResultsFile, ResultsStream
+        # a results file is locked, checked to be one (not an input, not any other file) and resumed
         sink = ResultsStream(sys.stdout) if to_stdout else ResultsFile(out) if out else None
-        # locked, checked to be a results file (not an input, not any other file), torn line dropped
-        done = sink.open(det.id, det.version, "map_mean" if loc is not None else None, paths) if sink else {}
-        todo = [i for i, f in enumerate(files) if f not in done]
-        if done:
-            log.info(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {one_line(out)}")
-        results = [done[f] for f in files if f in done]
-        used_names: set[str] = set()
-        try:
-            with progress(total=len(todo), desc="scan") as bar:
-                for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size or None, shard_size,
-                                              abstain=uncertain, threshold=threshold,
-                                              score_options=score_options):
-                    if loc is not None:
-                        _add_maps(loc, recs, masks, used_names, score_options["video"])
-                    if sink:
-                        sink.append(recs)
-                    results += recs
-                    bar.update(len(recs))
-        finally:
-            if sink:
-                sink.close()
-        order = {f: i for i, f in enumerate(files)}
-        results.sort(key=lambda r: order.get(r["path"], 0))
+        enrich = partial(add_maps, loc, masks=masks, used=set(), video=score_options["video"]) if loc else None
+        results = scan_to_jsonl(inputs, sink, det.id, det.version, model, opts, limits, batch_size or None, shard_size,
+                                require="map_mean" if loc is not None else None, given=paths, enrich=enrich,
+                                log=lambda m: log.info(one_line(m)), abstain=uncertain, threshold=threshold,
+                                score_options=score_options)
     failed = sum(r["error"] is not None for r in results)
     if table:  # stdout belongs to the JSON lines with --out -
         _print_table(results, f"{det.name} · threshold {det.threshold:.3f}", err if to_stdout else Console())
@@ -272,43 +256,6 @@ def _out_format(out: Optional[Path], fmt: str) -> str:
     if out.is_dir():
         return "parquet"
     return "jsonl" if out.exists() or out.suffix else "parquet"
-
-
-def _add_maps(loc, recs: list[dict], masks: Path | None, used: set[str], video: dict) -> None:
-    """Localise the images of one batch that could be read; an image the localiser cannot use
-    gets its error in `map_error` and keeps its detection score. Each image is decoded once
-    here, for both the localiser and its overlay. A video's frames are mapped one by one
-    (scale/video_maps.py; `video`: the scan's frame sampling)."""
-    from .scale.video_maps import add_video_maps
-    from .evaluation.localization import map_scores
-    from .images import ImageError
-    from .localize import load_image, save_mask_png, save_overlay_png
-    from .localize.evaluate import iter_maps
-
-    ready, images = [], []
-    for rec in (r for r in recs if r["error"] is None):
-        if "video" in rec:
-            add_video_maps(loc, rec, video, masks, used)
-            continue
-        try:
-            images.append(load_image(rec["path"], loc.limits))
-            ready.append(rec)
-        except ImageError as e:
-            rec["map_error"] = e.reason
-    for i, m, error in iter_maps(loc, images):
-        rec = ready[i]
-        if error is not None:
-            rec["map_error"] = error
-            continue
-        rec.update({f"map_{k}": v for k, v in map_scores(m).items()})
-        if masks is not None:
-            stem = Path(rec["path"]).stem
-            if stem in used:  # two inputs with one name: keep both, told apart by content hash
-                stem = f"{stem}-{(rec['sha256'] or '')[:8]}"
-            used.add(stem)
-            save_mask_png(m, masks / f"{stem}_mask.png")
-            save_overlay_png(images[i], m, masks / f"{stem}_overlay.png")
-            rec["mask_png"] = str(masks / f"{stem}_mask.png")
 
 
 def _print_table(results: list[dict], model: str, console: Console, limit: int = 200) -> None:

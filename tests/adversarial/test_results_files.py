@@ -34,6 +34,29 @@ def test_case5_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_pat
     assert r.exit_code == 0 and len(_lines(out)) == 4
 
 
+def test_scan_to_jsonl_python_api_resumes_and_repairs(tmp_path, tiny_model, images):
+    from fakescope.scale.inputs import enumerate_inputs
+    from fakescope.scale.jobs import scan_to_jsonl
+
+    inputs = enumerate_inputs([str(images)])
+    out = tmp_path / "r.jsonl"
+    first = scan_to_jsonl(inputs.take([0]), ResultsFile(out), "tiny", "1", str(tiny_model), log=lambda m: None)
+    assert [r["path"] for r in first] == inputs.paths[:1]
+    with open(out, "ab") as f:
+        f.write(b'{"path": "torn by a ki')  # a killed run's half line
+    scored: list = []
+    full = scan_to_jsonl(inputs, ResultsFile(out), "tiny", "1", str(tiny_model),
+                         enrich=lambda recs: scored.extend(r["path"] for r in recs), log=lambda m: None)
+    assert [r["path"] for r in full] == inputs.paths  # every input once, in input order
+    assert scored == inputs.paths[1:] and full[0] == first[0]  # the first was read back, not scored again
+    assert [json.loads(x)["path"] for x in _lines(out)] == inputs.paths  # the torn line is gone
+    # a record without the key a run requires is scored again (and replaced, not duplicated)
+    again = scan_to_jsonl(inputs, ResultsFile(out), "tiny", "1", str(tiny_model), require="map_mean",
+                          enrich=lambda recs: [r.update(map_mean=0.5) for r in recs], log=lambda m: None)
+    assert all(r["map_mean"] == 0.5 for r in again) and len(_lines(out)) == len(inputs.paths)
+    assert scan_to_jsonl(inputs.take([1]), None, "tiny", "1", str(tiny_model))[0]["score"] == full[1]["score"]
+
+
 def test_case6_out_that_is_the_input_manifest_is_refused(tmp_path, tiny_model, images):
     manifest = tmp_path / "m.csv"
     text = "path\n" + "".join(f"{p}\n" for p in sorted(images.iterdir()))

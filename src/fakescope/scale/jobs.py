@@ -3,6 +3,8 @@
     run_parts_job   inputs -> shards -> the engine -> one Parquet part per finished shard
                     (`outputs.PartStore`); a re-run computes only the shards without a part
     scan_job        run_parts_job with ScoreBatch (what `fakescope scan --out DIR` runs)
+    scan_to_jsonl   scan records into a JSONL results file, resumed: inputs it already holds are
+                    not scored again (what `fakescope scan --out x.jsonl` runs)
     features_job    run_parts_job with EmbedBatch, then the parts go into the feature cache
                     (what `fakescope features` runs)
 
@@ -16,7 +18,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -154,6 +156,44 @@ def iter_scan_records(inputs: Inputs, model: str | None = None, opts: EngineOpti
         seen.update(keys)
         if keep:
             yield scan_records({k: np.asarray(v)[keep] for k, v in cols.items()})
+
+
+def scan_to_jsonl(inputs: Inputs, sink, model_id: str, model_version: str, model: str | None = None,
+                  opts: EngineOptions | None = None, limits: ImageLimits | None = None,
+                  batch_size: int | None = None, chunk: int = DEFAULT_SHARD_SIZE, *, require: str | None = None,
+                  given: Sequence[str] = (), enrich: Callable[[list[dict]], None] | None = None,
+                  log: Callable[[str], None] = print, **score_kwargs) -> list[dict]:
+    """Every input's scan record, in input order, written to `sink` as JSON lines batch by batch.
+
+    `sink`: an `outputs.ResultsFile` (resumed: the records of this model (`model_id`,
+    `model_version`) it already holds are returned, not scored again; failed ones, and ones
+    without the key `require`, are scored again), an `outputs.ResultsStream`, or None (records
+    only). `given`: the user's input arguments, which the file must not be. `enrich(records)`
+    may add to each batch's records before they are written (e.g. localisation maps).
+    `score_kwargs` go to `iter_scan_records` (abstain, threshold, score_options)."""
+    from ..progress import progress
+
+    files = inputs.paths
+    done = sink.open(model_id, model_version, require, given) if sink else {}
+    try:
+        todo = [i for i, f in enumerate(files) if f not in done]
+        if done:
+            log(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {getattr(sink, 'path', '')}")
+        results = [done[f] for f in files if f in done]
+        with progress(total=len(todo), desc="scan") as bar:
+            for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size, chunk, **score_kwargs):
+                if enrich is not None:
+                    enrich(recs)
+                if sink:
+                    sink.append(recs)
+                results += recs
+                bar.update(len(recs))
+    finally:
+        if sink:
+            sink.close()
+    order = {f: i for i, f in enumerate(files)}
+    results.sort(key=lambda r: order.get(r["path"], 0))
+    return results
 
 
 def features_job(inputs: Inputs, out: str | Path, backbone: str = "effnet-lite0", cache: str | Path | None = None,
