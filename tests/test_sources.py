@@ -16,7 +16,7 @@ from PIL import Image
 
 from fakescope.data.samples import FAKE, REAL, UNKNOWN
 from fakescope.data.sources import load_labelled, read_reals, read_source
-from fakescope.data.splits import HEAD_SPLIT, key_hash, split_by_group, split_samples
+from fakescope.data.splits import HEAD_SPLIT, fold_of, key_hash, split_by_group, split_samples
 from fakescope.scale.inputs import enumerate_inputs
 
 
@@ -162,6 +162,13 @@ def test_split_by_group_is_stable_per_key_and_keeps_both_classes_when_asked():
     kept = groups[~plain]
     assert split_by_group(kept, 0.15, seed=0).sum() == 0
     assert 0 < split_by_group(kept, 0.15, seed=0, salt=HEAD_SPLIT).sum() < len(kept)
+
+
+def test_folds_and_fractions_place_groups_by_the_same_hash():
+    import hashlib
+    for key in ("apple iphone xr", "0.png", "cat_0.png"):
+        h = int(hashlib.sha256(f"7:{key}".encode()).hexdigest()[:8], 16)  # the hash device folds always used
+        assert fold_of(key, 5, seed=7) == h % 5 and key_hash(key, 7) == h / 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------- the commands

@@ -121,7 +121,7 @@ def test_leave_one_generator_out_trains_without_g_and_tests_held_out_images(work
     res = protocols.leave_one_generator_out(cfg, samples, test_source="srcB", log=lambda *_: None)
     assert list(res["per_generator"]) == ["gen1", "gen9"]   # srcB's generators only
     assert seen == [(["srcB"], {"gen0", "gen9"}), (["srcB"], {"gen0", "gen1"})]
-    held = [s for s, h in zip(samples, protocols.split_by_image(samples, 0.5, 0)) if h and s.source == "srcB"]
+    held = [s for s, h in zip(samples, protocols.split_samples(samples, 0.5, 0)) if h and s.source == "srcB"]
     for g, row in res["per_generator"].items():
         assert row["n_real"] == sum(s.label == 0 for s in held) > 0
         assert row["n_fake"] == sum(s.generator == g for s in held) > 0

@@ -3,7 +3,8 @@
 A group is what must not straddle a split: a COCOFake parent photo and the fakes generated
 from its captions, a CocoGlide (real, edited) pair, the augmented views of one image
 (`Sample.group_key`). Training's validation split (`split_samples`), the heads' internal
-selection splits and the leave-out protocols all call `split_by_group`.
+selection splits and the leave-out protocols all call `split_by_group`; k-fold protocols
+(camera photos by device) place a group with `fold_of`, from the same hash.
 
 The key alone decides where a group goes (hash below `fraction`: held out), so every run,
 script and refit on a subset agrees on which images were held out. `salt` draws an independent
@@ -22,10 +23,19 @@ from .samples import FAKE, Sample
 HEAD_SPLIT = "head"  # the salt of the heads' internal selection splits (early stopping, L2 sweep)
 
 
+def _hash32(key: str, seed: int, salt: str) -> int:
+    text = f"{seed}:{salt}:{key}" if salt else f"{seed}:{key}"
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
 def key_hash(key: str, seed: int = 0, salt: str = "") -> float:
     """The key's place in [0, 1]: a seeded SHA-256 (no salt: the hash fakescope always used)."""
-    text = f"{seed}:{salt}:{key}" if salt else f"{seed}:{key}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return _hash32(key, seed, salt) / 0xFFFFFFFF
+
+
+def fold_of(key: str, folds: int, seed: int = 0) -> int:
+    """Which of `folds` folds a group falls in (k-fold protocols, e.g. camera photos by device)."""
+    return _hash32(key, seed, "") % folds
 
 
 def split_by_group(groups: Sequence, fraction: float, seed: int = 0, labels: Sequence | None = None,
@@ -60,4 +70,4 @@ def split_samples(samples: Sequence[Sample], fraction: float, seed: int = 0) -> 
     return split_by_group([s.group_key() for s in samples], fraction, seed)
 
 
-__all__ = ["HEAD_SPLIT", "key_hash", "split_by_group", "split_samples"]
+__all__ = ["HEAD_SPLIT", "fold_of", "key_hash", "split_by_group", "split_samples"]

@@ -22,7 +22,6 @@ the cache, so a refit on cached features costs seconds.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import dataclass, replace
@@ -31,7 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..data.samples import FAKE, REAL, Sample  # noqa: F401  (Sample: re-exported for callers)
-from ..train import TrainConfig, fit_detector, load_sources, split_by_image
+from ..data.splits import fold_of, split_samples
+from ..train import TrainConfig, fit_detector, load_sources
 from .report import evaluate_detector
 
 
@@ -86,7 +86,7 @@ def device_of(sample: Sample) -> str:
 
 
 def device_fold(device: str, folds: int, seed: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{device}".encode()).hexdigest()[:8], 16) % folds
+    return fold_of(device, folds, seed)
 
 
 ROW_KEYS = ("n", "n_real", "n_fake", "auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_5fpr", "threshold")
@@ -127,7 +127,7 @@ def leave_one_generator_out(cfg: TrainConfig, samples: Sequence[Sample], test_so
     without any image of g, tested on the held-out reals of the test source vs its held-out
     images of g, at the threshold set on those held-out reals (`cfg.target_fpr`). Returns the
     protocol, the rows by generator, and the mean ROC-AUC / AP."""
-    held = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    held = split_samples(samples, cfg.val_fraction, cfg.seed)  # by group, as every refit splits
     tested = [s for s, h in zip(samples, held) if h and (test_source is None or s.source == str(test_source))]
     gens = sorted({s.generator for s in samples if s.label == FAKE and s.generator
                    and (test_source is None or s.source == str(test_source))})
