@@ -126,10 +126,16 @@ def test_default_localizer_maps_an_image_offline(tmp_path):
     assert Image.open(tmp_path / "maps" / f"{src.stem}_mask.png").size == Image.open(src).size
 
 
-def test_add_maps_python_api_enriches_records_and_keeps_both_names(tmp_path):
+@pytest.fixture(scope="module")
+def shipped_localizer():
+    from fakescope.localize.evaluate import load_localizer
+    return load_localizer(None)
+
+
+@pytest.mark.slow  # the shipped localiser on four images (test_default_localizer_maps_an_image_offline is the fast check)
+def test_add_maps_python_api_enriches_records_and_keeps_both_names(tmp_path, shipped_localizer):
     """scale.maps.add_maps (what scan --localize runs per batch): map scores on the records it can
     map, map_error on one it cannot read, nothing on a record that already failed."""
-    from fakescope.localize.evaluate import load_localizer
     from fakescope.scale.maps import add_maps
 
     src = sorted(EXAMPLES.glob("real/*.jpg"))[0]
@@ -141,10 +147,54 @@ def test_add_maps_python_api_enriches_records_and_keeps_both_names(tmp_path):
             {"path": str(copy), "sha256": "bb" * 32, "error": None},
             {"path": str(tmp_path / "broken.jpg"), "sha256": None, "error": None},
             {"path": "gone.jpg", "sha256": None, "error": "unreadable"}]
-    add_maps(load_localizer(None), recs, masks=tmp_path / "maps", used=set())
+    add_maps(shipped_localizer, recs, masks=tmp_path / "maps", used=set())
     assert 0 <= recs[0]["map_mean"] <= recs[0]["map_max"] <= 1
     assert recs[1]["map_max"] == pytest.approx(recs[0]["map_max"])
     assert recs[0]["mask_png"] != recs[1]["mask_png"] and all(Path(r["mask_png"]).exists() for r in recs[:2])
     assert "map_error" in recs[2] and "map_mean" not in recs[2]
     assert set(recs[3]) == {"path", "sha256", "error"}
+
+
+@pytest.mark.slow  # the shipped localiser maps four images four times
+def test_calibrate_localizer_python_api_picks_the_best_f1_threshold(tmp_path, shipped_localizer):
+    """localize.evaluate.calibrate_localizer (what `fakescope localizer calibrate` runs): the new
+    threshold is the one with the best mean F1 on the edited images, within a real-pixel limit."""
+    from PIL import Image
+
+    from fakescope.data.pairs import MaskPair
+    from fakescope.localize.evaluate import calibrate_localizer, evaluate_localizer
+
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i, src in enumerate(sorted(EXAMPLES.glob("real/*"))[:2]):
+        img = np.asarray(Image.open(src).convert("RGB"))
+        mask = np.zeros(img.shape[:2], np.uint8)
+        mask[4 + 4 * i:20 + 4 * i, 8:24] = 1  # a pasted noise patch: the edit
+        edited = np.where(mask[..., None] == 1, rng.integers(0, 256, img.shape), img).astype(np.uint8)
+        for label, a, m in ((0, img, None), (1, edited, mask)):
+            path = tmp_path / f"{i}-{label}.png"
+            Image.fromarray(a).save(path)
+            pairs.append(MaskPair(name=path.name, image=str(path), mask=m, group=str(i), label=label))
+    loc = shipped_localizer
+    t0, meta0 = loc.threshold, dict(loc.metadata)
+    try:
+        rec = calibrate_localizer(loc, pairs, provenance={"data": ["synthetic"]})
+        after = evaluate_localizer(loc, pairs)
+        assert loc.metadata["threshold_calibration"] is rec and rec["data"] == ["synthetic"]
+        assert rec["previous_threshold"] == t0 and loc.threshold == after["threshold"]
+        assert after["f1"] == pytest.approx(rec["f1_at_threshold"], abs=1e-9)
+        assert rec["f1_at_threshold"] >= rec["f1_at_previous"] - 1e-9
+        best = loc.threshold
+        loc.threshold = t0
+        limit = calibrate_localizer(loc, pairs, max_real_fpr=0.001)
+        assert limit["real_pixel_fpr_at_threshold"] <= 0.001 and loc.threshold >= best
+        for bad, kwargs in (([p for p in pairs if p.label == 0], {}),
+                            ([p for p in pairs if p.label == 1], {"max_real_fpr": 0.1}),
+                            (pairs, {"max_real_fpr": -1.0})):
+            loc.threshold = t0
+            with pytest.raises(ValueError):
+                calibrate_localizer(loc, bad, **kwargs)
+            assert loc.threshold == t0  # unchanged when the pairs cannot decide
+    finally:  # the module's localiser is shared
+        loc.threshold, loc.metadata = t0, meta0
 

@@ -125,38 +125,21 @@ def calibrate(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Backbone patch-grid cache (as for train)."),
 ):
     """Set the mask threshold (map >= t is "edited") to the one with the best mean F1 on these pairs."""
-    from datetime import datetime, timezone
-
-    from ..evaluation.localization import PixelMetrics
-    from .evaluate import evaluate_localizer
+    from .evaluate import calibrate_localizer
 
     loc, pairs = _localizer_and_pairs(model, cache, data, val_fraction, seed)
-    if not any(p.label == 1 for p in pairs):
-        err.print("no edited images among these pairs: nothing to calibrate on")
+    try:
+        rec = calibrate_localizer(loc, pairs, max_real_fpr,
+                                  {"data": list(data), "val_fraction": val_fraction, "seed": seed})
+    except ValueError as e:
+        err.print(f"{e}; nothing saved")
         raise typer.Exit(2)
-    pm = PixelMetrics(threshold=loc.threshold)
-    m = evaluate_localizer(loc, pairs, accumulator=pm)
-    if max_real_fpr is not None and not m["n_real"]:
-        err.print("--max-real-fpr needs real images among the pairs")
-        raise typer.Exit(2)
-    t, f1_t, fpr_t = pm.best_fixed_threshold(max_real_fpr)
-    if t != t:  # NaN: no threshold flags few enough real pixels
-        err.print(f"no threshold flags at most {max_real_fpr} of the real pixels; nothing saved")
-        raise typer.Exit(2)
-    before = loc.threshold
-    loc.threshold = t
-    loc.metadata["threshold_calibration"] = {
-        "rule": "grid threshold (step 0.001) with the highest mean per-image F1 on the edited images"
-                + (f", among those flagging at most {max_real_fpr} of the real images' pixels" if max_real_fpr is not None else ""),
-        "data": list(data), "val_fraction": val_fraction, "seed": seed, "n_edited": m["n_fake"], "n_real": m["n_real"],
-        "previous_threshold": before, "f1_at_previous": m["f1"], "real_pixel_fpr_at_previous": m["real_pixel_fpr"],
-        "f1_at_threshold": f1_t, "real_pixel_fpr_at_threshold": fpr_t, "max_real_fpr": max_real_fpr,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     loc.cache_dir = None
     loc.save(out)
-    log.info(f"threshold {before:.3f} -> {t:.3f} on these {m['n_fake']} edited / {m['n_real']} real images: mean F1 "
-              f"{fmt(m['f1'])} -> {fmt(f1_t)}, real pixels flagged {fmt(m['real_pixel_fpr'])} -> {fmt(fpr_t)} "
-              f"(chosen on them: report on other pairs); saved {out}")
+    log.info(f"threshold {rec['previous_threshold']:.3f} -> {loc.threshold:.3f} on these {rec['n_edited']} edited / "
+             f"{rec['n_real']} real images: mean F1 {fmt(rec['f1_at_previous'])} -> {fmt(rec['f1_at_threshold'])}, "
+             f"real pixels flagged {fmt(rec['real_pixel_fpr_at_previous'])} -> {fmt(rec['real_pixel_fpr_at_threshold'])} "
+             f"(chosen on them: report on other pairs); saved {out}")
 
 
 def _write_examples(loc, pairs, report: Path, n: int) -> None:

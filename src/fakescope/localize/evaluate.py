@@ -60,3 +60,34 @@ def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 1
     out = pm.compute()
     out["errors"] = errors
     return out
+
+
+def calibrate_localizer(loc: Localizer, pairs: Sequence[MaskPair], max_real_fpr: float | None = None,
+                        provenance: dict | None = None) -> dict:
+    """Set `loc.threshold` (map >= t is "edited") to the grid threshold with the best mean F1 on
+    the edited images among `pairs`, optionally only among thresholds that flag at most
+    `max_real_fpr` of the real images' pixels. Records the rule, the before / after numbers and
+    `provenance` (data, split, ...) in `loc.metadata["threshold_calibration"]` and returns that
+    record. ValueError when the pairs cannot decide (no edited image, no real image for the
+    limit, or no threshold within it); the localiser is then unchanged."""
+    from datetime import datetime, timezone
+
+    if not any(p.label == 1 for p in pairs):
+        raise ValueError("no edited images among these pairs: nothing to calibrate on")
+    if max_real_fpr is not None and not any(p.label == 0 for p in pairs):
+        raise ValueError("a limit on real pixels flagged needs real images among the pairs")
+    pm = PixelMetrics(threshold=loc.threshold)
+    m = evaluate_localizer(loc, pairs, accumulator=pm)
+    t, f1_t, fpr_t = pm.best_fixed_threshold(max_real_fpr)
+    if t != t:  # NaN: no threshold flags few enough real pixels
+        raise ValueError(f"no threshold flags at most {max_real_fpr} of the real pixels")
+    record = {
+        "rule": "grid threshold (step 0.001) with the highest mean per-image F1 on the edited images"
+                + (f", among those flagging at most {max_real_fpr} of the real images' pixels" if max_real_fpr is not None else ""),
+        **(provenance or {}), "n_edited": m["n_fake"], "n_real": m["n_real"],
+        "previous_threshold": loc.threshold, "f1_at_previous": m["f1"], "real_pixel_fpr_at_previous": m["real_pixel_fpr"],
+        "f1_at_threshold": f1_t, "real_pixel_fpr_at_threshold": fpr_t, "max_real_fpr": max_real_fpr,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    loc.threshold = t
+    loc.metadata["threshold_calibration"] = record
+    return record
