@@ -36,7 +36,6 @@ most published inpainting sets.
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -49,6 +48,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from ..data.pair_table import PairTable
 from ..files import JsonlAppender, atomic_write
 from ..progress import progress
 from .engine import iter_results, optional, result_columns, run_local, run_ray
@@ -235,30 +235,6 @@ class InpaintBatch(PipelineWorker):
         return result_columns(keys, errors, records)
 
 
-# ================================================================ the table
-def read_table(path: Path) -> dict[str, dict]:
-    """Rows of table.csv by fake path; a last line cut by a kill (no newline) is dropped."""
-    if not path.is_file():
-        return {}
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text = text[:text.rfind("\n") + 1]
-    rows = {}
-    for r in csv.DictReader(io.StringIO(text)):
-        if r.get("fake") and None not in r.values():
-            rows[r["fake"]] = {c: r.get(c, "") or "" for c in TABLE_COLUMNS}
-    return rows
-
-
-def write_table(path: Path, rows: Sequence[dict]) -> None:
-    buf = io.StringIO()
-    wr = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-    wr.writeheader()
-    for r in rows:
-        wr.writerow({c: "" if r.get(c) is None else r.get(c) for c in TABLE_COLUMNS})
-    atomic_write(path, buf.getvalue().encode("utf-8"))
-
-
 # ================================================================ the build
 @dataclass
 class InpaintReport:
@@ -374,12 +350,9 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
                 })
     report.planned = len(items) + len(missing)
 
-    table = out / TABLE
-    rows = read_table(table)
-    old_keys = list(rows)
-    for key, row in list(rows.items()):
-        if not all((out / row[c]).is_file() for c in ("real", "fake", "mask") if row[c]):
-            del rows[key]  # a file vanished: redo
+    table = PairTable(out / TABLE, TABLE_COLUMNS)
+    table.drop_missing(out)  # a file vanished: redo
+    rows = table.rows
     pending = []
     for it in items:
         row = rows.get(it["key"])
@@ -410,14 +383,6 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
         errors_out.write({"key": key, "error": message, "time": time.time()})
         log(f"failed {key}: {message}")
 
-    def append_row(row: dict) -> None:
-        new_file = not table.is_file() or table.stat().st_size == 0
-        with open(table, "a", newline="", encoding="utf-8") as f:
-            wr = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-            if new_file:
-                wr.writeheader()
-            wr.writerow({c: "" if row.get(c) is None else row.get(c) for c in TABLE_COLUMNS})
-
     bar = progress(total=len(pending), desc="build inpaint", min_total=1)
     try:
         for key, message in missing:
@@ -437,9 +402,7 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
                     if error:
                         fail(key, error)
                     elif rec is not None:
-                        row = {c: "" if rec.get(c) is None else str(rec.get(c)) for c in TABLE_COLUMNS}
-                        append_row(row)
-                        rows[key] = row
+                        table.add(rec)
                         report.written += 1
 
             if engine == "ray":
@@ -454,16 +417,12 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
         errors_out.close()
         bar.close()
         # canonical table: plan order, then rows of earlier runs this plan does not cover
-        order = [it["key"] for it in items]
-        planned = set(order)
-        keys = [k for k in order if k in rows] + [k for k in old_keys if k not in planned and k in rows]
-        write_table(table, [rows[k] for k in keys])
+        done_rows = table.rewrite([it["key"] for it in items])
 
     # the format guard: reals and fakes are encoded alike here, so a finding means a bug or a mix
     from ..data.samples import FAKE as _F, REAL as _R, Sample as _S
     from ..evaluation.format_guard import check_formats
 
-    done_rows = [rows[k] for k in keys]
     found = check_formats([_S(path=str(out / r["fake"]), label=_F) for r in done_rows]
                           + [_S(path=str(out / r["real"]), label=_R) for r in {r["real"]: r for r in done_rows}.values()])
     warn_format_shortcuts(found, report.warnings, log)
@@ -471,4 +430,4 @@ def build_inpaint(images: Sequence | str, generators: Sequence[GeneratorSpec | s
 
 
 __all__ = ["build_inpaint", "InpaintBatch", "InpaintReport", "collect_real_images", "index_masks", "working_size",
-           "read_table", "write_table", "TABLE_COLUMNS", "DEFAULT_MASK_KINDS", "DEFAULT_AREA"]
+           "TABLE_COLUMNS", "DEFAULT_MASK_KINDS", "DEFAULT_AREA"]

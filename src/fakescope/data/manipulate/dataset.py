@@ -1,7 +1,6 @@
 """`generate_dataset`: real photos -> a CocoGlide-like folder (real/, fake/, mask/, table.csv), resumable."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
@@ -15,6 +14,7 @@ from PIL import Image
 
 from ...files import replacing
 from ...images import ImageError, decode_image
+from ..pair_table import PairTable
 from ..samples import FAKE, Sample
 from .autoencoder import TinyAutoencoder, load_autoencoder
 from .common import MAX_SIDE, _seed_from
@@ -66,17 +66,6 @@ def _load_rgb(sample: Sample, max_side: int) -> np.ndarray:
 def _save_png(a: np.ndarray, path: Path) -> None:
     with replacing(path) as tmp:
         Image.fromarray(a).save(tmp, format="PNG")
-
-
-def _read_table(path: Path) -> dict[str, dict]:
-    rows: dict[str, dict] = {}
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as f:
-            for r in csv.DictReader(f):
-                key = r.get("fake") or r.get("real")
-                if key:
-                    rows[key] = {c: r.get(c, "") or "" for c in TABLE_COLUMNS}
-    return rows
 
 
 def generate_dataset(samples: Iterable, out_dir: str | os.PathLike, n_per_image: int = 1,
@@ -142,19 +131,10 @@ def generate_dataset(samples: Iterable, out_dir: str | os.PathLike, n_per_image:
 
     for sub in ("real", "fake", "mask"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    table = out / "table.csv"
-    rows = _read_table(table)
-    old_keys = list(rows)
+    table = PairTable(out / "table.csv", TABLE_COLUMNS)
+    rows = table.rows
     p_real = min(1.0, real_fraction * n_per_image / (1 - real_fraction))
     names = output_names(items)
-
-    def append_row(row: dict) -> None:
-        new_file = not table.is_file() or table.stat().st_size == 0
-        with open(table, "a", newline="", encoding="utf-8") as f:
-            wr = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
-            if new_file:
-                wr.writeheader()
-            wr.writerow(row)
 
     def report_error(path: str, message: str) -> None:
         report.errors.append((path, message))
@@ -214,19 +194,11 @@ def generate_dataset(samples: Iterable, out_dir: str | os.PathLike, n_per_image:
                     row = {"real": real_rel if want_real else "", "fake": fake_rel, "mask": mask_rel, "prompt": "",
                            "mechanism": info["mechanism"], "mask_kind": info["mask_kind"],
                            "area": f"{info['area']:.4f}"}
-                    rows[fake_rel] = row
-                    append_row(row)
+                    table.add(row)
                     report.fakes_written += 1
             except Exception as e:  # one image's failure is that image's problem only
                 report_error(sample.path, f"manipulation_failed: {type(e).__name__}: {e}")
 
-    # canonical table: input order, then rows of earlier runs for inputs not given this time
-    given = set(order)
-    keys = [k for k in order if k in rows] + [k for k in old_keys if k not in given]
-    with replacing(table) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        wr = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
-        wr.writeheader()
-        for key in keys:
-            wr.writerow(rows[key])
+    table.rewrite(order)  # input order, then rows of earlier runs for inputs not given this time
     return report
 
