@@ -27,12 +27,13 @@ import numpy as np
 
 from fakescope.backbones import load_backbone
 from fakescope.backbones.text import load_text_encoder
-from fakescope.data.samples import FAKE, REAL, balanced_subset, load_labelled
+from fakescope.data.samples import FAKE, REAL, balanced_subset
+from fakescope.data.sources import load_labelled
 from fakescope.evaluation.leakage import text_leak_check
 from fakescope.evaluation.metrics import summary, threshold_at_fpr
 from fakescope.features import FeatureCache, extract
 from fakescope.heads import make_head
-from fakescope.train import split_by_image
+from fakescope.data.splits import split_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -79,7 +80,7 @@ def main() -> None:
         s.text = cifar_caption(s.path)
     wild = list(load_labelled(SHARED / "wild/train.tar"))
     glide = list(load_labelled(SHARED / "cocoglide/dev.tar"))
-    held = split_by_image(wild, 0.15, seed=0)
+    held = split_samples(wild, 0.15, seed=0)
     wtr = [s for s, h in zip(wild, held) if not h]
     wva = [s for s, h in zip(wild, held) if h]
     train = cifake + wtr

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from fakescope.backbones import load_backbone
-from fakescope.data.samples import FAKE, REAL, balanced_subset, load_labelled
+from fakescope.data.samples import FAKE, REAL, balanced_subset
+from fakescope.data.sources import load_labelled
 from fakescope.evaluation.metrics import roc_auc, summary, threshold_at_fpr
 from fakescope.features import FeatureCache, extract
 from fakescope.heads import make_head
-from fakescope.train import split_by_image
+from fakescope.data.splits import split_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -51,7 +52,7 @@ def main() -> None:
     cifake_val = list(load_labelled(SHARED / "cifake/val.tar"))
     wild = list(load_labelled(SHARED / "wild/train.tar"))
     glide = list(load_labelled(SHARED / "cocoglide/dev.tar"))
-    held = split_by_image(wild, 0.15, seed=0)  # same split as `fakescope train`
+    held = split_samples(wild, 0.15, seed=0)  # same split as `fakescope train`
     wild_tr = [s for s, h in zip(wild, held) if not h]
     wild_va = [s for s, h in zip(wild, held) if h]
     gens = sorted({s.generator for s in wild if s.label == FAKE})
