@@ -25,6 +25,7 @@ PLACES = {
     "fakescope.lazy": "utilities", "fakescope.errors": "utilities",
     "fakescope.hub": "utilities",  # model folders on the Hugging Face Hub, beside saving.py
     "fakescope.files": "utilities",  # atomic writes and JSON-lines files
+    "fakescope.imageops": "utilities",  # JPEG / blur / rescale shared by views, robustness and edits
     "fakescope.uncertainty": "utilities",  # the "uncertain" verdict rule: numpy over scores
     "fakescope.provenance": "utilities",   # metadata of encoded bytes (C2PA, XMP, EXIF, PNG text); no model
     # pure numpy maths of (labels, scores); heads, training and the localiser score with them too

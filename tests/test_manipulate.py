@@ -127,7 +127,7 @@ def test_make_real_zero_mask_same_reencoding():
     assert np.array_equal(real, img) and mask.shape == img.shape[:2] and not mask.any()
     real, mask = M.make_real(img, np.random.default_rng(0), M.ManipulationConfig(jpeg_quality=(75, 75)))
     assert not mask.any() and not np.array_equal(real, img)
-    from fakescope.data.augment import jpeg_roundtrip
+    from fakescope.imageops import jpeg_roundtrip
     assert np.array_equal(real, np.asarray(jpeg_roundtrip(Image.fromarray(img), 75)))
 
 

@@ -9,11 +9,12 @@ hash, so features of a view can be cached and reproduced.
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 from dataclasses import asdict, dataclass
 
-from PIL import Image, ImageFilter
+from PIL import Image
+
+from ..imageops import gaussian_blur, jpeg_roundtrip, rescale
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,12 @@ def random_crop(img: Image.Image, rng: random.Random, area: tuple[float, float])
     return img.crop((left, top, left + cw, top + ch))
 
 
-def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    out = Image.open(buf)
-    out.load()
-    return out.convert("RGB")
-
-
 def augment(img: Image.Image, rng: random.Random, cfg: AugmentConfig = AugmentConfig()) -> Image.Image:
     img = random_crop(img, rng, cfg.crop_area)
     if rng.random() < cfg.p_downscale:
-        f = rng.uniform(*cfg.downscale)
-        w, h = img.size
-        img = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.BICUBIC)
+        img = rescale(img, rng.uniform(*cfg.downscale), min_side=8)
     if rng.random() < cfg.p_blur:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+        img = gaussian_blur(img, rng.uniform(0.3, 1.0))
     if rng.random() < cfg.p_flip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if rng.random() < cfg.p_jpeg:

@@ -28,9 +28,10 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from ..data.samples import Sample
+from ..imageops import gaussian_blur, jpeg_bytes, jpeg_roundtrip, rescale
 from ..images import ImageError, decode_image
 
 KINDS = ("clean", "jpeg", "blur", "resize", "crop", "noise")
@@ -63,12 +64,6 @@ DEFAULT_GRID: tuple[Perturbation, ...] = (
 )
 
 
-def _jpeg_bytes(img: Image.Image, quality: float) -> bytes:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=int(round(quality)))
-    return buf.getvalue()
-
-
 def apply(img: Image.Image, p: Perturbation, seed: int = 0) -> Image.Image:
     """The perturbed copy of an image (RGB). Deterministic: noise is drawn from `seed`."""
     img = img.convert("RGB")
@@ -76,14 +71,11 @@ def apply(img: Image.Image, p: Perturbation, seed: int = 0) -> Image.Image:
     if p.kind == "clean":
         return img.copy()
     if p.kind == "jpeg":
-        out = Image.open(io.BytesIO(_jpeg_bytes(img, p.value)))
-        out.load()
-        return out.convert("RGB")
+        return jpeg_roundtrip(img, p.value)
     if p.kind == "blur":
-        return img.filter(ImageFilter.GaussianBlur(radius=float(p.value)))
+        return gaussian_blur(img, p.value)
     if p.kind == "resize":
-        size = (max(1, round(w * p.value)), max(1, round(h * p.value)))
-        return img.resize(size, Image.Resampling.BICUBIC)
+        return rescale(img, p.value)
     if p.kind == "crop":
         if not 0 < p.value <= 1:
             raise ValueError(f"crop keeps a fraction of the area in (0, 1], got {p.value}")
@@ -102,7 +94,7 @@ def apply(img: Image.Image, p: Perturbation, seed: int = 0) -> Image.Image:
 def encode(img: Image.Image, p: Perturbation, seed: int = 0) -> bytes:
     """The perturbed image as file bytes: the JPEG itself for jpeg, lossless PNG otherwise."""
     if p.kind == "jpeg":
-        return _jpeg_bytes(img, p.value)
+        return jpeg_bytes(img, p.value)
     buf = io.BytesIO()
     apply(img, p, seed).save(buf, "PNG", compress_level=1)
     return buf.getvalue()

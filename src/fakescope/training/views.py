@@ -16,12 +16,15 @@ the encoder's input), so the encoder must recognise a generator's traces from a 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
+
+from ..imageops import gaussian_blur as blur  # the view steps jpeg and blur are imageops' (one implementation)
+from ..imageops import jpeg_roundtrip as jpeg
+from ..imageops import rescale
 
 Rng = np.random.Generator
 
@@ -79,27 +82,12 @@ def hflip(img: Image.Image) -> Image.Image:
     return img.transpose(Image.FLIP_LEFT_RIGHT)
 
 
-def jpeg(img: Image.Image, quality: int) -> Image.Image:
-    """Re-compress as JPEG at `quality` (1..95) and decode again."""
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    out = Image.open(buf)
-    out.load()
-    return out.convert("RGB")
-
-
-def blur(img: Image.Image, sigma: float) -> Image.Image:
-    """Gaussian blur with standard deviation `sigma` pixels."""
-    return img.filter(ImageFilter.GaussianBlur(float(sigma)))
-
-
 def resize(img: Image.Image, size: int | tuple[int, int] | None = None, factor: float | None = None) -> Image.Image:
     """Resize (bicubic) to `size`, or by `factor` (at least 1 px per side)."""
     if size is None:
         if factor is None:
             raise ValueError("resize needs size or factor")
-        size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
+        return rescale(img, factor)
     return img.resize(_size(size), Image.BICUBIC)
 
 

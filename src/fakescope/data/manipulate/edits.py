@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from ..augment import jpeg_roundtrip
+from ...imageops import jpeg_roundtrip
 from .autoencoder import TinyAutoencoder
 from .common import (
     DEFAULT_AREA,

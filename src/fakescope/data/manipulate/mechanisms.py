@@ -6,8 +6,9 @@ import math
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
+from ...imageops import gaussian_blur
 from .autoencoder import TinyAutoencoder, default_autoencoder_dir
 from .common import _as_mask, _as_rgb_array, _blend, _support_box, feather
 
@@ -158,7 +159,7 @@ def resample(img, mask, rng: np.random.Generator, *, feather_radius: float = 2.0
 
 def blur(img, mask, rng: np.random.Generator, *, feather_radius: float = 2.0,
          sigma: float | None = None) -> np.ndarray:
-    """Gaussian blur inside the region (PIL ImageFilter.GaussianBlur; blended, feathered edge).
+    """Gaussian blur inside the region (imageops.gaussian_blur; blended, feathered edge).
 
     Why it mimics a real edit: local smoothing is how retouching hides details (skin, plates,
     faces, removed objects' seams), and generated regions are often smoother than camera noise.
@@ -174,7 +175,7 @@ def blur(img, mask, rng: np.random.Generator, *, feather_radius: float = 2.0,
     y0, y1, x0, x1 = box
     new = img.copy()
     crop = Image.fromarray(np.ascontiguousarray(img[y0:y1, x0:x1]))
-    new[y0:y1, x0:x1] = np.asarray(crop.filter(ImageFilter.GaussianBlur(s)))
+    new[y0:y1, x0:x1] = np.asarray(gaussian_blur(crop, s))
     return _blend(img, new, alpha)
 
 
