@@ -3,7 +3,8 @@
 Same backbone, same training images (CIFAKE train subset + the wild/train split that
 `fakescope train` and benchmarks/select_backbone.py use), same held-out sets:
   - CIFAKE val, CocoGlide dev at image level (never trained on), wild held-out,
-  - wild leave-one-generator-out (LOGO): fit without generator g, test held-out reals vs g.
+  - wild leave-one-generator-out (LOGO): refit without generator g, test held-out reals vs held-out g
+    (evaluation/protocols.py leave_one_generator_out, as `fakescope leave-out --test-source` runs it).
 Methods: linear, multilayer (class tokens of several blocks), robust-mlp with and without
 SAM, and with captions (minilm) as a second modality. Captions: CIFAKE images get
 "a photo of a <CIFAR class>" for both classes (same kind of text, no leak); wild/ texts
@@ -32,7 +33,9 @@ from fakescope.data.sources import load_labelled
 from fakescope.evaluation.leakage import text_leak_check
 from fakescope.evaluation.metrics import summary, threshold_at_fpr
 from fakescope.features import FeatureCache, extract
+from fakescope.evaluation.protocols import leave_one_generator_out
 from fakescope.heads import make_head
+from fakescope.train import TrainConfig
 from fakescope.data.splits import split_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -79,6 +82,9 @@ def main() -> None:
     for s in cifake + cval:
         s.text = cifar_caption(s.path)
     wild = list(load_labelled(SHARED / "wild/train.tar"))
+    for part, name in ((cifake, "cifake"), (wild, "wild")):
+        for s in part:
+            s.source = name
     glide = list(load_labelled(SHARED / "cocoglide/dev.tar"))
     held = split_samples(wild, 0.15, seed=0)
     wtr = [s for s, h in zip(wild, held) if not h]
@@ -86,11 +92,7 @@ def main() -> None:
     train = cifake + wtr
     y = np.array([s.label for s in train])
     groups = np.arange(len(train))
-    from_wild = np.arange(len(train)) >= len(cifake)
-    gen = np.array([s.generator or "" for s in train], dtype=object)
     yv, yc, yg = (np.array([s.label for s in d]) for d in (wva, cval, glide))
-    gv = np.array([s.generator or "" for s in wva], dtype=object)
-    gens = sorted({s.generator for s in wtr if s.label == FAKE})
 
     report: dict = {"backbone": args.backbone, "n_train": len(train)}
     spaces = {"image": args.backbone, "multilayer": f"{args.backbone}?layers={args.layers}"}
@@ -113,18 +115,15 @@ def main() -> None:
     for name, key, method, opts in runs:
         if method == "multilayer":
             bb = load_backbone(spaces[key])
-            from fakescope.train import TrainConfig, head_options
+            from fakescope.train import head_options
             opts = head_options(TrainConfig(data=[], method="multilayer"), bb)
         Xtr = F[key]["train"]
         res, head = fit_eval(method, opts, Xtr, y, groups, tests(key), F[key]["wild"][yv == REAL])
-        logo = {}
-        for g in gens:
-            keep = ~(from_wild & (gen == g))
-            h = make_head(method, seed=0, **opts)
-            h.fit(Xtr[keep], y[keep], groups[keep])
-            m = (yv == REAL) | (gv == g)
-            logo[g] = brief(summary(yv[m], h.predict(F[key]["wild"][m]),
-                                    threshold_at_fpr(h.predict(F[key]["wild"][yv == REAL]), 0.05)))
+        # the protocol of `fakescope leave-out --test-source wild` (fit_detector sets multilayer's options itself)
+        cfg = TrainConfig(data=["cifake", "wild"], backbone=spaces[key], method=method, cache=args.cache,
+                          head_options={} if method == "multilayer" else opts, uncertainty=None)
+        logo = {g: brief(r) for g, r in
+                leave_one_generator_out(cfg, cifake + wild, "wild", log=lambda *_: None)["per_generator"].items()}
         res["logo"] = logo
         res["logo_mean_auc"] = float(np.mean([v["auc"] for v in logo.values()]))
         res["logo_mean_ap"] = float(np.mean([v["ap"] for v in logo.values()]))

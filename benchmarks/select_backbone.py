@@ -3,7 +3,8 @@
 For each backbone: a linear probe trained on CIFAKE train (subset) + wild/train
 (augmented views, both classes alike), then validation numbers on
   - CIFAKE val (all 2,000),
-  - wild leave-one-generator-out (LOGO): fit without generator g, test held-out reals vs g,
+  - wild leave-one-generator-out (LOGO): refit without generator g, test held-out reals vs held-out g
+    (evaluation/protocols.py leave_one_generator_out, as `fakescope leave-out --test-source` runs it),
   - CocoGlide dev at image level (real vs inpainted; never trained on),
   - FPR on real photos not used for training (COCO reals of CocoGlide) at the threshold set on
     held-out wild reals for 5% FPR.
@@ -24,9 +25,11 @@ import numpy as np
 from fakescope.backbones import load_backbone
 from fakescope.data.samples import FAKE, REAL, balanced_subset
 from fakescope.data.sources import load_labelled
-from fakescope.evaluation.metrics import roc_auc, summary, threshold_at_fpr
+from fakescope.evaluation.metrics import summary, threshold_at_fpr
 from fakescope.features import FeatureCache, extract
+from fakescope.evaluation.protocols import leave_one_generator_out
 from fakescope.heads import make_head
+from fakescope.train import TrainConfig
 from fakescope.data.splits import split_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,6 +54,9 @@ def main() -> None:
     cifake = balanced_subset(list(load_labelled(SHARED / "cifake/train.tar")), args.cifake_per_class, seed=0)
     cifake_val = list(load_labelled(SHARED / "cifake/val.tar"))
     wild = list(load_labelled(SHARED / "wild/train.tar"))
+    for part, name in ((cifake, "cifake"), (wild, "wild")):
+        for s in part:
+            s.source = name
     glide = list(load_labelled(SHARED / "cocoglide/dev.tar"))
     held = split_samples(wild, 0.15, seed=0)  # same split as `fakescope train`
     wild_tr = [s for s, h in zip(wild, held) if not h]
@@ -67,11 +73,8 @@ def main() -> None:
         train = cifake + wild_tr
         ti, TX, _ = features(train, bb, cache, args.views)
         ty = np.array([train[i].label for i in ti])
-        tgen = np.array([train[i].generator or "" for i in ti], dtype=object)
-        tfrom_wild = ti >= len(cifake)
         vi, VX, _ = features(wild_va, bb, cache)
         vy = np.array([wild_va[i].label for i in vi])
-        vgen = np.array([wild_va[i].generator or "" for i in vi], dtype=object)
         ci, CX, _ = features(cifake_val, bb, cache)
         cy = np.array([cifake_val[i].label for i in ci])
         gi, GX, _ = features(glide, bb, cache)
@@ -80,23 +83,17 @@ def main() -> None:
 
         head = make_head(args.method, seed=0)
         head.fit(TX, ty, ti)
-        same = {"l2": head.l2} if args.method == "linear" else {}  # LOGO refits reuse the chosen L2
         thr = threshold_at_fpr(head.predict(VX[vy == REAL]), 0.05)
         res = {"extract_seconds": round(extract_s, 1), "method": args.method, "threshold": thr,
                "cifake_val": summary(cy, head.predict(CX), thr),
                "wild_heldout": summary(vy, head.predict(VX), thr),
                "cocoglide_image": summary(gy, head.predict(GX), thr),
                "coco_real_fpr": float((head.predict(GX[gy == REAL]) >= thr).mean())}
-        logo = {}
-        for g in gens:  # leave one generator out of training entirely
-            keep = ~(tfrom_wild & (tgen == g))
-            h = make_head(args.method, seed=0, **same)
-            h.fit(TX[keep], ty[keep], ti[keep])
-            t_g = threshold_at_fpr(h.predict(VX[vy == REAL]), 0.05)
-            m = (vy == REAL) | (vgen == g)
-            s = h.predict(VX[m])
-            logo[g] = {"auc": roc_auc(vy[m], s), "tpr_at_5fpr": float((s[vy[m] == FAKE] >= t_g).mean()),
-                       "n_fake": int((vy[m] == FAKE).sum())}
+        # leave one generator out of training entirely: the protocol of `fakescope leave-out`
+        cfg = TrainConfig(data=["cifake", "wild"], backbone=spec, method=args.method, views=args.views,
+                          cache=args.cache, uncertainty=None)
+        logo = {g: {k: r[k] for k in ("auc", "tpr_at_5fpr", "n_fake")} for g, r in
+                leave_one_generator_out(cfg, cifake + wild, "wild", log=lambda *_: None)["per_generator"].items()}
         res["logo"] = logo
         res["logo_mean_auc"] = float(np.mean([v["auc"] for v in logo.values()]))
         report[spec] = res
