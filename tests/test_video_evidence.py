@@ -248,3 +248,27 @@ def test_detector_predict_reports_provenance_and_follows_the_rule(tmp_path):
     with pytest.raises(ValueError):
         det.predict(inputs[:1], provenance="maybe")
 
+
+
+def test_mov_is_read_like_mp4(tmp_path):
+    E.make_video(tmp_path / "a.mov", n=12, fps=12, fmt="mov")
+    v = read_video(tmp_path / "a.mov", VideoLimits(frames=4))
+    assert len(v.frames) == 4 and v.duration == pytest.approx(1.0, abs=0.1)
+    assert read_video_provenance(tmp_path / "a.mov")["ai_claims"] == []
+
+
+def test_service_refuses_a_video_over_its_byte_limit(clips):
+    pytest.importorskip("fastapi")
+    from fakescope.service.app import ServiceConfig
+    from test_service import LIMITS, error_of, start
+
+    data = (clips / "plain.mp4").read_bytes()
+    client, _ = start(ServiceConfig(**{**LIMITS, "max_video_bytes": len(data) - 1}))
+    try:
+        r = client.post("/v1/detect", files={"file": ("plain.mp4", data, "video/mp4")})
+        error_of(r, 413, "too_large")
+        small = (clips / "sora.mp4").read_bytes()  # under the limit: scored (a 6-frame clip gives its 6 frames)
+        ok = client.post("/v1/detect", files={"file": ("small.mp4", small, "video/mp4")})
+        assert ok.status_code == 200 and len(ok.json()["video"]["frames"]) == 6
+    finally:
+        client.__exit__(None, None, None)
