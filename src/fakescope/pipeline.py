@@ -11,7 +11,7 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from .backbones import BackboneSpec, preprocess
 from .data.augment import AugmentConfig, make_view
 from .data.samples import Sample
 from .images import DEFAULT_LIMITS, ImageError, ImageLimits, decode_image_with_hash
+
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass
@@ -61,23 +63,38 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def map_ahead(fn: Callable[[T], R], inputs: Iterable[T], ahead: int = 64, workers: int | None = None,
+              pool: ThreadPoolExecutor | None = None) -> Iterator[R]:
+    """fn(x) for every input, in input order, computed in threads while the consumer works on the
+    results before it: at most `ahead` inputs are started and not yet consumed. The one
+    read-ahead loop: decoding ahead of the model (`iter_items`, a scale batch's rows) and a whole
+    batch prepared ahead of the forward pass (scale/batch.py `prepared_ahead`). `pool`: threads
+    to use; else `workers` new ones (default `default_workers()`), or none when that is 1."""
+    if pool is None:
+        workers = workers or default_workers()
+        if workers <= 1:
+            yield from map(fn, inputs)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="fakescope-decode") as own:
+            yield from map_ahead(fn, inputs, ahead, pool=own)
+        return
+    pending: deque = deque()
+    for x in inputs:
+        pending.append(pool.submit(fn, x))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def iter_items(samples: Iterable[Sample], spec: BackboneSpec, views: Sequence[int] = (0,),
                limits: ImageLimits = DEFAULT_LIMITS, augment: AugmentConfig | None = None,
                workers: int | None = None, prefetch: int = 64) -> Iterator[Item]:
     """Prepared items in input order, at most `prefetch` samples decoded ahead."""
-    workers = workers or default_workers()
-    if workers <= 1:
-        for s in samples:
-            yield from prepare(s, spec, views, limits, augment)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="fakescope-decode") as pool:
-        pending: deque = deque()
-        for s in samples:
-            pending.append(pool.submit(prepare, s, spec, views, limits, augment))
-            if len(pending) >= prefetch:
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
+    def one(s: Sample) -> list[Item]:
+        return prepare(s, spec, views, limits, augment)
+    for items in map_ahead(one, samples, prefetch, workers):
+        yield from items
 
 
 def batched(items: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:

@@ -37,7 +37,7 @@ import numpy as np
 from ..backbones import preferred_batch_size
 from ..data.samples import Sample
 from ..images import DEFAULT_LIMITS, FileTooLargeError, ImageLimits, TruncatedImageError, UnreadableFileError
-from ..pipeline import Item, default_workers, prepare
+from ..pipeline import Item, default_workers, map_ahead, prepare
 
 PASS_THROUGH = ("shard", "pos")
 
@@ -112,16 +112,7 @@ def prepared_ahead(fn: "BatchFn", batches: Iterable[dict[str, np.ndarray]],
                    pool: ThreadPoolExecutor) -> Iterator[dict[str, np.ndarray]]:
     """`fn.finish` of each batch in order, while `pool` runs `fn.prepare` (decoding) of the next
     one: the overlap both engines use, the local one across calls, a Ray call across its chunks."""
-    it = iter(batches)
-    first = next(it, None)
-    if first is None:
-        return
-    pending = pool.submit(fn.prepare, first)
-    for batch in it:
-        state = pending.result()
-        pending = pool.submit(fn.prepare, batch)
-        yield fn.finish(state)
-    yield fn.finish(pending.result())
+    return (fn.finish(state) for state in map_ahead(fn.prepare, batches, ahead=1, pool=pool))
 
 
 class BatchFn:
@@ -172,9 +163,9 @@ class BatchFn:
 
         if workers <= 1 or len(todo) <= 1:
             return [one(s) for s in todo]
-        if self._pool is None:
+        if self._pool is None:  # kept for the process's later batches
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fakescope-decode")
-        return list(self._pool.map(one, todo))
+        return list(map_ahead(one, todo, ahead=len(todo), pool=self._pool))
 
     def load(self) -> "BatchFn":
         """Set this process up and load the model, in the calling thread: call it from the thread
