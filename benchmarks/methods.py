@@ -30,7 +30,7 @@ from fakescope.backbones import load_backbone
 from fakescope.backbones.text import load_text_encoder
 from fakescope.data.samples import FAKE, REAL, balanced_subset
 from fakescope.data.sources import load_labelled
-from fakescope.evaluation.leakage import text_leak_check
+from fakescope.training.leakage import text_leak_check
 from fakescope.evaluation.metrics import summary, threshold_at_fpr
 from fakescope.features import FeatureCache, extract
 from fakescope.evaluation.protocols import leave_one_generator_out

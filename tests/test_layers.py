@@ -56,8 +56,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
         "`trained:` backbones run the ViT / adapter encoders defined in training/; the models belong in backbones/",
     ("fakescope.heads", "fakescope.training.head"):
         "registers the code / natural-traces heads, which live in training/ beside their encoders (a cycle)",
-    ("fakescope.train", "fakescope.evaluation.leakage"):
-        "the text-leak guard runs at training time; it moves into training/ with the one fit_detector",
 }
 
 

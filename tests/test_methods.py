@@ -16,7 +16,7 @@ from typer.testing import CliRunner  # noqa: E402
 from fakescope.backbones import parse_spec  # noqa: E402
 from fakescope.cli import app, parse_options  # noqa: E402
 from fakescope.detector import load_detector  # noqa: E402
-from fakescope.evaluation.leakage import TextLeakWarning  # noqa: E402
+from fakescope.training.leakage import TextLeakWarning  # noqa: E402
 from fakescope.train import TrainConfig, fit_detector  # noqa: E402
 
 TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,

@@ -13,7 +13,7 @@ tf = pytest.importorskip("transformers")
 
 from fakescope.backbones import text as text_mod  # noqa: E402
 from fakescope.backbones.text import SentenceEncoder, load_text_encoder, text_encoders  # noqa: E402
-from fakescope.evaluation.leakage import TextLeakWarning, text_leak_check, warn_if_text_leaks  # noqa: E402
+from fakescope.training.leakage import TextLeakWarning, text_leak_check, warn_if_text_leaks  # noqa: E402
 
 from conftest import MODULES  # noqa: E402
 

@@ -140,7 +140,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     encoder, T, leak = None, None, None
     if cfg.text_encoder:
         from .backbones.text import load_text_encoder
-        from .evaluation.leakage import warn_if_text_leaks
+        from .training.leakage import warn_if_text_leaks
         encoder = load_text_encoder(cfg.text_encoder)
         T = caption_features([train[i] for i, _ in rows], encoder)
         leak = warn_if_text_leaks(T, y, groups)  # a caption that gives the label away is a shortcut

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .metrics import roc_auc
+from ..evaluation.metrics import roc_auc
 
 
 # Stronger than the probe's default sweep: a leak shows at any of these, and weak L2 on separable
