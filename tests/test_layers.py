@@ -50,8 +50,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
         "the package facade: `from fakescope import load_detector` imports the detector on first use",
     ("fakescope.saving", "fakescope.backbones"):
         "model_backbone_spec (the model-folder hardening) checks a saved BackboneSpec; it belongs beside BackboneSpec in backbones/",
-    ("fakescope.backbones.trained", "fakescope.features"):
-        "feature_vector (Features + spec -> head input, pure) lives in features.py; it belongs in backbones/spec.py",
     ("fakescope.backbones.trained", "fakescope.training.encoders"):
         "`trained:` backbones run the ViT / adapter encoders defined in training/; the models belong in backbones/",
     ("fakescope.heads", "fakescope.training.head"):

@@ -22,7 +22,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from .backbones import Backbone, BackboneSpec, Features, preferred_batch_size
+from .backbones import Backbone, BackboneSpec, preferred_batch_size
+from .backbones.spec import feature_vector  # noqa: F401 (the head's input; detector, scale and training import it here)
 from .data.augment import AugmentConfig
 from .data.samples import Sample
 from .files import atomic_write, replacing
@@ -30,12 +31,6 @@ from .pipeline import batched, iter_items, stack
 from .progress import progress
 
 DEFAULT_CACHE = Path(os.environ.get("FAKESCOPE_CACHE", Path.home() / ".cache" / "fakescope" / "features"))
-
-
-def feature_vector(f: Features, spec: BackboneSpec) -> np.ndarray:
-    """The head's input: pooled embedding (unless spec.pooled is False), then the requested layers in spec order."""
-    parts = ([f.pooled] if spec.pooled else []) + [f.layers[k] for k in spec.layers]
-    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 MODALITIES = ("image", "text", "both")

@@ -73,6 +73,12 @@ class Features:
     layers: dict[int, np.ndarray] = field(default_factory=dict)  # layer index -> (N, D) class token / pooled map
 
 
+def feature_vector(f: Features, spec: BackboneSpec) -> np.ndarray:
+    """The head's input: pooled embedding (unless spec.pooled is False), then the requested layers in spec order."""
+    parts = ([f.pooled] if spec.pooled else []) + [f.layers[k] for k in spec.layers]
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
 class Backbone(Protocol):
     spec: BackboneSpec
 

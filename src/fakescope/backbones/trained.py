@@ -81,7 +81,7 @@ class TrainedBackbone:
         self.batch_size = getattr(self.input, "batch_size", 16)
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
-        from ..features import feature_vector
+        from .spec import feature_vector
         from ..training.encoders import embed
         x = feature_vector(self.input.forward(batch), self.input_spec)
         shape = (3, self.spec.input_size, self.spec.input_size) if self.input_spec.kind == "pixels" else None
