@@ -119,6 +119,11 @@ def test_a_cocoglide_pair_is_one_group_in_training_and_in_scan(tmp_path):
     with open(tar, "rb") as f:  # located exactly: the worker reads `size` bytes at `offset`
         f.seek(scanned[1].member.offset)
         assert f.read(scanned[1].member.size) == got[1].data
+    with tarfile.open(tar) as t:  # the same layout as a folder: the same captions and groups
+        t.extractall(tmp_path / "folder", filter="data")
+    folder = list(load_labelled(tmp_path / "folder"))
+    assert sorted((s.path.rsplit("/", 2)[-2:], s.group, s.text) for s in folder) == \
+        sorted((s.path.split("::")[1].split("/"), s.group, s.text) for s in got)
     held = split_samples(got * 20, 0.5, seed=3)
     keys = np.array([s.group_key() for s in got * 20])
     assert all(len(set(held[keys == k])) == 1 for k in set(keys))

@@ -157,8 +157,9 @@ def _stdin(o: ReadOptions) -> Iterator[Sample]:
 def _folder(root: Path, o: ReadOptions) -> Iterator[Sample]:
     """Images (and videos with o.videos) under `root`, sorted; in scan a FIFO, socket or dangling
     link is yielded too, to be reported rather than skipped."""
-    tables = _folder_tables(root, o)
-    for f in sorted(root.rglob("*")):
+    files = sorted(root.rglob("*"))  # one walk: a folder can hold a million images
+    tables = _folder_tables(root, [f for f in files if _is_table(f.name)], o)
+    for f in files:
         if f.is_file():
             if not (is_image_name(f.name) or o.videos and is_video_name(f.name)):
                 continue
@@ -224,10 +225,10 @@ def _is_table(name: str) -> bool:
     return name.rsplit("/", 1)[-1] in ("manifest.csv", "table.csv")
 
 
-def _folder_tables(root: Path, o: ReadOptions) -> dict:
+def _folder_tables(root: Path, tables: list[Path], o: ReadOptions) -> dict:
     out: dict = {}
-    for table in sorted(root.rglob("*.csv")):
-        if _is_table(table.name) and table.is_file() and table.stat().st_size <= o.max_bytes():
+    for table in tables:
+        if table.is_file() and table.stat().st_size <= o.max_bytes():
             rel = table.parent.relative_to(root).as_posix()
             rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8", errors="replace"), newline="")))
             out.update(_table_entries(rows, "" if rel == "." else rel + "/"))
