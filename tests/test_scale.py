@@ -29,6 +29,7 @@ from fakescope.scale.outputs import feature_matrix, read_parts  # noqa: E402
 pytestmark = [pytest.mark.offline_models, pytest.mark.usefixtures("one_thread")]
 N_GOOD = 23          # + 1 broken file = 24 images in the folder
 N_TAR = 6            # + a WebDataset shard of 6 more (read by offset on the workers)
+MODEL = "effnet-v2"  # the small shipped detector: these tests are about the engines, not the model
 
 
 def _effnet_or_skip():
@@ -78,7 +79,7 @@ def inputs_of(root: Path) -> list[str]:
 def local_scan(data):
     """The local engine's Parquet scan of all inputs (the reference for Ray)."""
     out = data / "scan-local"
-    res = run("scan", *inputs_of(data), "--out", out, "--shard-size", 8, "--no-table")
+    res = run("scan", *inputs_of(data), "--model", MODEL, "--out", out, "--shard-size", 8, "--no-table")
     assert res.exit_code == EXIT_SOME_FAILED, res.output  # the broken file is a row, not a crash
     return read_parts(out).to_pylist()
 
@@ -128,7 +129,7 @@ def test_local_scan_parquet_equals_jsonl_and_api(data, local_scan):
     from fakescope.detector import load_detector
 
     out = data / "scan.jsonl"
-    res = run("scan", *inputs_of(data), "--out", out, "--no-table")
+    res = run("scan", *inputs_of(data), "--model", MODEL, "--out", out, "--no-table")
     assert res.exit_code == EXIT_SOME_FAILED, res.output
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert recs == parsed(local_scan)  # same records, same order, one writer for both formats
@@ -136,7 +137,7 @@ def test_local_scan_parquet_equals_jsonl_and_api(data, local_scan):
     broken = [r for r in recs if r["error"]]
     assert [r["path"] for r in broken] == [str(data / "imgs" / "zz_broken.jpg")] and broken[0]["score"] is None
     files = [r["path"] for r in recs if "::" not in r["path"]]
-    api = {r.path: r.score for r in load_detector().predict(files)}
+    api = {r.path: r.score for r in load_detector(MODEL).predict(files)}
     for r in recs:
         if r["path"] in api and r["error"] is None:
             assert r["score"] == pytest.approx(api[r["path"]], abs=1e-6)
@@ -149,10 +150,10 @@ def job(out: Path) -> dict:
 def test_parquet_job_refuses_other_inputs_and_skips_complete_shards(data, local_scan):
     out = data / "scan-local"
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
-    res = run("scan", *inputs_of(data), "--out", out, "--shard-size", 8, "--no-table")
+    res = run("scan", *inputs_of(data), "--model", MODEL, "--out", out, "--shard-size", 8, "--no-table")
     assert res.exit_code == EXIT_SOME_FAILED and "resuming: 4 of 4 shards" in res.output
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
-    res = run("scan", str(data / "imgs"), "--out", out, "--shard-size", 8, "--no-table")
+    res = run("scan", str(data / "imgs"), "--model", MODEL, "--out", out, "--shard-size", 8, "--no-table")
     assert res.exit_code == EXIT_USAGE and "another job" in res.output
 
 
@@ -219,7 +220,7 @@ def test_a_call_decodes_ahead_in_chunks_and_equals_one_pass(data, kind):
             self.prepared.append(len(b["path"]))
             return super().prepare(b)
 
-    fn = Counting(batch_size=5, decode_workers=2)
+    fn = Counting(batch_size=5, decode_workers=2, **({"model": MODEL} if kind == "score" else {}))
     whole = fn.finish(fn.prepare(batch))
     fn.prepared.clear()
     chunked = fn(batch)
@@ -261,8 +262,8 @@ def _compare_scans(a: list[dict], b: list[dict]) -> float:
 @pytest.mark.parametrize("workers", [2])  # 1 worker: the killed-job test below
 def test_ray_scan_equals_local(data, local_scan, ray_cluster, workers):
     out = data / f"scan-ray{workers}"
-    res = run("scan", *inputs_of(data), "--engine", "ray", "--workers", workers, "--out", out, "--shard-size", 8,
-              "--no-table")
+    res = run("scan", *inputs_of(data), "--model", MODEL, "--engine", "ray", "--workers", workers, "--out", out,
+              "--shard-size", 8, "--no-table")
     assert res.exit_code == EXIT_SOME_FAILED, res.output
     _compare_scans(local_scan, read_parts(out).to_pylist())
     assert {k: v for k, v in job(out).items() if k != "fakescope"} == \
@@ -311,8 +312,8 @@ KILLED_JOB = textwrap.dedent("""
             return super().__call__(batch)
 
     ray.init(address=sys.argv[1], logging_level="ERROR")
-    scan_job(enumerate_inputs(sys.argv[4:]), sys.argv[2], opts=EngineOptions(engine="ray", workers=1, rows_per_call=4),
-             shard_size=4, fn_cls=DyingScoreBatch)
+    scan_job(enumerate_inputs(sys.argv[4:]), sys.argv[2], "effnet-v2", opts=EngineOptions(engine="ray", workers=1,
+             rows_per_call=4), shard_size=4, fn_cls=DyingScoreBatch)
     print("finished")
 """)
 
@@ -342,8 +343,8 @@ def test_ray_killed_then_rerun_completes_without_duplicates(data, local_scan, ra
     first = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in parts}
     assert 0 < len(first) < n_shards, "the job finished before it could be killed"
 
-    res = scan_job(enumerate_inputs(inputs_of(data)), out, opts=EngineOptions(engine="ray", workers=2, rows_per_call=4),
-                   shard_size=4)
+    res = scan_job(enumerate_inputs(inputs_of(data)), out, MODEL, opts=EngineOptions(engine="ray", workers=2,
+                   rows_per_call=4), shard_size=4)
     assert set(res.skipped) >= {int(n[5:10]) for n in first} and len(res.skipped) + len(res.written) == n_shards
     assert not set(res.skipped) & set(res.written)
     for p in out.glob("part-*.parquet"):  # finished parts were not rewritten
