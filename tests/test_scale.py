@@ -85,14 +85,16 @@ def local_scan(data):
 
 
 def parsed(rows: list[dict]) -> list[dict]:
-    """Parquet rows as the JSON lines hold them: provenance (and video, on video rows only) parsed from JSON text."""
+    """Parquet rows as the JSON lines hold them: provenance (and video, on video rows only; experts, on a
+    fused detector's rows only) parsed from JSON text."""
     out = []
     for r in rows:
         r = dict(r)
         r["provenance"] = json.loads(r["provenance"]) if r["provenance"] else None
-        video = r.pop("video", None)
-        if video:
-            r["video"] = json.loads(video)
+        for optional in ("video", "experts"):
+            value = r.pop(optional, None)
+            if value:
+                r[optional] = json.loads(value)
         out.append(r)
     return out
 

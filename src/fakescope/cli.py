@@ -64,7 +64,8 @@ ScanFormat = choice("ScanFormat", ["auto", "jsonl", "parquet"])
 # the heads' registry names, listed here because heads.methods() imports torch on every --help;
 # tests/test_cli_conventions.py fails when a registered head is missing from this list
 Method = choice("Method", ["linear", "multilayer", "disentangle", "robust-mlp", "code", "natural-traces", "knn",
-                           "ocsvm", "ocsvm-poly", "distance"])
+                           "ocsvm", "ocsvm-poly", "distance", "lowlevel", "fusion"])
+TRAINS_AN_ENCODER = ("code", "natural-traces", "lowlevel", "fusion")  # checkpoints + the encoder go to MODEL_DIR/training
 Modality = choice("Modality", ["image", "text", "both"])
 Calibration = choice("Calibration", ["platt", "temperature", "none"])
 
@@ -313,15 +314,17 @@ def train(
     seed: int = typer.Option(0),
 ):
     """Fit a detector on labelled images (frozen backbone + head). Methods: linear, multilayer, disentangle, robust-mlp,
-    knn, ocsvm, distance; and trained embeddings: code, natural-traces (options via --set, e.g. --set encoder=adapter
-    --set head=ocsvm --set epochs=20; runs under torchrun too)."""
+    knn, ocsvm, distance; trained embeddings: code, natural-traces (options via --set, e.g. --set encoder=adapter
+    --set head=ocsvm --set epochs=20; runs under torchrun too); and lowlevel, a CNN on generator traces (NPR residual of
+    native-resolution crops) trained from scratch with a linear head on it (--set encoder=npr-tiny --set thumbnail=true
+    for 32 px images)."""
     from .features import DEFAULT_CACHE
     from .train import TrainConfig, fit_detector
     from .uncertainty import UncertaintyConfig
 
     method, modality = value(method), value(modality)
     head_options = parse_options(options)
-    if method in ("code", "natural-traces"):  # trained embeddings: checkpoints + metrics.jsonl inside the model folder
+    if method in TRAINS_AN_ENCODER:  # checkpoints + metrics.jsonl inside the model folder
         head_options.setdefault("run_dir", str(out / "training"))
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
                       val_fraction=val_fraction, target_fpr=target_fpr, calibrate_on=calibrate_on, seed=seed, model_id=model_id,
@@ -332,7 +335,7 @@ def train(
     try:
         det = fit_detector(cfg, log=log.info)
     except ValueError as e:
-        if method not in ("code", "natural-traces"):
+        if method not in TRAINS_AN_ENCODER:
             raise
         err.print(f"[red]cannot train:[/red] {e}")  # unknown option, encoder or head: say so, no traceback
         raise typer.Exit(EXIT_USAGE)

@@ -13,7 +13,7 @@ and features on either engine, the service): prepared items in, one Result per i
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -48,6 +48,7 @@ class Result:
     error: str | None = None
     reason: str | None = None    # why the verdict is "uncertain" (uncertainty.py) or "provenance: ..."; None otherwise
     provenance: dict | None = None  # provenance.read_provenance of the file (None: mode "off", or pixels without a file)
+    experts: dict | None = None  # a fused detector's experts' P(fake), None where one abstains (heads/fusion.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +107,8 @@ class Detector:
         uncertainty rule (when present and `abstain`) gives a reason to say "uncertain"."""
         reasons: list[str | None] = [None] * len(scores)
         if self.abstain and self.uncertainty is not None and features is not None:
+            if hasattr(self.head, "uncertainty_input"):  # a fusion: the rule reads one expert's features
+                features = self.head.uncertainty_input(features)
             reasons = self.uncertainty.reasons(features, scores, self.threshold)
         return [("uncertain", r) if r else ("fake" if s >= self.threshold else "real", None)
                 for s, r in zip(scores, reasons)]
@@ -123,9 +126,14 @@ class Detector:
                     it.error = "missing_text: this model also reads a caption; none was given for this image"
         ok = [it for it in batch if it.ok]
         x = stack(ok) if self.modality != "text" else None
+        experts = iter(())
         if ok:
             values, features = self.scores_and_features(x, [it.sample.text for it in ok] if self.needs_text else None)
             scores = iter(zip(values, self.verdicts(values, features)))
+            if hasattr(self.head, "expert_scores") and features is not None:
+                by_name = self.head.expert_scores(features)
+                experts = iter([{k: None if np.isnan(v[i]) else float(v[i]) for k, v in by_name.items()}
+                                for i in range(len(values))])
         else:
             scores = iter(())
         out = []
@@ -137,7 +145,7 @@ class Detector:
                                       "non_finite_score: the model gave no finite score for this image (NaN or infinite weights or features)"))
                     continue
                 out.append(Result(it.sample.path, it.sha256, float(s), label, self.threshold, self.id, self.version,
-                                  reason=reason))
+                                  reason=reason, experts=next(experts, None)))
             else:
                 out.append(Result(it.sample.path, it.sha256, None, None, self.threshold, self.id, self.version,
                                   it.error))
@@ -195,6 +203,11 @@ class Detector:
             arrays.update({UNCERTAINTY_PREFIX + k: v for k, v in self.uncertainty.state().items()})
         if self.spec.kind == "trained:":
             meta["backbone"]["weights"] = _encoder_inside(self.spec.weights, Path(directory))
+        if self.spec.kind == "fusion":  # each expert's trained encoder goes inside the folder too
+            from .backbones.fusion import fusion_spec, part_specs
+            parts = [replace(p, weights=_encoder_inside(p.weights, Path(directory), f"encoder_{i}"))
+                     if p.kind == "trained:" else p for i, p in enumerate(part_specs(self.spec))]
+            meta["backbone"] = asdict(fusion_spec(parts))
         return save_model_dir(directory, meta, "detector.json", arrays, "head.safetensors")
 
     @classmethod
@@ -239,17 +252,17 @@ def modality_reads_image(meta: dict) -> bool:
     return meta.get("modality", "image") == "image"
 
 
-def _encoder_inside(weights: str, directory: Path) -> str:
+def _encoder_inside(weights: str, directory: Path, name: str = "backbone_encoder") -> str:
     """A `trained:` encoder as a location inside the detector folder: copied in when it lives
     elsewhere, so the folder is whole and names nothing outside itself."""
     import shutil
     ref, sep, digest = weights.partition("#")
     src, d = Path(ref).resolve(), directory.resolve()
     if not src.is_relative_to(d):
-        dest = d / "backbone_encoder"
+        dest = d / name
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("encoder.json", "encoder.safetensors"):
-            shutil.copyfile(src / name, dest / name)
+        for file in ("encoder.json", "encoder.safetensors"):
+            shutil.copyfile(src / file, dest / file)
         src = dest
     return f"{src.relative_to(d)}{sep}{digest}"
 

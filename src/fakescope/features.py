@@ -112,6 +112,8 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     Cache shards are flushed every `flush_every` rows, so an interrupted run keeps its work.
     """
     spec = backbone.spec
+    if spec.kind == "fusion":  # part by part, each through its own cache rows (a refit expert reuses the others')
+        return _extract_parts(samples, backbone, cache, views, augment, batch_size, flush_every, desc)
     keys: dict[tuple[int, int], str] = {}
     todo: list[int] = []
     for i, s in enumerate(samples):
@@ -157,3 +159,18 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     X = np.stack([computed[keys[r]] if keys[r] in computed else from_cache[keys[r]] for r in order]) if order \
         else np.empty((0, 0), np.float32)
     return order, X, errors
+
+
+def _extract_parts(samples, backbone, cache, views, augment, batch_size, flush_every, desc):
+    """A fusion's rows: each part's features (its own cache), side by side; a sample failing in any
+    part fails as a whole (the fused head needs every part)."""
+    per_part, failed = [], {}
+    for part in backbone.parts:
+        part_cache = FeatureCache(cache.dir.parent, part.spec) if cache is not None else None
+        rows, X, errors = extract(samples, part, part_cache, views, augment, batch_size, flush_every,
+                                  f"{desc} ({part.spec.name})")
+        per_part.append(dict(zip(rows, X)))
+        failed.update(dict(errors))
+    order = sorted(set.intersection(*(set(p) for p in per_part)))
+    X = np.stack([np.concatenate([p[r] for p in per_part]) for r in order]) if order else np.empty((0, 0), np.float32)
+    return order, X, list(failed.items())

@@ -15,7 +15,10 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from PIL import Image
+
 from .backbones import BackboneSpec, preprocess
+from .backbones.fusion import part_specs
 from .data.augment import AugmentConfig, make_view
 from .data.samples import Sample
 from .images import DEFAULT_LIMITS, ImageError, ImageLimits, decode_image_with_hash
@@ -41,19 +44,28 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
     """Decode once, then one preprocessed Item per requested view (view 0 = the image as it is)."""
     if sample.error is not None:  # known bad before reading (e.g. an archive member over the limit)
         return [Item(sample, v, error=sample.error) for v in views]
+    # A fused detector's parts may want different decodes (backbones/fusion.py): one per setting.
+    parts = part_specs(spec) if spec.kind == "fusion" else (spec,)
+    decoded: dict[int | None, Image.Image] = {}
     try:
-        # JPEG DCT scaling: decode large photos straight at >= the model's input size. It is part of
-        # the preprocessing contract (train and scan both come through here), not a lossy shortcut.
-        draft = spec.input_size if spec.resize == "resize_crop" else None
-        img, sha = decode_image_with_hash(sample.data if sample.data is not None else sample.path,
-                                          limits=limits, name=sample.path, draft_size=draft)
+        for part in parts:
+            # JPEG DCT scaling: decode large photos straight at >= the model's input size. It is part of
+            # the preprocessing contract (train and scan both come through here), not a lossy shortcut.
+            draft = part.input_size if part.resize == "resize_crop" else None
+            if draft not in decoded:
+                decoded[draft], sha = decode_image_with_hash(sample.data if sample.data is not None else sample.path,
+                                                             limits=limits, name=sample.path, draft_size=draft)
     except ImageError as e:
         return [Item(sample, v, error=e.reason) for v in views]
     items = []
     for v in views:
         try:
-            view = make_view(img, sha, v, augment or AugmentConfig())
-            items.append(Item(sample, v, sha, preprocess(view, spec)))
+            arrays = []
+            for part in parts:
+                img = decoded[part.input_size if part.resize == "resize_crop" else None]
+                arrays.append(preprocess(make_view(img, sha, v, augment or AugmentConfig()), part))
+            array = arrays[0] if spec.kind != "fusion" else np.concatenate([a.ravel() for a in arrays])
+            items.append(Item(sample, v, sha, array))
         except Exception as e:  # a preprocessing failure is still this item's problem only
             items.append(Item(sample, v, sha, error=f"preprocess_failed: {type(e).__name__}: {e}"))
     return items

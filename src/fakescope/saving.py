@@ -127,6 +127,18 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
         spec = replace(spec, weights=f"{where}{sep}{digest}")
     elif spec.kind.startswith("hf-"):
         check_model_ref(spec.weights, d)
+    elif spec.kind == "fusion":  # a fused detector: every part is checked as above
+        import json
+        from .backbones.fusion import fusion_spec
+        try:
+            parts = json.loads(dict(spec.extra)["parts"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFolderError(f"{d}: a fusion backbone without a readable list of parts") from None
+        if not isinstance(parts, list) or not parts or len(parts) > 16:
+            raise ModelFolderError(f"{d}: a fusion backbone needs 1 to 16 parts")
+        if any(isinstance(p, dict) and p.get("kind") == "fusion" for p in parts):
+            raise ModelFolderError(f"{d}: a fusion backbone cannot contain another fusion")
+        spec = fusion_spec([model_backbone_spec(p, d) for p in parts])
     return spec
 
 

@@ -122,6 +122,12 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     if cfg.method in ("code", "natural-traces"):  # trained embeddings: their own encoder, not frozen features
         from .training.fit import fit_trained_detector
         return fit_trained_detector(cfg, samples, log=log)  # None on torchrun ranks other than 0
+    if cfg.method == "fusion":  # several experts (each fitted through here) and a stacking layer
+        from .training.fusion import fit_fused_detector
+        return fit_fused_detector(cfg, samples, log=log)
+    if cfg.method == "lowlevel":  # a CNN on generator traces trained from scratch, then a linear head on it
+        from .training.lowlevel import fit_lowlevel_detector
+        return fit_lowlevel_detector(cfg, samples, log=log)
     samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
     backbone = load_backbone(cfg.backbone)
     spec = backbone.spec

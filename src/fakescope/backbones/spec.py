@@ -119,7 +119,14 @@ def _fit(img: Image.Image, spec: BackboneSpec) -> Image.Image:
 def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
     """PIL image -> float32 array in the layout the backbone expects (no batch axis).
 
-    Images that are not RGB are converted as the decoder does (transparency over white)."""
+    Images that are not RGB are converted as the decoder does (transparency over white).
+    Two kinds are not pixels (backbones/fusion.py): `imagesize` is the image's (width, height), and a
+    `fusion` is every part's preprocessing flattened and concatenated."""
+    if spec.kind == "imagesize":
+        return np.array(img.size, np.float32)
+    if spec.kind == "fusion":
+        from .fusion import part_specs
+        return np.concatenate([preprocess(img, p).ravel() for p in part_specs(spec)])
     if img.mode != "RGB" or "transparency" in img.info:
         img = to_rgb(img)
     arr = np.asarray(_fit(img, spec), dtype=np.float32) / 255.0

@@ -282,9 +282,10 @@ class ScoreBatch(BatchFn):
         size = self.forward_size()
         flat = [it for row in rows for it in row.items]
         scored = iter([r for i in range(0, len(flat), size) for r in det.predict_batch(flat[i:i + size])])
-        records = []
+        records, experts = [], []
         for row in rows:
             results = [next(scored) for _ in row.items]
+            experts.append(results[0].experts if row.video is None else None)
             if row.video is not None:
                 records.append(video_record(row, results, det.threshold, self.provenance))
                 continue
@@ -305,6 +306,8 @@ class ScoreBatch(BatchFn):
             # JSON text: one column type for every engine and Parquet, whatever each object holds
             "provenance": _objects([None if r[6] is None else json.dumps(r[6]) for r in records]),
             "video": _objects([None if r[7] is None else json.dumps(r[7]) for r in records]),
+            # a fused detector's experts' scores (heads/fusion.py), JSON text like provenance
+            "experts": _objects([None if e is None else json.dumps(e) for e in experts]),
         }
         out.update(self._passed(batch))
         return out

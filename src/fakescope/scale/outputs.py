@@ -15,7 +15,7 @@ another model or another shard size finds a different job.json and refuses the f
 
 The same writer serves the local and the Ray engine, so their outputs are interchangeable.
 Scan parts hold the scan records (path, sha256, score, label, threshold, model, model_version,
-error, reason; provenance and video as JSON text); feature parts hold path, sha256, feature (fixed-size list of float32), error, label,
+error, reason; provenance, video and a fused detector's experts as JSON text); feature parts hold path, sha256, feature (fixed-size list of float32), error, label,
 generator, text. `register_features` copies feature parts into a FeatureCache, so
 `fakescope train` / `features.extract` on the same images read them instead of recomputing.
 """
@@ -297,6 +297,7 @@ def to_table(kind: str, columns: dict[str, np.ndarray]):
             # JSON text (provenance.py, data/video.py): nested, and its keys may grow
             "provenance": pa.array(_strings(columns.get("provenance", [None] * len(score))), pa.string()),
             "video": pa.array(_strings(columns.get("video", [None] * len(score))), pa.string()),
+            "experts": pa.array(_strings(columns.get("experts", [None] * len(score))), pa.string()),
         })
     if kind == "features":
         feats = np.ascontiguousarray(columns["feature"], dtype=np.float32)
@@ -331,6 +332,9 @@ def scan_records(columns: dict[str, np.ndarray]) -> list[dict]:
         video = _json_cell(columns, "video", i)
         if video is not None:  # only video lines carry it
             out[-1]["video"] = video
+        experts = _json_cell(columns, "experts", i)
+        if experts is not None:  # only a fused detector's lines: each expert's P(fake), null where it abstains
+            out[-1]["experts"] = experts
     return out
 
 

@@ -2,6 +2,8 @@
 
     ImageViews     decoded images in memory; views drawn by `views.make_view` per item and epoch
                    (pixels for a ViT trained from scratch)
+    NativeCrops    regions of decoded images kept at native resolution; each item one native view
+                   (a low-level expert's training crop) and its label
     FeatureViews   a frozen backbone's features of a few precomputed views per image; each epoch
                    picks one global and one local view per image (an adapter trains in seconds)
     view_features  those precomputed features, through the feature cache (a second run reads them)
@@ -17,7 +19,7 @@ from PIL import Image
 
 from ..data.samples import Sample
 from ..images import DEFAULT_LIMITS, ImageError, decode_image_with_hash
-from .views import ViewConfig, make_view, to_array
+from .views import NativeViewConfig, ViewConfig, make_view, native_view, random_crop, to_array
 
 
 def decode_samples(samples: Sequence[Sample], workers: int = 2) -> tuple[list[Image.Image | None], list[str | None]]:
@@ -59,6 +61,38 @@ class ImageViews:
             out["clean"] = to_array(img.resize((self.clean_size, self.clean_size), Image.BICUBIC), self.mean, self.std)
         out["label"] = self.labels[index]
         return out
+
+
+class NativeCrops:
+    """For a low-level expert: each image is decoded once at full resolution and only a `region`-px
+    square of it kept (placed by the image's own hash, so memory stays small whatever the photo's
+    size); every epoch draws a fresh native view of that region."""
+
+    def __init__(self, samples: Sequence[Sample], view: NativeViewConfig, region: int = 256, seed: int = 0,
+                 workers: int = 2, thumbnail: bool = False):
+        # thumbnail: keep the whole image squashed to the view's size instead (an expert for small images)
+        def one(s: Sample):
+            try:
+                img, sha = decode_image_with_hash(s.data if s.data is not None else s.path, DEFAULT_LIMITS, name=s.path)
+            except ImageError:
+                return None
+            img = img.convert("RGB")
+            if thumbnail:
+                return img.resize((view.size, view.size), Image.BICUBIC)
+            rng = np.random.default_rng([int(sha[:15], 16), seed])
+            return random_crop(img, rng, min(region, *img.size)).copy()
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            regions = list(pool.map(one, samples))
+        self.kept = [i for i, r in enumerate(regions) if r is not None]   # indices of readable samples
+        self.images = [regions[i] for i in self.kept]
+        self.labels = np.asarray([samples[i].label for i in self.kept], np.int64)
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        return {"global": to_array(native_view(self.images[index], rng, self.view)), "label": self.labels[index]}
 
 
 class FeatureViews:

@@ -4,11 +4,15 @@
                    blocks; the embedding is the final class token (LayerNorm'ed). Presets:
                    vit-tiny (ViT-Ti/16 at 224 px, what CoDE trains), vit-small32 (patch 4 at 32 px:
                    CIFAKE on a CPU), vit-crop64 (patch 8 at 64 px crops of large photos).
+    LowLevelCNN    NPR-style (Tan et al., CVPR 2024): the image minus its nearest-neighbour down/up-sampled
+                   copy (what up-sampling layers leave behind), read by a small residual CNN trained
+                   from scratch on native-resolution crops; the embedding is its global-average-pooled
+                   last stage. Presets: npr-small (64 px crops), npr-tiny (32 px thumbnails).
     FeatureAdapter a trainable MLP over a frozen registry backbone's features (standardised with
                    training statistics kept as buffers): training runs over cached features, so it
                    costs seconds, and the backbone is whatever `--backbone` spec you trust.
 
-Both have no batch-dependent layers (LayerNorm, no BatchNorm, no dropout), so a batch split
+None has batch-dependent layers (LayerNorm / GroupNorm, no BatchNorm, no dropout), so a batch split
 over processes computes exactly what one process would.
 
 An encoder is saved as a folder `encoder.json` (kind, config, the input spec) + `encoder.safetensors`
@@ -101,6 +105,75 @@ class ViT(nn.Module):
         return asdict(self.cfg)
 
 
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """x minus its nearest-neighbour 2x down- then up-sampled copy: each pixel minus the top-left
+    pixel of its 2x2 cell. Smooth content cancels; the correlations an up-sampling layer leaves
+    between neighbouring pixels do not (NPR, "neighbouring pixel relationships")."""
+    n, c, h, w = x.shape
+    x = x[:, :, :h - h % 2, :w - w % 2]
+    return x - x[:, :, ::2, ::2].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+
+@dataclass(frozen=True)
+class LowLevelConfig:
+    image_size: int = 64      # training crop side (native pixels); larger inputs are read as tiles of it
+    width: int = 16           # channels of the first stage; doubled at each later stage
+    stages: int = 3           # residual stages, each halving the resolution
+    gain: float = 4.0         # scales the residual (small numbers) before the first conv
+    residual: bool = True     # False: read the pixels themselves (an ablation)
+
+
+LOWLEVEL_PRESETS = {
+    "npr-small": LowLevelConfig(image_size=64, width=16, stages=3),   # ~78k parameters: trains in minutes on 2 cores
+    "npr-tiny": LowLevelConfig(image_size=32, width=32, stages=2),    # 32 px thumbnails (CIFAKE-sized images)
+}
+
+
+class _ResBlock(nn.Module):
+    """conv3x3(stride) -> GN -> ReLU -> conv3x3 -> GN, plus a strided 1x1 shortcut; ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.n1 = nn.GroupNorm(8, cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.n2 = nn.GroupNorm(8, cout)
+        self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(8, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.n2(self.c2(F.relu(self.n1(self.c1(x))))) + self.short(x))
+
+
+class LowLevelCNN(nn.Module):
+    kind = "npr"
+
+    def __init__(self, cfg: LowLevelConfig = LOWLEVEL_PRESETS["npr-small"]):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.GroupNorm(8, w), nn.ReLU())
+        widths = [w * 2 ** i for i in range(cfg.stages)]
+        self.stages = nn.Sequential(*(_ResBlock(cin, cout, 2) for cin, cout in zip([w] + widths[:-1], widths)))
+        self.norm = nn.LayerNorm(widths[-1])
+
+    @property
+    def out_dim(self) -> int:
+        return self.cfg.width * 2 ** (self.cfg.stages - 1)
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) normalised pixels -> (N, out_dim): the pooled last stage."""
+        if self.cfg.residual:
+            x = npr_residual(x) * self.cfg.gain
+        return self.norm(self.stages(self.stem(x)).mean((2, 3)))
+
+    def config(self) -> dict:
+        return asdict(self.cfg)
+
+
 class FeatureAdapter(nn.Module):
     """standardise -> Linear -> GELU -> Linear: a trainable projection of frozen features."""
     kind = "adapter"
@@ -133,6 +206,8 @@ def make_encoder(kind: str, config: dict) -> nn.Module:
         return ViT(ViTConfig(**config))
     if kind == "adapter":
         return FeatureAdapter(**config)
+    if kind == "npr":
+        return LowLevelCNN(LowLevelConfig(**config))
     raise ValueError(f"unknown encoder kind {kind!r}")
 
 
@@ -161,7 +236,7 @@ def embed(encoder: nn.Module, X: np.ndarray, input_shape: tuple[int, ...] | None
           batch_size: int = 256) -> np.ndarray:
     """Unit-norm embeddings of the rows of X (a backbone's feature vectors).
 
-    For a ViT, X holds flattened pixels of `input_shape` (3, S, S); if S exceeds the encoder's
+    For a ViT or LowLevelCNN, X holds flattened pixels of `input_shape` (3, S, S); if S exceeds the encoder's
     input, the image is cut into encoder-sized tiles and the tiles' unit embeddings are averaged
     (then re-normalised): a large image is judged by all its pieces at native resolution."""
     encoder.eval()
@@ -169,7 +244,7 @@ def embed(encoder: nn.Module, X: np.ndarray, input_shape: tuple[int, ...] | None
     X = np.asarray(X, np.float32)
     for i in range(0, len(X), batch_size):
         x = torch.from_numpy(X[i:i + batch_size])
-        if isinstance(encoder, ViT):
+        if isinstance(encoder, (ViT, LowLevelCNN)):
             x = x.reshape(len(x), *input_shape)
             size = encoder.cfg.image_size
             if x.shape[-1] != size:
@@ -219,5 +294,5 @@ def count_parameters(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-__all__ = ["FeatureAdapter", "VIT_PRESETS", "ViT", "ViTConfig", "count_parameters", "embed", "encoder_from_state",
+__all__ = ["FeatureAdapter", "LOWLEVEL_PRESETS", "LowLevelCNN", "LowLevelConfig", "npr_residual", "VIT_PRESETS", "ViT", "ViTConfig", "count_parameters", "embed", "encoder_from_state",
            "encoder_state", "load_encoder", "make_encoder", "save_encoder", "tiles", "vit_config"]

@@ -8,6 +8,8 @@ the same view comes out whichever process builds it. No torchvision.
     random_crop           a crop at native resolution (no resampling: pixel traces survive)
     hflip, jpeg, blur, resize, colour_jitter   one deterministic operation each
     make_view             a ViewConfig's pipeline: crop -> flip -> colour -> blur -> resize -> JPEG
+    native_view           a NativeViewConfig's pipeline for a low-level expert: native crop -> flip /
+                          rotate -> blur -> resize -> JPEG, never resampled unless the resize step is drawn
     to_array              PIL -> normalised float32 CHW
 
 CoDE's two scales: global views keep 40-100% of the area, local views 5-40% (both resized to
@@ -158,6 +160,42 @@ def make_view(img: Image.Image, rng: Rng, cfg: ViewConfig = GLOBAL_VIEW) -> Imag
     return img
 
 
+@dataclass(frozen=True)
+class NativeViewConfig:
+    """Views for a low-level expert: pixels at native resolution, so the generator's traces survive,
+    with the post-processing a published image meets (blur, resizing, JPEG q30-100) drawn for both
+    classes alike: none of it can become the real/fake signal."""
+    size: int = 64                              # crop side
+    p_flip: float = 0.5
+    p_rotate: float = 0.5                       # a quarter turn (1-3 of them)
+    p_blur: float = 0.1
+    blur_sigma: tuple[float, float] = (0.1, 1.0)
+    p_resize: float = 0.2                       # the crop is taken from the image resized by this factor
+    resize_factor: tuple[float, float] = (0.5, 1.5)
+    p_jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 100)
+
+    def signature(self) -> str:
+        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+
+
+def native_view(img: Image.Image, rng: Rng, cfg: NativeViewConfig = NativeViewConfig()) -> Image.Image:
+    """(optional resize of the whole region) -> native crop -> flip / rotate -> blur -> JPEG."""
+    img = img.convert("RGB") if img.mode != "RGB" else img
+    if rng.random() < cfg.p_resize:
+        img = resize(img, factor=rng.uniform(*cfg.resize_factor))
+    img = random_crop(img, rng, cfg.size)
+    if rng.random() < cfg.p_flip:
+        img = hflip(img)
+    if rng.random() < cfg.p_rotate:
+        img = img.transpose((Image.ROTATE_90, Image.ROTATE_180, Image.ROTATE_270)[int(rng.integers(3))])
+    if rng.random() < cfg.p_blur:
+        img = blur(img, rng.uniform(*cfg.blur_sigma))
+    if rng.random() < cfg.p_jpeg:
+        img = jpeg(img, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+    return img
+
+
 def to_array(img: Image.Image, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
              std: tuple[float, ...] = (0.5, 0.5, 0.5)) -> np.ndarray:
     """RGB PIL -> float32 (3, H, W), (pixel/255 - mean) / std: the `pixels` backbone's preprocessing."""
@@ -166,5 +204,5 @@ def to_array(img: Image.Image, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-__all__ = ["GLOBAL_VIEW", "LOCAL_VIEW", "ViewConfig", "blur", "colour_jitter", "crop_box", "hflip", "jpeg",
-           "make_view", "random_crop", "random_resized_crop", "resize", "to_array"]
+__all__ = ["GLOBAL_VIEW", "LOCAL_VIEW", "NativeViewConfig", "ViewConfig", "blur", "colour_jitter", "crop_box", "hflip", "jpeg",
+           "make_view", "native_view", "random_crop", "random_resized_crop", "resize", "to_array"]

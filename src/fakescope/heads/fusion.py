@@ -1,0 +1,116 @@
+"""Fusion: several experts' heads over their own slices of one feature vector, and a stacking layer.
+
+A fused detector's backbone is a `fusion` of parts (backbones/fusion.py): each expert's backbone
+and, last, `imagesize` (width, height). This head holds each expert's head (any registered method,
+saved under `expert.<name>.`) and reads its columns; an expert whose domain (a range of the image's
+shorter side) does not hold the image abstains. The stacking layer is a logistic regression on, per
+expert, [applies * logit P_e(fake), applies]: an abstaining expert adds nothing, and the bias
+learns what to do without it. It is fitted on images the experts were not trained on (fusion.py).
+
+`expert_scores(X)` gives each expert's P(fake) (NaN where it abstains): the JSON line shows them
+beside the fused score, so a user sees which kind of evidence spoke.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import head_from_state, register
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+@register
+class FusionHead:
+    method = "fusion"
+
+    def __init__(self, experts: list[dict] | None = None, heads: list | None = None, weights=None, bias: float = 0.0,
+                 l2: float = 1.0, **_):
+        # experts: [{"name", "method", "config", "dim", "domain": [min side, max side or null]}], in column order
+        self.experts, self.heads = list(experts or []), list(heads or [])
+        self.weights = None if weights is None else np.asarray(weights, np.float64)
+        self.bias, self.l2 = float(bias), float(l2)
+
+    # ------------------------------------------------------------ columns
+    def _slices(self, X: np.ndarray) -> list[np.ndarray]:
+        out, start = [], 0
+        for e in self.experts:
+            out.append(X[:, start:start + int(e["dim"])])
+            start += int(e["dim"])
+        if X.shape[1] != start + 2:
+            raise ValueError(f"fusion head reads {start + 2} columns (experts + image size), got {X.shape[1]}")
+        return out
+
+    def applies(self, X: np.ndarray) -> np.ndarray:
+        """(n, E) 1 where the image's shorter side is in the expert's domain."""
+        side = np.asarray(X[:, -2:], np.float64).min(axis=1)
+        cols = []
+        for e in self.experts:
+            lo, hi = e.get("domain") or [0, None]
+            cols.append((side >= float(lo)) & (side <= (math.inf if hi is None else float(hi))))
+        return np.stack(cols, axis=1).astype(np.float64) if cols else np.zeros((len(X), 0))
+
+    def expert_probabilities(self, X: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(h.predict(x), np.float64) for h, x in zip(self.heads, self._slices(X))], axis=1)
+
+    def stacking_features(self, X: np.ndarray) -> np.ndarray:
+        a = self.applies(X)
+        z = np.clip(logit(self.expert_probabilities(X)), -12, 12)
+        return np.concatenate([a * z, a], axis=1)
+
+    # ------------------------------------------------------------ head protocol
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:
+        """Fit the stacking layer only (the experts are fitted before, on other images)."""
+        from sklearn.linear_model import LogisticRegression
+        S = self.stacking_features(X)
+        lr = LogisticRegression(C=1.0 / max(self.l2, 1e-9), class_weight="balanced", max_iter=1000).fit(S, y)
+        self.weights, self.bias = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+        names = [e["name"] for e in self.experts]
+        return {"stacker": {**{f"{n}.logit": float(w) for n, w in zip(names, self.weights[:len(names)])},
+                            **{f"{n}.applies": float(w) for n, w in zip(names, self.weights[len(names):])},
+                            "bias": self.bias},
+                "applies_share": {n: float(v) for n, v in zip(names, self.applies(X).mean(0))}}
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        z = self.stacking_features(X) @ self.weights + self.bias
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))).astype(np.float32)
+
+    def expert_scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        p, a = self.expert_probabilities(X), self.applies(X)
+        return {e["name"]: np.where(a[:, i] > 0, p[:, i], np.nan) for i, e in enumerate(self.experts)}
+
+    def expert_features(self, X: np.ndarray, name: str) -> np.ndarray:
+        return self._slices(X)[[e["name"] for e in self.experts].index(name)]
+
+    def uncertainty_input(self, X: np.ndarray) -> np.ndarray:
+        """What the detector's "uncertain" rule measures familiarity on: the first expert's features
+        (by convention the general one, e.g. CLIP: its space says what the training images were)."""
+        return self._slices(X)[0]
+
+    def config(self) -> dict:
+        return {"experts": [{**e, "method": h.method, "config": h.config()} for e, h in zip(self.experts, self.heads)],
+                "bias": self.bias, "l2": self.l2, "dim": int(sum(int(e["dim"]) for e in self.experts) + 2)}
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {"stacker.weights": np.asarray(self.weights, np.float32)}
+        for e, h in zip(self.experts, self.heads):
+            out.update({f"expert.{e['name']}.{k}": v for k, v in h.state().items()})
+        return out
+
+    @classmethod
+    def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "FusionHead":
+        experts, heads = [], []
+        for e in config["experts"]:
+            prefix = f"expert.{e['name']}."
+            heads.append(head_from_state(e["method"], e["config"],
+                                         {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}))
+            experts.append({k: v for k, v in e.items() if k not in ("method", "config")})
+        weights = np.asarray(state["stacker.weights"], np.float64)
+        if weights.shape != (2 * len(experts),):
+            raise ValueError(f"stacker weights of shape {weights.shape} for {len(experts)} experts")
+        return cls(experts=experts, heads=heads, weights=weights, bias=float(config["bias"]),
+                   l2=float(config.get("l2", 1.0)))

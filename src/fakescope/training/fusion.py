@@ -1,0 +1,142 @@
+"""`fakescope train --method fusion`: several experts, one detector.
+
+    split (by image): validation images are held out of every expert
+    -> each expert fitted through `fit_detector` on the training images in its domain
+       (clip: a linear probe on CLIP ViT-B/16; lowlevel: the NPR CNN on native crops, images of
+       64 px or more; thumbnail: the NPR CNN on whole images squashed to 32 px, images up to 96 px)
+    -> the stacking layer (heads/fusion.py) fitted on the validation images' expert scores
+    -> threshold on the validation reals' fused scores (the usual rule), "uncertain" rule on the
+       first expert's features (familiarity) and the fused score (band)
+    -> Detector(fusion backbone of the experts' backbones + imagesize, FusionHead)
+
+The stacker has two numbers per expert and a bias, so fitting it and the threshold on the same
+held-out images costs little; the protocols (evaluation/protocols.py) judge the whole recipe on
+sources it never saw. Options (`--set`): experts=clip,lowlevel,thumbnail; stack_l2=1.0; and any
+expert's own option as <expert>.<key>=<value> (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from ..data.samples import Sample
+
+# name -> (TrainConfig fields, domain: [min, max] of the image's shorter side, max None: no limit)
+EXPERTS = {
+    "clip": ({"backbone": "clip-b16", "method": "linear", "head_options": {}}, [0, None]),
+    "lowlevel": ({"method": "lowlevel", "head_options": {"encoder": "npr-small"}}, [64, None]),
+    "thumbnail": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True}}, [0, 96]),
+}
+DEFAULT_EXPERTS = "clip,lowlevel,thumbnail"
+
+
+def shorter_side(sample: Sample) -> int | None:
+    """The image's shorter side from its header (no pixels decoded); None if unreadable."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(sample.data) if sample.data is not None else sample.path) as im:
+            return min(im.size)
+    except Exception:  # unreadable here is unreadable later: the expert's own reader reports it
+        return None
+
+
+def in_domain(side: int | None, domain) -> bool:
+    lo, hi = domain
+    return side is not None and side >= lo and (hi is None or side <= hi)
+
+
+def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
+    """[(name, TrainConfig, domain)] from cfg and the --set options."""
+    names = [n.strip() for n in str(options.get("experts", DEFAULT_EXPERTS)).split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXPERTS]
+    if unknown or not names:
+        raise ValueError(f"--method fusion: unknown expert(s) {unknown}; choose from {', '.join(EXPERTS)}")
+    bad = [k for k in options if k not in ("experts", "stack_l2", "run_dir") and k.split(".", 1)[0] not in names]
+    if bad:
+        raise ValueError(f"--method fusion: unknown option(s) {bad}; use experts=..., stack_l2=... or <expert>.<key>=...")
+    out = []
+    for name in names:
+        fields, domain = EXPERTS[name]
+        head_options = dict(fields.get("head_options", {}))
+        changes = {k: v for k, v in fields.items() if k != "head_options"}
+        for key, value in options.items():
+            if key.startswith(name + "."):
+                k = key.split(".", 1)[1]
+                if k in ("backbone", "method"):
+                    changes[k] = value
+                elif k == "domain":
+                    lo, _, hi = str(value).partition(":")
+                    domain = [int(lo or 0), int(hi) if hi else None]
+                else:
+                    head_options[k] = value
+        if options.get("run_dir") and changes.get("method") == "lowlevel":
+            head_options.setdefault("run_dir", f"{options['run_dir']}/{name}")
+        # seed + 1: the expert's own held-out split (its metadata only) must not be the hash-split that
+        # already sent this run's validation images away, or it would be empty
+        out.append((name, replace(cfg, head_options=head_options, uncertainty=None, seed=cfg.seed + 1,
+                                  val_fraction=0.1, **changes), domain))
+    return out
+
+
+def fit_fused_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
+    from ..backbones import load_backbone
+    from ..backbones.fusion import fusion_spec, imagesize_spec
+    from ..detector import Detector
+    from ..features import FeatureCache, extract
+    from ..heads.fusion import FusionHead
+    from ..train import describe, fit_detector, load_sources, split_by_image, threshold_and_validation
+    from ..uncertainty import fit_uncertainty
+
+    options = dict(cfg.head_options)
+    samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
+    is_val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    train = [s for s, v in zip(samples, is_val) if not v]
+    val = [s for s, v in zip(samples, is_val) if v]
+    sides = {id(s): shorter_side(s) for s in train}
+    experts, record = [], {}
+    for name, ecfg, domain in expert_configs(cfg, options):
+        mine = [s for s in train if in_domain(sides[id(s)], domain)]
+        if len({s.label for s in mine}) < 2:
+            log(f"fusion: expert {name} has no real and fake training images in its domain {domain}; left out")
+            continue
+        log(f"fusion: expert {name} ({ecfg.method} on {ecfg.backbone if ecfg.method != 'lowlevel' else 'NPR CNN'}), "
+            f"{len(mine)} training images in its domain {domain}")
+        det = fit_detector(ecfg, mine, log=log)
+        experts.append((name, det, domain))
+        record[name] = {"method": ecfg.method, "domain": domain, "train": describe(mine),
+                        "validation_metrics": det.metadata.get("validation_metrics"),
+                        "options": ecfg.head_options}
+    if not experts:
+        raise ValueError("--method fusion: no expert could be trained")
+    spec = fusion_spec([d.spec for _, d, _ in experts] + [imagesize_spec()])
+    head = FusionHead(experts=[{"name": n, "dim": int(d.spec.dim), "domain": dom} for n, d, dom in experts],
+                      heads=[d.head for _, d, _ in experts], l2=float(options.get("stack_l2", 1.0)))
+    backbone = load_backbone(spec)
+    cache = FeatureCache(cfg.cache, spec) if cfg.cache else None
+    vrows, VX, _ = extract(val, backbone, cache, desc="validation features")
+    vsamples = [val[i] for i, _ in vrows]
+    vy = np.array([s.label for s in vsamples])
+    if len(set(vy.tolist())) < 2:
+        raise ValueError("--method fusion: the stacking layer needs real and fake validation images")
+    info = head.fit(VX, vy)
+    vs = head.predict(VX)
+    threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
+    uncertainty = None
+    first = experts[0][1]
+    if cfg.uncertainty is not None:
+        fc = FeatureCache(cfg.cache, first.spec) if cfg.cache else None
+        _, TX, _ = extract([s for s in train if in_domain(sides[id(s)], experts[0][2])], first.backbone, fc,
+                           desc="familiarity features")
+        uncertainty = fit_uncertainty(TX, head.uncertainty_input(VX), vy, vs, threshold, cfg.uncertainty, seed=cfg.seed)
+    metadata = dict(first.metadata)
+    metadata.update({"recipe": "fusion", "data": [str(d) for d in cfg.data], "train": describe(train),
+                     "validation": describe(val), "validation_metrics": val_metrics,
+                     "validation_by_source": by_source, "experts": record, "fit": info})
+    return Detector(spec=spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
+                    metadata=metadata, _backbone=backbone, uncertainty=uncertainty)
+
+
+__all__ = ["DEFAULT_EXPERTS", "EXPERTS", "fit_fused_detector", "shorter_side"]

@@ -1,0 +1,183 @@
+"""The low-level expert (NPR residual CNN, `--method lowlevel`) and fused detectors (`--method fusion`):
+the residual against a hand computation, native views that keep pixels, training through the CLI on
+images whose only difference is an up-sampling trace, the stacking layer's gating by image size
+against a hand computation, and a fused model folder: saved, moved, loaded, checked as data, scanned
+with each expert's score in the JSON line."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from fakescope.cli import app  # noqa: E402
+from fakescope.detector import load_detector  # noqa: E402
+from fakescope.errors import ModelFolderError  # noqa: E402
+
+TINY_LL = ["--set", "image_size=16", "--set", "width=8", "--set", "epochs=4", "--set", "batch_size=16",
+           "--set", "workers=0", "--set", "region=48", "--set", "min_side=32"]
+
+
+def _noise(rng, side: int, upsampled: bool) -> np.ndarray:
+    """Colour noise; `upsampled`: drawn at half size and enlarged by nearest neighbour, the trace an
+    up-sampling layer leaves (each 2x2 cell one colour) with the same pixel statistics."""
+    if upsampled:
+        half = rng.integers(40, 216, (side // 2, side // 2, 3))
+        return half.repeat(2, 0).repeat(2, 1).astype(np.uint8)
+    return rng.integers(40, 216, (side, side, 3)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """real/: noise; fake/up: the same noise statistics, 2x nearest up-sampled. 48 px and 24 px images."""
+    root = tmp_path_factory.mktemp("lowlevel") / "data"
+    rng = np.random.default_rng(0)
+    for label, sub in (("real", "cam"), ("fake", "up")):
+        d = root / label / sub
+        d.mkdir(parents=True)
+        for i in range(24):
+            side = 48 if i < 16 else 24
+            Image.fromarray(_noise(rng, side, label == "fake")).save(d / f"{label}{i:02d}.png")
+    return root
+
+
+def train(args):
+    return CliRunner().invoke(app, ["train", *args], catch_exceptions=False)
+
+
+def test_npr_residual_matches_hand_computation():
+    from fakescope.training.encoders import npr_residual
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
+    # each pixel minus the top-left pixel of its 2x2 cell
+    want = torch.tensor([[0, 1, 0, 1], [4, 5, 4, 5], [0, 1, 0, 1], [4, 5, 4, 5]], dtype=torch.float32)
+    assert torch.equal(npr_residual(x)[0, 0], want)
+    up = torch.rand(1, 3, 3, 3).repeat_interleave(2, 2).repeat_interleave(2, 3)  # nearest up-sampled: no residual
+    assert torch.count_nonzero(npr_residual(up)) == 0
+    assert npr_residual(torch.rand(2, 3, 7, 9)).shape == (2, 3, 6, 8)  # odd sides lose their last row/column
+
+
+def test_native_view_keeps_native_pixels():
+    from fakescope.training.views import NativeViewConfig, native_view
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3)).astype(np.uint8))
+    plain = NativeViewConfig(size=16, p_flip=0, p_rotate=0, p_blur=0, p_resize=0, p_jpeg=0)
+    view = np.asarray(native_view(img, np.random.default_rng(2), plain))
+    src = np.asarray(img)
+    hits = [(t, l) for t in range(25) for l in range(35) if np.array_equal(src[t:t + 16, l:l + 16], view)]
+    assert view.shape == (16, 16, 3) and len(hits) == 1  # a crop of the original pixels, not a resampled copy
+
+
+def test_lowlevel_learns_the_upsampling_trace(data, tmp_path, one_thread):
+    out = tmp_path / "ll"
+    r = train(["--data", str(data), "--method", "lowlevel", "--out", str(out), "--no-cache", *TINY_LL])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "detector.json").read_text())
+    assert meta["backbone"]["kind"] == "trained:" and not meta["backbone"]["weights"].startswith("/")
+    assert meta["metadata"]["recipe"] == "lowlevel"
+    assert meta["metadata"]["lowlevel"]["left_out_small"] > 0  # the 24 px images: under min_side, not upscaled in
+    det = load_detector(out)
+    rng = np.random.default_rng(7)  # new images, never seen
+    real = [_noise(rng, 48, False) for _ in range(6)]
+    fake = [_noise(rng, 48, True) for _ in range(6)]
+    s = [r.score for r in det.predict(real + fake)]
+    assert min(s[6:]) > max(s[:6])  # every up-sampled image above every plain one
+
+
+def test_fusion_head_gates_experts_by_image_size():
+    from fakescope.heads import make_head
+    from fakescope.heads.fusion import FusionHead, logit
+    rng = np.random.default_rng(0)
+    X1, X2 = rng.normal(size=(40, 2)), rng.normal(size=(40, 3))
+    y = (X1[:, 0] + X2[:, 1] > 0).astype(int)
+    h1, h2 = make_head("linear"), make_head("linear")
+    h1.fit(X1, y), h2.fit(X2, y)
+    sizes = np.array([[32, 32], [500, 300]] * 20, np.float32)  # width, height
+    X = np.concatenate([X1, X2, sizes], axis=1)
+    head = FusionHead(experts=[{"name": "big", "dim": 2, "domain": [64, None]},
+                               {"name": "small", "dim": 3, "domain": [0, 96]}], heads=[h1, h2],
+                      weights=[1.5, -0.5, 0.25, 0.75], bias=-0.2)
+    a = np.stack([sizes.min(1) >= 64, sizes.min(1) <= 96], 1).astype(float)
+    z = np.stack([logit(h1.predict(X1)), logit(h2.predict(X2))], 1)
+    want = 1 / (1 + np.exp(-((a * z) @ [1.5, -0.5] + a @ [0.25, 0.75] - 0.2)))
+    np.testing.assert_allclose(head.predict(X), want, rtol=1e-5)
+    scores = head.expert_scores(X)
+    assert np.isnan(scores["big"][0]) and not np.isnan(scores["big"][1])      # 32 px: too small to crop
+    assert np.isnan(scores["small"][1]) and not np.isnan(scores["small"][0])  # 300 px: no thumbnail
+    again = FusionHead.from_state(json.loads(json.dumps(head.config())), head.state())
+    np.testing.assert_allclose(again.predict(X), head.predict(X), rtol=1e-5)
+
+
+FUSION = ["--set", "experts=lowlevel,thumbnail", "--set", "lowlevel.domain=32:", "--set", "thumbnail.domain=0:40",
+          "--set", "thumbnail.encoder=npr-tiny", "--set", "thumbnail.thumbnail=true"]
+for _expert in ("lowlevel", "thumbnail"):  # each expert's own options: <expert>.<key>=<value>
+    FUSION += [x if x == "--set" else f"{_expert}.{x}" for x in TINY_LL[:-2]]  # min_side: the domain says it
+
+
+def test_fused_detector_trains_saves_moves_and_scans(data, tmp_path, one_thread):
+    out = tmp_path / "fused"
+    r = train(["--data", str(data), "--method", "fusion", "--out", str(out), "--no-cache", *FUSION])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "detector.json").read_text())
+    assert meta["method"] == "fusion" and meta["backbone"]["kind"] == "fusion"
+    parts = json.loads(dict(meta["backbone"]["extra"])["parts"])
+    assert [p["kind"] for p in parts] == ["trained:", "trained:", "imagesize"]
+    assert all(not p["weights"].startswith("/") for p in parts[:2])  # encoders inside the folder
+    moved = tmp_path / "moved"
+    shutil.move(str(out), moved)
+    det = load_detector(moved)
+    rng = np.random.default_rng(11)
+    imgs = [_noise(rng, 48, False), _noise(rng, 48, True), _noise(rng, 24, False), _noise(rng, 24, True)]
+    res = det.predict(imgs)
+    assert all(r.error is None for r in res)
+    assert res[0].experts["lowlevel"] is not None and res[0].experts["thumbnail"] is None   # 48 px
+    assert res[2].experts["lowlevel"] is None and res[2].experts["thumbnail"] is not None   # 24 px
+    assert res[1].score > res[0].score
+    # the scan path (composite backbone on one decoded image) and the training path (each part through
+    # its own feature rows) give the same features
+    from fakescope.data.samples import Sample
+    from fakescope.features import extract
+    from fakescope.pipeline import prepare
+    paths = []
+    for i, a in enumerate(imgs):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(a).save(p)
+        paths.append(str(p))
+    _, X, _ = extract([Sample(path=p) for p in paths], det.backbone, None)
+    direct = det.backbone.forward(np.stack([prepare(Sample(path=p), det.spec)[0].array for p in paths])).pooled
+    np.testing.assert_allclose(X, direct, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(X[:, -2:], [[48, 48], [48, 48], [24, 24], [24, 24]])
+    # a JSON line of `fakescope scan` carries the experts' scores
+    lines = tmp_path / "scan.jsonl"
+    r = CliRunner().invoke(app, ["scan", paths[0], paths[2], "--model", str(moved), "--out", str(lines)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in lines.read_text().splitlines()]
+    assert rows[0]["experts"]["thumbnail"] is None and rows[1]["experts"]["lowlevel"] is None
+
+
+def test_fused_model_folder_is_checked_as_data(data, tmp_path):
+    from fakescope.backbones.fusion import fusion_spec, imagesize_spec
+    from fakescope.backbones import parse_spec
+    from dataclasses import asdict
+    d = tmp_path / "hostile"
+    d.mkdir()
+    outside = asdict(parse_spec("pixels?size=16"))
+    outside.update(kind="trained:", name="trained:/etc", weights="/etc#0123")
+    spec = asdict(fusion_spec([imagesize_spec()]))
+    spec["extra"] = [["parts", json.dumps([outside, asdict(imagesize_spec())])]]
+    (d / "detector.json").write_text(json.dumps({"format": "fakescope.detector/1", "id": "x", "version": "1",
+                                                "backbone": spec, "method": "fusion", "head": {}, "threshold": 0.5}))
+    from safetensors.numpy import save_file
+    save_file({"stacker.weights": np.zeros(2, np.float32)}, str(d / "head.safetensors"))
+    with pytest.raises(ModelFolderError, match="outside the model folder"):
+        load_detector(d)
+    spec["extra"] = [["parts", "not json"]]
+    (d / "detector.json").write_text(json.dumps({"format": "fakescope.detector/1", "id": "x", "version": "1",
+                                                "backbone": spec, "method": "fusion", "head": {}, "threshold": 0.5}))
+    with pytest.raises(ModelFolderError, match="parts"):
+        load_detector(d)
