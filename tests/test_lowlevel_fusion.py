@@ -158,6 +158,19 @@ def test_fused_detector_trains_saves_moves_and_scans(data, tmp_path, one_thread)
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in lines.read_text().splitlines()]
     assert rows[0]["experts"]["thumbnail"] is None and rows[1]["experts"]["lowlevel"] is None
+    assert rows[0]["score"] == pytest.approx(res[0].score, abs=1e-6)
+    # and the service answers with them too
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from fakescope.service.app import Models, ServiceConfig, create_app
+    with TestClient(create_app(ServiceConfig(localizer=None), loader=lambda cfg: Models(det, None))) as client:
+        for _ in range(600):
+            if client.get("/readyz").status_code == 200:
+                break
+            import time
+            time.sleep(0.1)
+        body = client.post("/v1/detect", files={"file": ("a.png", open(paths[2], "rb").read())}).json()
+    assert body["experts"]["lowlevel"] is None and body["experts"]["thumbnail"] == pytest.approx(res[2].experts["thumbnail"], abs=1e-5)
 
 
 def test_fused_model_folder_is_checked_as_data(data, tmp_path):

@@ -396,7 +396,7 @@ class Service:
         label, reason = apply_rule(r.label, r.reason, job.provenance, self.config.provenance)
         res = {"filename": name, "sha256": r.sha256, "score": r.score, "label": label, "reason": reason,
                "threshold": r.threshold, "model": r.model, "model_version": r.model_version, "error": None,
-               "batch_size": info.size, "provenance": job.provenance}
+               "batch_size": info.size, "provenance": job.provenance, "experts": r.experts}
         render_s = None
         if job.map_error is not None:
             res.update(localizer=self.localizer_id(), map_error=job.map_error)

@@ -49,6 +49,8 @@ class Detection(BaseModel):
                                        "and each video.frames entry has its own map_mean / map_max or map_error")
     provenance: Optional[dict] = Field(None, description="what the file says about its origin (C2PA, IPTC/XMP, "
                                        "EXIF, PNG generation chunks): status, summary, ai_claims, c2pa, evidence, notes")
+    experts: Optional[dict] = Field(None, description="a fused detector: each expert's P(fake) (null where the "
+                                    "image is outside its domain); score is their stacked combination")
     video: Optional[dict] = Field(None, description="a video upload: sampled frames' times and scores; score is "
                                   "the mean of the top ceil(n/4) frame scores (also mean, max); provenance is read "
                                   "from the container (C2PA, XMP, encoder / handler tags)")

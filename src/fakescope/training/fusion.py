@@ -12,7 +12,8 @@
 The stacker has two numbers per expert and a bias, so fitting it and the threshold on the same
 held-out images costs little; the protocols (evaluation/protocols.py) judge the whole recipe on
 sources it never saw. Options (`--set`): experts=clip,lowlevel,thumbnail; stack_l2=1.0; and any
-expert's own option as <expert>.<key>=<value> (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0).
+expert's own option as <expert>.<key>=<value> (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0),
+including <expert>.domain=MIN:MAX (shorter side, px) and <expert>.train_on=domain|all.
 """
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ import numpy as np
 
 from ..data.samples import Sample
 
-# name -> (TrainConfig fields, domain: [min, max] of the image's shorter side, max None: no limit)
+# name -> (TrainConfig fields, domain: [min, max] of the image's shorter side (max None: no limit) where
+# the expert speaks, and what it trains on: "domain" (those images only) or "all")
 EXPERTS = {
-    "clip": ({"backbone": "clip-b16", "method": "linear", "head_options": {}}, [0, None]),
-    "lowlevel": ({"method": "lowlevel", "head_options": {"encoder": "npr-small"}}, [64, None]),
-    "thumbnail": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True}}, [0, 96]),
+    "clip": ({"backbone": "clip-b16", "method": "linear", "head_options": {}}, [0, None], "domain"),
+    "lowlevel": ({"method": "lowlevel", "head_options": {"encoder": "npr-small"}}, [64, None], "domain"),
+    # every image squashed to 32 px is a thumbnail to learn from: a source of small images held out
+    # (CIFAKE) is then judged by what generated images of every other source look like at 32 px
+    "thumbnail": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True}}, [0, 96], "all"),
 }
 DEFAULT_EXPERTS = "clip,lowlevel,thumbnail"
 
@@ -49,7 +53,7 @@ def in_domain(side: int | None, domain) -> bool:
 
 
 def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
-    """[(name, TrainConfig, domain)] from cfg and the --set options."""
+    """[(name, TrainConfig, domain, train_on)] from cfg and the --set options."""
     names = [n.strip() for n in str(options.get("experts", DEFAULT_EXPERTS)).split(",") if n.strip()]
     unknown = [n for n in names if n not in EXPERTS]
     if unknown or not names:
@@ -59,7 +63,7 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
         raise ValueError(f"--method fusion: unknown option(s) {bad}; use experts=..., stack_l2=... or <expert>.<key>=...")
     out = []
     for name in names:
-        fields, domain = EXPERTS[name]
+        fields, domain, train_on = EXPERTS[name]
         head_options = dict(fields.get("head_options", {}))
         changes = {k: v for k, v in fields.items() if k != "head_options"}
         for key, value in options.items():
@@ -70,6 +74,10 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
                 elif k == "domain":
                     lo, _, hi = str(value).partition(":")
                     domain = [int(lo or 0), int(hi) if hi else None]
+                elif k == "train_on":
+                    if value not in ("domain", "all"):
+                        raise ValueError(f"{key} must be domain or all, not {value!r}")
+                    train_on = value
                 else:
                     head_options[k] = value
         if options.get("run_dir") and changes.get("method") == "lowlevel":
@@ -77,7 +85,7 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
         # seed + 1: the expert's own held-out split (its metadata only) must not be the hash-split that
         # already sent this run's validation images away, or it would be empty
         out.append((name, replace(cfg, head_options=head_options, uncertainty=None, seed=cfg.seed + 1,
-                                  val_fraction=0.1, **changes), domain))
+                                  val_fraction=0.1, **changes), domain, train_on))
     return out
 
 
@@ -97,16 +105,16 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
     val = [s for s, v in zip(samples, is_val) if v]
     sides = {id(s): shorter_side(s) for s in train}
     experts, record = [], {}
-    for name, ecfg, domain in expert_configs(cfg, options):
-        mine = [s for s in train if in_domain(sides[id(s)], domain)]
+    for name, ecfg, domain, train_on in expert_configs(cfg, options):
+        mine = [s for s in train if train_on == "all" or in_domain(sides[id(s)], domain)]
         if len({s.label for s in mine}) < 2:
             log(f"fusion: expert {name} has no real and fake training images in its domain {domain}; left out")
             continue
         log(f"fusion: expert {name} ({ecfg.method} on {ecfg.backbone if ecfg.method != 'lowlevel' else 'NPR CNN'}), "
-            f"{len(mine)} training images in its domain {domain}")
+            f"{len(mine)} training images ({train_on}); speaks for images in {domain}")
         det = fit_detector(ecfg, mine, log=log)
         experts.append((name, det, domain))
-        record[name] = {"method": ecfg.method, "domain": domain, "train": describe(mine),
+        record[name] = {"method": ecfg.method, "domain": domain, "train_on": train_on, "train": describe(mine),
                         "validation_metrics": det.metadata.get("validation_metrics"),
                         "options": ecfg.head_options}
     if not experts:

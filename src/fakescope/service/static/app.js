@@ -127,6 +127,10 @@ function show(card, res) {
     numbers += " · no heatmap: " + res.map_error;
   }
   if (res.video) numbers += ` · video: ${res.video.frames.length} frames, max ${res.video.max.toFixed(3)}`;
+  if (res.experts) {  // a fused detector: which kind of evidence spoke (null: outside that expert's domain)
+    numbers += " · experts: " + Object.entries(res.experts)
+      .map(([name, p]) => `${name} ${p === null ? "n/a" : p.toFixed(3)}`).join(", ");
+  }
   $(".numbers", card).textContent = numbers;
   showProvenance(card, res.provenance);
 }
