@@ -30,7 +30,7 @@ import numpy as np
 
 from fakescope.evaluation.metrics import _curve, average_precision, roc_auc
 
-__all__ = ["pixel_scores", "iou", "f1", "best_f1", "pixel_ap", "pixel_auc", "map_scores", "PixelMetrics"]
+__all__ = ["pixel_scores", "iou", "f1", "best_f1", "pixel_ap", "pixel_auc", "map_scores", "top_mean", "PixelMetrics"]
 
 
 def _as_pred(pred) -> np.ndarray:
@@ -132,6 +132,18 @@ def map_scores(pred, pool: int = 3) -> dict[str, float]:
         raise ValueError("empty map")
     pooled = _box_mean(p, min(pool, p.shape[0]), min(pool, p.shape[1]))
     return {"mean": float(p.mean()), "max": float(pooled.max())}
+
+
+def top_mean(pred, fraction: float) -> float:
+    """Mean of the highest ``fraction`` of a map's values (at least one pixel): an image-level
+    "was this edited" score that needs a region of about that size to be high, unlike the max."""
+    p = _as_pred(pred).ravel()
+    if p.size == 0:
+        raise ValueError("empty map")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    k = max(1, int(round(fraction * p.size)))
+    return float(np.partition(p, p.size - k)[p.size - k:].mean())
 
 
 class PixelMetrics:

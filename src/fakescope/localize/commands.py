@@ -58,6 +58,11 @@ def train(
     width: int = typer.Option(256, help="Channels of the first decoder stage (halved per stage)."),
     stages: Optional[int] = typer.Option(None, help="Upsampling stages (default: enough to reach half the input size)."),
     decoder: str = typer.Option("fakescope", help="Decoder preset: fakescope (one Conv3x3 per stage) or declip-conv20 (DeCLIP's best: 4 stages of 5 Conv5x5, widths 512-64; --width/--stages unused)."),
+    solver: str = typer.Option("adamw", help="adamw (gradient steps) or ridge (a linear decoder in closed form; use --stages 0)."),
+    ridge_lambda: float = typer.Option(100.0, help="--solver ridge: the penalty (per 1000, on standardised features)."),
+    read: str = typer.Option("whole", help="whole (the image as the backbone spec reads it) or tiles (native-resolution windows, maps averaged)."),
+    tile_stride: int = typer.Option(112, help="--read tiles: pixels between windows."),
+    target_size: Optional[int] = typer.Option(None, help="Train on masks shrunk to this side (cheaper); maps stay full size."),
     epochs: int = typer.Option(20),
     lr: float = typer.Option(1e-3),
     balanced: bool = typer.Option(False, help="Weigh edited and untouched pixels equally in the loss."),
@@ -73,7 +78,8 @@ def train(
     log.info(f"{len(tr)} training and {len(va)} validation images ({sum(p.label for p in tr)} / "
               f"{sum(p.label for p in va)} edited)")
     cfg = LocalizerConfig(backbone=backbone, second_backbone=second_backbone, width=width, stages=stages,
-                          decoder=decoder, epochs=epochs, lr=lr, balanced=balanced, seed=seed)
+                          decoder=decoder, epochs=epochs, lr=lr, balanced=balanced, seed=seed, solver=solver,
+                          ridge_lambda=ridge_lambda, read=read, tile_stride=tile_stride, target_size=target_size)
     loc = Localizer(cfg, cache_dir=cache)
     loc.fit([(p.image, p.mask) for p in tr], [(p.image, p.mask) for p in va] or None, log=log.info)
     if va:

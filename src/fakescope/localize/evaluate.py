@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..data.pairs import MaskPair
 from ..evaluation.localization import PixelMetrics
+from ..evaluation.metrics import roc_auc
 from ..images import ImageError
 from .localizer import Localizer
 
@@ -43,11 +44,13 @@ def iter_maps(loc: Localizer, sources: Sequence, chunk: int = 16) -> Iterator[tu
                     yield start + j, None, e.reason
 
 
-def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 16, accumulator: PixelMetrics | None = None) -> dict:
+def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 16, accumulator: PixelMetrics | None = None,
+                       on_map: Callable[[MaskPair, np.ndarray], None] | None = None) -> dict:
     """Pixel metrics on the edited images (IoU / F1 at the localiser's own threshold), image-level
-    AUC of the map scores on real vs edited. Pass `accumulator` to keep its curves."""
+    AUC of the map scores on real vs edited (and of its image rule's edit score, when it has one).
+    Pass `accumulator` to keep its curves, `on_map` to see every map."""
     pm = accumulator if accumulator is not None else PixelMetrics(threshold=loc.threshold)
-    errors = []
+    errors, edit = [], []
     for i, m, err in iter_maps(loc, [p.image for p in pairs], chunk):
         p = pairs[i]
         if err is not None:
@@ -57,7 +60,17 @@ def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 1
             errors.append({"path": p.name, "error": f"mask_size: mask {p.mask.shape} vs image {m.shape}"})
             continue
         pm.update(m, p.mask, is_fake=p.label == 1)
+        if loc.image_rule:
+            edit.append((p.label, loc.edit_score(m), loc.flags_edit(m)))
+        if on_map is not None:
+            on_map(p, m)
     out = pm.compute()
+    if edit:
+        y = np.array([e[0] for e in edit])
+        flagged = np.array([e[2] for e in edit])
+        out["image_auc_edit_score"] = roc_auc(y, [e[1] for e in edit]) if 0 < y.sum() < len(y) else float("nan")
+        out["edited_flagged"] = float(flagged[y == 1].mean()) if (y == 1).any() else float("nan")
+        out["real_flagged"] = float(flagged[y == 0].mean()) if (y == 0).any() else float("nan")
     out["errors"] = errors
     return out
 

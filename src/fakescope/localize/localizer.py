@@ -67,6 +67,7 @@ from ..backbones import Backbone, BackboneSpec, load_backbone, parse_spec, prefe
 from ..backbones.spec import fit_geometry
 from ..evaluation.metrics import roc_auc
 from ..images import DEFAULT_LIMITS, ImageLimits, decode_image, sha256_hex
+from . import tiles
 from .decoder import PRESETS as DECODER_PRESETS, ConvDecoder
 
 FORMAT = "fakescope.localizer/1"
@@ -92,6 +93,14 @@ class LocalizerConfig:
     pos_weight: float | None = None     # or a fixed BCE weight of manipulated pixels (not with balanced)
     select: str = "auc"                 # best epoch on val_pairs by pixel "auc" or "loss"
     seed: int = 0                       # decoder init and batch order
+    read: str = "whole"                 # "whole": the image as the spec reads it; "tiles": input_size windows at
+                                        #   native resolution every tile_stride px, maps averaged (tiles.py)
+    tile_stride: int = 112
+    solver: str = "adamw"               # "ridge": a linear decoder (stages=0) fitted in closed form (fit_grids)
+    ridge_lambda: float = 100.0         # ridge: penalty, in units of 1/1000 of each feature's mean square x rows
+    ridge_slope: float = 8.0            # ridge: logit = slope x (prediction - cut): the map's steepness
+    target_size: int | None = None      # train on targets area-shrunk to this side (None: input_size): the loss
+                                        #   and the decoder's last stages cost ~(side)^2; maps are still input_size
     # The mask resolution is the backbone's input_size: targets and predictions are input_size^2.
 
     def check(self) -> None:
@@ -105,6 +114,12 @@ class LocalizerConfig:
             raise ValueError("epochs, batch_size and width must be >= 1")
         if self.stages is not None and self.stages < 0:
             raise ValueError("stages must be >= 0")
+        if self.read not in ("whole", "tiles") or self.tile_stride < 1:
+            raise ValueError(f"read must be 'whole' or 'tiles' and tile_stride >= 1, not {self.read!r} / {self.tile_stride}")
+        if self.solver not in ("adamw", "ridge") or (self.solver == "ridge" and self.stages != 0):
+            raise ValueError("solver must be 'adamw' or 'ridge'; ridge fits a linear decoder (stages=0)")
+        if self.target_size is not None and self.target_size < 1:
+            raise ValueError("target_size must be >= 1")
         if self.decoder not in DECODER_PRESETS:
             raise ValueError(f"decoder must be one of {', '.join(DECODER_PRESETS)}, not {self.decoder!r}")
 
@@ -194,9 +209,11 @@ def load_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> Ima
 # ------------------------------------------------------------------ features
 @dataclass
 class _Prepared:
-    grids: list[np.ndarray]            # per backbone: (N, C, h, w) float16 or float32
+    grids: list[np.ndarray]            # per backbone: (N, C, h, w) float16 or float32, one row per view
     sizes: list[tuple[int, int]]       # original (W, H) per image
-    targets: np.ndarray | None = None  # (N, s, s) uint8, manipulated fraction x 255
+    targets: np.ndarray | None = None  # (N, s, s) uint8, manipulated fraction x 255, per view
+    windows: list[list[tuple[int, int]]] | None = None  # read="tiles": per image, its windows' (left, top)
+    tiled: list[tuple[int, int]] | None = None          # read="tiles": per image, (W, H) as tiled
 
 
 class _GridStore:
@@ -268,6 +285,26 @@ def _source_sha(source: ImageSource) -> str | None:
     return None
 
 
+def _shrink(targets: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (N, s, s) targets -> float32 (N, size, size) in [0, 1], area-averaged (the edited fraction)."""
+    y = torch.from_numpy(np.asarray(targets)).float() / 255.0
+    if y.shape[-1] == size:
+        return y
+    return F.interpolate(y[:, None], size=(size, size), mode="area")[:, 0]
+
+
+def _image_rule(rule: Any, directory) -> dict | None:
+    """A saved image_rule checked as data: a fraction in (0, 1] and a finite threshold, or None."""
+    if rule is None:
+        return None
+    if not isinstance(rule, dict):
+        raise ValueError("image_rule must be an object")
+    fraction = finite_number(rule["fraction"], "image_rule.fraction", directory)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"image_rule.fraction must be in (0, 1], got {fraction}")
+    return {**rule, "fraction": fraction, "threshold": finite_number(rule["threshold"], "image_rule.threshold", directory)}
+
+
 def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -281,6 +318,8 @@ class Localizer:
     second_spec: BackboneSpec | None = None    # None: parsed from config.second_backbone (if any)
     decoder: ConvDecoder | None = None         # built by fit (or load)
     threshold: float = 0.5                     # predict_masks: map >= threshold
+    image_rule: dict | None = None             # {"fraction": f, "threshold": t}: the image counts as edited when
+                                               #   the mean of its map's top f share of pixels is >= t (edit_score)
     metadata: dict[str, Any] = field(default_factory=dict)
     limits: ImageLimits = DEFAULT_LIMITS
     cache_dir: str | Path | None = None         # keep patch grids on disk between fits (not saved)
@@ -308,48 +347,71 @@ class Localizer:
         return self._backbones[i]
 
     # -------------------------------------------------------------- features
+    @property
+    def tiled(self) -> bool:
+        return self.config.read == "tiles"
+
+    def _views(self, img: Image.Image, mask: np.ndarray | None, want_target: bool):
+        """(backbone inputs per view per spec, uint8 targets per view or None, windows, tiled size) of
+        one image: the whole image as the spec reads it, or its native-resolution windows (tiles.py)."""
+        s = self.spec.input_size
+        if not self.tiled:
+            target = None
+            if want_target:
+                target = (np.zeros((s, s), np.uint8) if mask is None
+                          else np.round(preprocess_mask(mask, self.spec) * 255.0).astype(np.uint8))
+            return [[preprocess(img, sp) for sp in self.specs]], [target], None, None
+        wins, where, size = tiles.cut(img, s, self.config.tile_stride)
+        arrays = [[preprocess(w, sp) for sp in self.specs] for w in wins]
+        targets: list = [None] * len(wins)
+        if want_target:
+            m = np.zeros((img.height, img.width), np.float32) if mask is None else mask_array(mask)
+            targets = list(np.round(tiles.cut_mask(m, s, self.config.tile_stride) * 255.0).astype(np.uint8))
+        return arrays, targets, where, size
+
     def _prepare(self, images: Sequence[ImageSource], masks: Sequence[MaskSource] | None = None) -> _Prepared:
         specs = self.specs
         stores = [_GridStore() for _ in specs]
         sizes: list[tuple[int, int]] = []
         targets: list[np.ndarray] = []
-        s = self.spec.input_size
-
+        windows: list = []
+        tiled_sizes: list = []
         caches = [_GridCache(self.cache_dir, sp) for sp in specs] if self.cache_dir else None
 
         def load(i: int):
             sha = _source_sha(images[i]) if caches else None
             img = load_image(images[i], self.limits)
-            arrays = [preprocess(img, sp) for sp in specs]
-            target = None
-            if masks is not None:
+            m = None
+            if masks is not None and masks[i] is not None:
                 m = masks[i]
-                if m is None:
-                    target = np.zeros((s, s), np.uint8)
-                else:
-                    shape = np.asarray(m).shape[:2]
-                    if shape != (img.height, img.width):
-                        raise ValueError(f"image {i}: mask is {shape[1]}x{shape[0]}, image is "
-                                         f"{img.width}x{img.height} (after EXIF orientation)")
-                    target = np.round(preprocess_mask(m, self.spec) * 255.0).astype(np.uint8)
-            return img.size, arrays, target, sha
+                shape = np.asarray(m).shape[:2]
+                if shape != (img.height, img.width):
+                    raise ValueError(f"image {i}: mask is {shape[1]}x{shape[0]}, image is "
+                                     f"{img.width}x{img.height} (after EXIF orientation)")
+            arrays, tgts, where, size = self._views(img, m, masks is not None)
+            keys = [sha] if where is None else [sha and f"{sha}#{x},{y}@{size[0]}x{size[1]}" for x, y in where]
+            return img.size, arrays, tgts, keys, where, size
 
         batch = min(preferred_batch_size(self.backbone(j)) for j in range(len(specs)))
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="fakescope-loc") as pool:
-            for idx in _chunks(range(len(images)), batch):
+            for idx in _chunks(range(len(images)), max(1, batch if not self.tiled else 1)):
                 loaded = list(pool.map(load, idx))
-                for j, sp in enumerate(specs):
-                    stores[j].add(self._grids(j, [arrays[j] for _, arrays, _, _ in loaded],
-                                              [sha for *_, sha in loaded], caches[j] if caches else None))
-                for size, _, target, _ in loaded:
+                views = [(arrays, key) for _, arrs, _, keys, _, _ in loaded for arrays, key in zip(arrs, keys)]
+                for part in _chunks(views, batch):
+                    for j, sp in enumerate(specs):
+                        stores[j].add(self._grids(j, [arrays[j] for arrays, _ in part], [k for _, k in part],
+                                                  caches[j] if caches else None))
+                for size, _, tgts, _, where, tsize in loaded:
                     sizes.append(size)
-                    if target is not None:
-                        targets.append(target)
+                    windows.append(where)
+                    tiled_sizes.append(tsize)
+                    targets += [t for t in tgts if t is not None]
         for c in caches or ():
             c.flush()
         return _Prepared([st.array() for st in stores], sizes,
-                         np.stack(targets) if masks is not None and targets else None)
+                         np.stack(targets) if masks is not None and targets else None,
+                         windows if self.tiled else None, tiled_sizes if self.tiled else None)
 
     def _grids(self, j: int, arrays: list[np.ndarray], shas: list[str | None],
                cache: _GridCache | None) -> np.ndarray:
@@ -375,21 +437,23 @@ class Localizer:
         return out
 
     # -------------------------------------------------------------- decoding
-    def _logits(self, grids: list[np.ndarray], idx, decoder: ConvDecoder | None = None) -> torch.Tensor:
+    def _logits(self, grids: list[np.ndarray], idx, decoder: ConvDecoder | None = None,
+                size: int | None = None) -> torch.Tensor:
         decoder = decoder or self.decoder
         x = torch.from_numpy(grids[0][idx]).float()
         second = torch.from_numpy(grids[1][idx]).float() if len(grids) > 1 else None
-        return decoder(x, second, size=self.spec.input_size)[:, 0]
+        return decoder(x, second, size=size or self.spec.input_size)[:, 0]
 
-    def _all_logits(self, grids: list[np.ndarray], batch_size: int) -> torch.Tensor:
-        """(N, s, s) logits of the current decoder in eval mode."""
+    def _all_logits(self, grids: list[np.ndarray], batch_size: int, size: int | None = None) -> torch.Tensor:
+        """(N, s, s) logits of the current decoder in eval mode (s = size or input_size)."""
         self.decoder.eval()
         n = len(grids[0])
-        out = torch.empty((n, self.spec.input_size, self.spec.input_size))
+        s = size or self.spec.input_size
+        out = torch.empty((n, s, s))
         with torch.inference_mode():
             for i in range(0, n, batch_size):
                 idx = np.arange(i, min(n, i + batch_size))
-                out[i:i + len(idx)] = self._logits(grids, idx)
+                out[i:i + len(idx)] = self._logits(grids, idx, size=s)
         return out
 
     # -------------------------------------------------------------- training
@@ -410,6 +474,18 @@ class Localizer:
         grid = train.grids[0].shape[2:]
         log(f"features: {len(train_pairs)} train + {len(val_pairs)} val images, grid {grid[0]}x{grid[1]}, "
             f"{sum(g.nbytes for g in train.grids) / 2**20:.1f} MiB, {t_feat:.1f}s")
+        return self.fit_grids(train, val, log, feature_seconds=t_feat)
+
+    def fit_grids(self, train: _Prepared, val: _Prepared | None = None, log: Callable[[str], Any] | None = print,
+                  feature_seconds: float = 0.0) -> dict:
+        """Train a fresh decoder on grids already computed (`fit` computes them; cross-validation
+        reuses cached ones): grids (N, C, h, w) per backbone and uint8 targets (N, s, s)."""
+        cfg = self.config
+        log = log or (lambda _msg: None)
+        t_feat = feature_seconds
+        grid = train.grids[0].shape[2:]
+        if cfg.solver == "ridge":
+            return self._fit_ridge(train, t_feat)
 
         pos = float(train.targets.astype(np.float64).mean() / 255.0)
         if pos <= 0.0:
@@ -423,9 +499,11 @@ class Localizer:
             w = None if weights is None else y * weights[0] + (1 - y) * weights[1]
             return F.binary_cross_entropy_with_logits(logits, y, weight=w, pos_weight=pos_weight)
 
+        ts = min(cfg.target_size or self.spec.input_size, self.spec.input_size)
+        train_y = _shrink(train.targets, ts)
         torch.manual_seed(cfg.seed)
         decoder = ConvDecoder(train.grids[0].shape[1], width=cfg.width, stages=cfg.stages,
-                              grid=min(grid), output_size=self.spec.input_size,
+                              grid=min(grid), output_size=ts,
                               second_channels=train.grids[1].shape[1] if len(train.grids) > 1 else 0,
                               **DECODER_PRESETS[cfg.decoder])
         opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -434,7 +512,8 @@ class Localizer:
         select = cfg.select
         val_pixels = None
         if val is not None:
-            val_bin = (val.targets >= 128).ravel()
+            val_y = _shrink(val.targets, ts)
+            val_bin = (val_y >= 0.5).numpy().ravel()
             rng = np.random.default_rng(cfg.seed)
             val_pixels = (rng.choice(val_bin.size, _AUC_PIXELS, replace=False)
                           if val_bin.size > _AUC_PIXELS else np.arange(val_bin.size))
@@ -442,15 +521,14 @@ class Localizer:
             if select == "auc" and not both_classes:
                 select = "loss"  # AUC needs both pixel classes
         history, best, best_state = [], None, None
-        n = len(train_pairs)
+        n = len(train.targets)
         t1 = time.perf_counter()
         for epoch in range(1, cfg.epochs + 1):
             decoder.train()
             total = 0.0
             for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
                 idx = idx.numpy()
-                y = torch.from_numpy(train.targets[idx]).float() / 255.0
-                loss = loss_fn(self._logits(train.grids, idx, decoder), y)
+                loss = loss_fn(self._logits(train.grids, idx, decoder, size=ts), train_y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -458,9 +536,8 @@ class Localizer:
             row = {"epoch": epoch, "loss": round(total / n, 6)}
             if val is not None:
                 self.decoder = decoder
-                logits = self._all_logits(val.grids, cfg.batch_size)
-                y = torch.from_numpy(val.targets).float() / 255.0
-                row["val_loss"] = round(float(loss_fn(logits, y)), 6)
+                logits = self._all_logits(val.grids, cfg.batch_size, size=ts)
+                row["val_loss"] = round(float(loss_fn(logits, val_y)), 6)
                 row["val_auc"] = None if not both_classes else \
                     round(roc_auc(val_bin[val_pixels], logits.numpy().ravel()[val_pixels]), 6)
                 score = row["val_auc"] if select == "auc" else -row["val_loss"]
@@ -473,7 +550,7 @@ class Localizer:
             decoder.load_state_dict(best_state)
         decoder.eval()
         self.decoder = decoder
-        info = {"n_train": n, "n_val": len(val_pairs), "grid": list(grid), "stages": decoder.stages,
+        info = {"n_train": n, "n_val": 0 if val is None else len(val.targets), "grid": list(grid), "stages": decoder.stages,
                 "pos_fraction": round(pos, 6), "feature_dtype": str(train.grids[0].dtype),
                 "selected_by": select if val is not None else "last",
                 "best_epoch": best[0] if best is not None else cfg.epochs,
@@ -481,6 +558,63 @@ class Localizer:
                 "epochs": history}
         self.metadata["training"] = info
         return info
+
+    def _fit_ridge(self, train: _Prepared, feature_seconds: float) -> dict:
+        """A linear decoder in closed form: ridge regression of each patch's edited fraction on its
+        standardised features (the decoder's input BatchNorm holds the standardisation), then
+        logit = ridge_slope x (prediction - 0.5). Deterministic; one pass over the grids."""
+        if len(train.grids) > 1:
+            raise ValueError("the ridge solver reads one grid (no second_backbone)")
+        t1 = time.perf_counter()
+        g = train.grids[0]
+        n_img, c, h, w = g.shape
+        y = _shrink(train.targets, h).numpy() if h == w else None
+        if y is None:
+            raise ValueError(f"the ridge solver needs a square grid, got {h}x{w}")
+        xtx, xty, sx, sy, n = np.zeros((c, c)), np.zeros(c), np.zeros(c), 0.0, 0
+        for part in _chunks(range(n_img), 64):
+            x = np.asarray(g[list(part)], np.float64).transpose(0, 2, 3, 1).reshape(-1, c)
+            t = y[list(part)].reshape(-1).astype(np.float64)
+            xtx += x.T @ x
+            xty += x.T @ t
+            sx += x.sum(0)
+            sy += t.sum()
+            n += len(x)
+        mu, ybar = sx / n, sy / n
+        cov = xtx / n - np.outer(mu, mu)
+        sd = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
+        corr = cov / np.outer(sd, sd)
+        cxy = (xty / n - mu * ybar) / sd
+        coef = np.linalg.solve(corr + np.eye(c) * self.config.ridge_lambda / 1000.0, cxy)
+        torch.manual_seed(self.config.seed)
+        decoder = ConvDecoder(c, stages=0, output_size=h, input_norm=True, head_kernel=1)
+        with torch.no_grad():
+            bn = decoder.input_norm
+            bn.running_mean.copy_(torch.from_numpy(mu).float())
+            bn.running_var.copy_(torch.from_numpy(np.clip(sd ** 2 - bn.eps, 0.0, None)).float())
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+            slope = self.config.ridge_slope
+            decoder.head.weight.copy_(torch.from_numpy(slope * coef).float().view(1, c, 1, 1))
+            decoder.head.bias.fill_(float(slope * (ybar - 0.5)))
+        decoder.eval()
+        self.decoder = decoder
+        info = {"n_train": n_img, "n_val": 0, "grid": [h, w], "stages": 0, "solver": "ridge",
+                "ridge_lambda": self.config.ridge_lambda, "pos_fraction": round(float(ybar), 6),
+                "feature_dtype": str(g.dtype), "selected_by": "closed form",
+                "feature_seconds": round(feature_seconds, 2), "train_seconds": round(time.perf_counter() - t1, 2)}
+        self.metadata["training"] = info
+        return info
+
+    def recenter(self, threshold: float) -> None:
+        """Fold a mask threshold into the decoder so that map >= 0.5 is that decision: the logits
+        move by -logit(threshold) (the head's bias; the final resize is linear), so the written
+        map's grey 128 is the cut. Rankings, AUC and best-F1 are unchanged."""
+        decoder = self._need_decoder()
+        t = min(max(float(threshold), 1e-6), 1 - 1e-6)
+        with torch.no_grad():
+            decoder.head.bias -= float(np.log(t / (1 - t)))
+        self.threshold = 0.5
 
     # -------------------------------------------------------------- inference
     def _need_decoder(self) -> ConvDecoder:
@@ -502,8 +636,33 @@ class Localizer:
             return []
         prepared = self._prepare(images)
         logits = self._all_logits(prepared.grids, batch_size or self.config.batch_size)
-        probs = torch.sigmoid(logits).numpy()
-        return [restore_map(p, size, self.spec, outside) for p, size in zip(probs, prepared.sizes)]
+        return self._image_maps(logits.numpy(), prepared, outside)
+
+    def _image_maps(self, logits: np.ndarray, prepared: _Prepared, outside: str | float = "mean") -> list[np.ndarray]:
+        """Per-view logits -> one probability map per image at its own size. Windows are averaged
+        and resized as logits (then squashed), so a threshold moved into the logits (`recenter`)
+        cuts the stitched map exactly where it cut before."""
+        if prepared.windows is None:
+            probs = 1.0 / (1.0 + np.exp(-logits))
+            return [restore_map(p, size, self.spec, outside) for p, size in zip(probs, prepared.sizes)]
+        out, start = [], 0
+        for size, where, tsize in zip(prepared.sizes, prepared.windows, prepared.tiled):
+            z = tiles.stitch(logits[start:start + len(where)], where, tsize, size)
+            out.append((1.0 / (1.0 + np.exp(-z))).astype(np.float32))
+            start += len(where)
+        return out
+
+    def edit_score(self, prob_map: np.ndarray) -> float | None:
+        """The image-level "was this edited" score of a map under image_rule (None without a rule)."""
+        if not self.image_rule:
+            return None
+        from ..evaluation.localization import top_mean
+        return top_mean(np.nan_to_num(prob_map, nan=0.0), float(self.image_rule["fraction"]))
+
+    def flags_edit(self, prob_map: np.ndarray) -> bool:
+        """Whether the map shows a confident edited region (edit_score >= the rule's threshold)."""
+        score = self.edit_score(prob_map)
+        return score is not None and score >= float(self.image_rule["threshold"])
 
     def predict_masks(self, images: ImageSource | Sequence[ImageSource]) -> list[np.ndarray]:
         """Boolean (H, W) masks: map >= threshold."""
@@ -515,7 +674,7 @@ class Localizer:
         meta = {"format": FORMAT, "backbone": asdict(self.spec),
                 "second_backbone": asdict(self.second_spec) if self.second_spec is not None else None,
                 "config": asdict(self.config), "decoder": decoder.config(), "threshold": self.threshold,
-                "metadata": self.metadata}
+                "image_rule": self.image_rule, "metadata": self.metadata}
         state = {k: v.detach().cpu().numpy() for k, v in decoder.state_dict().items()}
         return save_model_dir(directory, meta, "localizer.json", state, "decoder.safetensors")
 
@@ -531,7 +690,7 @@ class Localizer:
             return cls(config=LocalizerConfig(**meta["config"]), spec=model_backbone_spec(meta["backbone"], directory),
                        second_spec=model_backbone_spec(second, directory) if second else None, decoder=decoder,
                        threshold=finite_number(meta["threshold"], "threshold", directory),
-                       metadata=meta.get("metadata", {}))
+                       image_rule=_image_rule(meta.get("image_rule"), directory), metadata=meta.get("metadata", {}))
         except ModelFolderError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, RecursionError) as e:

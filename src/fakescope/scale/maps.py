@@ -21,6 +21,7 @@ def add_maps(loc, recs: list[dict], masks: Path | None = None, used: set[str] | 
     from ..images import ImageError
     from ..localize import load_image, save_mask_png, save_overlay_png
     from ..localize.evaluate import iter_maps
+    from ..localize.verdict import apply as apply_edit_rule
     from .video_maps import add_video_maps
 
     used = set() if used is None else used
@@ -40,6 +41,7 @@ def add_maps(loc, recs: list[dict], masks: Path | None = None, used: set[str] | 
             rec["map_error"] = error
             continue
         rec.update({f"map_{k}": v for k, v in map_scores(m).items()})
+        apply_edit_rule(loc, rec, m)  # edit_score / edited; a confident edit region is not "real"
         if masks is not None:
             stem = Path(rec["path"]).stem
             if stem in used:  # two inputs with one name: keep both, told apart by content hash

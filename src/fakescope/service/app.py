@@ -408,8 +408,13 @@ class Service:
                 from ..evaluation.localization import map_scores
 
                 t = time.perf_counter()
+                from ..localize.verdict import apply as apply_edit_rule
+
                 s = map_scores(out.map)
                 res.update(map_score=s["max"], map_mean=s["mean"], map_max=s["max"])
+                apply_edit_rule(self.models.localizer, res, out.map)  # as scan --localize: one verdict
+                if "edit_score" in res:
+                    res["map_score"] = res["edit_score"]
                 res["mask_png"], res["overlay_png"] = await asyncio.to_thread(self._render, job.image, out.map)
                 render_s = time.perf_counter() - t
         res["timing_ms"] = _ms(decode=decode_s, queue=info.queued_s, model=info.run_s, render=render_s,

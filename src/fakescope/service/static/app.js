@@ -103,7 +103,8 @@ function reject(card, title, text) {
 function show(card, res) {
   const state = res.label === "fake" || res.label === "uncertain" ? res.label : "real";
   setState(card, state);
-  $(".verdict", card).textContent = {fake: "Likely AI-generated", uncertain: "Uncertain", real: "Likely real"}[state];
+  $(".verdict", card).textContent = state === "fake" && res.edited ? "Likely AI-edited (a region)"
+    : {fake: "Likely AI-generated", uncertain: "Uncertain", real: "Likely real"}[state];
   if (res.reason) {  // why the model will not say real or fake
     const m = $(".message", card);
     m.textContent = res.reason;
@@ -123,6 +124,7 @@ function show(card, res) {
     heat.hidden = false;
     $(".opacity", card).hidden = false;
     numbers += ` · edit map ${res.map_score.toFixed(3)}`;
+    if (res.edit_threshold !== undefined) numbers += ` (an edit from ${res.edit_threshold.toFixed(3)})`;
   } else if (res.map_error) {
     numbers += " · no heatmap: " + res.map_error;
   }

@@ -1,0 +1,382 @@
+"""The pieces of benchmarks/localization_cv.py: cached multi-block grids, pair folds, out-of-fold maps."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+TILE = 224
+
+
+def _session(blocks: list[int]):
+    """clip-b16 (squash preprocessing) with every asked block's tokens as graph outputs."""
+    from fakescope.backbones import load_backbone, parse_spec
+    spec = parse_spec("clip-b16?resize=resize&layers=" + ",".join(map(str, blocks)))
+    bb = load_backbone(spec)
+    return bb, spec, [bb._layer_name(k) for k in blocks]
+
+
+def _views(img, mask, view: str):
+    """[(224 px PIL window, (224, 224) float target, meta)] of one image under `view`."""
+    from fakescope.localize import tiles
+    from fakescope.localize.localizer import mask_array, preprocess_mask
+    from fakescope.backbones import parse_spec
+    m = np.zeros((img.height, img.width), np.float32) if mask is None else mask_array(mask)
+    if view == "whole":
+        spec = parse_spec("clip-b16?resize=resize")
+        return [(img, preprocess_mask(m, spec), {"box": None, "tiled": list(img.size)})]
+    stride = int(view.split(":")[1])
+    wins, where, size = tiles.cut(img, TILE, stride)
+    ms = tiles.cut_mask(m, TILE, stride)
+    return [(w, t, {"box": list(b), "tiled": list(size)}) for w, t, b in zip(wins, ms, where)]
+
+
+def extract(data: str, view: str, blocks: list[int], out: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fakescope.backbones import preprocess
+    from fakescope.data.pairs import load_pairs
+    from fakescope.localize.localizer import load_image
+
+    pairs = load_pairs(data)
+    bb, spec, names = _session(blocks)
+    d = out / view.replace(":", "-")
+    d.mkdir(parents=True, exist_ok=True)
+    index, targets = [], []
+    grids = {k: [] for k in blocks}
+    t0 = time.perf_counter()
+    n_windows = 0
+    pixels = 0
+    pool = ThreadPoolExecutor(len(bb.sessions))
+    for i, p in enumerate(pairs):
+        img = load_image(p.image)
+        pixels += img.width * img.height
+        views = _views(img, p.mask, view)
+        arrays = [preprocess(w, spec)[None] for w, _, _ in views]
+        runs = list(pool.map(lambda j: bb.sessions[j % len(bb.sessions)].run(names, {bb.input_name: arrays[j]}),
+                             range(len(arrays))))
+        for j, (w, target, meta) in enumerate(views):
+            for k, o in zip(blocks, runs[j]):
+                g = o[0, 1:].reshape(14, 14, -1).transpose(2, 0, 1)
+                grids[k].append(g.astype(np.float16))
+            targets.append(np.round(target * 255).astype(np.uint8))
+            index.append({"image": i, "name": p.name, "group": p.group, "label": p.label,
+                          "size": list(img.size), **meta})
+        n_windows += len(views)
+        if i % 50 == 0:
+            print(f"{i}/{len(pairs)} images, {n_windows} windows, {time.perf_counter() - t0:.0f}s", flush=True)
+    secs = time.perf_counter() - t0
+    for k in blocks:
+        np.save(d / f"block{k}.npy", np.stack(grids[k]))
+    np.save(d / "targets.npy", np.stack(targets))
+    (d / "index.json").write_text(json.dumps({"view": view, "blocks": blocks, "seconds": round(secs, 1),
+                                              "megapixels": round(pixels / 1e6, 3), "windows": n_windows,
+                                              "rows": index}))
+    print(f"{n_windows} windows of {len(pairs)} images in {secs:.1f}s "
+          f"({secs / (pixels / 1e6):.2f} s per megapixel incl. decode, all blocks in one forward)")
+
+
+# ------------------------------------------------------------------ cross-validation
+def load_view(cache: Path, name: str, view: str, blocks: list[int]):
+    """(grids (n, C * len(blocks), 14, 14) float16, targets (n, 224, 224) uint8, index) of a cached view."""
+    d = cache / name / view.replace(":", "-")
+    meta = json.loads((d / "index.json").read_text())
+    parts = [np.load(d / f"block{k}.npy", mmap_mode="r") for k in blocks]
+    grids = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return np.ascontiguousarray(grids), np.load(d / "targets.npy"), meta
+
+
+def pair_folds(groups: list[str], k: int, seed: int = 0) -> dict[str, int]:
+    """Pair id -> fold: the pairs ordered by a seeded hash, dealt round-robin (folds differ by <= 1 pair)."""
+    import hashlib
+    uniq = sorted(set(groups), key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    return {g: i % k for i, g in enumerate(uniq)}
+
+
+def window_maps(loc, grids: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Probabilities (n, 224, 224) of the decoder on the windows idx."""
+    import torch
+    logits = loc._all_logits([grids[idx]], 32)
+    return torch.sigmoid(logits).numpy()
+
+
+def image_maps(probs: np.ndarray, rows: list[dict], view: str) -> dict[int, np.ndarray]:
+    """Window probabilities -> one map per image at its original size (stitched for tiles)."""
+    from fakescope.backbones import parse_spec
+    from fakescope.localize import tiles
+    from fakescope.localize.localizer import restore_map
+    by_image: dict[int, list[int]] = {}
+    for j, r in enumerate(rows):
+        by_image.setdefault(r["image"], []).append(j)
+    out = {}
+    spec = parse_spec("clip-b16?resize=resize")
+    for i, js in by_image.items():
+        r0 = rows[js[0]]
+        if view == "whole":
+            out[i] = restore_map(probs[js[0]], tuple(r0["size"]), spec)
+        else:
+            out[i] = tiles.stitch(probs[js], [tuple(rows[j]["box"]) for j in js], tuple(r0["tiled"]), tuple(r0["size"]))
+    return out
+
+
+def run_cv(a) -> dict:
+    import torch
+
+    from fakescope.localize.localizer import Localizer, LocalizerConfig, _Prepared
+
+    torch.set_num_threads(1)
+    grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
+    rows = meta["rows"]
+    folds = pair_folds([r["group"] for r in rows], a.folds, a.seed)
+    win_fold = np.array([folds[r["group"]] for r in rows])
+    extra = None
+    if a.extra:
+        eg, et, _ = load_view(a.cache, a.extra, a.extra_view or a.view, a.blocks)
+        extra = (eg, et)
+    probs = np.zeros(targets.shape, np.float16)
+    fold_info = []
+    n_run = a.max_folds or a.folds
+    for f in range(n_run):
+        tr, te = np.flatnonzero(win_fold != f), np.flatnonzero(win_fold == f)
+        g, t = grids[tr], targets[tr]
+        if extra is not None:
+            g, t = np.concatenate([g, extra[0]]), np.concatenate([t, extra[1]])
+        cfg = LocalizerConfig(backbone="clip-b16?resize=resize", width=a.width, decoder=a.decoder, stages=a.stages,
+                              target_size=a.target_size, epochs=a.epochs, lr=a.lr, seed=a.seed,
+                              solver=a.solver, ridge_lambda=a.ridge_lambda)
+        loc = Localizer(cfg)
+        info = loc.fit_grids(_Prepared([g], [], t), None, log=None)
+        probs[te] = window_maps(loc, grids, te)
+        fold_info.append({"fold": f, "n_train_windows": len(tr), "n_test_windows": len(te),
+                          "train_seconds": info["train_seconds"],
+                          "last_loss": info["epochs"][-1]["loss"] if "epochs" in info else None})
+        print(f"fold {f}: {info['train_seconds']:.0f}s", flush=True)
+        del g, t
+    keep = [j for j in range(len(rows)) if win_fold[j] < n_run]
+    maps = image_maps(probs.astype(np.float32), rows, a.view)
+    maps = {i: m for i, m in maps.items() if folds[rows[[j for j in keep if rows[j]['image'] == i][0]]['group']] < n_run} \
+        if n_run < a.folds else maps
+    a._maps, a._rows, a._folds = maps, rows, folds  # for `ship`
+    res = score_oof(maps, rows, folds, a.cache / a.name)
+    res["setting"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    res["folds"] = fold_info
+    if a.save_maps:
+        a.save_maps.parent.mkdir(parents=True, exist_ok=True)
+        ids = sorted(maps)
+        np.save(a.save_maps, np.stack([maps[i] for i in ids]).astype(np.float16))
+        (a.save_maps.with_suffix(".json")).write_text(json.dumps(
+            [{"image": i, **{k: rows[[j for j in range(len(rows)) if rows[j]["image"] == i][0]][k]
+                            for k in ("name", "group", "label")}} for i in ids]))
+    return res
+
+
+GRID = np.round(np.arange(0.0, 1.0001, 0.005), 3)
+TOPK = (0.005, 0.02, 0.05, 0.1, 0.25)
+
+
+def image_stats(m: np.ndarray) -> dict[str, float]:
+    """Candidate image-level 'was this edited' scores from a map."""
+    from fakescope.evaluation.localization import map_scores, top_mean
+    s = map_scores(m)
+    return {"mean": s["mean"], "max3": s["max"], **{f"top{q:g}": top_mean(m, q) for q in TOPK}}
+
+
+def _curves(m: np.ndarray, mask: np.ndarray | None):
+    """F1 and IoU at every GRID threshold (fake), or pixels flagged (real)."""
+    k = np.searchsorted(GRID, m.ravel(), side="right") - 1  # pixel >= GRID[j] iff k >= j
+    if mask is None:
+        h = np.bincount(k, minlength=len(GRID))
+        return np.cumsum(h[::-1])[::-1] / m.size
+    pos = mask.ravel().astype(bool)
+    hp = np.cumsum(np.bincount(k[pos], minlength=len(GRID))[::-1])[::-1]
+    hn = np.cumsum(np.bincount(k[~pos], minlength=len(GRID))[::-1])[::-1]
+    n_pos = pos.sum()
+    return 2 * hp / (hp + hn + n_pos), hp / (hn + n_pos)
+
+
+def _masks(names: set[str]) -> dict[str, np.ndarray]:
+    from fakescope.data.pairs import load_pairs
+    root = Path(__file__).resolve().parents[2] / "shared/data/cocoglide/dev.tar"
+    return {p.name: p.mask for p in load_pairs(root) if p.name in names}
+
+
+def score_oof(maps: dict[int, np.ndarray], rows: list[dict], folds: dict[str, int], _root=None) -> dict:
+    """Per-image numbers of out-of-fold maps, thresholds and image score cross-fitted over folds."""
+    from fakescope.evaluation.localization import PixelMetrics, best_f1
+    from fakescope.evaluation.metrics import roc_auc
+    first = {}
+    for r in rows:
+        first.setdefault(r["image"], r)
+    masks = _masks({first[i]["name"] for i in maps})
+    fake, real = {}, {}
+    stats, labels, fold_of = [], [], []
+    pm = PixelMetrics()
+    for i, m in maps.items():
+        r = first[i]
+        f = folds[r["group"]]
+        st = image_stats(m)
+        stats.append(st)
+        labels.append(r["label"])
+        fold_of.append(f)
+        if r["label"] == 1:
+            mk = masks[r["name"]]
+            f1c, iouc = _curves(m, mk)
+            fake[i] = (f, f1c, iouc, best_f1(m, mk))
+            pm.update(m, mk, True)
+        else:
+            real[i] = (f, _curves(m, None))
+            pm.update(m, None, False)
+    fold_ids = sorted(set(fold_of))
+    j05 = int(np.argmin(np.abs(GRID - 0.5)))
+    per_fold_t = {}
+    f1_cf, iou_cf, f1_fpr, iou_fpr = [], [], [], []
+    for f in fold_ids:
+        oth_f1 = np.mean([v[1] for v in fake.values() if v[0] != f], axis=0)
+        oth_fpr = np.mean([v[1] for v in real.values() if v[0] != f], axis=0) if real else np.zeros(len(GRID))
+        jb = int(np.argmax(oth_f1))
+        ok = np.where(oth_fpr <= 0.05, oth_f1, -1.0)
+        jf = int(np.argmax(ok))
+        per_fold_t[f] = {"best_f1_rule": float(GRID[jb]), "fpr5_rule": float(GRID[jf])}
+        mine = [v for v in fake.values() if v[0] == f]
+        f1_cf += [v[1][jb] for v in mine]
+        iou_cf += [v[2][jb] for v in mine]
+        f1_fpr += [v[1][jf] for v in mine]
+        iou_fpr += [v[2][jf] for v in mine]
+    y = np.array(labels)
+    aucs = {k: roc_auc(y, [s[k] for s in stats]) for k in stats[0]}
+    # the image score chosen on the other folds, per fold
+    chosen = {}
+    for f in fold_ids:
+        o = np.array([ff != f for ff in fold_of])
+        chosen[f] = max(stats[0], key=lambda k: roc_auc(y[o], [s[k] for s, oo in zip(stats, o) if oo]))
+    cf_score = [s[chosen[f]] for s, f in zip(stats, fold_of)]
+    pmc = pm.compute()
+    real_flag05 = float(np.mean([v[1][j05] for v in real.values()])) if real else float("nan")
+    summary = {
+        "n_fake": len(fake), "n_real": len(real),
+        "best_f1": float(np.mean([v[3] for v in fake.values()])),
+        "f1_at_0.5": float(np.mean([v[1][j05] for v in fake.values()])),
+        "iou_at_0.5": float(np.mean([v[2][j05] for v in fake.values()])),
+        "f1_cf_best_rule": float(np.mean(f1_cf)), "iou_cf_best_rule": float(np.mean(iou_cf)),
+        "f1_cf_fpr5_rule": float(np.mean(f1_fpr)), "iou_cf_fpr5_rule": float(np.mean(iou_fpr)),
+        "real_pixels_flagged_at_0.5": real_flag05,
+        "pixel_auc": pmc["pixel_auc"], "pixel_ap": pmc["pixel_ap"],
+        "image_auc_cf": roc_auc(y, cf_score), "image_score_chosen": sorted(set(chosen.values())),
+        **{f"image_auc_{k}": v for k, v in aucs.items()},
+        "thresholds": per_fold_t,
+    }
+    return {"summary": summary}
+
+
+# ------------------------------------------------------------------ a closed-form linear probe per patch
+def patch_targets(targets: np.ndarray, side: int) -> np.ndarray:
+    """(n, 224, 224) uint8 -> (n, side, side) edited fraction under each patch."""
+    n, s, _ = targets.shape
+    f = s // side
+    return targets.reshape(n, side, f, side, f).astype(np.float32).mean(axis=(2, 4)) / 255.0
+
+
+def grams(grids: np.ndarray, y: np.ndarray, win_fold: np.ndarray, k: int):
+    """Per fold: (X^T X, X^T y, sum x, n) of the patch rows, X with a constant column."""
+    out = []
+    for f in range(k):
+        idx = np.flatnonzero(win_fold == f)
+        X = grids[idx].astype(np.float32).transpose(0, 2, 3, 1).reshape(-1, grids.shape[1])
+        X = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
+        t = y[idx].reshape(-1)
+        out.append((X.T @ X, X.T @ t))
+    return out
+
+
+def ridge_maps(grids, y, win_fold, k, lam):
+    """Out-of-fold patch predictions (n, side, side) of ridge fits, one per fold and lambda."""
+    gs = grams(grids, y, win_fold, k)
+    c = grids.shape[1]
+    scale = np.ones(c + 1)
+    G_all, b_all = sum(g for g, _ in gs), sum(b for _, b in gs)
+    preds = {l: np.zeros(y.shape, np.float32) for l in lam}
+    for f in range(k):
+        G, b = G_all - gs[f][0], b_all - gs[f][1]
+        n = G[-1, -1]
+        idx = np.flatnonzero(win_fold == f)
+        X = grids[idx].astype(np.float32).transpose(0, 2, 3, 1).reshape(-1, c)
+        for l in lam:
+            reg = np.eye(c + 1) * l * n / 1000.0 * np.r_[np.diag(G)[:-1] / n, 0.0]  # scale-aware, bias free
+            w = np.linalg.solve(G.astype(np.float64) + reg, b.astype(np.float64)).astype(np.float32)
+            preds[l][idx] = (X @ w[:-1] + w[-1]).reshape(len(idx), *y.shape[1:])
+    return preds
+
+
+def run_ridge(a) -> dict:
+    import torch
+    grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
+    rows = meta["rows"]
+    folds = pair_folds([r["group"] for r in rows], a.folds, a.seed)
+    win_fold = np.array([folds[r["group"]] for r in rows])
+    y = patch_targets(targets, grids.shape[2])
+    lams = [float(x) for x in a.lams.split(",")]
+    preds = ridge_maps(grids, y, win_fold, a.folds, lams)
+    results = {}
+    for l, p in preds.items():
+        prob = 1.0 / (1.0 + np.exp(-8.0 * (p - 0.5)))  # monotone squash into [0, 1]; ranks kept
+        up = torch.nn.functional.interpolate(torch.from_numpy(prob)[:, None], size=(TILE, TILE), mode="bilinear",
+                                             align_corners=False)[:, 0].numpy()
+        maps = image_maps(up, rows, a.view)
+        results[str(l)] = score_oof(maps, rows, folds)["summary"]
+        s = results[str(l)]
+        print(f"blocks {a.blocks} lambda {l}: best-F1 {s['best_f1']:.3f} F1cf {s['f1_cf_best_rule']:.3f} "
+              f"IoUcf {s['iou_cf_best_rule']:.3f} pixAUC {s['pixel_auc']:.3f} imgAUC {s['image_auc_cf']:.3f}", flush=True)
+    return {"setting": {k: str(v) for k, v in vars(a).items()}, "by_lambda": results,
+            "summary": results[max(results, key=lambda k: results[k]["best_f1"])]}
+
+
+# ------------------------------------------------------------------ the shipped localiser
+def ship(a) -> dict:
+    """CV (run_cv) -> mask threshold and image rule from the out-of-fold maps -> the decoder refitted
+    on every pair, recentred so map >= 0.5 is the mask, saved with its rule and CV numbers."""
+    from fakescope.evaluation.localization import PixelMetrics, top_mean
+    from fakescope.localize.localizer import Localizer, LocalizerConfig, _Prepared
+    from fakescope.localize.commands import _cut_at_fpr
+
+    res = run_cv(a)
+    maps, rows, folds = a._maps, a._rows, a._folds
+    first = {}
+    for r in rows:
+        first.setdefault(r["image"], r)
+    masks = _masks({first[i]["name"] for i in maps})
+    pm = PixelMetrics()
+    for i, m in maps.items():
+        r = first[i]
+        pm.update(m, masks[r["name"]] if r["label"] else None, bool(r["label"]))
+    t, f1_t, fpr_t = pm.best_fixed_threshold(a.max_real_pixels)
+    logit_t = np.log(t / (1 - t))
+    def recentred(m):
+        z = np.log(np.clip(m, 1e-7, 1 - 1e-7) / np.clip(1 - m, 1e-7, None)) - logit_t
+        return 1 / (1 + np.exp(-z))
+    from fakescope.evaluation.metrics import roc_auc
+    y = np.array([first[i]["label"] for i in maps])
+    rm = {i: recentred(m) for i, m in maps.items()}
+    aucs = {q: roc_auc(y, [top_mean(rm[i], q) for i in maps]) for q in TOPK}
+    q = max(aucs, key=aucs.get)
+    real_scores = [top_mean(rm[i], q) for i in maps if first[i]["label"] == 0]
+    rule = {"fraction": q, "threshold": _cut_at_fpr(real_scores, a.max_real_images), "max_real_fpr": a.max_real_images,
+            "chosen_on": f"out-of-fold maps of {len(maps)} CocoGlide dev images ({a.folds}-fold CV by pair)"}
+    grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
+    cfg = LocalizerConfig(backbone=f"clip-b16?resize=resize&patch_layer={a.blocks[0]}", stages=0, solver="ridge",
+                          ridge_lambda=a.ridge_lambda, read="whole" if a.view == "whole" else "tiles",
+                          tile_stride=int(a.view.split(":")[1]) if a.view != "whole" else 112)
+    loc = Localizer(cfg)
+    loc.fit_grids(_Prepared([grids], [], targets), None, log=None)
+    loc.recenter(t)
+    loc.image_rule = rule
+    loc.metadata.update({"data": ["cocoglide/dev.tar (all 192 pairs)"], "cross_validation": res["summary"],
+                         "threshold_calibration": {"rule": f"best mean F1 among thresholds flagging <= {a.max_real_pixels} "
+                                                   "of real pixels, on the out-of-fold maps; folded into the decoder",
+                                                   "threshold_before_recentring": t, "f1": f1_t, "real_pixel_fpr": fpr_t},
+                         "image_rule_auc_by_fraction": {str(k): v for k, v in aucs.items()},
+                         "command": a.command})
+    loc.save(a.ship_to)
+    return {"threshold": t, "f1_at_t": f1_t, "real_pixel_fpr_at_t": fpr_t, "image_rule": rule, "aucs": aucs,
+            "cv": res["summary"]}

@@ -1,0 +1,205 @@
+"""Native-resolution tiles (localize/tiles.py), the ridge decoder, recentring and the image-level rule."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from fakescope.evaluation.localization import top_mean  # noqa: E402
+from fakescope.localize import Localizer, LocalizerConfig, tiles  # noqa: E402
+from test_localize import _pairs, dino  # noqa: E402,F401  (the tiny backbone fixture)
+
+
+# ------------------------------------------------------------------ geometry, by hand
+def test_origins_by_hand():
+    assert tiles.origins(256, 224, 32) == [0, 32]
+    assert tiles.origins(256, 224, 16) == [0, 16, 32]
+    assert tiles.origins(500, 224, 192) == [0, 192, 276]  # the last window moved in to end at 500
+    assert tiles.origins(224, 224, 50) == [0]
+    with pytest.raises(ValueError):
+        tiles.origins(200, 224, 32)
+    with pytest.raises(ValueError):
+        tiles.origins(300, 224, 0)
+
+
+def test_small_images_are_upscaled_to_the_tile():
+    assert tiles.tile_scale(300, 400, 224) == 1.0 and tiles.tiled_size(300, 400, 224) == (300, 400)
+    assert tiles.tiled_size(100, 300, 224) == (224, 672)  # x2.24
+    assert tiles.boxes(300, 224, 224, 100) == [(0, 0), (76, 0)]
+    wins, where, size = tiles.cut(Image.new("RGB", (100, 300)), 224, 224)
+    assert size == (224, 672) and where == [(0, 0), (0, 224), (0, 448)]
+    assert all(w.size == (224, 224) for w in wins)
+
+
+def test_stitch_averages_overlaps_by_hand():
+    # a 4 x 6 image, windows of 4 at x = 0 and x = 2: columns 2-3 are covered twice
+    maps = np.stack([np.full((4, 4), 0.2, np.float32), np.full((4, 4), 0.6, np.float32)])
+    out = tiles.stitch(maps, [(0, 0), (2, 0)], (6, 4))
+    want = np.array([[0.2, 0.2, 0.4, 0.4, 0.6, 0.6]] * 4, np.float32)
+    assert np.allclose(out, want)
+    with pytest.raises(ValueError, match="cover"):
+        tiles.stitch(maps, [(0, 0), (1, 0)], (6, 4))
+    with pytest.raises(ValueError):
+        tiles.stitch(maps, [(0, 0)], (6, 4))
+
+
+def test_cut_then_stitch_is_the_image():
+    rng = np.random.default_rng(0)
+    a = rng.random((70, 90)).astype(np.float32)
+    wins = tiles.cut_mask(a, 64, 20)
+    where = tiles.boxes(90, 70, 64, 20)
+    assert wins.shape == (len(where), 64, 64) and where == [(0, 0), (20, 0), (26, 0), (0, 6), (20, 6), (26, 6)]
+    assert np.allclose(tiles.stitch(wins, where, (90, 70)), a)
+
+
+# ------------------------------------------------------------------ the localiser reading tiles
+@pytest.fixture(scope="module")
+def tiled(offline, dino):
+    cfg = LocalizerConfig(backbone=f"hf-dinov2:{dino[0]}?resize=resize&patch_layer=1&size=64", stages=0,
+                          solver="ridge", ridge_lambda=10.0, read="tiles", tile_stride=24)
+    loc = Localizer(cfg)
+    info = loc.fit(_pairs(0, 10, 4), log=None)
+    return loc, info
+
+
+def test_tiled_map_is_the_stitched_window_maps(tiled):
+    """A tiled read = each 64 px window read alone (a whole read of a 64 px image is that window),
+    averaged by hand as logits where windows overlap."""
+    loc, info = tiled
+    assert info["solver"] == "ridge" and info["n_train"] > 14  # windows, not images
+    whole = Localizer(LocalizerConfig(**{**loc.config.__dict__, "read": "whole"}), decoder=loc.decoder)
+    img = _pairs(5, 1, 0)[0][0]  # 96 x 64
+    got = loc.predict_maps(img)[0]
+    assert got.shape == (64, 96)
+    xs = [0, 24, 32]  # origins(96, 64, 24)
+    total, count = np.zeros((64, 96)), np.zeros((64, 96))
+    for x in xs:
+        m = whole.predict_maps(img.crop((x, 0, x + 64, 64)))[0].astype(np.float64)
+        total[:, x:x + 64] += np.log(m / (1 - m))
+        count[:, x:x + 64] += 1
+    assert np.allclose(got, 1 / (1 + np.exp(-total / count)), atol=1e-5)
+
+
+def test_ridge_decoder_is_the_closed_form(offline, dino):
+    """The linear decoder's patch logits = slope x (ridge prediction - 0.5), ridge computed here by hand."""
+    cfg = LocalizerConfig(backbone=f"hf-dinov2:{dino[0]}?resize=resize&patch_layer=1&size=64", stages=0,
+                          solver="ridge", ridge_lambda=50.0, ridge_slope=4.0)
+    loc = Localizer(cfg)
+    pairs = _pairs(2, 6, 3)
+    prep = loc._prepare([p for p, _ in pairs], [m for _, m in pairs])
+    loc.fit_grids(prep, log=None)
+    g = prep.grids[0].astype(np.float64)  # (n, C, 8, 8)
+    n, c, h, w = g.shape
+    x = g.transpose(0, 2, 3, 1).reshape(-1, c)
+    y = prep.targets.astype(np.float64).reshape(n, h, 8, w, 8).mean(axis=(2, 4)).reshape(-1) / 255.0
+    z = (x - x.mean(0)) / x.std(0)
+    coef = np.linalg.solve(z.T @ z / len(z) + np.eye(c) * 0.05, z.T @ (y - y.mean()) / len(z))
+    want = 4.0 * (z @ coef + y.mean() - 0.5)
+    with torch.inference_mode():
+        got = loc.decoder(torch.from_numpy(prep.grids[0]).float(), size=h)[:, 0].numpy().reshape(-1)
+    assert np.allclose(got, want, atol=2e-3)
+    with pytest.raises(ValueError, match="ridge"):
+        LocalizerConfig(solver="ridge", stages=None).check()
+
+
+def test_recenter_moves_the_cut_to_one_half(tiled):
+    loc, _ = tiled
+    loc = Localizer(loc.config, decoder=__import__("copy").deepcopy(loc.decoder))
+    img = _pairs(6, 1, 0)[0][0]
+    before = loc.predict_maps(img)[0]
+    t = float(np.quantile(before, 0.7))
+    loc.recenter(t)
+    after = loc.predict_maps(img)[0]
+    assert loc.threshold == 0.5
+    far = np.abs(before - t) > 1e-5  # pixels not on the cut itself (windows stitched as logits: exact)
+    assert far.mean() > 0.99
+    assert np.array_equal((after >= 0.5)[far], (before >= t)[far])
+    assert roc_auc_same(before, after)
+
+
+def roc_auc_same(a: np.ndarray, b: np.ndarray) -> bool:
+    """A monotone change of every pixel: the order of the pixels is the same."""
+    order = np.argsort(a.ravel(), kind="stable")
+    return bool(np.all(np.diff(b.ravel()[order]) >= -1e-6))
+
+
+def test_top_mean_by_hand():
+    m = np.array([[0.1, 0.9], [0.5, 0.3]])
+    assert top_mean(m, 0.25) == pytest.approx(0.9)
+    assert top_mean(m, 0.5) == pytest.approx(0.7)
+    assert top_mean(m, 1.0) == pytest.approx(0.45)
+    assert top_mean(m, 0.01) == pytest.approx(0.9)  # at least one pixel
+    with pytest.raises(ValueError):
+        top_mean(m, 0.0)
+
+
+def test_image_rule_saved_and_applied(tiled, tmp_path):
+    loc, _ = tiled
+    img = _pairs(7, 1, 0)[0][0]
+    m = loc.predict_maps(img)[0]
+    assert loc.edit_score(m) is None and not loc.flags_edit(m)  # no rule: never flags
+    s = top_mean(m, 0.1)
+    loc.image_rule = {"fraction": 0.1, "threshold": s - 1e-6}
+    assert loc.edit_score(m) == pytest.approx(s) and loc.flags_edit(m)
+    loc.save(tmp_path / "loc")
+    again = Localizer.load(tmp_path / "loc")
+    assert again.image_rule == loc.image_rule and again.config.read == "tiles"
+    assert np.array_equal(again.predict_maps(img)[0], m)
+    again.image_rule["threshold"] = s + 1e-3
+    assert not again.flags_edit(m)
+    meta = json.loads((tmp_path / "loc" / "localizer.json").read_text())
+    meta["image_rule"] = {"fraction": 2.0, "threshold": 0.5}
+    (tmp_path / "loc" / "localizer.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="fraction"):
+        Localizer.load(tmp_path / "loc")
+
+
+def test_target_size_trains_small_and_predicts_full(offline, dino):
+    cfg = LocalizerConfig(backbone=f"hf-dinov2:{dino[0]}?resize=resize&patch_layer=1&size=64", width=8,
+                          epochs=1, target_size=16)
+    loc = Localizer(cfg)
+    loc.fit(_pairs(3, 3, 1), log=None)
+    assert loc.decoder.output_size == 16 and loc.decoder.stages == 0  # 8 -> 16 is already half of 16
+    m = loc.predict_maps(_pairs(3, 1, 0)[0][0])[0]
+    assert m.shape == (64, 96)
+
+
+# ------------------------------------------------------------------ one verdict from P(fake) and the map
+def test_verdict_combines_detector_and_map(tiled, tmp_path):
+    from fakescope.localize import verdict
+    from fakescope.scale.maps import add_maps
+
+    loc, _ = tiled
+    img = _pairs(8, 1, 0)[0][0]
+    path = tmp_path / "edited.png"
+    img.save(path)
+    m = loc.predict_maps(str(path))[0]
+    s = top_mean(m, 0.05)
+    loc.image_rule = {"fraction": 0.05, "threshold": s - 1e-4}
+    try:
+        ev = verdict.edit_evidence(loc, m)
+        assert ev == {"edit_score": pytest.approx(s), "edit_threshold": s - 1e-4, "edited": True}
+        assert verdict.combine("real", None, ev)[0] == "fake" and "edit map" in verdict.combine("real", None, ev)[1]
+        assert verdict.combine("uncertain", "far from training", ev)[0] == "fake"
+        assert verdict.combine("fake", None, ev) == ("fake", None)  # the map never clears a detector's fake
+        assert verdict.combine("real", None, {**ev, "edited": False}) == ("real", None)
+        assert verdict.combine(None, None, ev) == (None, None)  # an error record stays an error
+        rec = {"path": str(path), "sha256": None, "error": None, "label": "real", "reason": None, "score": 0.01}
+        add_maps(loc, [rec])  # what scan --localize runs per batch
+        assert rec["label"] == "fake" and rec["edited"] and rec["edit_score"] == pytest.approx(s, abs=1e-6)
+        loc.image_rule = {"fraction": 0.05, "threshold": s + 1e-3}
+        rec = {"path": str(path), "sha256": None, "error": None, "label": "real", "reason": None, "score": 0.01}
+        add_maps(loc, [rec])
+        assert rec["label"] == "real" and rec["edited"] is False
+        loc.image_rule = None
+        rec = {"path": str(path), "sha256": None, "error": None, "label": "real", "reason": None, "score": 0.01}
+        add_maps(loc, [rec])
+        assert rec["label"] == "real" and "edit_score" not in rec  # no rule: no evidence
+    finally:
+        loc.image_rule = None
