@@ -112,9 +112,9 @@ def test_fusion_head_gates_experts_by_image_size():
     np.testing.assert_allclose(again.predict(X), head.predict(X), rtol=1e-5)
 
 
-FUSION = ["--set", "experts=lowlevel,thumbnail", "--set", "lowlevel.domain=32:", "--set", "thumbnail.domain=0:40",
-          "--set", "thumbnail.encoder=npr-tiny", "--set", "thumbnail.thumbnail=true"]
-for _expert in ("lowlevel", "thumbnail"):  # each expert's own options: <expert>.<key>=<value>
+FUSION = ["--set", "experts=lowlevel,thumbnail-npr", "--set", "lowlevel.domain=32:",
+          "--set", "thumbnail-npr.domain=0:40"]
+for _expert in ("lowlevel", "thumbnail-npr"):  # each expert's own options: <expert>.<key>=<value>
     FUSION += [x if x == "--set" else f"{_expert}.{x}" for x in TINY_LL[:-2]]  # min_side: the domain says it
 
 
@@ -134,8 +134,8 @@ def test_fused_detector_trains_saves_moves_and_scans(data, tmp_path, one_thread)
     imgs = [_noise(rng, 48, False), _noise(rng, 48, True), _noise(rng, 24, False), _noise(rng, 24, True)]
     res = det.predict(imgs)
     assert all(r.error is None for r in res)
-    assert res[0].experts["lowlevel"] is not None and res[0].experts["thumbnail"] is None   # 48 px
-    assert res[2].experts["lowlevel"] is None and res[2].experts["thumbnail"] is not None   # 24 px
+    assert res[0].experts["lowlevel"] is not None and res[0].experts["thumbnail-npr"] is None   # 48 px
+    assert res[2].experts["lowlevel"] is None and res[2].experts["thumbnail-npr"] is not None   # 24 px
     assert res[1].score > res[0].score
     # the scan path (composite backbone on one decoded image) and the training path (each part through
     # its own feature rows) give the same features
@@ -157,7 +157,7 @@ def test_fused_detector_trains_saves_moves_and_scans(data, tmp_path, one_thread)
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in lines.read_text().splitlines()]
-    assert rows[0]["experts"]["thumbnail"] is None and rows[1]["experts"]["lowlevel"] is None
+    assert rows[0]["experts"]["thumbnail-npr"] is None and rows[1]["experts"]["lowlevel"] is None
     assert rows[0]["score"] == pytest.approx(res[0].score, abs=1e-6)
     # and the service answers with them too
     pytest.importorskip("fastapi")
@@ -170,7 +170,8 @@ def test_fused_detector_trains_saves_moves_and_scans(data, tmp_path, one_thread)
             import time
             time.sleep(0.1)
         body = client.post("/v1/detect", files={"file": ("a.png", open(paths[2], "rb").read())}).json()
-    assert body["experts"]["lowlevel"] is None and body["experts"]["thumbnail"] == pytest.approx(res[2].experts["thumbnail"], abs=1e-5)
+    assert body["experts"]["lowlevel"] is None
+    assert body["experts"]["thumbnail-npr"] == pytest.approx(res[2].experts["thumbnail-npr"], abs=1e-5)
 
 
 def test_fused_model_folder_is_checked_as_data(data, tmp_path):

@@ -3,7 +3,8 @@
     split (by image): validation images are held out of every expert
     -> each expert fitted through `fit_detector` on the training images in its domain
        (clip: a linear probe on CLIP ViT-B/16; lowlevel: the NPR CNN on native crops, images of
-       64 px or more; thumbnail: the NPR CNN on whole images squashed to 32 px, images up to 96 px)
+       64 px or more; thumbnail: a linear probe on EfficientNet-Lite0, images up to 96 px;
+       thumbnail-npr: the NPR CNN on whole images squashed to 32 px, images up to 96 px)
     -> the stacking layer (heads/fusion.py) fitted on the validation images' expert scores
     -> threshold on the validation reals' fused scores (the usual rule), "uncertain" rule on the
        first expert's features (familiarity) and the fused score (band)
@@ -11,7 +12,7 @@
 
 The stacker has two numbers per expert and a bias, so fitting it and the threshold on the same
 held-out images costs little; the protocols (evaluation/protocols.py) judge the whole recipe on
-sources it never saw. Options (`--set`): experts=clip,lowlevel,thumbnail; stack_l2=1.0; and any
+sources it never saw. Options (`--set`): experts=clip,thumbnail (also lowlevel, thumbnail-npr); stack_l2=1.0; and any
 expert's own option as <expert>.<key>=<value> (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0),
 including <expert>.domain=MIN:MAX (shorter side, px) and <expert>.train_on=domain|all.
 """
@@ -30,11 +31,15 @@ from ..data.samples import Sample
 EXPERTS = {
     "clip": ({"backbone": "clip-b16", "method": "linear", "head_options": {}}, [0, None], "domain"),
     "lowlevel": ({"method": "lowlevel", "head_options": {"encoder": "npr-small"}}, [64, None], "domain"),
-    # every image squashed to 32 px is a thumbnail to learn from: a source of small images held out
-    # (CIFAKE) is then judged by what generated images of every other source look like at 32 px
-    "thumbnail": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True}}, [0, 96], "all"),
+    # small images read by a second frozen network (ImageNet features see a 32 px thumbnail differently
+    # from CLIP), trained on the small images only
+    "thumbnail": ({"backbone": "effnet-lite0", "method": "linear", "head_options": {}}, [0, 96], "domain"),
+    # the NPR CNN on every image squashed to 32 px: a source of small images held out (CIFAKE) is then
+    # judged by what generated images of every other source look like at 32 px
+    "thumbnail-npr": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True}}, [0, 96],
+                      "all"),
 }
-DEFAULT_EXPERTS = "clip,lowlevel,thumbnail"
+DEFAULT_EXPERTS = "clip,thumbnail"
 
 
 def shorter_side(sample: Sample) -> int | None:
@@ -64,8 +69,10 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
     out = []
     for name in names:
         fields, domain, train_on = EXPERTS[name]
-        head_options = dict(fields.get("head_options", {}))
         changes = {k: v for k, v in fields.items() if k != "head_options"}
+        # another method for this expert: the preset's method options do not apply to it
+        overridden = options.get(f"{name}.method", changes["method"]) != changes["method"]
+        head_options = {} if overridden else dict(fields.get("head_options", {}))
         for key, value in options.items():
             if key.startswith(name + "."):
                 k = key.split(".", 1)[1]
