@@ -80,6 +80,7 @@ def test_scan_without_model_uses_default_and_reports_broken_files(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None, reason="effnet-v2 needs fakescope[effnet]")
+@pytest.mark.slow  # a second shipped model (tests/test_scale.py loads effnet-v2 by name in the fast suite)
 def test_previous_default_loads_by_name(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no folder named effnet-v2 here: the shipped one is meant
     old = load_detector("effnet-v2")

@@ -144,6 +144,7 @@ def test_manifest_links_every_fake_to_its_parent(built, parents, pipes):
     assert [g["name"] for g in info["generators"]] == ["a", "b"]
 
 
+@pytest.mark.slow  # runs the diffusers pipelines again (test_manifest_links_every_fake_to_its_parent is the fast build check)
 def test_same_seed_same_bytes_in_a_fresh_folder(built, pipes, parents, tmp_path):
     out = tmp_path / "again"
     res = run(*build_args(pipes, parents, out, "--batch-size", 3))  # other batches: same images
@@ -157,6 +158,7 @@ def test_same_seed_same_bytes_in_a_fresh_folder(built, pipes, parents, tmp_path)
     assert (other / r0["path"]).read_bytes() != (built / r0["path"]).read_bytes()
 
 
+@pytest.mark.slow  # runs the diffusers pipelines again (test_manifest_links_every_fake_to_its_parent is the fast build check)
 def test_resume_skips_done_items_and_drops_a_torn_line(built, pipes, parents, tmp_path):
     out = tmp_path / "resume"
     res = run(*build_args(pipes, parents, out, "--max-new", 5))
@@ -183,6 +185,7 @@ def test_resume_skips_done_items_and_drops_a_torn_line(built, pipes, parents, tm
     assert res.exit_code == EXIT_USAGE and "other settings" in res.output
 
 
+@pytest.mark.slow  # runs the diffusers pipelines again (test_manifest_links_every_fake_to_its_parent is the fast build check)
 def test_formats_sizes_and_the_format_warning(pipes, parents, tmp_path):
     args = ["--captions", parents / "captions.jsonl", "-g", f"t={pipes[0]}?steps=2", "--size", 48,
             "--format", "jpeg", "--quality", 90, "--max-captions", 1, "--batch-size", 3]
@@ -310,6 +313,7 @@ def check_triplets(out, rows, paste_back=True):
             assert (fake[~inside] != real[~inside]).any()
 
 
+@pytest.mark.slow  # runs the diffusers pipelines again (test_manifest_links_every_fake_to_its_parent is the fast build check)
 def test_inpaint_auto_masks(pipes, parents, tmp_path):
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -356,6 +360,7 @@ def test_inpaint_auto_masks(pipes, parents, tmp_path):
         assert (out2 / m).read_bytes() == (out / m).read_bytes()
 
 
+@pytest.mark.slow  # runs the diffusers pipelines again (test_manifest_links_every_fake_to_its_parent is the fast build check)
 def test_inpaint_mask_folder_captions_and_jpeg(pipes, parents, tmp_path):
     masks = tmp_path / "masks"
     masks.mkdir()

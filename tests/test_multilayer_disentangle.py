@@ -176,6 +176,7 @@ def _captioned(n, seed, signal_in="low"):
     return np.concatenate([sem, low], 1).astype(np.float32), y, text.astype(np.float32), c
 
 
+@pytest.mark.slow  # trains the disentangle head (test_disentangle_without_the_decorrelation_penalty is the fast one)
 def test_disentangle_separates_semantic_from_low_level(tmp_path):
     X, y, text, _ = _captioned(600, 0)
     head = make_head("disentangle", k=32, hidden=64, batch_size=64, epochs=30, seed=0)
@@ -207,6 +208,7 @@ def test_disentangle_separates_semantic_from_low_level(tmp_path):
     assert again.predict(Xt[:1]).shape == (1,)
 
 
+@pytest.mark.slow  # trains the disentangle head (test_disentangle_without_the_decorrelation_penalty is the fast one)
 def test_disentangle_sees_content_signal_when_there_is_one():
     """Control: when fakes differ only in what they depict, the semantic probe finds it."""
     X, y, text, _ = _captioned(600, 2, signal_in="content")

@@ -109,6 +109,7 @@ def test_bad_options_are_usage_errors(data, tmp_path):
     assert r.exit_code == 2
 
 
+@pytest.mark.slow  # trains an adapter encoder
 def test_adapter_on_a_frozen_backbone(data, tmp_path, one_thread):
     pytest.importorskip("efficientnet_lite_pytorch")
     out = tmp_path / "adapter"
