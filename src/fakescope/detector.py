@@ -22,13 +22,14 @@ import numpy as np
 from PIL import Image
 
 from .backbones import Backbone, BackboneSpec, load_backbone, preferred_batch_size
+from .backbones.spec import model_backbone_spec
 from .data.samples import Sample
 from .features import feature_vector, head_input
 from .heads import Head, head_from_state
 from .images import DEFAULT_LIMITS, ImageLimits
 from .pipeline import Item, batched, iter_items, stack
 from .errors import ModelFolderError
-from .saving import check_model_ref, finite_number, load_model_dir, model_backbone_spec, save_model_dir
+from .saving import check_model_ref, finite_number, load_model_dir, save_model_dir
 from .uncertainty import UncertaintyRule
 
 FORMAT = "fakescope.detector/1"

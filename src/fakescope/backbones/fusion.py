@@ -83,7 +83,7 @@ class FusionBackbone:
         self.batch_size = min(int(getattr(b, "batch_size", 16)) for b in self.parts)
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
-        from ..features import feature_vector
+        from .spec import feature_vector
         out, start = [], 0
         for b, p, n in zip(self.parts, part_specs(self.spec), input_sizes(self.spec)):
             x = np.asarray(batch[:, start:start + n], np.float32)

@@ -56,7 +56,8 @@ def encoder_dir(ref: str) -> Path:
 
 def trained_spec(ref: str) -> BackboneSpec:
     d = encoder_dir(ref)
-    from ..saving import model_backbone_spec, read_json
+    from ..saving import read_json
+    from .spec import model_backbone_spec
     meta = read_json(d / "encoder.json", "encoder.json")
     inp = model_backbone_spec(meta.get("input"), d)  # the encoder folder is data too: nothing outside it
     digest = hashlib.sha256((d / "encoder.safetensors").read_bytes()).hexdigest()[:16]
@@ -71,7 +72,7 @@ class TrainedBackbone:
         if spec.layers or spec.patch_layer is not None:
             raise ValueError(f"{spec.name}: a trained encoder has one output (no layers or patch grid)")
         self.spec = spec
-        from ..saving import model_backbone_spec
+        from .spec import model_backbone_spec
         where = spec.weights.split("#")[0]
         self.encoder, self.meta = load_encoder(where)
         inp = model_backbone_spec(self.meta.get("input"), where)

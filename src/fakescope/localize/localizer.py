@@ -60,11 +60,11 @@ import numpy as np
 import torch
 from PIL import Image
 from ..errors import ModelFolderError
-from ..saving import finite_number, load_model_dir, model_backbone_spec, save_model_dir
+from ..saving import finite_number, load_model_dir, save_model_dir
 from torch.nn import functional as F
 
 from ..backbones import Backbone, BackboneSpec, load_backbone, parse_spec, preferred_batch_size, preprocess
-from ..backbones.spec import fit_geometry
+from ..backbones.spec import fit_geometry, model_backbone_spec
 from ..evaluation.metrics import roc_auc
 from ..images import DEFAULT_LIMITS, ImageLimits, decode_image, sha256_hex
 from . import tiles
