@@ -63,9 +63,6 @@ def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -
     return samples
 
 
-split_by_image = split_samples  # the old name, until every caller imports data.splits.split_samples
-
-
 def describe(samples: Sequence[Sample]) -> dict:
     return {"n": len(samples), "real": sum(s.label == REAL for s in samples),
             "fake": sum(s.label == FAKE for s in samples),
@@ -132,7 +129,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     backbone = load_backbone(cfg.backbone)
     spec = backbone.spec
     cache = FeatureCache(cfg.cache, spec) if cfg.cache else None
-    is_val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    is_val = split_samples(samples, cfg.val_fraction, cfg.seed)  # by group: a family stays on one side
     train = [s for s, v in zip(samples, is_val) if not v]
     val = [s for s, v in zip(samples, is_val) if v]
     augment = AugmentConfig()

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.samples import Sample
+from ..data.samples import REAL, Sample
 
 # name -> (TrainConfig fields, domain: [min, max] of the image's shorter side (max None: no limit) where
 # the expert speaks, and what it trains on: "domain" (those images only) or "all")

@@ -132,11 +132,12 @@ def fit_lowlevel_detector(cfg, samples=None, log=print):
     """cfg: a train.TrainConfig with method lowlevel (options in head_options). Trains the encoder on
     the training split, saves it, then fits the linear head on it through `fit_detector`."""
     from ..backbones import parse_spec
-    from ..train import fit_detector, load_sources, split_by_image
+    from ..data.splits import split_samples
+    from ..train import fit_detector, load_sources
 
     o = parse_options(dict(cfg.head_options))
     samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
-    is_val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    is_val = split_samples(samples, cfg.val_fraction, cfg.seed)
     train = [s for s, v in zip(samples, is_val) if not v]
     encoder, record = train_encoder(train, o, cfg.seed, log)
     run_dir = Path(o["run_dir"] or tempfile.mkdtemp(prefix="fakescope-lowlevel-"))
