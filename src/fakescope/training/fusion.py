@@ -102,12 +102,13 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
     from ..detector import Detector
     from ..features import FeatureCache, extract
     from ..heads.fusion import FusionHead
-    from ..train import describe, fit_detector, load_sources, split_by_image, threshold_and_validation
+    from ..data.splits import split_samples
+    from ..train import describe, fit_detector, load_sources, threshold_and_validation
     from ..uncertainty import fit_uncertainty
 
     options = dict(cfg.head_options)
     samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
-    is_val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    is_val = split_samples(samples, cfg.val_fraction, cfg.seed)
     train = [s for s, v in zip(samples, is_val) if not v]
     val = [s for s, v in zip(samples, is_val) if v]
     sides = {id(s): shorter_side(s) for s in train}
