@@ -19,6 +19,8 @@ from fakescope.detector import load_detector  # noqa: E402
 from fakescope.training.leakage import TextLeakWarning  # noqa: E402
 from fakescope.train import TrainConfig, fit_detector  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # as test_cli: no thread pools spinning against each other
+
 TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
             image_size=32, patch_size=8)
 N = 16  # images per class
