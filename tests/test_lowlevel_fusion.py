@@ -195,3 +195,29 @@ def test_fused_model_folder_is_checked_as_data(data, tmp_path):
                                                 "backbone": spec, "method": "fusion", "head": {}, "threshold": 0.5}))
     with pytest.raises(ModelFolderError, match="parts"):
         load_detector(d)
+
+
+def test_equalising_domains_gives_each_group_the_target_false_positive_rate():
+    from fakescope.heads import make_head
+    from fakescope.heads.fusion import FusionHead
+    rng = np.random.default_rng(3)
+    n = 400
+    X1, X2 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    h1, h2 = make_head("linear"), make_head("linear")
+    y = (X1[:, 0] > 0).astype(int)
+    h1.fit(X1, y), h2.fit(X2, (X2[:, 0] > 0).astype(int))
+    small = np.arange(n) < n // 2
+    sizes = np.where(small[:, None], [[32, 32]], [[800, 600]]).astype(np.float32)
+    X = np.concatenate([X1, X2, sizes], axis=1)
+    head = FusionHead(experts=[{"name": "all", "dim": 2, "domain": [0, None]},
+                               {"name": "thumb", "dim": 2, "domain": [0, 96]}], heads=[h1, h2],
+                      weights=[1.0, 1.0, 0.0, 2.0], bias=0.0)  # the thumbnail group is pushed towards fake
+    before = head.predict(X)
+    assert (before[small] >= 0.5).mean() > 0.3  # one cut: the small images' reals are called fake far more
+    cuts = head.equalise_domains(X, 0.05)
+    assert set(cuts) == {"all", "all+thumb"}
+    after = head.predict(X)
+    for group in (small, ~small):
+        assert 0.03 <= (after[group] >= 0.5).mean() <= 0.05
+    # the order of images inside a group is unchanged (only offsets moved)
+    assert (np.argsort(after[small], kind="stable") == np.argsort(before[small], kind="stable")).all()

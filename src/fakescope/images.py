@@ -232,9 +232,11 @@ def decode_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, name: object
     except _DECODE_ERRORS + (KeyError, AttributeError):
         pass  # a broken EXIF block should not cost the pixels; keep the stored orientation
     try:
-        return to_rgb(img)
+        out = to_rgb(img)
     except (ValueError, OSError) as e:  # exotic modes (e.g. signed 16-bit TIFF) Pillow cannot convert
         raise NotAnImageError(f"unsupported pixel mode {img.mode}: {e}", name) from None
+    out.info["source_size"] = (w, h)  # the file's own size, before any DCT-scaled (draft) decode
+    return out
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -49,9 +49,9 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
     decoded: dict[int | None, Image.Image] = {}
     try:
         for part in parts:
-            # JPEG DCT scaling: decode large photos straight at >= the model's input size. It is part of
-            # the preprocessing contract (train and scan both come through here), not a lossy shortcut.
-            draft = part.input_size if part.resize == "resize_crop" else None
+            if part.kind == "imagesize" and len(parts) > 1:
+                continue  # reads the file's size, which any decode below records
+            draft = _draft(part)
             if draft not in decoded:
                 decoded[draft], sha = decode_image_with_hash(sample.data if sample.data is not None else sample.path,
                                                              limits=limits, name=sample.path, draft_size=draft)
@@ -62,13 +62,23 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
         try:
             arrays = []
             for part in parts:
-                img = decoded[part.input_size if part.resize == "resize_crop" else None]
+                draft = _draft(part)
+                img = decoded[draft] if draft in decoded else next(iter(decoded.values()))  # imagesize: any
                 arrays.append(preprocess(make_view(img, sha, v, augment or AugmentConfig()), part))
             array = arrays[0] if spec.kind != "fusion" else np.concatenate([a.ravel() for a in arrays])
             items.append(Item(sample, v, sha, array))
         except Exception as e:  # a preprocessing failure is still this item's problem only
             items.append(Item(sample, v, sha, error=f"preprocess_failed: {type(e).__name__}: {e}"))
     return items
+
+
+def _draft(spec: BackboneSpec) -> int | None:
+    """JPEG DCT scaling: decode large photos straight at >= the model's input size. It is part of the
+    preprocessing contract (train and scan both come through here), not a lossy shortcut. Native-
+    resolution reads decode in full; `imagesize` reads only the file's size (the smallest decode)."""
+    if spec.kind == "imagesize":
+        return 1
+    return spec.input_size if spec.resize == "resize_crop" else None
 
 
 def default_workers() -> int:

@@ -1,8 +1,8 @@
 """Several backbones read as one: the input of a fused detector (fusion.py, heads/fusion.py).
 
-    imagesize            no network: the decoded image's (width, height), so a fused detector knows
+    imagesize            no network: the image file's (width, height), so a fused detector knows
                          which experts an image is in the domain of (a 32 px thumbnail is not a
-                         native-resolution crop). Cheap, but it reads the whole image.
+                         native-resolution crop). Read from the header: it needs no decode of its own.
     fusion_spec(parts)   a spec whose preprocessing is every part's, flattened and concatenated, and
                          whose features are every part's feature vector side by side, in order.
                          The parts travel inside it (extra["parts"], JSON), so a saved detector
@@ -30,8 +30,8 @@ IMAGESIZE = "imagesize"
 
 
 def imagesize_spec(_: str = "") -> BackboneSpec:
-    # native_crop: the pipeline decodes at full resolution (no JPEG draft), so the size is the file's
-    return BackboneSpec(name=IMAGESIZE, kind=IMAGESIZE, weights="none", input_size=1, resize="native_crop",
+    # resize "resize": no pixels are read; pipeline.prepare hands it whichever decode the other parts made
+    return BackboneSpec(name=IMAGESIZE, kind=IMAGESIZE, weights="none", input_size=1, resize="resize",
                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), dim=2)
 
 

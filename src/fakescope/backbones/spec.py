@@ -124,8 +124,8 @@ def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
     Images that are not RGB are converted as the decoder does (transparency over white).
     Two kinds are not pixels (backbones/fusion.py): `imagesize` is the image's (width, height), and a
     `fusion` is every part's preprocessing flattened and concatenated."""
-    if spec.kind == "imagesize":
-        return np.array(img.size, np.float32)
+    if spec.kind == "imagesize":  # the file's size even when it was decoded at 1/2..1/8 (images.py)
+        return np.array(img.info.get("source_size", img.size), np.float32)
     if spec.kind == "fusion":
         from .fusion import part_specs
         return np.concatenate([preprocess(img, p).ravel() for p in part_specs(spec)])

@@ -5,7 +5,9 @@ and, last, `imagesize` (width, height). This head holds each expert's head (any 
 saved under `expert.<name>.`) and reads its columns; an expert whose domain (a range of the image's
 shorter side) does not hold the image abstains. The stacking layer is a logistic regression on, per
 expert, [applies * logit P_e(fake), applies]: an abstaining expert adds nothing, and the bias
-learns what to do without it. It is fitted on images the experts were not trained on (fusion.py).
+learns what to do without it. It is fitted on images the experts were not trained on (fusion.py),
+then its offsets are set so that one threshold holds the same false-positive rate in each group of
+images the same experts speak for (`equalise_domains`).
 
 `expert_scores(X)` gives each expert's P(fake) (NaN where it abstains): the JSON line shows them
 beside the fused score, so a user sees which kind of evidence spoke.
@@ -74,6 +76,32 @@ class FusionHead:
                             **{f"{n}.applies": float(w) for n, w in zip(names, self.weights[len(names):])},
                             "bias": self.bias},
                 "applies_share": {n: float(v) for n, v in zip(names, self.applies(X).mean(0))}}
+
+    def equalise_domains(self, X_real: np.ndarray, target_fpr: float, min_reals: int = 20) -> dict:
+        """Shift the stacker's per-expert "applies" weights and bias so that 0.5 is, within each group of
+        images the same experts speak for (e.g. thumbnails, full-size photos), the score at which
+        `target_fpr` of that group's held-out reals are called fake. One pooled threshold would spend
+        the false-positive budget where the reals are hardest (a 32 px photo) and loosen it elsewhere.
+        Groups with fewer than `min_reals` reals keep their offset. Returns each group's cut before."""
+        from ..evaluation.metrics import threshold_at_fpr
+        a = self.applies(X_real)
+        z = self.stacking_features(X_real) @ self.weights + self.bias
+        patterns, rows, shifts, cuts = sorted({tuple(r) for r in a.tolist()}), [], [], {}
+        for pat in patterns:
+            m = (a == np.array(pat)).all(axis=1)
+            if m.sum() < min_reals:
+                continue
+            cut = threshold_at_fpr(z[m], target_fpr) + 1e-5  # in logit units; the margin survives float32 scores
+            cuts["+".join(e["name"] for e, on in zip(self.experts, pat) if on) or "none"] = float(cut)
+            rows.append(list(pat) + [1.0])
+            shifts.append(-cut)
+        if rows:
+            delta = np.linalg.lstsq(np.array(rows), np.array(shifts), rcond=None)[0]
+            E = len(self.experts)
+            self.weights = self.weights.copy()
+            self.weights[E:] += delta[:E]
+            self.bias += float(delta[E])
+        return cuts
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         z = self.stacking_features(X) @ self.weights + self.bias

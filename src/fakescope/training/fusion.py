@@ -6,13 +6,17 @@
        64 px or more; thumbnail: a linear probe on EfficientNet-Lite0, images up to 96 px;
        thumbnail-npr: the NPR CNN on whole images squashed to 32 px, images up to 96 px)
     -> the stacking layer (heads/fusion.py) fitted on the validation images' expert scores
-    -> threshold on the validation reals' fused scores (the usual rule), "uncertain" rule on the
-       first expert's features (familiarity) and the fused score (band)
+    -> the threshold on the validation reals' fused scores (the usual rule, pooled over all reals);
+       with equalise=true, first the stacker's offsets are set so that 0.5 calls the target share of
+       each domain group's reals fake (thumbnails and full-size photos alike: docs/results.md 11 shows
+       what each does to camera photos); "uncertain" rule on the first expert's features
+       (familiarity) and the fused score (band)
     -> Detector(fusion backbone of the experts' backbones + imagesize, FusionHead)
 
 The stacker has two numbers per expert and a bias, so fitting it and the threshold on the same
 held-out images costs little; the protocols (evaluation/protocols.py) judge the whole recipe on
-sources it never saw. Options (`--set`): experts=clip,thumbnail (also lowlevel, thumbnail-npr); stack_l2=1.0; and any
+sources it never saw. Options (`--set`): experts=clip,thumbnail (also lowlevel, thumbnail-npr); stack_l2=1.0;
+equalise=false; and any
 expert's own option as <expert>.<key>=<value> (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0),
 including <expert>.domain=MIN:MAX (shorter side, px) and <expert>.train_on=domain|all.
 """
@@ -63,9 +67,11 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
     unknown = [n for n in names if n not in EXPERTS]
     if unknown or not names:
         raise ValueError(f"--method fusion: unknown expert(s) {unknown}; choose from {', '.join(EXPERTS)}")
-    bad = [k for k in options if k not in ("experts", "stack_l2", "run_dir") and k.split(".", 1)[0] not in names]
+    bad = [k for k in options if k not in ("experts", "stack_l2", "equalise", "run_dir")
+           and k.split(".", 1)[0] not in names]
     if bad:
-        raise ValueError(f"--method fusion: unknown option(s) {bad}; use experts=..., stack_l2=... or <expert>.<key>=...")
+        raise ValueError(f"--method fusion: unknown option(s) {bad}; use experts=..., stack_l2=..., equalise=... "
+                         "or <expert>.<key>=...")
     out = []
     for name in names:
         fields, domain, train_on = EXPERTS[name]
@@ -89,10 +95,10 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
                     head_options[k] = value
         if options.get("run_dir") and changes.get("method") == "lowlevel":
             head_options.setdefault("run_dir", f"{options['run_dir']}/{name}")
-        # seed + 1: the expert's own held-out split (its metadata only) must not be the hash-split that
-        # already sent this run's validation images away, or it would be empty
-        out.append((name, replace(cfg, head_options=head_options, uncertainty=None, seed=cfg.seed + 1,
-                                  val_fraction=0.1, **changes), domain, train_on))
+        # no held-out split inside an expert: the fusion's validation images are held out of all of
+        # them already, and every training image is worth more to the expert than its own metadata
+        out.append((name, replace(cfg, head_options=head_options, uncertainty=None, val_fraction=0.0, **changes),
+                    domain, train_on))
     return out
 
 
@@ -122,9 +128,9 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
             f"{len(mine)} training images ({train_on}); speaks for images in {domain}")
         det = fit_detector(ecfg, mine, log=log)
         experts.append((name, det, domain))
-        record[name] = {"method": ecfg.method, "domain": domain, "train_on": train_on, "train": describe(mine),
-                        "validation_metrics": det.metadata.get("validation_metrics"),
-                        "options": ecfg.head_options}
+        record[name] = {"method": ecfg.method, "backbone": det.spec.name if ecfg.method != "lowlevel" else "NPR CNN",
+                        "domain": domain, "train_on": train_on, "train": describe(mine),
+                        "options": {k: v for k, v in ecfg.head_options.items() if k != "run_dir"}}
     if not experts:
         raise ValueError("--method fusion: no expert could be trained")
     spec = fusion_spec([d.spec for _, d, _ in experts] + [imagesize_spec()])
@@ -138,6 +144,8 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
     if len(set(vy.tolist())) < 2:
         raise ValueError("--method fusion: the stacking layer needs real and fake validation images")
     info = head.fit(VX, vy)
+    if str(options.get("equalise", "false")).lower() in ("1", "true", "yes", "on"):
+        info["cuts_before_equalising"] = head.equalise_domains(VX[vy == REAL], cfg.target_fpr)
     vs = head.predict(VX)
     threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
     uncertainty = None
