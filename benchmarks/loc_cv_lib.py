@@ -160,7 +160,7 @@ def run_cv(a) -> dict:
         if n_run < a.folds else maps
     a._maps, a._rows, a._folds = maps, rows, folds  # for `ship`
     res = score_oof(maps, rows, folds, a.cache / a.name)
-    res["setting"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    res["setting"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if not k.startswith("_")}
     res["folds"] = fold_info
     if a.save_maps:
         a.save_maps.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +338,7 @@ def ship(a) -> dict:
     on every pair, recentred so map >= 0.5 is the mask, saved with its rule and CV numbers."""
     from fakescope.evaluation.localization import PixelMetrics, top_mean
     from fakescope.localize.localizer import Localizer, LocalizerConfig, _Prepared
-    from fakescope.localize.commands import _cut_at_fpr
+    from fakescope.localize.verdict import threshold_at_fpr as _cut_at_fpr
 
     res = run_cv(a)
     maps, rows, folds = a._maps, a._rows, a._folds
@@ -358,15 +358,19 @@ def ship(a) -> dict:
     from fakescope.evaluation.metrics import roc_auc
     y = np.array([first[i]["label"] for i in maps])
     rm = {i: recentred(m) for i, m in maps.items()}
+    if a.save_maps:  # the out-of-fold maps as the shipped (recentred) localiser draws them
+        np.save(a.save_maps, np.stack([rm[i] for i in sorted(rm)]).astype(np.float16))
     aucs = {q: roc_auc(y, [top_mean(rm[i], q) for i in maps]) for q in TOPK}
     q = max(aucs, key=aucs.get)
     real_scores = [top_mean(rm[i], q) for i in maps if first[i]["label"] == 0]
     rule = {"fraction": q, "threshold": _cut_at_fpr(real_scores, a.max_real_images), "max_real_fpr": a.max_real_images,
             "chosen_on": f"out-of-fold maps of {len(maps)} CocoGlide dev images ({a.folds}-fold CV by pair)"}
     grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
-    cfg = LocalizerConfig(backbone=f"clip-b16?resize=resize&patch_layer={a.blocks[0]}", stages=0, solver="ridge",
+    one = len(a.blocks) == 1
+    cfg = LocalizerConfig(backbone="clip-b16?resize=resize" + (f"&patch_layer={a.blocks[0]}" if one else ""),
+                          blocks=None if one else list(a.blocks), stages=0, solver="ridge",
                           ridge_lambda=a.ridge_lambda, read="whole" if a.view == "whole" else "tiles",
-                          tile_stride=int(a.view.split(":")[1]) if a.view != "whole" else 112)
+                          tile_stride=a.ship_stride or (int(a.view.split(":")[1]) if a.view != "whole" else 112))
     loc = Localizer(cfg)
     loc.fit_grids(_Prepared([grids], [], targets), None, log=None)
     loc.recenter(t)
@@ -380,3 +384,75 @@ def ship(a) -> dict:
     loc.save(a.ship_to)
     return {"threshold": t, "f1_at_t": f1_t, "real_pixel_fpr_at_t": fpr_t, "image_rule": rule, "aucs": aucs,
             "cv": res["summary"]}
+
+
+# ------------------------------------------------------------------ the verdict: detector + map, cross-fitted
+def verdict_report(maps_npy: Path, detections: Path, fraction: float, max_fpr: float, folds_k: int, seed: int = 0) -> dict:
+    """Edited vs pristine CocoGlide images: the detector alone, the map's edit score alone, and the
+    OR rule (fake if the detector says fake or edit score >= t), t cut per fold at <= max_fpr of
+    the OTHER folds' pristine images (out-of-fold maps)."""
+    from fakescope.evaluation.localization import top_mean
+    from fakescope.evaluation.metrics import roc_auc
+    from fakescope.localize.verdict import threshold_at_fpr as _cut_at_fpr
+    maps = np.load(maps_npy).astype(np.float32)
+    rows = json.loads(maps_npy.with_suffix(".json").read_text())
+    det = {}
+    for line in detections.read_text().splitlines():
+        r = json.loads(line)
+        det[r["path"].split("::")[-1]] = r
+    folds = pair_folds([r["group"] for r in rows], folds_k, seed)
+    y = np.array([r["label"] for r in rows])
+    f = np.array([folds[r["group"]] for r in rows])
+    edit = np.array([top_mean(m, fraction) for m in maps])
+    d = [det[r["name"].split("::")[-1]] for r in rows]
+    p_fake = np.array([x["score"] for x in d])
+    det_fake = np.array([x["label"] == "fake" for x in d])
+    flagged = np.zeros(len(rows), bool)
+    cuts = {}
+    for k in sorted(set(f)):
+        cuts[int(k)] = _cut_at_fpr(list(edit[(f != k) & (y == 0)]), max_fpr)
+        flagged[f == k] = edit[f == k] >= cuts[int(k)]
+    both = det_fake | flagged
+    rate = lambda v, lab: float(v[y == lab].mean())  # noqa: E731
+    return {"n_edited": int(y.sum()), "n_pristine": int((y == 0).sum()), "fraction": fraction,
+            "auc_detector": roc_auc(y, p_fake), "auc_edit_score": roc_auc(y, edit),
+            "detector_fake": {"edited": rate(det_fake, 1), "pristine": rate(det_fake, 0)},
+            "edit_rule": {"edited": rate(flagged, 1), "pristine": rate(flagged, 0)},
+            "or_rule": {"edited": rate(both, 1), "pristine": rate(both, 0)},
+            "cuts_per_fold": cuts, "edited_called_real_by_detector_but_flagged": int((flagged & ~det_fake & (y == 1)).sum())}
+
+
+# ------------------------------------------------------------------ cost of a read
+def cost(model, sizes: str, strides: str, repeat: int) -> list[dict]:
+    """Seconds per image of predict_maps on photo-like synthetic images (smooth + noise, decoded
+    from PNG bytes), the whole read and tiles at each stride; the best of `repeat` runs."""
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from fakescope.localize.evaluate import load_localizer
+    base = load_localizer(model)
+    rng = np.random.default_rng(0)
+    out = []
+    for wh in sizes.split(","):
+        w, h = map(int, wh.split("x"))
+        yy, xx = np.mgrid[0:h, 0:w]
+        arr = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 127 // (w + h))], -1)
+        arr = np.clip(arr + rng.normal(0, 12, arr.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        data = buf.getvalue()
+        for read, stride in [("whole", 0)] + [("tiles", int(s)) for s in strides.split(",")]:
+            cfg = dataclasses.replace(base.config, read=read, tile_stride=stride or base.config.tile_stride)
+            loc = dataclasses.replace(base, config=cfg, _backbones=base._backbones)
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                loc.predict_maps([data])
+                times.append(time.perf_counter() - t)
+            best = min(times)
+            out.append({"size": wh, "read": read, "stride": stride or None, "seconds": round(best, 3),
+                        "seconds_per_megapixel": round(best / (w * h / 1e6), 3)})
+            print(out[-1], flush=True)
+    return out

@@ -67,6 +67,8 @@ def main() -> None:
     c.add_argument("--save-maps", type=Path, default=None, help="write the out-of-fold maps (.npy, float16)")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--ship-to", type=Path, default=None, help="also refit on every pair and save the localiser here")
+    c.add_argument("--ship-stride", type=int, default=0, help="ship: the saved tile stride (the same windows on "
+                   "256 px images for any stride >= 32; it matters for larger images)")
     c.add_argument("--max-real-pixels", type=float, default=0.05, help="ship: mask threshold flags <= this share of real pixels")
     c.add_argument("--max-real-images", type=float, default=0.05, help="ship: image rule flags <= this share of pristine images")
     r = sub.add_parser("ridge", help="a closed-form linear probe per patch (cheap block sweep)")
@@ -78,9 +80,30 @@ def main() -> None:
     r.add_argument("--name", default="cocoglide")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", type=Path, required=True)
+    v = sub.add_parser("verdict", help="detector + map on edited vs pristine (cross-fitted image threshold)")
+    v.add_argument("--maps", type=Path, required=True, help="out-of-fold maps written by cv --save-maps")
+    v.add_argument("--detections", type=Path, required=True, help="fakescope scan JSONL of the same images")
+    v.add_argument("--fraction", type=float, default=0.02)
+    v.add_argument("--max-fpr", type=float, default=0.05)
+    v.add_argument("--folds", type=int, default=5)
+    v.add_argument("--out", type=Path, required=True)
+    t_ = sub.add_parser("cost", help="seconds per image / per megapixel of a localiser: whole read vs tiles")
+    t_.add_argument("--model", default=None, help="localiser folder (default: the shipped one)")
+    t_.add_argument("--sizes", default="256x256,1024x768,4000x3000")
+    t_.add_argument("--strides", default="112,224")
+    t_.add_argument("--repeat", type=int, default=2)
+    t_.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t = time.perf_counter()
-    if a.cmd == "extract":
+    if a.cmd == "cost":
+        res = loc_cv_lib.cost(a.model, a.sizes, a.strides, a.repeat)
+        a.out.write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res))
+    elif a.cmd == "verdict":
+        res = loc_cv_lib.verdict_report(a.maps, a.detections, a.fraction, a.max_fpr, a.folds)
+        a.out.write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res))
+    elif a.cmd == "extract":
         loc_cv_lib.extract(a.data, a.view, a.blocks, a.cache / a.name)
     else:
         a.command = "python benchmarks/localization_cv.py " + " ".join(sys.argv[1:])

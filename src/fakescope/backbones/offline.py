@@ -164,16 +164,8 @@ class OnnxBackbone:
             return self.layout.last_layer
         return self.layout.layer.format(index)
 
-    def _patch_name(self) -> str | None:
-        if self.spec.patch_layer is not None:
-            return self._layer_name(self.spec.patch_layer)
-        return self.layout.patches
-
-    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
-        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in self.spec.layers]))
-        patch_name = self._patch_name()
-        if want_patches and patch_name and patch_name not in names:
-            names.append(patch_name)
+    def _run(self, names: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The named graph outputs for a batch."""
         if self.layout.one_image_per_run:
             def run(i: int):  # image i on session i mod n: each session serves one thread at a time
                 return self.sessions[i % len(self.sessions)].run(names, {self.input_name: batch[i:i + 1]})
@@ -188,7 +180,36 @@ class OnnxBackbone:
             outputs = [np.concatenate(parts) for parts in zip(*runs)] if runs else []
         else:
             outputs = self.session.run(names, {self.input_name: batch})
-        out = dict(zip(names, outputs))
+        return dict(zip(names, outputs))
+
+    def block_grids(self, batch: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+        """(N, h, w, C x len(blocks)): the patch tokens of several blocks (numbered as patch_layer),
+        concatenated on channels, from one forward. Token models only (a localiser's multi-block read)."""
+        if not self.layout.tokens or self.layout.layer is None:
+            raise ValueError(f"{self.spec.kind}: no per-block token grids")
+        for k in blocks:
+            if k == 0 or not (1 <= abs(k) <= self.layout.num_layers):
+                raise ValueError(f"{self.spec.kind}: block {k} not available (blocks 1..{self.layout.num_layers})")
+        out = self._run(list(dict.fromkeys(self._layer_name(k) for k in blocks)), batch)
+        grids = []
+        for k in blocks:
+            tokens = out[self._layer_name(k)]
+            n, t, c = tokens.shape
+            side = int(round((t - 1) ** 0.5))
+            grids.append(tokens[:, 1:].reshape(n, side, side, c))
+        return np.concatenate(grids, axis=-1)
+
+    def _patch_name(self) -> str | None:
+        if self.spec.patch_layer is not None:
+            return self._layer_name(self.spec.patch_layer)
+        return self.layout.patches
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in self.spec.layers]))
+        patch_name = self._patch_name()
+        if want_patches and patch_name and patch_name not in names:
+            names.append(patch_name)
+        out = self._run(names, batch)
         pooled = out[self.pooled_name]
         if self.pooled_is_token:
             pooled = pooled[:, 0]  # the CLS token

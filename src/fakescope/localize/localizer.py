@@ -47,6 +47,7 @@ decoder architecture, threshold, metadata) + decoder.safetensors. Never pickle.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -79,6 +80,8 @@ _AUC_PIXELS = 1_000_000  # validation AUC reads at most this many pixels (a fixe
 @dataclass
 class LocalizerConfig:
     backbone: str = "vit-s14-focus?resize=resize"  # spec whose patch grid the decoder reads; add &patch_layer=K
+    blocks: list[int] | None = None     # read these blocks' token grids (numbered as patch_layer) from one forward,
+                                        #   concatenated on channels (ONNX token backbones: clip-b16, vit-s14-focus)
     second_backbone: str | None = None  # optional second grid (DeCLIP: a ResNet layer), resized to the first
                                         # grid and concatenated; needs the same input_size and resize policy
     width: int = 256                    # decoder channels of the first stage (halved per stage, floor 16)
@@ -96,6 +99,7 @@ class LocalizerConfig:
     read: str = "whole"                 # "whole": the image as the spec reads it; "tiles": input_size windows at
                                         #   native resolution every tile_stride px, maps averaged (tiles.py)
     tile_stride: int = 112
+    tile_max_side: int | None = 1024    # read="tiles": a larger image is first shrunk to this longest side (cost bound)
     solver: str = "adamw"               # "ridge": a linear decoder (stages=0) fitted in closed form (fit_grids)
     ridge_lambda: float = 100.0         # ridge: penalty, in units of 1/1000 of each feature's mean square x rows
     ridge_slope: float = 8.0            # ridge: logit = slope x (prediction - cut): the map's steepness
@@ -114,6 +118,8 @@ class LocalizerConfig:
             raise ValueError("epochs, batch_size and width must be >= 1")
         if self.stages is not None and self.stages < 0:
             raise ValueError("stages must be >= 0")
+        if self.blocks is not None and (not self.blocks or any(int(k) == 0 for k in self.blocks)):
+            raise ValueError(f"blocks must be non-zero block numbers, got {self.blocks}")
         if self.read not in ("whole", "tiles") or self.tile_stride < 1:
             raise ValueError(f"read must be 'whole' or 'tiles' and tile_stride >= 1, not {self.read!r} / {self.tile_stride}")
         if self.solver not in ("adamw", "ridge") or (self.solver == "ridge" and self.stages != 0):
@@ -237,12 +243,12 @@ class _GridStore:
 class _GridCache:
     """Patch grids of one backbone on disk: a FeatureCache of flattened (h, w, C) rows."""
 
-    def __init__(self, root: str | Path, spec: BackboneSpec):
+    def __init__(self, root: str | Path, spec: BackboneSpec, blocks: Sequence[int] | None = None):
         from ..features import FeatureCache
         from ..files import atomic_write
         self._write = atomic_write
         self.cache = FeatureCache(root, spec)
-        self.tag = f"grid:L{spec.patch_layer}"
+        self.tag = f"grid:B{'-'.join(map(str, blocks))}" if blocks else f"grid:L{spec.patch_layer}"
         self.shape_file = self.cache.dir / f"{self.tag.replace(':', '-')}.json"
         self.shape = tuple(json.loads(self.shape_file.read_text())) if self.shape_file.exists() else None
         self.pending: dict[str, np.ndarray] = {}
@@ -329,6 +335,11 @@ class Localizer:
         self.config.check()
         if self.spec is None:
             self.spec = parse_spec(self.config.backbone)
+        if self.config.blocks and self.spec.patch_layer is not None:
+            raise ValueError("give either blocks or the backbone's ?patch_layer=, not both")
+        if self.config.blocks and tuple(self.spec.layers) != tuple(int(k) for k in self.config.blocks):
+            # the blocks become the spec's layers: the backbone then exposes their outputs
+            self.spec = dataclasses.replace(self.spec, layers=tuple(int(k) for k in self.config.blocks))
         if self.second_spec is None and self.config.second_backbone:
             self.second_spec = parse_spec(self.config.second_backbone)
         if self.second_spec is not None:
@@ -361,12 +372,13 @@ class Localizer:
                 target = (np.zeros((s, s), np.uint8) if mask is None
                           else np.round(preprocess_mask(mask, self.spec) * 255.0).astype(np.uint8))
             return [[preprocess(img, sp) for sp in self.specs]], [target], None, None
-        wins, where, size = tiles.cut(img, s, self.config.tile_stride)
+        wins, where, size = tiles.cut(img, s, self.config.tile_stride, self.config.tile_max_side)
         arrays = [[preprocess(w, sp) for sp in self.specs] for w in wins]
         targets: list = [None] * len(wins)
         if want_target:
             m = np.zeros((img.height, img.width), np.float32) if mask is None else mask_array(mask)
-            targets = list(np.round(tiles.cut_mask(m, s, self.config.tile_stride) * 255.0).astype(np.uint8))
+            targets = list(np.round(tiles.cut_mask(m, s, self.config.tile_stride, self.config.tile_max_side)
+                                    * 255.0).astype(np.uint8))
         return arrays, targets, where, size
 
     def _prepare(self, images: Sequence[ImageSource], masks: Sequence[MaskSource] | None = None) -> _Prepared:
@@ -376,7 +388,8 @@ class Localizer:
         targets: list[np.ndarray] = []
         windows: list = []
         tiled_sizes: list = []
-        caches = [_GridCache(self.cache_dir, sp) for sp in specs] if self.cache_dir else None
+        caches = ([_GridCache(self.cache_dir, sp, self.config.blocks if j == 0 else None) for j, sp in enumerate(specs)]
+                  if self.cache_dir else None)
 
         def load(i: int):
             sha = _source_sha(images[i]) if caches else None
@@ -420,10 +433,17 @@ class Localizer:
         todo = [i for i, k in enumerate(keys) if not (cache and k in cache)]
         out: np.ndarray | None = None
         if todo:
-            feats = self.backbone(j).forward(np.stack([arrays[i] for i in todo]), want_patches=True)
-            if feats.patches is None:
-                raise ValueError(f"backbone {self.specs[j].name} gives no patch grid; it cannot feed a localiser")
-            computed = np.asarray(feats.patches, np.float32)
+            batch = np.stack([arrays[i] for i in todo])
+            bb = self.backbone(j)
+            if j == 0 and self.config.blocks:
+                if not hasattr(bb, "block_grids"):
+                    raise ValueError(f"backbone {self.specs[j].name} cannot give several blocks' grids (blocks=)")
+                computed = np.asarray(bb.block_grids(batch, tuple(int(k) for k in self.config.blocks)), np.float32)
+            else:
+                feats = bb.forward(batch, want_patches=True)
+                if feats.patches is None:
+                    raise ValueError(f"backbone {self.specs[j].name} gives no patch grid; it cannot feed a localiser")
+                computed = np.asarray(feats.patches, np.float32)
             out = np.empty((len(arrays),) + computed.shape[1:], np.float32)
             out[todo] = computed
             if cache:

@@ -12,8 +12,6 @@ is first upscaled (bicubic) so that side is exactly `tile`; the stitched map is 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from PIL import Image
 
@@ -30,17 +28,22 @@ def origins(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def tile_scale(width: int, height: int, tile: int) -> float:
-    """The resize factor before tiling: 1, or what makes the shorter side exactly `tile`."""
-    return max(1.0, tile / min(width, height))
+def tile_scale(width: int, height: int, tile: int, max_side: int | None = None) -> float:
+    """The resize factor before tiling: 1; or down so the longer side is at most `max_side` (a
+    bound on the windows, hence the cost, of a large photo); but never so far that the shorter
+    side falls below `tile` (a small image is upscaled until it is exactly `tile`)."""
+    s = 1.0
+    if max_side is not None and max(width, height) > max_side:
+        s = max_side / max(width, height)
+    return max(s, tile / min(width, height))
 
 
-def tiled_size(width: int, height: int, tile: int) -> tuple[int, int]:
+def tiled_size(width: int, height: int, tile: int, max_side: int | None = None) -> tuple[int, int]:
     """(W, H) of the image as it is tiled (after `tile_scale`)."""
-    s = tile_scale(width, height, tile)
+    s = tile_scale(width, height, tile, max_side)
     if s == 1.0:
         return width, height
-    return max(tile, math.ceil(width * s - 1e-6)), max(tile, math.ceil(height * s - 1e-6))
+    return max(tile, round(width * s)), max(tile, round(height * s))
 
 
 def boxes(width: int, height: int, tile: int, stride: int) -> list[tuple[int, int]]:
@@ -48,19 +51,20 @@ def boxes(width: int, height: int, tile: int, stride: int) -> list[tuple[int, in
     return [(x, y) for y in origins(height, tile, stride) for x in origins(width, tile, stride)]
 
 
-def cut(img: Image.Image, tile: int, stride: int) -> tuple[list[Image.Image], list[tuple[int, int]], tuple[int, int]]:
+def cut(img: Image.Image, tile: int, stride: int,
+        max_side: int | None = None) -> tuple[list[Image.Image], list[tuple[int, int]], tuple[int, int]]:
     """(windows, their (left, top), the tiled (W, H)) of a PIL image."""
-    size = tiled_size(img.width, img.height, tile)
+    size = tiled_size(img.width, img.height, tile, max_side)
     if size != img.size:
         img = img.resize(size, Image.BICUBIC)
     where = boxes(size[0], size[1], tile, stride)
     return [img.crop((x, y, x + tile, y + tile)) for x, y in where], where, size
 
 
-def cut_mask(mask: np.ndarray, tile: int, stride: int) -> np.ndarray:
+def cut_mask(mask: np.ndarray, tile: int, stride: int, max_side: int | None = None) -> np.ndarray:
     """(n, tile, tile) float32 windows of a float (H, W) mask, aligned with `cut` (area resize)."""
     h, w = mask.shape
-    size = tiled_size(w, h, tile)
+    size = tiled_size(w, h, tile, max_side)
     m = np.asarray(mask, np.float32)
     if size != (w, h):
         m = np.clip(np.asarray(Image.fromarray(m).resize(size, Image.BOX), np.float32), 0.0, 1.0)

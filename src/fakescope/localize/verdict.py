@@ -38,3 +38,13 @@ def apply(loc, record: dict, prob_map: np.ndarray) -> None:
         return
     record.update(ev)
     record["label"], record["reason"] = combine(record.get("label"), record.get("reason"), ev)
+
+
+def threshold_at_fpr(scores, max_fpr: float) -> float:
+    """The lowest threshold t (score >= t flags) that flags at most `max_fpr` of these pristine
+    images' scores: just above the (k+1)-th highest score, k = floor(max_fpr x n)."""
+    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    if not len(s):
+        raise ValueError("no scores to set a threshold on")
+    k = int(np.floor(max_fpr * len(s)))
+    return float(np.nextafter(s[k], np.inf)) if k < len(s) else float(s[-1])
