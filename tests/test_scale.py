@@ -27,7 +27,7 @@ from fakescope.scale.inputs import enumerate_inputs, inputs_digest, plan_shards 
 from fakescope.scale.outputs import feature_matrix, read_parts  # noqa: E402
 
 pytestmark = [pytest.mark.offline_models, pytest.mark.usefixtures("one_thread")]
-N_GOOD = 23          # + 1 broken file = 24 images in the folder
+N_GOOD = 11          # + 1 broken file = 12 images in the folder
 N_TAR = 6            # + a WebDataset shard of 6 more (read by offset on the workers)
 MODEL = "effnet-v2"  # the small shipped detector: these tests are about the engines, not the model
 
@@ -135,7 +135,7 @@ def test_local_scan_parquet_equals_jsonl_and_api(data, local_scan):
     assert res.exit_code == EXIT_SOME_FAILED, res.output
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert recs == parsed(local_scan)  # same records, same order, one writer for both formats
-    assert len(recs) == N_GOOD + 1 + N_TAR and job(data / "scan-local")["n_shards"] == 4
+    assert len(recs) == N_GOOD + 1 + N_TAR and job(data / "scan-local")["n_shards"] == 3
     broken = [r for r in recs if r["error"]]
     assert [r["path"] for r in broken] == [str(data / "imgs" / "zz_broken.jpg")] and broken[0]["score"] is None
     files = [r["path"] for r in recs if "::" not in r["path"]]
@@ -153,7 +153,7 @@ def test_parquet_job_refuses_other_inputs_and_skips_complete_shards(data, local_
     out = data / "scan-local"
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     res = run("scan", *inputs_of(data), "--model", MODEL, "--out", out, "--shard-size", 8, "--no-table")
-    assert res.exit_code == EXIT_SOME_FAILED and "resuming: 4 of 4 shards" in res.output
+    assert res.exit_code == EXIT_SOME_FAILED and "resuming: 3 of 3 shards" in res.output
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
     res = run("scan", str(data / "imgs"), "--model", MODEL, "--out", out, "--shard-size", 8, "--no-table")
     assert res.exit_code == EXIT_USAGE and "another job" in res.output
@@ -226,7 +226,7 @@ def test_a_call_decodes_ahead_in_chunks_and_equals_one_pass(data, kind):
     whole = fn.finish(fn.prepare(batch))
     fn.prepared.clear()
     chunked = fn(batch)
-    assert fn.prepared == [5, 5, 5, 5, 4]  # 24 rows, forward size 5
+    assert fn.prepared == [5, 5, 2]  # 12 rows, forward size 5
     assert chunked.keys() == whole.keys()
     for k, v in whole.items():
         if v.dtype == object:
