@@ -12,6 +12,7 @@ A second check: no module imports a private (`_name`) from another package.
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -81,6 +82,7 @@ def _runtime_nodes(tree: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
+@lru_cache(maxsize=1)  # one walk of the source serves every test below
 def imports() -> list[tuple[str, str, list[str], int]]:
     """(importer, imported module, names taken from it, line) for every fakescope-internal import."""
     modules = {module_name(p): p for p in (SRC / "fakescope").rglob("*.py")}

@@ -64,7 +64,8 @@ def work(tmp_path_factory, tiny_sentence_encoder):
 
 
 def train(*args):
-    res = CliRunner().invoke(app, ["train", "--data", "fair.csv", "--no-cache", "--val-fraction", "0.25", *args])
+    # one feature cache for the module: each backbone reads the 32 images once, not once per train
+    res = CliRunner().invoke(app, ["train", "--data", "fair.csv", "--cache", "cache", "--val-fraction", "0.25", *args])
     assert res.exit_code == 0, res.output
     return res
 
