@@ -100,13 +100,13 @@ def test_distance_head_scores_distance_to_the_real_cluster():
 
 @pytest.fixture()
 def tiny_vit():
-    from fakescope.training.encoders import ViT, ViTConfig
+    from fakescope.backbones.encoders import ViT, ViTConfig
     torch.manual_seed(0)
     return ViT(ViTConfig(image_size=8, patch=4, dim=16, depth=1, heads=2))
 
 
 def test_trained_head_saves_encoder_and_head_in_one_state(tiny_vit):
-    from fakescope.training.head import CoDEHead, make_inner_head
+    from fakescope.heads.trained_embedding import CoDEHead, make_inner_head
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 3 * 8 * 8)).astype(np.float32)
     y = np.r_[np.zeros(20), np.ones(20)].astype(int)
@@ -121,7 +121,7 @@ def test_trained_head_saves_encoder_and_head_in_one_state(tiny_vit):
 
 
 def test_embed_tiles_large_inputs(tiny_vit):
-    from fakescope.training.encoders import embed, tiles
+    from fakescope.backbones.encoders import embed, tiles
     x = torch.arange(2 * 3 * 17 * 17, dtype=torch.float32).reshape(2, 3, 17, 17)
     t = tiles(x, 8)
     assert t.shape == (2, 4, 3, 8, 8) and torch.equal(t[0, 0], x[0, :, 0:8, 0:8])
@@ -137,7 +137,7 @@ def test_pixels_and_trained_backbones(tmp_path, tiny_vit):
     from PIL import Image
 
     from fakescope.backbones import preprocess
-    from fakescope.training.encoders import embed, save_encoder
+    from fakescope.backbones.encoders import embed, save_encoder
     spec = parse_spec("pixels?size=8")
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
     x = preprocess(img, spec)[None]

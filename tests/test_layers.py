@@ -49,10 +49,6 @@ COMMAND_MODULE = "commands"  # <package>.commands: a group of CLI commands, regi
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("fakescope", "fakescope.detector"):
         "the package facade: `from fakescope import load_detector` imports the detector on first use",
-    ("fakescope.backbones.trained", "fakescope.training.encoders"):
-        "`trained:` backbones run the ViT / adapter encoders defined in training/; the models belong in backbones/",
-    ("fakescope.heads", "fakescope.training.head"):
-        "registers the code / natural-traces heads, which live in training/ beside their encoders (a cycle)",
 }
 
 

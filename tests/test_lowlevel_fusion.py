@@ -52,7 +52,7 @@ def train(args):
 
 
 def test_npr_residual_matches_hand_computation():
-    from fakescope.training.encoders import npr_residual
+    from fakescope.backbones.encoders import npr_residual
     x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
     # each pixel minus the top-left pixel of its 2x2 cell
     want = torch.tensor([[0, 1, 0, 1], [4, 5, 4, 5], [0, 1, 0, 1], [4, 5, 4, 5]], dtype=torch.float32)

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from fakescope.training import engine  # noqa: E402
 from fakescope.training.code import code_objective  # noqa: E402
-from fakescope.training.encoders import FeatureAdapter  # noqa: E402
+from fakescope.backbones.encoders import FeatureAdapter  # noqa: E402
 
 N, D = 48, 12
 
@@ -218,7 +218,7 @@ class RandomImages(RandomViews):
 
 
 def test_vit_tiny_is_code_s_vit_ti16_and_trains_at_224():
-    from fakescope.training.encoders import VIT_PRESETS, ViT
+    from fakescope.backbones.encoders import VIT_PRESETS, ViT
     torch.manual_seed(0)
     vit = ViT(VIT_PRESETS["vit-tiny"])
     # ViT-Ti/16 (CoDE's encoder; timm's vit_tiny_patch16_224 without its 1000-class head):

@@ -68,7 +68,7 @@ def trained_spec(ref: str) -> BackboneSpec:
 
 class TrainedBackbone:
     def __init__(self, spec: BackboneSpec):
-        from ..training.encoders import load_encoder
+        from .encoders import load_encoder
         if spec.layers or spec.patch_layer is not None:
             raise ValueError(f"{spec.name}: a trained encoder has one output (no layers or patch grid)")
         self.spec = spec
@@ -83,7 +83,7 @@ class TrainedBackbone:
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
         from .spec import feature_vector
-        from ..training.encoders import embed
+        from .encoders import embed
         x = feature_vector(self.input.forward(batch), self.input_spec)
         shape = (3, self.spec.input_size, self.spec.input_size) if self.input_spec.kind == "pixels" else None
         return Features(pooled=embed(self.encoder, x, shape))

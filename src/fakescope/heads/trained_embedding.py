@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..heads import head_from_state, make_head, register
-from .encoders import embed, encoder_from_state, encoder_state, save_encoder
+from ..backbones.encoders import embed, encoder_from_state, encoder_state, save_encoder
+from . import head_from_state, make_head, register
 
 HEAD_NAMES = {"logistic": "linear", "linear": "linear", "knn": "knn", "ocsvm": "ocsvm", "ocsvm-poly": "ocsvm-poly",
               "distance": "distance"}

@@ -27,7 +27,7 @@ import torch
 from .. import __version__
 from ..data.samples import REAL, Sample
 from . import engine
-from .head import HEAD_NAMES, TRAINED_METHODS, CoDEHead, NaturalTracesHead, make_inner_head
+from ..heads.trained_embedding import HEAD_NAMES, TRAINED_METHODS, CoDEHead, NaturalTracesHead, make_inner_head
 from .views import ViewConfig
 
 OPTIONS = {
@@ -85,7 +85,7 @@ def parse_trained_options(method: str, opts: dict) -> dict:
     if o["head"] not in HEAD_NAMES:
         raise ValueError(f"head {o['head']!r} unknown; choose from {', '.join(sorted(HEAD_NAMES))}")
     enc = str(o["encoder"])
-    from .encoders import VIT_PRESETS
+    from ..backbones.encoders import VIT_PRESETS
     if not (enc in VIT_PRESETS or enc == "adapter" or enc.startswith(("adapter:", "trained:"))):
         raise ValueError(f"encoder {enc!r} unknown; choose from {', '.join(VIT_PRESETS)}, adapter, "
                          "adapter:<backbone spec>, trained:<encoder dir>")
@@ -126,7 +126,7 @@ def _image_term(method: str, o: dict) -> bool:
 
 
 def _vit(o: dict):
-    from .encoders import ViT, vit_config
+    from ..backbones.encoders import ViT, vit_config
     over = {k: int(o[k]) for k in ("image_size", "patch", "dim", "depth", "heads") if o[k] is not None}
     return ViT(vit_config(o["encoder"], over))
 
@@ -166,7 +166,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
 
         # ---------------------------------------------------------- encoder + training items
         if enc_name.startswith("trained:"):
-            from .encoders import load_encoder
+            from ..backbones.encoders import load_encoder
             from ..backbones.trained import encoder_dir
             encoder, emeta = load_encoder(encoder_dir(enc_name.split(":", 1)[1]))
             from ..backbones import BackboneSpec
@@ -175,7 +175,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             dataset = None
         elif enc_name.startswith("adapter"):
             from .data import FeatureViews, view_features
-            from .encoders import FeatureAdapter
+            from ..backbones.encoders import FeatureAdapter
             bspec = enc_name.split(":", 1)[1] if ":" in enc_name else cfg.backbone
             backbone = load_backbone(bspec)
             in_spec = backbone.spec
@@ -210,7 +210,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             dataset = ImageViews([images[i] for i in keep], [s.label for s in train],
                                  ViewConfig(out_size=S, scale=gs, pre_crop=pre), ViewConfig(out_size=S, scale=ls, pre_crop=pre),
                                  image_term=_image_term(cfg.method, o))
-        from .encoders import count_parameters
+        from ..backbones.encoders import count_parameters
         info["encoder_parameters"] = count_parameters(encoder)
 
         # ---------------------------------------------------------- training

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import engine
 from .data import NativeCrops
-from .encoders import LOWLEVEL_PRESETS, LowLevelCNN, LowLevelConfig, count_parameters, save_encoder
+from ..backbones.encoders import LOWLEVEL_PRESETS, LowLevelCNN, LowLevelConfig, count_parameters, save_encoder
 from .views import NativeViewConfig
 
 OPTIONS = {
