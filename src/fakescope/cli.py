@@ -418,7 +418,7 @@ def leave_out(
 
     method = value(method)
     head_options = parse_options(options)
-    if method in ("code", "natural-traces"):  # trained embeddings: no checkpoints kept for the refits
+    if method in TRAINS_AN_ENCODER:  # no checkpoints kept for the refits
         head_options["run_dir"] = None
     if test_source is not None and test_source not in data:
         raise typer.BadParameter("must be one of the --data sources", param_hint="--test-source")
