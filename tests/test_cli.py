@@ -262,6 +262,10 @@ def test_eval_robustness_and_markdown_report(work):
     html = (root / "rep-rob" / "report.html").read_text()
     pngs = sorted(p.name for p in (root / "rep-rob" / "plots").glob("*.png"))
     assert pngs and all(f"plots/{name}" in html for name in pngs) and "robustness" in html.lower()
+    # the risk-coverage curve: at full coverage it is the accuracy at the threshold
+    rc = m["risk_coverage"]
+    assert rc["coverage"][-1] == 1.0 and rc["accuracy"][-1] == pytest.approx(m["accuracy"])
+    assert "risk_coverage.png" in pngs and "## Selective classification" in md
     # the two classes are PNGs of one size here: no format warning
     assert m["format_guard"] == []
 

@@ -245,3 +245,22 @@ def test_platt_separable_stays_finite_with_penalty():
     assert np.isfinite(a) and a > 0
     p = apply_calibration(sigmoid(x), {"kind": "platt", "a": a, "b": b})
     assert np.all(p[2:] > 0.5) and np.all(p[:2] < 0.5)
+
+
+def test_risk_coverage_matches_hand_computation():
+    from fakescope.uncertainty import risk_coverage
+    # threshold 0.5: confidence = |logit(s)|. Order by confidence: 0.99 (fake, right), 0.02 (real, right),
+    # 0.9 (real, wrong), 0.2 (fake, wrong), 0.55 (real, wrong)
+    y = np.array([1, 0, 0, 1, 0])
+    s = np.array([0.99, 0.02, 0.9, 0.2, 0.55])
+    rc = risk_coverage(y, s, 0.5, steps=5)
+    assert rc["coverage"] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert rc["accuracy"] == pytest.approx([1.0, 1.0, 2 / 3, 0.5, 0.4])
+    assert math.isnan(rc["fpr"][0])  # no real answered yet
+    assert rc["fpr"][1:] == pytest.approx([0.0, 0.5, 0.5, 2 / 3])
+    # the curve is monotone in confidence: the most confident share is answered first
+    rng = np.random.default_rng(0)
+    y2 = rng.integers(0, 2, 400)
+    s2 = np.clip(0.5 + (y2 - 0.5) * rng.uniform(0, 1, 400) + rng.normal(0, 0.15, 400), 0.001, 0.999)
+    rc2 = risk_coverage(y2, s2, 0.5)
+    assert rc2["accuracy"][0] >= rc2["accuracy"][-1] and rc2["coverage"][-1] == 1.0

@@ -138,5 +138,30 @@ def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
     return out
 
 
+def risk_coverage(labels: np.ndarray, scores: np.ndarray, threshold: float, steps: int = 20) -> dict:
+    """The risk-coverage curve of answering only the images whose score is farthest from the
+    threshold (in logit units): at coverage c = k/20, the ceil(c n) most confident images are
+    answered; accuracy on them and the false-positive rate on their reals. Ties in confidence are
+    broken by input order, so the curve is a function of the inputs."""
+    y = np.asarray(labels).astype(int)
+    s = np.clip(np.asarray(scores, np.float64), 1e-7, 1 - 1e-7)
+    t = float(np.clip(threshold, 1e-7, 1 - 1e-7))
+    confidence = np.abs(np.log(s / (1 - s)) - np.log(t / (1 - t)))
+    order = np.argsort(-confidence, kind="stable")
+    correct = ((s >= t) == (y == 1))[order]
+    false_pos = ((s >= t) & (y == 0))[order]
+    is_real = (y == 0)[order]
+    out = {"coverage": [], "accuracy": [], "fpr": []}
+    for k in range(1, steps + 1):
+        m = int(np.ceil(k / steps * len(y)))
+        if m == 0:
+            continue
+        reals = int(is_real[:m].sum())
+        out["coverage"].append(m / len(y))
+        out["accuracy"].append(float(correct[:m].mean()))
+        out["fpr"].append(float(false_pos[:m].sum() / reals) if reals else float("nan"))
+    return out
+
+
 __all__ = ["NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
-           "selective_metrics"]
+           "risk_coverage", "selective_metrics"]

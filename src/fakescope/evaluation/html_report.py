@@ -108,6 +108,22 @@ def write_html_report(out_dir, metrics: dict, y, scores, generators: Sequence[st
     else:
         parts.append('<p class="muted">No scored samples: no plots.</p>')
 
+    # selective classification ---------------------------------------------------------------
+    rc = metrics.get("risk_coverage")
+    if rc and rc.get("coverage"):
+        cov = np.asarray(rc["coverage"])
+        series = {"accuracy": (cov, np.asarray(rc["accuracy"])), "false-positive rate": (cov, np.asarray(rc["fpr"]))}
+        p = plots.line_plot(series, plot_dir / "risk_coverage.png", title="Answering only the most confident images",
+                            xlabel="coverage (share answered)", ylabel="on the answered images", legend_loc="ll")
+        note = ""
+        sel = metrics.get("selective")
+        if sel:
+            note = (f"<p>The model's \"uncertain\" rule answers {_esc(fmt(sel.get('coverage')))} of these images, "
+                    f"with accuracy {_esc(fmt(sel.get('answered_accuracy')))} on them.</p>")
+        parts += ["<h2>Selective classification</h2>",
+                  "<p>Images ordered by how far their score is from the threshold; at each coverage the "
+                  "most confident share is answered.</p>", note, f'<div class="plots">{img(p, "risk-coverage curve")}</div>']
+
     # robustness ------------------------------------------------------------------------------
     rob = metrics.get("robustness")
     if rob:

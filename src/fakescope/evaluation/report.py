@@ -38,6 +38,9 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
         # selective classification: coverage, and accuracy / FPR on the images the rule answers
         from ..uncertainty import selective_metrics
         metrics["selective"] = selective_metrics(labels, scores, det.threshold, [r for _, r in det.verdicts(scores, X)])
+    if len(ok):  # what answering only the most confident share would buy (selective classification)
+        from ..uncertainty import risk_coverage
+        metrics["risk_coverage"] = risk_coverage(labels, scores, det.threshold)
     if hasattr(det.head, "analysis") and len(set(labels)) == 2:
         metrics["analysis"] = det.head.analysis(X, labels)
     metrics["errors"] = [{"path": path, "error": error} for path, error in failed]
@@ -72,6 +75,17 @@ def summary_markdown(m: dict, data: Sequence[str]) -> str:
     rows = [("all", m)] + [(f"real vs {g}", v) for g, v in m.get("per_generator", {}).items()]
     for name, v in rows:
         lines.append(f"| {name} | {v.get('n', 0)} | " + " | ".join(fmt_metric(v.get(k)) for k in keys) + " |")
+    rc = m.get("risk_coverage")
+    if rc and rc["coverage"]:
+        lines += ["", "## Selective classification: answering only the most confident images", "",
+                  "| coverage | accuracy | false-positive rate |", "|---|---|---|"]
+        for c, a, f in zip(rc["coverage"], rc["accuracy"], rc["fpr"]):
+            if round(c * 20) in (10, 14, 18, 20):  # 50%, 70%, 90%, all
+                lines.append(f"| {c:.2f} | {fmt_metric(a)} | {fmt_metric(f)} |")
+        sel = m.get("selective")
+        if sel:
+            lines.append(f"\nThe model's \"uncertain\" rule answers {fmt_metric(sel['coverage'])} of these images, "
+                         f"with accuracy {fmt_metric(sel['answered_accuracy'])} on them.")
     if m.get("robustness"):
         lines += ["", "## Robustness (both classes perturbed alike)", "",
                   "| perturbation | n | AUC | AP | acc | acc real | acc fake |", "|---|---|---|---|---|---|---|"]
