@@ -235,3 +235,40 @@ def test_threshold_at_fpr_by_hand():
     t = threshold_at_fpr(scores, 0.05)  # none may be flagged
     assert 0.9 < t and not any(s >= t for s in scores)
     assert threshold_at_fpr(scores, 1.0) == 0.0  # all may be flagged
+
+
+def test_service_answer_uses_the_same_verdict(tiled):
+    """POST /v1/detect with a localiser that has an image rule: a low P(fake) and a confident map
+    give "fake" with the edit-map reason, and map_score is the edit score the rule used."""
+    pytest.importorskip("fastapi")
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from fakescope.detector import Result
+    from fakescope.service.app import Models, ServiceConfig, create_app
+    from test_service import StubDetector, wait_ready
+
+    class RealDetector(StubDetector):  # always "real", P(fake) 0.1
+        def predict_batch(self, items):
+            return [Result(it.sample.path, it.sha256, 0.1, "real", 0.5, "stub", "7") for it in items]
+
+    loc, _ = tiled
+    img = _pairs(9, 1, 0)[0][0]
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    m = loc.predict_maps(buf.getvalue())[0]
+    s = top_mean(m, 0.05)
+    cfg = ServiceConfig(localizer="my_loc", max_pixels=5_000_000, max_upload_bytes=8_000_000)
+    try:
+        for threshold, label in ((s - 1e-4, "fake"), (s + 1e-3, "real")):
+            loc.image_rule = {"fraction": 0.05, "threshold": threshold}
+            with TestClient(create_app(cfg, loader=lambda c: Models(RealDetector(), loc))) as client:
+                wait_ready(client)
+                res = client.post("/v1/detect", files={"file": ("e.png", buf.getvalue())}).json()
+            assert res["score"] == pytest.approx(0.1) and res["label"] == label, res
+            assert res.get("edit_score") == pytest.approx(s, abs=1e-5), {k: v for k, v in res.items() if "png" not in k}
+            assert res["map_score"] == res["edit_score"]
+            assert res["edited"] is (label == "fake") and (("edit map" in (res["reason"] or "")) is (label == "fake"))
+    finally:
+        loc.image_rule = None

@@ -140,7 +140,7 @@ def scan(
     max_pixels: int = typer.Option(89_478_485, help="Refuse images with more pixels than this."),
     max_bytes: int = typer.Option(50 * 2**20, help="Refuse files larger than this many bytes."),
     table: bool = typer.Option(True, help="Print the results table."),
-    localize: bool = typer.Option(False, "--localize", help="Also map where each image was edited (adds map_mean / map_max)."),
+    localize: bool = typer.Option(False, "--localize", help="Also map where each image was edited (adds map_mean / map_max, and edit_score / edited: a confident edit region makes the verdict fake)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="With --localize: write <name>_mask.png and <name>_overlay.png here."),
     localizer: Optional[str] = typer.Option(None, "--localizer", help="Localiser folder; default: the shipped one."),
     engine: Engine = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors, one model each; needs the ray extra)."),
@@ -266,9 +266,12 @@ def _print_table(results: list[dict], model: str, console: Console, limit: int =
     t.add_column("verdict")
     maps = any("map_max" in r for r in results)
     if maps:
-        t.add_column("edited (map max)", justify="right")
+        # the localiser's image score where it has an image rule (what the verdict used), else the map max
+        rule = any("edit_score" in r for r in results)
+        t.add_column("edit score" if rule else "edited (map max)", justify="right")
     for r in results[:limit]:
-        extra = [f"{r['map_max']:.3f}" if "map_max" in r else "-"] if maps else []
+        key = "edit_score" if maps and rule else "map_max"
+        extra = [f"{r[key]:.3f}" if key in r else "-"] if maps else []
         if r["error"]:
             t.add_row(one_line(r["path"]), "-", f"[red]error: {one_line(r['error'])}[/red]", *extra)
         else:

@@ -31,14 +31,19 @@ class Detection(BaseModel):
     score: Optional[float] = Field(None, description="P(fake): probability the image is AI-generated, 0..1")
     label: Optional[str] = Field(None, description='"fake" if score >= threshold, "uncertain" where the model '
                                  'cannot know (see reason), else "real"')
-    reason: Optional[str] = Field(None, description='why the verdict is "uncertain"')
+    reason: Optional[str] = Field(None, description='why the verdict is "uncertain", or "fake" from provenance or from the edit map')
     threshold: float
     model: str = Field(description="detector id")
     model_version: str
     error: Optional[ErrorInfo] = Field(None, description="set (and score null) when this file was refused")
     batch_size: Optional[int] = Field(None, description="images in the micro-batch this one shared")
     localizer: Optional[str] = Field(None, description="localiser id when maps were computed")
-    map_score: Optional[float] = Field(None, description="image-level score from the map: its 3x3-averaged max")
+    map_score: Optional[float] = Field(None, description="image-level score from the map: edit_score when the "
+                                       "localiser has an image rule, else the map's 3x3-averaged max")
+    edit_score: Optional[float] = Field(None, description="the localiser's image rule: mean of the map's top share of pixels")
+    edit_threshold: Optional[float] = Field(None, description="edit_score >= this: an edited region; the verdict is then "
+                                            '"fake" (reason "edit map: ...") even when P(fake) is low')
+    edited: Optional[bool] = Field(None, description="edit_score >= edit_threshold")
     map_mean: Optional[float] = None
     map_max: Optional[float] = None
     map_error: Optional[str] = None
