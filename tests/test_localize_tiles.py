@@ -272,3 +272,30 @@ def test_service_answer_uses_the_same_verdict(tiled):
             assert res["edited"] is (label == "fake") and (("edit map" in (res["reason"] or "")) is (label == "fake"))
     finally:
         loc.image_rule = None
+
+
+def test_calibrate_recentres_and_sets_the_image_rule(tiled, tmp_path):
+    """calibrate_localizer(recenter=True, image_fraction=...): the cut t becomes 0.5 of the new maps,
+    and the image rule flags at most the allowed share of the real images."""
+    import copy
+
+    from fakescope.data.pairs import MaskPair
+    from fakescope.localize.evaluate import calibrate_localizer
+
+    base, _ = tiled
+    loc = Localizer(base.config, decoder=copy.deepcopy(base.decoder))
+    pairs = [MaskPair(f"{i}", np.asarray(img), None if m is None else (m > 0).astype(np.uint8), str(i), int(m is not None))
+             for i, (img, m) in enumerate(_pairs(11, 4, 6))]
+    before = [loc.predict_maps(p.image)[0] for p in pairs]
+    rec = calibrate_localizer(loc, pairs, recenter=True, image_fraction=0.1, image_max_fpr=0.2)
+    t = rec["threshold"]
+    assert loc.threshold == 0.5 and rec["recentred"] and 0 < t < 1
+    for p, b in zip(pairs, before):
+        a = loc.predict_maps(p.image)[0]
+        far = np.abs(b - t) > 1e-5
+        assert np.array_equal((a >= 0.5)[far], (b >= t)[far])
+    real = [loc.predict_maps(p.image)[0] for p in pairs if p.label == 0]
+    flagged = [loc.flags_edit(m) for m in real]
+    assert loc.image_rule["fraction"] == 0.1 and sum(flagged) <= int(0.2 * len(real))
+    with pytest.raises(ValueError, match="real images"):
+        calibrate_localizer(loc, [p for p in pairs if p.label == 1], image_fraction=0.1)

@@ -128,21 +128,29 @@ def calibrate(
     seed: int = typer.Option(0),
     max_real_fpr: Optional[float] = typer.Option(None, help="Only thresholds that flag at most this share of the "
                                                  "real images' pixels (e.g. 0.05); default: no limit."),
+    recenter: bool = typer.Option(False, "--recenter", help="Fold the threshold into the decoder: map >= 0.5 is then "
+                                  "the cut (the written mask's grey 128), as in the shipped localiser."),
+    image_fraction: Optional[float] = typer.Option(None, help="Also set the image rule that makes a verdict \"fake\": "
+                                                   "mean of the map's top FRACTION of pixels (the shipped one: 0.005)..."),
+    image_max_fpr: float = typer.Option(0.05, help="...against the lowest threshold flagging at most this share of the real images."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Backbone patch-grid cache (as for train)."),
 ):
-    """Set the mask threshold (map >= t is "edited") to the one with the best mean F1 on these pairs."""
+    """Set the mask threshold (map >= t is "edited") to the one with the best mean F1 on these pairs
+    (optionally folded into the decoder, and the image rule from their real images)."""
     from .evaluate import calibrate_localizer
 
     loc, pairs = _localizer_and_pairs(model, cache, data, val_fraction, seed)
     try:
         rec = calibrate_localizer(loc, pairs, max_real_fpr,
-                                  {"data": list(data), "val_fraction": val_fraction, "seed": seed})
+                                  {"data": list(data), "val_fraction": val_fraction, "seed": seed},
+                                  recenter=recenter, image_fraction=image_fraction, image_max_fpr=image_max_fpr)
     except ValueError as e:
         err.print(f"{e}; nothing saved")
         raise typer.Exit(2)
     loc.cache_dir = None
     loc.save(out)
-    log.info(f"threshold {rec['previous_threshold']:.3f} -> {loc.threshold:.3f} on these {rec['n_edited']} edited / "
+    log.info(f"threshold {rec['previous_threshold']:.3f} -> {rec['threshold']:.3f}"
+             + (" (folded into the decoder: 0.5 now)" if recenter else "") + f" on these {rec['n_edited']} edited / "
              f"{rec['n_real']} real images: mean F1 {fmt(rec['f1_at_previous'])} -> {fmt(rec['f1_at_threshold'])}, "
              f"real pixels flagged {fmt(rec['real_pixel_fpr_at_previous'])} -> {fmt(rec['real_pixel_fpr_at_threshold'])} "
              f"(chosen on them: report on other pairs); saved {out}")

@@ -76,21 +76,30 @@ def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 1
 
 
 def calibrate_localizer(loc: Localizer, pairs: Sequence[MaskPair], max_real_fpr: float | None = None,
-                        provenance: dict | None = None) -> dict:
+                        provenance: dict | None = None, recenter: bool = False,
+                        image_fraction: float | None = None, image_max_fpr: float = 0.05) -> dict:
     """Set `loc.threshold` (map >= t is "edited") to the grid threshold with the best mean F1 on
     the edited images among `pairs`, optionally only among thresholds that flag at most
     `max_real_fpr` of the real images' pixels. Records the rule, the before / after numbers and
     `provenance` (data, split, ...) in `loc.metadata["threshold_calibration"]` and returns that
     record. ValueError when the pairs cannot decide (no edited image, no real image for the
-    limit, or no threshold within it); the localiser is then unchanged."""
+    limit, or no threshold within it); the localiser is then unchanged.
+    `recenter`: fold the threshold into the decoder (`Localizer.recenter`: map >= 0.5 is then the cut).
+    `image_fraction`: also set the image rule (`Localizer.image_rule`): the edit score is the mean of
+    the map's top `image_fraction` of pixels, its threshold the lowest that flags at most
+    `image_max_fpr` of the real images (scored on the recentred maps when `recenter`)."""
     from datetime import datetime, timezone
 
     if not any(p.label == 1 for p in pairs):
         raise ValueError("no edited images among these pairs: nothing to calibrate on")
     if max_real_fpr is not None and not any(p.label == 0 for p in pairs):
         raise ValueError("a limit on real pixels flagged needs real images among the pairs")
+    if image_fraction is not None and not any(p.label == 0 for p in pairs):
+        raise ValueError("an image rule needs real images among the pairs")
     pm = PixelMetrics(threshold=loc.threshold)
-    m = evaluate_localizer(loc, pairs, accumulator=pm)
+    real_maps: list[np.ndarray] = []
+    keep = (lambda p, m: real_maps.append(m) if p.label == 0 else None) if image_fraction is not None else None
+    m = evaluate_localizer(loc, pairs, accumulator=pm, on_map=keep)
     t, f1_t, fpr_t = pm.best_fixed_threshold(max_real_fpr)
     if t != t:  # NaN: no threshold flags few enough real pixels
         raise ValueError(f"no threshold flags at most {max_real_fpr} of the real pixels")
@@ -101,6 +110,19 @@ def calibrate_localizer(loc: Localizer, pairs: Sequence[MaskPair], max_real_fpr:
         "previous_threshold": loc.threshold, "f1_at_previous": m["f1"], "real_pixel_fpr_at_previous": m["real_pixel_fpr"],
         "f1_at_threshold": f1_t, "real_pixel_fpr_at_threshold": fpr_t, "max_real_fpr": max_real_fpr,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    record["threshold"] = t
     loc.threshold = t
+    if recenter:
+        loc.recenter(t)
+        record["recentred"] = True  # map >= 0.5 is now the cut t of the maps above
+    if image_fraction is not None:
+        from ..evaluation.localization import top_mean
+        from .verdict import threshold_at_fpr
+        z = float(np.log(t / (1 - t))) if recenter else 0.0
+        scores = [top_mean(1 / (1 + np.exp(-(np.log(np.clip(r, 1e-7, 1 - 1e-7) / np.clip(1 - r, 1e-7, None)) - z))),
+                           image_fraction) for r in real_maps]
+        loc.image_rule = {"fraction": float(image_fraction), "threshold": threshold_at_fpr(scores, image_max_fpr),
+                          "max_real_fpr": image_max_fpr, "n_real": len(scores)}
+        record["image_rule"] = loc.image_rule
     loc.metadata["threshold_calibration"] = record
     return record

@@ -41,10 +41,14 @@ def apply(loc, record: dict, prob_map: np.ndarray) -> None:
 
 
 def threshold_at_fpr(scores, max_fpr: float) -> float:
-    """The lowest threshold t (score >= t flags) that flags at most `max_fpr` of these pristine
-    images' scores: just above the (k+1)-th highest score, k = floor(max_fpr x n)."""
+    """A threshold t (score >= t flags) that flags at most `max_fpr` of these pristine images'
+    scores: halfway between the k-th and (k+1)-th highest, k = floor(max_fpr x n) (halfway to 1
+    when none may be flagged), so a score recomputed with float rounding stays on its side."""
     s = np.sort(np.asarray(scores, np.float64))[::-1]
     if not len(s):
         raise ValueError("no scores to set a threshold on")
     k = int(np.floor(max_fpr * len(s)))
-    return float(np.nextafter(s[k], np.inf)) if k < len(s) else float(s[-1])
+    if k >= len(s):
+        return float(s[-1])
+    upper = s[k - 1] if k > 0 else max(1.0, s[0])
+    return float((s[k] + upper) / 2) if upper > s[k] else float(np.nextafter(s[k], np.inf))
