@@ -202,6 +202,10 @@ def test_verdict_combines_detector_and_map(tiled, tmp_path):
         rec = {"path": str(path), "sha256": None, "error": None, "label": "real", "reason": None, "score": 0.01}
         add_maps(loc, [rec])
         assert rec["label"] == "real" and rec["edited"] is False
+        loc.image_rule = {"fraction": 0.05, "threshold": s - 1e-4, "min_side": min(m.shape) + 1}
+        rec = {"path": str(path), "sha256": None, "error": None, "label": "real", "reason": None, "score": 0.01}
+        add_maps(loc, [rec])  # an image smaller than the rule's images: a score, no verdict
+        assert rec["label"] == "real" and rec["edited"] is None and not loc.flags_edit(m)
         loc.image_rule = None
         rec = {"path": str(path), "sha256": None, "error": None, "label": "real", "reason": None, "score": 0.01}
         add_maps(loc, [rec])

@@ -324,8 +324,9 @@ class Localizer:
     second_spec: BackboneSpec | None = None    # None: parsed from config.second_backbone (if any)
     decoder: ConvDecoder | None = None         # built by fit (or load)
     threshold: float = 0.5                     # predict_masks: map >= threshold
-    image_rule: dict | None = None             # {"fraction": f, "threshold": t}: the image counts as edited when
-                                               #   the mean of its map's top f share of pixels is >= t (edit_score)
+    image_rule: dict | None = None             # {"fraction": f, "threshold": t[, "min_side": s]}: the image counts as
+                                               #   edited when the mean of its map's top f share of pixels is >= t
+                                               #   (edit_score), judged only on images whose shorter side is >= s
     metadata: dict[str, Any] = field(default_factory=dict)
     limits: ImageLimits = DEFAULT_LIMITS
     cache_dir: str | Path | None = None         # keep patch grids on disk between fits (not saved)
@@ -682,7 +683,9 @@ class Localizer:
     def flags_edit(self, prob_map: np.ndarray) -> bool:
         """Whether the map shows a confident edited region (edit_score >= the rule's threshold)."""
         score = self.edit_score(prob_map)
-        return score is not None and score >= float(self.image_rule["threshold"])
+        if score is None or min(np.shape(prob_map)[:2]) < float(self.image_rule.get("min_side", 0)):
+            return False  # no rule, or an image smaller than those the rule was measured on
+        return score >= float(self.image_rule["threshold"])
 
     def predict_masks(self, images: ImageSource | Sequence[ImageSource]) -> list[np.ndarray]:
         """Boolean (H, W) masks: map >= threshold."""

@@ -19,6 +19,9 @@ def edit_evidence(loc, prob_map: np.ndarray) -> dict:
     score = scorer(prob_map) if scorer is not None else None
     if score is None:
         return {}
+    if min(np.shape(prob_map)[:2]) < float(loc.image_rule.get("min_side", 0)):
+        # smaller than the images the rule was measured on (upscaled thumbnails flag real photos): a map, no verdict
+        return {"edit_score": score, "edit_threshold": None, "edited": None}
     t = float(loc.image_rule["threshold"])
     return {"edit_score": score, "edit_threshold": t, "edited": bool(score >= t)}
 

@@ -124,7 +124,7 @@ function show(card, res) {
     heat.hidden = false;
     $(".opacity", card).hidden = false;
     numbers += ` · edit map ${res.map_score.toFixed(3)}`;
-    if (res.edit_threshold !== undefined) numbers += ` (an edit from ${res.edit_threshold.toFixed(3)})`;
+    if (res.edit_threshold != null) numbers += ` (an edit from ${res.edit_threshold.toFixed(3)})`;
   } else if (res.map_error) {
     numbers += " · no heatmap: " + res.map_error;
   }
