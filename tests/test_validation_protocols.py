@@ -232,3 +232,16 @@ def test_confident_fake_cut_widens_the_band_to_the_stated_fpr():
     assert r == [unc.NEAR_THRESHOLD, None, None]
     again = unc.UncertaintyRule.from_state(rule.config(), rule.state())
     assert again.high == pytest.approx(rule.high) and again.confident_fpr == 0.02
+
+
+def test_a_held_out_image_does_not_come_back_through_its_twin():
+    from fakescope.data.samples import Sample
+    from fakescope.evaluation.protocols import without_families_of
+    test = [Sample(path="wild.tar::real/imagenet/a.jpg", label=0), Sample(path="x/b.png", label=0, group="fam-b")]
+    train = [Sample(path="aligned.tar::real/wild/1.png", label=0, group="a.jpg"),     # twin of a test photo
+             Sample(path="aligned.tar::fake/ae/wild-1.png", label=1, group="a.jpg"),  # its re-synthesis
+             Sample(path="y/c.png", label=1, group="fam-b"),                          # an edit of a test photo
+             Sample(path="z/a.jpg", label=0),                                         # same name, no family: kept
+             Sample(path="aligned.tar::real/wild/2.png", label=0, group="other.jpg")]
+    kept = without_families_of(train, test)
+    assert [s.path for s in kept] == ["z/a.jpg", "aligned.tar::real/wild/2.png"]

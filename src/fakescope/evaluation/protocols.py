@@ -104,6 +104,14 @@ def held_out_row(det, samples: Sequence[Sample], cache) -> dict:
     return row
 
 
+def without_families_of(train: Sequence[Sample], test: Sequence[Sample]) -> list[Sample]:
+    """The training samples minus those that name a test image as their family (an explicit
+    `group`, e.g. an aligned re-synthesis of a photo, or a CocoGlide edit): a photo held out of
+    training must not come back through its twin."""
+    held = {s.group_key() for s in test}
+    return [s for s in train if s.group is None or s.group not in held]
+
+
 def run_folds(cfg: TrainConfig, folds: Sequence[Fold], calibrate_on: Sequence[str] | None = None,
               log: Callable = print) -> dict[str, dict]:
     """Refit `cfg` on each fold's training samples and test it on the fold's test samples. The
@@ -111,8 +119,11 @@ def run_folds(cfg: TrainConfig, folds: Sequence[Fold], calibrate_on: Sequence[st
     results = {}
     for fold in folds:
         t0 = time.time()
-        names = sorted({s.source for s in fold.train})
-        det = fit_detector(replace(cfg, data=names, calibrate_on=list(calibrate_on or names)), fold.train, log=log)
+        train = without_families_of(fold.train, fold.test)
+        if len(train) < len(fold.train):
+            log(f"  {fold.name}: {len(fold.train) - len(train)} training images left out: derived from test images")
+        names = sorted({s.source for s in train})
+        det = fit_detector(replace(cfg, data=names, calibrate_on=list(calibrate_on or names)), train, log=log)
         row = held_out_row(det, fold.test, cfg.cache)
         row["seconds"] = round(time.time() - t0, 1)
         results[fold.name] = row
