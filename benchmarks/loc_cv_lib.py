@@ -456,3 +456,40 @@ def cost(model, sizes: str, strides: str, repeat: int) -> list[dict]:
                         "seconds_per_megapixel": round(best / (w * h / 1e6), 3)})
             print(out[-1], flush=True)
     return out
+
+
+# ------------------------------------------------------------------ the image rule's threshold on more kinds of real photos
+def rule_report(maps_npy: Path, detections: Path, fraction: float, calib: list[Path], held_out: list[Path],
+                max_fpr: float) -> dict:
+    """The image threshold flagging <= max_fpr of the CocoGlide originals (out-of-fold maps) AND of
+    each calibration set of other real photos (scan --localize JSONL: edit_score); the rates it gives
+    on CocoGlide edits / originals and on held-out real photos (no edited image enters the choice)."""
+    from fakescope.evaluation.localization import top_mean
+    from fakescope.localize.verdict import threshold_at_fpr
+    maps = np.load(maps_npy).astype(np.float32)
+    rows = json.loads(maps_npy.with_suffix(".json").read_text())
+    y = np.array([r["label"] for r in rows])
+    edit = np.array([top_mean(m, fraction) for m in maps])
+    read = lambda p: [json.loads(x) for x in p.read_text().splitlines() if x.strip()]  # noqa: E731
+    cal = {str(p): [r["edit_score"] for r in read(p) if r.get("edit_score") is not None] for p in calib}
+    cuts = {"cocoglide originals (out-of-fold)": threshold_at_fpr(edit[y == 0], max_fpr),
+            **{k: threshold_at_fpr(v, max_fpr) for k, v in cal.items()}}
+    t = max(cuts.values())
+    det = {}
+    for line in detections.read_text().splitlines():
+        r = json.loads(line)
+        det[r["path"].split("::")[-1]] = r["label"] == "fake"
+    det_fake = np.array([det[r["name"].split("::")[-1]] for r in rows])
+    flagged = edit >= t
+    out = {"threshold": t, "cuts": cuts, "fraction": fraction,
+           "cocoglide": {"edited_flagged": float(flagged[y == 1].mean()), "originals_flagged": float(flagged[y == 0].mean()),
+                         "edited_fake_either": float((flagged | det_fake)[y == 1].mean()),
+                         "originals_fake_either": float((flagged | det_fake)[y == 0].mean())},
+           "held_out": {}}
+    for p in held_out:
+        rs = [r for r in read(p) if r.get("edit_score") is not None]
+        f = np.array([r["edit_score"] >= t for r in rs])
+        d = np.array([r["score"] >= r["threshold"] for r in rs])
+        out["held_out"][str(p)] = {"n": len(rs), "flagged": float(f.mean()), "fake_either": float((f | d).mean()),
+                                   "detector_fake": float(d.mean())}
+    return out

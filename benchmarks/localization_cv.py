@@ -93,9 +93,21 @@ def main() -> None:
     t_.add_argument("--strides", default="112,224")
     t_.add_argument("--repeat", type=int, default=2)
     t_.add_argument("--out", type=Path, required=True)
+    u = sub.add_parser("rule", help="the image threshold set on more kinds of real photos")
+    u.add_argument("--maps", type=Path, required=True)
+    u.add_argument("--detections", type=Path, required=True)
+    u.add_argument("--fraction", type=float, default=0.005)
+    u.add_argument("--calib", type=Path, action="append", default=[], help="scan --localize JSONL of real photos")
+    u.add_argument("--held-out", type=Path, action="append", default=[], help="scan --localize JSONL of other real photos")
+    u.add_argument("--max-fpr", type=float, default=0.05)
+    u.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t = time.perf_counter()
-    if a.cmd == "cost":
+    if a.cmd == "rule":
+        res = loc_cv_lib.rule_report(a.maps, a.detections, a.fraction, a.calib, a.held_out, a.max_fpr)
+        a.out.write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res))
+    elif a.cmd == "cost":
         res = loc_cv_lib.cost(a.model, a.sizes, a.strides, a.repeat)
         a.out.write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps(res))
