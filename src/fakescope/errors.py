@@ -1,7 +1,7 @@
 """Errors the user can fix: a bad input, model folder or output path, or a wrong option.
 
 They derive from ValueError, so code that already catches ValueError keeps working. The CLI
-turns each into one line on stderr and exit status 2 (cli.py); the service into a 4xx.
+turns each into one line on stderr and exit status 2 (cli/__init__.py); the service into a 4xx.
 Everything else is a bug and keeps its traceback.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`fakescope features`: backbone features of many images, here or on a Ray cluster.
 
-Registered in cli.py (`app.command("features")(features)`); Ray and pyarrow load only when it runs.
+Registered in cli/__init__.py (`app.command("features")(features)`); Ray and pyarrow load only when it runs.
 """
 from __future__ import annotations
 

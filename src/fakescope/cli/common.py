@@ -1,0 +1,82 @@
+"""What every command module shares: exit codes, help texts, the console and logging, the choice
+Enums (listed here so a --help never imports torch), and small option parsers."""
+from __future__ import annotations
+
+import logging
+from typing import List
+
+import typer
+from rich.console import Console
+
+from ..clitools import choice
+
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
+
+DEFAULT_HELP = """\
+With no --model, the shipped default detector is used: a linear probe on frozen CLIP ViT-B/16
+image embeddings (runs offline), trained on CIFAKE thumbnails, ImageNet and COCO photos, 335
+camera photos from ~170 devices, and images from older generators, Stable Diffusion 1.x and
+photoreal DALL-E 3 / SDXL / Stable Cascade people. Chosen by leave-one-source-out validation:
+0.915-0.978 ROC-AUC on a photo source held out of training, 1.2% of camera photos from unseen devices
+called fake at its threshold (5% of held-out reals). It answers "uncertain" (with a reason) on
+images unlike its training data (--no-uncertain turns that off). Weak spots: 32 px thumbnails and
+art-style generators it never saw, heavy re-compression, and local edits (inpainting), which it
+misses at image level (use --localize). The previous EfficientNet default: --model effnet-v2.
+Numbers: docs/results.md section 9."""
+DEFAULT_HELP = " ".join(DEFAULT_HELP.split())  # one paragraph: the help renderer keeps line breaks
+
+MODEL_HELP = ("Detector folder, or a Hugging Face Hub id user/repo[@revision] (an existing folder wins); "
+              "default: the shipped model.")
+
+
+err = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped at the terminal's width
+log = logging.getLogger("fakescope.cli")  # not __name__: `torchrun -m fakescope.cli` runs it as __main__
+
+
+class _ToConsole(logging.Handler):
+    """Log records on stderr through the rich console (markup kept, one line each)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = "" if record.levelno < logging.WARNING or record.getMessage().startswith("[") \
+                else f"[yellow]{record.levelname.lower()}:[/yellow] "
+            err.print(prefix + record.getMessage(), soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never stop a command
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool = False, verbose: int = 0) -> None:
+    """Messages of every command (and the library's `fakescope.*` loggers) at one level: --quiet
+    shows warnings and errors only (and no progress bars), --verbose adds debug messages."""
+    root = logging.getLogger("fakescope")
+    if not any(isinstance(h, _ToConsole) for h in root.handlers):
+        root.addHandler(_ToConsole())
+    root.propagate = False
+    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+ScanFormat = choice("ScanFormat", ["auto", "jsonl", "parquet"])
+# the heads' registry names, listed here because heads.methods() imports torch on every --help;
+# tests/test_cli_conventions.py fails when a registered head is missing from this list
+Method = choice("Method", ["linear", "multilayer", "disentangle", "robust-mlp", "code", "natural-traces", "knn",
+                           "ocsvm", "ocsvm-poly", "distance", "lowlevel", "fusion"])
+TRAINS_AN_ENCODER = ("code", "natural-traces", "lowlevel", "fusion")  # checkpoints + the encoder go to MODEL_DIR/training
+Modality = choice("Modality", ["image", "text", "both"])
+Calibration = choice("Calibration", ["platt", "temperature", "none"])
+
+
+def one_line(text: object) -> str:
+    """Text from data (file names, messages quoting them) as one printable, markup-free line."""
+    from rich.markup import escape
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text).replace("\n", " "))
+    return escape(s)
+
+
+def parse_options(pairs: List[str]) -> dict:
+    """--set KEY=VALUE pairs as head options; a malformed pair is a usage error."""
+    from ..training.options import parse_options as parse
+    try:
+        return parse(pairs)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--set") from None
+
