@@ -552,7 +552,10 @@ def test_same_scores_and_maps_as_scan(tmp_path):
         assert res["score"] == pytest.approx(rec["score"], abs=1e-5)
         assert res["label"] == rec["label"] and res["threshold"] == rec["threshold"]
         assert (res["model"], res["model_version"]) == (rec["model"], rec["model_version"])
-        assert res["map_score"] == pytest.approx(rec["map_max"], abs=1e-4)
+        # map_score is the image-level edit score (the localiser's image rule), as scan's edit_score
+        assert res["map_score"] == pytest.approx(rec["edit_score"], abs=1e-4)
+        assert res["edited"] == rec["edited"]
+        assert res["map_max"] == pytest.approx(rec["map_max"], abs=1e-4)
         assert res["map_mean"] == pytest.approx(rec["map_mean"], abs=1e-4)
         mask = Image.open(io.BytesIO(base64.b64decode(res["mask_png"])))
         over = Image.open(io.BytesIO(base64.b64decode(res["overlay_png"])))
