@@ -160,7 +160,7 @@ class Detector:
         bytes are read once, for its provenance object and its pixels; "decide" applies
         provenance.apply_rule to the verdict (the score is never changed)."""
         from .provenance import apply_rule, check_mode
-        size = self.batch_size or preferred_batch_size(self.backbone)
+        size = forward_size(self)
         found: dict[int, dict] = {}  # id(sample) -> its provenance, until its result is out
         if check_mode(provenance) != "off":
             samples = _with_provenance(samples, limits, found)
@@ -247,6 +247,22 @@ class Detector:
             what = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:120]}"
             raise ModelFolderError(f"{d}: broken detector ({what})") from None
         return det
+
+
+def forward_size(det) -> int:
+    """Images per forward pass: the detector's own `batch_size`, else its backbone's preferred size
+    (EfficientNet-Lite0 on CPU is fastest at 4; backbones/offline.py). 16 for a model without one."""
+    size = getattr(det, "batch_size", None)
+    if size:
+        return int(size)
+    return preferred_batch_size(det.backbone) if hasattr(det, "backbone") else 16
+
+
+def predict_in_forwards(det, items: list[Item]) -> list[Result]:
+    """Prepared items of any number (a scan batch, a service micro-batch), scored in forwards of
+    `forward_size(det)`: one Result per item, in order."""
+    size = forward_size(det)
+    return [r for i in range(0, len(items), size) for r in det.predict_batch(items[i:i + size])]
 
 
 def modality_reads_image(meta: dict) -> bool:

@@ -272,16 +272,16 @@ class ScoreBatch(BatchFn):
         return batch, self._decode(batch, self.detector.spec, self._row)
 
     def forward_size(self) -> int:
-        return self.detector.batch_size or preferred_batch_size(self.detector.backbone)
+        from ..detector import forward_size
+        return forward_size(self.detector)
 
     def finish(self, state):
         from ..provenance import apply_rule
 
         batch, rows = state
+        from ..detector import predict_in_forwards
         det = self.detector
-        size = self.forward_size()
-        flat = [it for row in rows for it in row.items]
-        scored = iter([r for i in range(0, len(flat), size) for r in det.predict_batch(flat[i:i + size])])
+        scored = iter(predict_in_forwards(det, [it for row in rows for it in row.items]))
         records, experts = [], []
         for row in rows:
             results = [next(scored) for _ in row.items]

@@ -46,7 +46,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .. import __version__
-from ..backbones import preferred_batch_size
 from ..data.samples import IMAGE_SUFFIXES, Sample
 from ..images import ImageError, ImageLimits, decode_image
 from ..pipeline import Item, prepare
@@ -324,15 +323,14 @@ class Service:
 
     # ------------------------------------------------------------ one batch (in the batcher's thread)
     def _run_batch(self, jobs: list[_Job], models: Models | None = None) -> list[_Output]:
+        from ..detector import predict_in_forwards
         from ..localize.evaluate import iter_maps
 
         models = models or self.models
         det = models.detector
-        # One micro-batch, forwards of the size `scan` uses: EfficientNet-Lite0 on CPU is fastest at 4
-        # and slows down at 16 (backbones/offline.py), so a batch of 32 requests runs as 8 forwards of 4.
-        size = getattr(det, "batch_size", None) or (preferred_batch_size(det.backbone) if hasattr(det, "backbone") else 16)
-        out = [_Output(r) for i in range(0, len(jobs), size)
-               for r in det.predict_batch([j.item for j in jobs[i:i + size]])]
+        # One micro-batch, forwards of the size `scan` uses (a batch of 32 requests on EfficientNet-Lite0
+        # runs as 8 forwards of 4)
+        out = [_Output(r) for r in predict_in_forwards(det, [j.item for j in jobs])]
         want = [i for i, j in enumerate(jobs) if j.image is not None and out[i].result.error is None]
         if want and models.localizer is not None:
             for k, m, error in iter_maps(models.localizer, [jobs[i].image for i in want]):
