@@ -163,12 +163,9 @@ def test_fused_detector_trains_saves_moves_and_scans(data, tmp_path, one_thread)
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
     from fakescope.service.app import Models, ServiceConfig, create_app
+    from test_service import wait_ready
     with TestClient(create_app(ServiceConfig(localizer=None), loader=lambda cfg: Models(det, None))) as client:
-        for _ in range(600):
-            if client.get("/readyz").status_code == 200:
-                break
-            import time
-            time.sleep(0.1)
+        wait_ready(client)
         body = client.post("/v1/detect", files={"file": ("a.png", open(paths[2], "rb").read())}).json()
     assert body["experts"]["lowlevel"] is None
     assert body["experts"]["thumbnail-npr"] == pytest.approx(res[2].experts["thumbnail-npr"], abs=1e-5)

@@ -52,7 +52,8 @@ def view_key(sha256: str, view: int, augment: AugmentConfig | None) -> str:
 
 class FeatureCache:
     def __init__(self, root: str | Path, spec: BackboneSpec):
-        self.dir = Path(root) / spec.signature()
+        self.root = Path(root)
+        self.dir = self.root / spec.signature()
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = self.dir / "manifest.json"
         if not manifest.exists():
@@ -166,7 +167,7 @@ def _extract_parts(samples, backbone, cache, views, augment, batch_size, flush_e
     part fails as a whole (the fused head needs every part)."""
     per_part, failed = [], {}
     for part in backbone.parts:
-        part_cache = FeatureCache(cache.dir.parent, part.spec) if cache is not None else None
+        part_cache = FeatureCache(cache.root, part.spec) if cache is not None else None
         rows, X, errors = extract(samples, part, part_cache, views, augment, batch_size, flush_every,
                                   f"{desc} ({part.spec.name})")
         per_part.append(dict(zip(rows, X)))

@@ -46,25 +46,24 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
         return [Item(sample, v, error=sample.error) for v in views]
     # A fused detector's parts may want different decodes (backbones/fusion.py): one per setting.
     parts = part_specs(spec) if spec.kind == "fusion" else (spec,)
+    drafts = [_draft(part) for part in parts]
     decoded: dict[int | None, Image.Image] = {}
     try:
-        for part in parts:
+        for part, draft in zip(parts, drafts):
             if part.kind == "imagesize" and len(parts) > 1:
                 continue  # reads the file's size, which any decode below records
-            draft = _draft(part)
             if draft not in decoded:
                 decoded[draft], sha = decode_image_with_hash(sample.data if sample.data is not None else sample.path,
                                                              limits=limits, name=sample.path, draft_size=draft)
     except ImageError as e:
         return [Item(sample, v, error=e.reason) for v in views]
+    # each part's decode; imagesize takes any (every decode records the file's size)
+    images = [decoded[d] if d in decoded else next(iter(decoded.values())) for d in drafts]
     items = []
     for v in views:
         try:
-            arrays = []
-            for part in parts:
-                draft = _draft(part)
-                img = decoded[draft] if draft in decoded else next(iter(decoded.values()))  # imagesize: any
-                arrays.append(preprocess(make_view(img, sha, v, augment or AugmentConfig()), part))
+            arrays = [preprocess(make_view(img, sha, v, augment or AugmentConfig()), part)
+                      for part, img in zip(parts, images)]
             array = arrays[0] if spec.kind != "fusion" else np.concatenate([a.ravel() for a in arrays])
             items.append(Item(sample, v, sha, array))
         except Exception as e:  # a preprocessing failure is still this item's problem only

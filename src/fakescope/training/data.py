@@ -66,16 +66,20 @@ class ImageViews:
 class NativeCrops:
     """For a low-level expert: each image is decoded once at full resolution and only a `region`-px
     square of it kept (placed by the image's own hash, so memory stays small whatever the photo's
-    size); every epoch draws a fresh native view of that region."""
+    size); every epoch draws a fresh native view of that region. Images whose shorter side is under
+    `min_side` are left out (counted in `too_small`): they cannot hold a native crop, and upscaling
+    them would teach the expert the upscaler's traces."""
 
     def __init__(self, samples: Sequence[Sample], view: NativeViewConfig, region: int = 256, seed: int = 0,
-                 workers: int = 2, thumbnail: bool = False):
+                 workers: int = 2, thumbnail: bool = False, min_side: int = 0):
         # thumbnail: keep the whole image squashed to the view's size instead (an expert for small images)
         def one(s: Sample):
             try:
                 img, sha = decode_image_with_hash(s.data if s.data is not None else s.path, DEFAULT_LIMITS, name=s.path)
             except ImageError:
                 return None
+            if min(img.size) < min_side:
+                return "too small"
             img = img.convert("RGB")
             if thumbnail:
                 return img.resize((view.size, view.size), Image.BICUBIC)
@@ -83,9 +87,10 @@ class NativeCrops:
             return random_crop(img, rng, min(region, *img.size)).copy()
         with ThreadPoolExecutor(max(1, workers)) as pool:
             regions = list(pool.map(one, samples))
-        self.kept = [i for i, r in enumerate(regions) if r is not None]   # indices of readable samples
-        self.images = [regions[i] for i in self.kept]
-        self.labels = np.asarray([samples[i].label for i in self.kept], np.int64)
+        self.too_small = sum(isinstance(r, str) for r in regions)
+        kept = [i for i, r in enumerate(regions) if isinstance(r, Image.Image)]
+        self.images = [regions[i] for i in kept]
+        self.labels = np.asarray([samples[i].label for i in kept], np.int64)
         self.view = view
 
     def __len__(self) -> int:

@@ -100,13 +100,10 @@ def train_encoder(samples, o: dict, seed: int = 0, log=print) -> tuple[LowLevelC
     cfg = lowlevel_config(o)
     min_side = int(o["min_side"]) if o["min_side"] is not None else (0 if o["thumbnail"] else cfg.image_size)
     view = NativeViewConfig(size=cfg.image_size, jpeg_quality=tuple(map(int, o["jpeg_quality"])))
-    data = NativeCrops(samples, view, int(o["region"]), seed, int(o["workers"]), thumbnail=o["thumbnail"])
-    small = [k for k, img in enumerate(data.images) if min(img.size) < min_side]
-    if small:  # too small to hold a native crop: outside this expert's domain, not upscaled into it
-        keep = sorted(set(range(len(data.images))) - set(small))
-        data.images = [data.images[k] for k in keep]
-        data.labels = data.labels[keep]
-        log(f"lowlevel: {len(small)} images under {min_side} px left out of training")
+    data = NativeCrops(samples, view, int(o["region"]), seed, int(o["workers"]), thumbnail=o["thumbnail"],
+                       min_side=min_side)
+    if data.too_small:
+        log(f"lowlevel: {data.too_small} images under {min_side} px left out of training")
     if len(set(data.labels.tolist())) < 2:
         raise ValueError("lowlevel: training needs real and fake images large enough to crop "
                          f"({min_side} px or more); set min_side=0 or thumbnail=true for small images")
@@ -122,7 +119,7 @@ def train_encoder(samples, o: dict, seed: int = 0, log=print) -> tuple[LowLevelC
                                   max_seconds=60 * float(o["max_minutes"]) if o["max_minutes"] else None,
                                   workers=int(o["workers"]), desc="lowlevel")
     history = engine.run(model, bce_objective, data, loop, log=log)
-    record = {"encoder_parameters": count_parameters(encoder), "images": n, "left_out_small": len(small),
+    record = {"encoder_parameters": count_parameters(encoder), "images": n, "left_out_small": data.too_small,
               "view": asdict(view), "history": history, "loop": asdict(loop),
               "train_seconds": round(time.time() - t0, 1)}
     return encoder.cpu().eval(), record
