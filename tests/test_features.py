@@ -205,3 +205,29 @@ def test_samples_from_bytes_and_duplicates(tmp_path, images):
     assert rows2 == [(i, 0) for i in range(5)]
     np.testing.assert_array_equal(X2[:4], X)
     np.testing.assert_array_equal(X2[4], X[0])
+
+
+def test_thumbnail_views_shrink_both_classes_and_keep_old_view_keys():
+    """`augment.p_thumbnail` makes small views (shorter side in thumbnail_side) whatever the class,
+    is validated by name, and leaves the views and cache keys of the default config as they were."""
+    import random
+
+    from fakescope.data.augment import AugmentConfig, augment, make_view
+    from fakescope.train import TrainConfig
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (375, 500, 3), dtype=np.uint8))
+    cfg = TrainConfig(data=[], head_options={"augment.p_thumbnail": 1.0, "augment.thumbnail_side": [32, 40], "l2": 1})
+    assert cfg.head_options == {"l2": 1} and cfg.augment.thumbnail_side == (32, 40)
+    sides = [min(augment(photo, random.Random(i), cfg.augment).size) for i in range(20)]
+    assert all(32 <= s <= 40 for s in sides) and len(set(sides)) > 1
+    tiny = Image.new("RGB", (20, 20))  # already smaller than a thumbnail: never upscaled
+    assert min(augment(tiny, random.Random(0), cfg.augment).size) <= 20
+    with pytest.raises(ValueError, match="unknown augment option"):
+        TrainConfig(data=[], head_options={"augment.p_thumb": 1.0})
+    # off by default: the same views as before the option existed, and the same cache key
+    default = AugmentConfig()
+    assert replace(default, p_thumbnail=0.0, thumbnail_side=(1, 2)).signature() == default.signature()
+    assert cfg.augment.signature() != default.signature()
+    assert view_key("ab", 1, default) == view_key("ab", 1, None)
+    a, b = make_view(photo, "ab", 1, default), make_view(photo, "ab", 1, replace(default, thumbnail_side=(8, 9)))
+    assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))

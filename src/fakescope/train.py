@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +49,16 @@ class TrainConfig:
     modality: str = "image"             # what the head reads: "image", "text" or "both"
     # how the "uncertain" rule (uncertainty.py) is fitted on this run's held-out images; None: no rule
     uncertainty: UncertaintyConfig | None = field(default_factory=UncertaintyConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)   # how the views beyond the first are made
+
+    def __post_init__(self):
+        # `--set augment.<field>=...` arrives among the head options: it configures the views, not the head
+        lifted = {k: v for k, v in self.head_options.items() if k.startswith("augment.")}
+        if lifted:
+            self.head_options = {k: v for k, v in self.head_options.items() if k not in lifted}
+            given = AugmentConfig.from_options(lifted)  # validates names; only the given fields change
+            self.augment = replace(self.augment, **{k.removeprefix("augment."): getattr(given, k.removeprefix("augment."))
+                                                    for k in lifted})
 
 
 def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
@@ -132,7 +142,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
     is_val = split_samples(samples, cfg.val_fraction, cfg.seed)  # by group: a family stays on one side
     train = [s for s, v in zip(samples, is_val) if not v]
     val = [s for s, v in zip(samples, is_val) if v]
-    augment = AugmentConfig()
+    augment = cfg.augment
     log(f"train {describe(train)}; validation {describe(val)}; backbone {spec.name}")
 
     rows, X, errors = extract(train, backbone, cache, views=range(cfg.views), augment=augment, desc="train features")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import asdict, dataclass
+from dataclasses import fields as fields_of
 
 from PIL import Image
 
@@ -26,9 +27,29 @@ class AugmentConfig:
     p_jpeg: float = 0.7
     p_blur: float = 0.1                              # mild Gaussian blur, sigma in 0.3..1.0
     p_flip: float = 0.5
+    # thumbnail views: shrink the crop until its shorter side is a random size in thumbnail_side, so
+    # both classes are also seen as the small web thumbnails a scan meets (CIFAKE-like 32 px images
+    # look like nothing else to a detector trained on full-size images alone)
+    p_thumbnail: float = 0.0
+    thumbnail_side: tuple[int, int] = (32, 64)
 
     def signature(self) -> str:
-        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+        fields = asdict(self)
+        if not self.p_thumbnail:  # views made before thumbnails existed keep their cache keys
+            del fields["p_thumbnail"], fields["thumbnail_side"]
+        return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:8]
+
+    @classmethod
+    def from_options(cls, options: dict) -> "AugmentConfig":
+        """From `augment.<field>` options (as `--set augment.p_thumbnail=0.5` gives them); unknown fields raise."""
+        known = {f.name: f.type for f in fields_of(cls)}
+        values = {}
+        for key, value in options.items():
+            name = key.removeprefix("augment.")
+            if name not in known:
+                raise ValueError(f"unknown augment option {key!r}; known: {', '.join(sorted(known))}")
+            values[name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
 
 
 def view_seed(sha256: str, view: int) -> int:
@@ -43,9 +64,17 @@ def random_crop(img: Image.Image, rng: random.Random, area: tuple[float, float])
     return img.crop((left, top, left + cw, top + ch))
 
 
+def thumbnail(img: Image.Image, side: int) -> Image.Image:
+    """The image shrunk (antialiased bicubic) so its shorter side is `side`; a smaller image is kept."""
+    factor = side / min(img.size)
+    return rescale(img, factor, min_side=1) if factor < 1 else img
+
+
 def augment(img: Image.Image, rng: random.Random, cfg: AugmentConfig = AugmentConfig()) -> Image.Image:
     img = random_crop(img, rng, cfg.crop_area)
-    if rng.random() < cfg.p_downscale:
+    if cfg.p_thumbnail and rng.random() < cfg.p_thumbnail:  # drawn only when on: old views stay as they were
+        img = thumbnail(img, rng.randint(*cfg.thumbnail_side))
+    elif rng.random() < cfg.p_downscale:
         img = rescale(img, rng.uniform(*cfg.downscale), min_side=8)
     if rng.random() < cfg.p_blur:
         img = gaussian_blur(img, rng.uniform(0.3, 1.0))
