@@ -1,5 +1,5 @@
 """The `fakescope` command line (Typer): one module per command group (scan.py, train.py,
-evaluate.py, models.py; shared pieces in common.py), registered here in the order `--help` lists
+evaluate.py, models.py, edits.py; shared pieces in common.py), registered here in the order `--help` lists
 them, with the groups defined beside their packages (`<package>/commands.py`). Options and
 rendering only: each command calls the library."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..clitools import env_settings, read_config
-from . import evaluate, models, scan, train
+from . import edits, evaluate, models, scan, train
 from .common import (DEFAULT_HELP, EXIT_ALL_FAILED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, MODEL_HELP,  # noqa: F401
                      Calibration, Method, Modality, ScanFormat, configure_logging, err, log, one_line, parse_options)
 
@@ -82,8 +82,8 @@ app.command()(models.push)
 from ..localize import commands as _loc  # noqa: E402
 
 app.add_typer(_loc.app, name="localizer")
-app.command("make-edits")(_loc.make_edits)
-app.command("train-autoencoder")(_loc.train_autoencoder)
+app.command("make-edits")(edits.make_edits)
+app.command("train-autoencoder")(edits.train_autoencoder)
 
 # --- commands from other modules: one registration line each, in its own slot ---
 from ..service.commands import serve as _serve  # noqa: E402

@@ -107,3 +107,15 @@ def split_pairs(pairs: Sequence[MaskPair], val_fraction: float, seed: int = 0) -
     """(train, val) split by group (hash of the table row), stable across runs."""
     held = split_by_group([p.group for p in pairs], val_fraction, seed)
     return [p for p, h in zip(pairs, held) if not h], [p for p, h in zip(pairs, held) if h]
+
+
+def load_split_pairs(sources: Sequence[str | Path], val_fraction: float,
+                     seed: int = 0) -> tuple[list[MaskPair], list[MaskPair]]:
+    """Every source's pairs, each source split by `split_pairs`: (train, val) over all of them."""
+    train: list[MaskPair] = []
+    val: list[MaskPair] = []
+    for src in sources:
+        t, v = split_pairs(load_pairs(src), val_fraction, seed)
+        train += t
+        val += v
+    return train, val

@@ -1,9 +1,8 @@
-"""`fakescope localizer train|eval|calibrate`, `fakescope make-edits` and `train-autoencoder`: the
-commands over Localizer, the pair loader and the manipulation generator."""
+"""`fakescope localizer train|eval|calibrate`: the commands over Localizer and the pair loader
+(the pairs' builders, `make-edits` and `train-autoencoder`, are cli/edits.py)."""
 from __future__ import annotations
 
 import logging
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,23 +20,14 @@ DEFAULT_BACKBONE = "vit-s14-focus?resize=resize&patch_layer=8"
 METRICS = ("iou", "f1", "best_f1", "pixel_ap", "pixel_auc", "image_auc_mean", "image_auc_max")
 
 
-def _load(data: List[str], val_fraction: float, seed: int):
-    from ..data.pairs import load_pairs, split_pairs
-    train, val = [], []
-    for src in data:
-        t, v = split_pairs(load_pairs(src), val_fraction, seed)
-        train += t
-        val += v
-    return train, val
-
-
 def _localizer_and_pairs(model: Optional[str], cache: Optional[Path], data: List[str], val_fraction: float, seed: int):
     """The localiser (with its grid cache) and the pairs to score: the held-out ones when
     val_fraction > 0 (the split train made), else all."""
+    from ..data.pairs import load_split_pairs
     from .evaluate import load_localizer
     loc = load_localizer(model)
     loc.cache_dir = cache
-    tr, va = _load(data, val_fraction, seed)
+    tr, va = load_split_pairs(data, val_fraction, seed)
     return loc, (va if val_fraction > 0 else tr)
 
 
@@ -71,10 +61,11 @@ def train(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Keep backbone patch grids here: a re-fit on the same images skips the backbone (and validation reuses them)."),
 ):
     """Fit a localiser on (image, mask) pairs; reports pixel metrics on the held-out pairs."""
+    from ..data.pairs import load_split_pairs
     from .evaluate import evaluate_localizer
     from .localizer import Localizer, LocalizerConfig
 
-    tr, va = _load(data, val_fraction, seed)
+    tr, va = load_split_pairs(data, val_fraction, seed)
     log.info(f"{len(tr)} training and {len(va)} validation images ({sum(p.label for p in tr)} / "
               f"{sum(p.label for p in va)} edited)")
     cfg = LocalizerConfig(backbone=backbone, second_backbone=second_backbone, width=width, stages=stages,
@@ -102,7 +93,7 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Backbone patch-grid cache (as for train)."),
 ):
     """Pixel metrics on edited images (IoU, F1, best-F1, pixel AP/AUC) and image AUC of map scores."""
-    from .evaluate import evaluate_localizer
+    from .evaluate import evaluate_localizer, write_localizer_report
 
     loc, pairs = _localizer_and_pairs(model, cache, data, val_fraction, seed)
     m = evaluate_localizer(loc, pairs)
@@ -113,9 +104,7 @@ def evaluate(
     if m["errors"]:
         log.warning(f"{len(m['errors'])} images could not be used (listed in metrics.json)")
     if report:
-        report.mkdir(parents=True, exist_ok=True)
-        (report / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
-        _write_examples(loc, pairs, report, examples)
+        write_localizer_report(loc, pairs, m, report, examples)
 
 
 @app.command()
@@ -154,94 +143,3 @@ def calibrate(
              f"{rec['n_real']} real images: mean F1 {fmt(rec['f1_at_previous'])} -> {fmt(rec['f1_at_threshold'])}, "
              f"real pixels flagged {fmt(rec['real_pixel_fpr_at_previous'])} -> {fmt(rec['real_pixel_fpr_at_threshold'])} "
              f"(chosen on them: report on other pairs); saved {out}")
-
-
-def _write_examples(loc, pairs, report: Path, n: int) -> None:
-    """The localiser's report: metrics table and a grid of image / truth / prediction overlays."""
-    import html
-
-    from ..images import ImageError
-    from .localizer import load_image
-    from .render import overlay_grid
-
-    rows = []
-    for p in [p for p in pairs if p.label == 1][:n]:
-        try:
-            rows.append((load_image(p.image), p.mask, loc.predict_maps([p.image])[0]))
-        except ImageError:
-            continue
-    overlay_grid(rows, report / "examples.png")
-    m = json.loads((report / "metrics.json").read_text())
-    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" if isinstance(v, float) else ""
-                    for k, v in m.items())
-    (report / "report.html").write_text(
-        "<!doctype html><meta charset=utf-8><title>fakescope localiser report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px}</style>"
-        f"<h1>Localiser report</h1><table>{cells}</table>"
-        "<h2>Edited images: image / true mask / predicted heatmap</h2><img src=examples.png>\n")
-
-
-def make_edits(
-    sources: List[str] = typer.Option(..., "--from", help="Real images: folder, .tar or manifest (only real-labelled images of labelled sources are used); repeatable."),
-    out: Path = typer.Option(..., "--out", help="Output folder (real/, fake/, mask/, table.csv); re-running resumes."),
-    per_image: int = typer.Option(1, help="Edited versions per real image."),
-    limit: Optional[int] = typer.Option(None, help="Use at most this many real images (seeded sample)."),
-    autoencoder: Optional[Path] = typer.Option(None, help="Autoencoder folder for region re-synthesis (see `train-autoencoder`); default: the shipped one."),
-    no_resynthesis: bool = typer.Option(False, "--no-resynthesis", help="Skip autoencoder re-synthesis (other mechanisms only)."),
-    seed: int = typer.Option(0),
-):
-    """Make (edited image, mask) pairs from real photos: re-synthesis, copy-move, splice, resampling, blur, noise."""
-    import random
-
-    from ..data.manipulate import default_autoencoder_dir, generate_dataset, load_autoencoder
-    from ..data.sources import read_reals
-
-    samples = read_reals(sources)  # a labelled source's reals; a plain folder of photos, all taken as real
-    if limit and len(samples) > limit:
-        samples = random.Random(seed).sample(samples, limit)
-    if autoencoder is None and not no_resynthesis and (default_autoencoder_dir() / "config.json").exists():
-        autoencoder = default_autoencoder_dir()
-    ae = load_autoencoder(autoencoder) if autoencoder and not no_resynthesis else None
-    report = generate_dataset(samples, out, n_per_image=per_image, seed=seed, autoencoder=ae, log=log.info)
-    log.info(f"{report}")
-
-
-def train_autoencoder(
-    sources: List[str] = typer.Option(..., "--from", help="Real images (as for make-edits); repeatable."),
-    out: Path = typer.Option(..., "--out", help="Folder for config.json + model.safetensors."),
-    steps: int = typer.Option(1500),
-    batch_size: int = typer.Option(8),
-    crop: int = typer.Option(96),
-    limit: Optional[int] = typer.Option(400, help="Use at most this many images."),
-    seed: int = typer.Option(0),
-):
-    """Train the small autoencoder whose decoder re-synthesises edited regions in `make-edits`."""
-    import random
-
-    import numpy as np
-
-    from ..data.manipulate import save_autoencoder, train_autoencoder as fit
-    from ..data.samples import REAL
-    from ..data.sources import load_labelled
-    from ..images import ImageError, decode_image
-
-    samples = [s for src in sources for s in load_labelled(src) if s.label == REAL]
-    if limit and len(samples) > limit:
-        samples = random.Random(seed).sample(samples, limit)
-    images = []
-    for s in samples:
-        try:
-            images.append(np.asarray(decode_image(s.data if s.data is not None else s.path)))
-        except ImageError as e:
-            log.warning(f"skipped {s.path}: {e}")
-    from ..progress import progress
-
-    def on_step(i: int, loss: float) -> None:
-        bar.update(1)
-        if i % 100 == 0:
-            log.info(f"step {i}: L1 {loss:.4f}")
-
-    with progress(total=steps, desc="train-autoencoder", min_total=1, unit="step") as bar:
-        model = fit(images, steps=steps, batch_size=batch_size, crop=crop, seed=seed, on_step=on_step)
-    save_autoencoder(model, out)
-    log.info(f"saved {out}")

@@ -1,6 +1,9 @@
-"""Score a localiser on (image, mask) pairs with the constant-memory pixel metrics."""
+"""Score a localiser on (image, mask) pairs with the constant-memory pixel metrics, calibrate its
+threshold, and write its report folder."""
 from __future__ import annotations
 
+import html
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -126,3 +129,31 @@ def calibrate_localizer(loc: Localizer, pairs: Sequence[MaskPair], max_real_fpr:
         record["image_rule"] = loc.image_rule
     loc.metadata["threshold_calibration"] = record
     return record
+
+
+def write_localizer_report(loc: Localizer, pairs: Sequence[MaskPair], metrics: dict, folder: str | Path,
+                           examples: int = 8) -> Path:
+    """The `fakescope localizer eval --report` folder: metrics.json (`evaluate_localizer`'s metrics),
+    examples.png (image / true mask / predicted heatmap of the first `examples` edited images that
+    read) and report.html (the metrics and the grid). Returns the folder."""
+    from .localizer import load_image
+    from .render import overlay_grid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    rows = []
+    for p in [p for p in pairs if p.label == 1][:examples]:
+        try:
+            rows.append((load_image(p.image), p.mask, loc.predict_maps([p.image])[0]))
+        except ImageError:
+            continue
+    overlay_grid(rows, folder / "examples.png")
+    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" if isinstance(v, float) else ""
+                    for k, v in metrics.items())
+    (folder / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>fakescope localiser report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px}</style>"
+        f"<h1>Localiser report</h1><table>{cells}</table>"
+        "<h2>Edited images: image / true mask / predicted heatmap</h2><img src=examples.png>\n")
+    return folder
