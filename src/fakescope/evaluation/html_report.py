@@ -36,6 +36,16 @@ def fmt(v) -> str:
     return "-" if not math.isfinite(f) else f"{f:.4f}"
 
 
+def auc_by_generator_table(rows: Sequence[dict]) -> tuple[list[str], list[tuple[str, list]]]:
+    """(generators, [(perturbation, [AUC per generator or None])]) of robustness rows; no
+    generators when no row has `auc_by_generator` (fakes of one generator or none)."""
+    gens = sorted({g for r in rows for g in (r.get("auc_by_generator") or {})})
+    if not gens:
+        return [], []
+    return gens, [(str(r.get("perturbation", i)), [(r.get("auc_by_generator") or {}).get(g) for g in gens])
+                  for i, r in enumerate(rows)]
+
+
 def _esc(s) -> str:
     return html.escape(str(s), quote=True)
 
@@ -133,7 +143,6 @@ def write_html_report(out_dir, metrics: dict, y, scores, generators: Sequence[st
         parts += ["<h2>Robustness (both classes perturbed alike)</h2>",
                   _table(["perturbation"] + [h for _, h in ROBUSTNESS_KEYS], rrows),
                   f'<div class="plots">{img(rp, "robustness plot")}</div>']
-        from .robustness import auc_by_generator_table
         gens, by_gen = auc_by_generator_table(rob)
         if gens:
             parts += ["<h3>ROC-AUC per generator (all reals vs that generator's fakes)</h3>",

@@ -92,7 +92,7 @@ def summary_markdown(m: dict, data: Sequence[str]) -> str:
         for r in m["robustness"]:
             lines.append(f"| {r['perturbation']} | {r['n']} | " +
                          " | ".join(fmt_metric(r[k]) for k in ("auc", "ap", "accuracy", "acc_real", "acc_fake")) + " |")
-        from .robustness import auc_by_generator_table
+        from .html_report import auc_by_generator_table
         gens, by_gen = auc_by_generator_table(m["robustness"])
         if gens:
             lines += ["", "AUC per generator (all reals vs that generator's fakes):", "",

@@ -145,14 +145,4 @@ def robustness_grid(det, samples: Sequence[Sample], grid: Sequence[Perturbation]
     return rows
 
 
-def auc_by_generator_table(rows: Sequence[dict]) -> tuple[list[str], list[tuple[str, list]]]:
-    """(generators, [(perturbation, [AUC per generator or None])]) of robustness rows; no
-    generators when no row has `auc_by_generator` (fakes of one generator or none)."""
-    gens = sorted({g for r in rows for g in (r.get("auc_by_generator") or {})})
-    if not gens:
-        return [], []
-    return gens, [(str(r.get("perturbation", i)), [(r.get("auc_by_generator") or {}).get(g) for g in gens])
-                  for i, r in enumerate(rows)]
-
-
-__all__ = ["Perturbation", "DEFAULT_GRID", "KINDS", "apply", "encode", "perturbed_samples", "robustness_grid", "auc_by_generator_table"]
+__all__ = ["Perturbation", "DEFAULT_GRID", "KINDS", "apply", "encode", "perturbed_samples", "robustness_grid"]
