@@ -18,13 +18,31 @@ def data(n=120, d=16, seed=0):
 
 
 def test_every_registered_head_has_the_shape():
-    from fakescope.heads import _HEADS
-    assert set(_HEADS) == set(methods())
-    for m, cls in _HEADS.items():
+    from fakescope.heads import head_class
+    for m in methods():
+        cls = head_class(m)
         for name in ("predict_proba", "decision_function", "save", "load", "classes_"):
             assert hasattr(cls, name), (m, name)
     for name in ("predict_proba", "decision_function"):
         assert getattr(LinearProbe, name) is getattr(SklearnShape, name)
+
+
+def test_every_registered_head_declares_its_capabilities():
+    # what training and the detector ask a head (the Head protocol), never found by hasattr
+    from fakescope.heads import head_class
+    flags = {m: {f for f in ("reads_text", "needs_blocks", "trains_encoder") if getattr(head_class(m), f)}
+             for m in methods()}
+    assert {m: f for m, f in flags.items() if f} == {"disentangle": {"reads_text"}, "multilayer": {"needs_blocks"},
+                                                     "code": {"trains_encoder"}, "natural-traces": {"trains_encoder"}}
+    for m in methods():
+        cls = head_class(m)
+        assert callable(cls.from_state) and callable(cls.analysis) and callable(cls.uncertainty_input), m
+    X, y = data()
+    head = LinearProbe(seed=0)
+    head.fit(X, y)
+    p, experts = head.predict_with_experts(X)
+    np.testing.assert_array_equal(p, head.predict(X))
+    assert experts is None and head.analysis(X, y) is None and head.uncertainty_input(X) is X
 
 
 def test_linear_probe_like_a_sklearn_classifier(tmp_path):

@@ -111,6 +111,16 @@ def test_fusion_head_gates_experts_by_image_size():
     again = FusionHead.from_state(json.loads(json.dumps(head.config())), head.state())
     np.testing.assert_allclose(again.predict(X), head.predict(X), rtol=1e-5)
 
+    # the fused score and the experts' scores (what a scan line shows) from one run of each expert's head
+    calls = []
+    for h in (h1, h2):
+        h.predict = (lambda f: lambda x: calls.append(1) or f(x))(h.predict)
+    fused, by_name = head.predict_with_experts(X)
+    assert len(calls) == 2
+    np.testing.assert_allclose(fused, want, rtol=1e-5)
+    for name in ("big", "small"):
+        np.testing.assert_array_equal(by_name[name], scores[name])
+
 
 FUSION = ["--set", "experts=lowlevel,thumbnail-npr", "--set", "lowlevel.domain=32:",
           "--set", "thumbnail-npr.domain=0:40"]

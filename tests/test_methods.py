@@ -77,6 +77,25 @@ def test_parse_options():
         parse_options(["novalue"])
 
 
+def test_a_method_is_a_head_or_a_registered_recipe(monkeypatch):
+    from fakescope.training import methods
+    # train.py imports every recipe module: each has registered itself
+    assert methods.recipe_methods() == ["code", "fusion", "lowlevel", "natural-traces"]
+    assert methods.recipe("linear") is None  # a head on frozen features: fitted by fit_detector itself
+    seen = []
+
+    def fake_recipe(cfg, samples, log, fit):
+        seen.append((cfg.method, samples, fit))
+        return "detector"
+
+    monkeypatch.setitem(methods._RECIPES, "test-recipe", methods.Recipe("test-recipe", fake_recipe))
+    cfg = TrainConfig(data=[], method="test-recipe", cache=None)
+    assert fit_detector(cfg, ["a sample"]) == "detector"
+    assert seen == [("test-recipe", ["a sample"], fit_detector)]  # handed fit_detector for its parts
+    with pytest.raises(ValueError, match="unknown method 'no-such-method'"):  # before any image is read
+        fit_detector(TrainConfig(data=["no/such/folder"], method="no-such-method", cache=None))
+
+
 def test_pooled_option_is_strict():
     assert parse_spec("vit-s14-focus?layers=6&pooled=0").pooled is False
     with pytest.raises(ValueError, match="needs layers"):

@@ -96,28 +96,31 @@ class Detector:
     def scores(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None) -> np.ndarray:
         return self.scores_and_features(arrays, texts)[0]
 
-    def scores_and_features(self, arrays: np.ndarray | None,
-                            texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """P(fake) per image and the image features the head read (None for a text-only head)."""
+    def scores_and_features(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None]:
+        """P(fake) per image, the image features the head read (None for a text-only head) and, for a
+        head of several experts, each expert's P(fake) (else None)."""
         image = feature_vector(self.backbone.forward(arrays), self.spec) if self.modality != "text" else None
         text = self.encode_text(texts) if self.needs_text else None
-        return self.head_scores(head_input(image, text, self.modality)), image
+        scores, experts = self.head.predict_with_experts(head_input(image, text, self.modality))
+        return self.calibrated(scores), image, experts
 
     def verdicts(self, scores: np.ndarray, features: np.ndarray | None) -> list[tuple[str, str | None]]:
         """(label, reason) per score: fake at or above the threshold, else real, unless the
         uncertainty rule (when present and `abstain`) gives a reason to say "uncertain"."""
         reasons: list[str | None] = [None] * len(scores)
         if self.abstain and self.uncertainty is not None and features is not None:
-            if hasattr(self.head, "uncertainty_input"):  # a fusion: the rule reads one expert's features
-                features = self.head.uncertainty_input(features)
-            reasons = self.uncertainty.reasons(features, scores, self.threshold)
+            reasons = self.uncertainty.reasons(self.head.uncertainty_input(features), scores, self.threshold)
         return [("uncertain", r) if r else ("fake" if s >= self.threshold else "real", None)
                 for s, r in zip(scores, reasons)]
 
     def head_scores(self, x: np.ndarray) -> np.ndarray:
         """The head's P(fake), through the calibration map when the detector has one."""
+        return self.calibrated(self.head.predict(x))
+
+    def calibrated(self, scores: np.ndarray) -> np.ndarray:
         from .evaluation.calibration import apply_calibration
-        return apply_calibration(self.head.predict(x), self.calibration)
+        return apply_calibration(scores, self.calibration)
 
     def predict_batch(self, batch: list[Item]) -> list[Result]:
         """Prepared items in, one Result each; failed items keep their error."""
@@ -129,10 +132,10 @@ class Detector:
         x = stack(ok) if self.modality != "text" else None
         experts = iter(())
         if ok:
-            values, features = self.scores_and_features(x, [it.sample.text for it in ok] if self.needs_text else None)
+            texts = [it.sample.text for it in ok] if self.needs_text else None
+            values, features, by_name = self.scores_and_features(x, texts)
             scores = iter(zip(values, self.verdicts(values, features)))
-            if hasattr(self.head, "expert_scores") and features is not None:
-                by_name = self.head.expert_scores(features)
+            if by_name is not None:  # a fusion: each expert's score beside the fused one
                 experts = iter([{k: None if np.isnan(v[i]) else float(v[i]) for k, v in by_name.items()}
                                 for i in range(len(values))])
         else:

@@ -1,32 +1,30 @@
-"""Fit a head on frozen features: the engine behind `fakescope train`.
+"""Fit a detector: the engine behind `fakescope train`, and the one entry every method goes through.
 
-Split by group (data/splits.py: a parent photo and its generated children, a (real, edit)
-pair, the views of one image stay together), extract features through the cache (augmented
-views for training, the clean view for validation), fit the head, then set the threshold on
-the validation reals to a target false-positive rate and record everything needed to judge
-the model in its metadata.
+`fit_detector` first looks the method up among the training recipes (training/methods.py:
+code, natural-traces, lowlevel, fusion; imported below, so they are registered) and hands the
+run to it. Any other method is a head on frozen features, fitted here: split by group
+(data/splits.py: a parent photo and its generated children, a (real, edit) pair, the views of
+one image stay together), extract features through the cache (augmented views for training,
+the clean view for validation), fit the head, then set the threshold on the validation reals to
+a target false-positive rate and record everything needed to judge the model in its metadata.
 """
 from __future__ import annotations
 
-import datetime as dt
-import platform
-from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from . import __version__
 from .backbones import load_backbone, parse_spec
 from .data.augment import AugmentConfig
-from .data.samples import FAKE, REAL, Sample, balanced_subset
-from .data.sources import load_labelled
-from .data.splits import split_samples
+from .data.samples import Sample
 from .detector import Detector
-from .evaluation.metrics import metrics_by_generator, summary, threshold_at_fpr
 from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
-from .heads import HEADS_READING_TEXT, make_head
+from .heads import head_class, make_head
+from .training import fit as _trained_embeddings, fusion as _fusion, lowlevel as _lowlevel  # noqa: F401 (recipes)
+from .training.common import (describe, held_out_split, load_sources, run_metadata, threshold_and_validation,
+                              training_samples)
+from .training.methods import recipe
 from .uncertainty import UncertaintyConfig, fit_uncertainty
 
 
@@ -61,24 +59,6 @@ class TrainConfig:
                                                     for k in lifted})
 
 
-def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
-    samples: list[Sample] = []
-    for src in sources:
-        part = list(load_labelled(src))
-        if not part:
-            raise ValueError(f"{src}: no labelled images found (expected real/ and fake/)")
-        for s in part:
-            s.source = str(src)
-        samples += balanced_subset(part, per_class, seed)
-    return samples
-
-
-def describe(samples: Sequence[Sample]) -> dict:
-    return {"n": len(samples), "real": sum(s.label == REAL for s in samples),
-            "fake": sum(s.label == FAKE for s in samples),
-            "generators": dict(Counter(s.generator or "unnamed" for s in samples if s.label == FAKE))}
-
-
 def caption_features(samples: Sequence[Sample], encoder) -> np.ndarray:
     """One embedding per sample's caption; each distinct text is encoded once."""
     missing = sum(s.text is None for s in samples)
@@ -92,13 +72,13 @@ def caption_features(samples: Sequence[Sample], encoder) -> np.ndarray:
 
 
 def head_options(cfg: TrainConfig, backbone) -> dict:
-    """Options the head needs from the backbone: the block sizes of a multi-layer feature vector,
-    read off one forward pass (layers of a CNN differ in width, a ViT's do not)."""
+    """Options the head needs from the backbone: the block sizes of a multi-layer feature vector
+    (a head that `needs_blocks`), read off one forward pass (layers of a CNN differ in width, a ViT's do not)."""
     opts = dict(cfg.head_options)
-    if cfg.method == "multilayer" and "blocks" not in opts:
+    if head_class(cfg.method).needs_blocks and "blocks" not in opts:
         spec = backbone.spec
         if not spec.layers or cfg.modality != "image":
-            raise ValueError("method multilayer reads several layers' class tokens: use an image backbone spec "
+            raise ValueError(f"method {cfg.method} reads several layers' class tokens: use an image backbone spec "
                              "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
         from PIL import Image
         from .backbones import preprocess
@@ -107,41 +87,16 @@ def head_options(cfg: TrainConfig, backbone) -> dict:
     return opts
 
 
-def threshold_and_validation(cfg: TrainConfig, vsamples: Sequence[Sample], vy: np.ndarray,
-                             vs: np.ndarray) -> tuple[float, dict | None, dict]:
-    """The threshold for `cfg.target_fpr` on the held-out reals (of `cfg.calibrate_on` sources when
-    given), and the validation metrics at it: overall (with per-generator) and per source."""
-    threshold, val_metrics, by_source = 0.5, None, {}
-    calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
-                                     for s in vsamples])
-    if calib.any():
-        threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
-    if len(set(vy)) == 2:
-        val_metrics = summary(vy, vs, threshold)
-        val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
-    for src in sorted({s.source for s in vsamples if s.source}):
-        m = np.array([s.source == src for s in vsamples])
-        by_source[src] = summary(vy[m], vs[m], threshold)
-    return threshold, val_metrics, by_source
-
-
 def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:
-    if cfg.method in ("code", "natural-traces"):  # trained embeddings: their own encoder, not frozen features
-        from .training.fit import fit_trained_detector
-        return fit_trained_detector(cfg, samples, log=log)  # None on torchrun ranks other than 0
-    if cfg.method == "fusion":  # several experts (each fitted through here) and a stacking layer
-        from .training.fusion import fit_fused_detector
-        return fit_fused_detector(cfg, samples, log=log)
-    if cfg.method == "lowlevel":  # a CNN on generator traces trained from scratch, then a linear head on it
-        from .training.lowlevel import fit_lowlevel_detector
-        return fit_lowlevel_detector(cfg, samples, log=log)
-    samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
+    own = recipe(cfg.method)
+    if own is not None:  # trains more than a head (an encoder, experts): None on torchrun ranks other than 0
+        return own.fit(cfg, samples, log, fit_detector)
+    reads_text = head_class(cfg.method).reads_text  # an unknown method fails here, before any feature
+    samples = training_samples(cfg, samples)
     backbone = load_backbone(cfg.backbone)
     spec = backbone.spec
     cache = FeatureCache(cfg.cache, spec) if cfg.cache else None
-    is_val = split_samples(samples, cfg.val_fraction, cfg.seed)  # by group: a family stays on one side
-    train = [s for s, v in zip(samples, is_val) if not v]
-    val = [s for s, v in zip(samples, is_val) if v]
+    train, val = held_out_split(cfg, samples)  # by group: a family stays on one side
     augment = cfg.augment
     log(f"train {describe(train)}; validation {describe(val)}; backbone {spec.name}")
 
@@ -158,10 +113,10 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         T = caption_features([train[i] for i, _ in rows], encoder)
         leak = warn_if_text_leaks(T, y, groups)  # a caption that gives the label away is a shortcut
         log(f"text-only probe: held-out AUC {leak['text_only_auc']:.3f}" + (" -- " + leak["message"] if leak["leaks"] else ""))
-    elif cfg.modality != "image" or cfg.method in HEADS_READING_TEXT:
+    elif cfg.modality != "image" or reads_text:
         raise ValueError(f"modality {cfg.modality!r} / method {cfg.method!r} needs captions: set a text encoder")
     head = make_head(cfg.method, seed=cfg.seed, **head_options(cfg, backbone))
-    fit_text = {"text": T} if cfg.method in HEADS_READING_TEXT else {}
+    fit_text = {"text": T} if reads_text else {}
     info = head.fit(head_input(X, T, cfg.modality), y, groups, **fit_text)
 
     threshold, val_metrics, by_source, uncertainty = 0.5, None, {}, None
@@ -171,27 +126,18 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         vy = np.array([s.label for s in vsamples])
         VT = caption_features(vsamples, encoder) if encoder is not None and cfg.modality != "image" else None
         vs = head.predict(head_input(VX, VT, cfg.modality))
-        if hasattr(head, "analysis") and len(set(vy)) == 2:  # e.g. disentangle: semantic vs low-level signal
-            info["validation_analysis"] = head.analysis(VX, vy)
+        analysis = head.analysis(VX, vy) if len(set(vy)) == 2 else None
+        if analysis is not None:  # e.g. disentangle: semantic vs low-level signal
+            info["validation_analysis"] = analysis
         threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
         if cfg.uncertainty is not None and cfg.modality == "image" and len(set(vy)) == 2:
             uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, cfg.uncertainty, seed=cfg.seed)
-    metadata = {
-        "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "fakescope_version": __version__,
-        "data": [str(Path(d)) for d in cfg.data],
-        "train": describe(train), "validation": describe(val),
-        "views": cfg.views, "augment": augment.__dict__ if cfg.views > 1 else None,
-        "threshold_rule": f"at most {cfg.target_fpr:.0%} of held-out real images "
-                          f"{'of ' + ', '.join(map(str, cfg.calibrate_on)) + ' ' if cfg.calibrate_on else ''}scored >= threshold",
-        "target_fpr": cfg.target_fpr,
-        "text_encoder": cfg.text_encoder, "modality": cfg.modality, "text_leak_check": leak,
-        "validation_metrics": val_metrics, "validation_by_source": by_source, "fit": info, "skipped_images": len(errors),
-        "machine": platform.platform(),
-    }
+    metadata = run_metadata(cfg, train, val, val_metrics, by_source, info, len(errors),
+                            views=cfg.views, augment=augment.__dict__ if cfg.views > 1 else None,
+                            text_encoder=cfg.text_encoder, modality=cfg.modality, text_leak_check=leak)
     return Detector(spec=spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
                     metadata=metadata, text_encoder=cfg.text_encoder, modality=cfg.modality, _backbone=backbone,
                     _text=encoder, uncertainty=uncertainty)
 
 
-__all__ = ["TrainConfig", "fit_detector", "load_sources", "parse_spec"]
+__all__ = ["TrainConfig", "describe", "fit_detector", "load_sources", "parse_spec", "recipe", "threshold_and_validation"]

@@ -1,9 +1,11 @@
 """What every command module shares: exit codes, help texts, the console and logging, the choice
-Enums (listed here so a --help never imports torch), and small option parsers."""
+Enums (listed here so a --help never imports torch), the options several commands take (declared
+once; each command gives the default), and small option parsers."""
 from __future__ import annotations
 
 import logging
-from typing import List
+from pathlib import Path
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -60,9 +62,38 @@ ScanFormat = choice("ScanFormat", ["auto", "jsonl", "parquet"])
 # tests/test_cli_conventions.py fails when a registered head is missing from this list
 Method = choice("Method", ["linear", "multilayer", "disentangle", "robust-mlp", "code", "natural-traces", "knn",
                            "ocsvm", "ocsvm-poly", "distance", "lowlevel", "fusion"])
-TRAINS_AN_ENCODER = ("code", "natural-traces", "lowlevel", "fusion")  # checkpoints + the encoder go to MODEL_DIR/training
 Modality = choice("Modality", ["image", "text", "both"])
 Calibration = choice("Calibration", ["platt", "temperature", "none"])
+
+
+# options of train, compare, leave-out and validate (cli/train.py, cli/evaluate.py)
+BackboneOption = Annotated[str, typer.Option(help="Backbone spec string (see `fakescope backbones`).")]
+MethodOption = Annotated[Method, typer.Option(help="A head fitted on the frozen features, or a training recipe "
+                                                   "(code, natural-traces, lowlevel, fusion; see `fakescope train --help`).")]
+ViewsOption = Annotated[int, typer.Option(help="Views per training image: 1 clean + (views-1) augmented (crop, resize, JPEG).")]
+PerClassOption = Annotated[Optional[int], typer.Option(help="Use at most this many images per class from each source.")]
+CacheOption = Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/fakescope/features).")]
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
+SetOption = Annotated[List[str], typer.Option("--set", help="Method option KEY=VALUE, e.g. --set alpha=0.9 --set sam=false; "
+                                                            "repeatable.")]
+UncertainQuantileOption = Annotated[float, typer.Option(
+    help="\"Uncertain\" rule: images farther from the training images than this quantile of the validation images are unfamiliar.")]
+UncertainMissRateOption = Annotated[float, typer.Option(
+    help="\"Uncertain\" rule: \"real\" only below the score that this share of held-out fakes fall under.")]
+UncertainFprOption = Annotated[Optional[float], typer.Option(
+    help="\"Uncertain\" rule: \"fake\" only at or above the score this share of held-out reals reach (default: the threshold).")]
+
+
+def feature_cache(cache: Optional[Path], no_cache: bool = False) -> str | None:
+    """--cache / --no-cache as TrainConfig.cache: the folder, the default one, or None (no cache)."""
+    from ..features import DEFAULT_CACHE
+    return None if no_cache else str(cache or DEFAULT_CACHE)
+
+
+def uncertainty_rule(quantile: float, miss_rate: float, confident_fpr: Optional[float]):
+    """The --uncertain-* options as the rule training fits (uncertainty.py)."""
+    from ..uncertainty import UncertaintyConfig
+    return UncertaintyConfig(quantile=quantile, miss_rate=miss_rate, confident_fpr=confident_fpr)
 
 
 def one_line(text: object) -> str:

@@ -11,7 +11,9 @@ from rich.table import Table
 
 from ..clitools import value
 from ..evaluation.fmt import fmt_metric as fmt
-from .common import Calibration, EXIT_USAGE, MODEL_HELP, Method, TRAINS_AN_ENCODER, err, log, one_line, parse_options
+from .common import (EXIT_USAGE, MODEL_HELP, BackboneOption, CacheOption, Calibration, MethodOption, NoCacheOption,
+                     PerClassOption, SetOption, UncertainFprOption, UncertainMissRateOption, UncertainQuantileOption,
+                     ViewsOption, err, feature_cache, log, one_line, parse_options, uncertainty_rule)
 
 
 def compare(
@@ -19,10 +21,10 @@ def compare(
     models: List[str] = typer.Option([], "--model", help="Existing detector folder ('default': the shipped one) to evaluate on --test; repeatable."),
     data: List[str] = typer.Option([], "--data", help="Training data for the --backbone runs (as for train); repeatable."),
     test: List[str] = typer.Option([], "--test", help="Labelled test data, evaluated at each model's threshold; repeatable."),
-    method: Method = typer.Option("linear", help="The head trained on every backbone."),
-    views: int = typer.Option(1, help="Views per training image (as for train)."),
-    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
-    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
+    method: MethodOption = "linear",
+    views: ViewsOption = 1,
+    per_class: PerClassOption = None,
+    cache: CacheOption = None,
     save: Optional[Path] = typer.Option(None, help="Also save each trained detector under this folder."),
     report: Optional[Path] = typer.Option(None, help="Write the table as JSON here."),
     seed: int = typer.Option(0),
@@ -30,7 +32,6 @@ def compare(
     """One table: the same head trained on several backbones (which features expose fakes?),
     and/or existing detectors, all tested on the same --test data."""
     from ..evaluation.compare import COLUMNS, compare_backbones, compare_detectors
-    from ..features import DEFAULT_CACHE
     from ..train import TrainConfig
 
     method = value(method)
@@ -38,8 +39,7 @@ def compare(
         raise typer.BadParameter("give --backbone (with --data) and/or --model (with --test)")
     if backbones_ and not data:
         raise typer.BadParameter("--backbone runs need --data to train on", param_hint="--data")
-    cfg = TrainConfig(data=data, method=method, views=views, per_class=per_class, seed=seed,
-                      cache=str(cache or DEFAULT_CACHE))
+    cfg = TrainConfig(data=data, method=method, views=views, per_class=per_class, seed=seed, cache=feature_cache(cache))
     rows = compare_backbones(backbones_, cfg, test, save, log=log.info) if backbones_ else []
     rows += compare_detectors([None if ref == "default" else ref for ref in models], test, per_class, seed, cfg.cache)
     t = Table(title=f"{method} probe per backbone" if not models else "detectors compared", title_justify="left")
@@ -59,32 +59,31 @@ def compare(
 def leave_out(
     data: List[str] = typer.Option(..., "--data", help="Labelled data with fakes of several generators (fake/<generator>/); repeatable."),
     test_source: Optional[str] = typer.Option(None, "--test-source", help="The --data source whose generators are left out in turn and whose held-out images are tested (default: every source)."),
-    backbone: str = typer.Option("effnet-lite0", help="Backbone spec string."),
-    method: Method = typer.Option("linear", help="Head refitted without each generator."),
-    options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE (as for train); repeatable."),
-    views: int = typer.Option(1, help="Views per training image (as for train)."),
-    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    backbone: BackboneOption = "effnet-lite0",
+    method: MethodOption = "linear",
+    options: SetOption = [],
+    views: ViewsOption = 1,
+    per_class: PerClassOption = None,
     val_fraction: float = typer.Option(0.15, help="Fraction of images held out (hashed by file name, as in train): the test images."),
     target_fpr: float = typer.Option(0.05, help="Threshold: this share of the test source's held-out reals called fake."),
-    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
+    cache: CacheOption = None,
     report: Optional[Path] = typer.Option(None, help="Write the per-generator results as JSON here."),
     seed: int = typer.Option(0),
 ):
     """Leave-one-generator-out: does a detector generalise to a generator it never saw? For each
     generator g: refit without any image of g, test the held-out reals vs the held-out images of g."""
     from ..evaluation.protocols import leave_one_generator_out
-    from ..features import DEFAULT_CACHE
-    from ..train import TrainConfig, load_sources
+    from ..train import TrainConfig, load_sources, recipe
 
     method = value(method)
     head_options = parse_options(options)
-    if method in TRAINS_AN_ENCODER:  # no checkpoints kept for the refits
+    if recipe(method) is not None:  # a recipe that trains an encoder: no checkpoints kept for the refits
         head_options["run_dir"] = None
     if test_source is not None and test_source not in data:
         raise typer.BadParameter("must be one of the --data sources", param_hint="--test-source")
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
                       val_fraction=val_fraction, target_fpr=target_fpr, head_options=head_options, uncertainty=None,
-                      cache=str(cache or DEFAULT_CACHE))
+                      cache=feature_cache(cache))
     try:
         res = leave_one_generator_out(cfg, load_sources(data, per_class, seed), test_source, log=log.info)
     except ValueError as e:  # fewer than two named generators
@@ -105,35 +104,31 @@ def validate(
     source: List[str] = typer.Option(..., "--source", help="NAME=PATH of a labelled source held out in turn (real/ and fake/); repeatable."),
     photos: List[str] = typer.Option([], "--photos", help="NAME=PATH of real camera photos laid out real/<device>/<file>: always trained on, "
                                      "and held out by device for the false-positive rate; repeatable."),
-    backbone: str = typer.Option("effnet-lite0", help="Backbone spec string."),
-    method: Method = typer.Option("linear", help="Head refitted in every fold."),
-    views: int = typer.Option(1, help="Views per training image (as for train)."),
-    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    backbone: BackboneOption = "effnet-lite0",
+    method: MethodOption = "linear",
+    views: ViewsOption = 1,
+    per_class: PerClassOption = None,
     target_fpr: float = typer.Option(0.05, help="Threshold rule: this share of the training sources' held-out reals called fake."),
     device_folds: int = typer.Option(5, help="Folds over camera devices for the false-positive rate."),
-    uncertain_quantile: float = typer.Option(0.99, help="\"Uncertain\" rule: images farther from the training images than this quantile of the validation images are unfamiliar."),
-    uncertain_miss_rate: float = typer.Option(0.05, help="\"Uncertain\" rule: \"real\" only below the score that this share of held-out fakes fall under."),
-    uncertain_fpr: Optional[float] = typer.Option(None, help="\"Uncertain\" rule: \"fake\" only at or above the score this share of held-out reals reach (default: the threshold)."),
-    options: List[str] = typer.Option([], "--set", help="Head option KEY=VALUE; repeatable."),
-    cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default ~/.cache/fakescope/features)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    uncertain_quantile: UncertainQuantileOption = 0.99,
+    uncertain_miss_rate: UncertainMissRateOption = 0.05,
+    uncertain_fpr: UncertainFprOption = None,
+    options: SetOption = [],
+    cache: CacheOption = None,
+    no_cache: NoCacheOption = False,
     report: Optional[Path] = typer.Option(None, help="Write the results as JSON here (and a Markdown table beside it)."),
     seed: int = typer.Option(0),
 ):
     """Leave-one-source-out ROC-AUC and the false-positive rate on camera photos held out by
     device: validation that predicts how a recipe does on images unlike its training data."""
     from ..evaluation.protocols import device_held_out_fpr, leave_one_source_out, load_named, markdown_table
-    from ..features import DEFAULT_CACHE
     from ..train import TrainConfig
 
     method = value(method)
-    from ..uncertainty import UncertaintyConfig
-
-    rule = UncertaintyConfig(quantile=uncertain_quantile, miss_rate=uncertain_miss_rate, confident_fpr=uncertain_fpr)
+    rule = uncertainty_rule(uncertain_quantile, uncertain_miss_rate, uncertain_fpr)
     head_options = parse_options(options)
     cfg = TrainConfig(data=[], backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
-                      target_fpr=target_fpr, head_options=head_options, uncertainty=rule,
-                      cache=None if no_cache else str(cache or DEFAULT_CACHE))
+                      target_fpr=target_fpr, head_options=head_options, uncertainty=rule, cache=feature_cache(cache, no_cache))
     sources, cameras = load_named(source, per_class, seed), load_named(photos, None, seed)
     loso = leave_one_source_out(cfg, sources, always_train=cameras, log=log.info)
     devices = device_held_out_fpr(cfg, cameras, sources, folds=device_folds, seed=seed, log=log.info) if cameras else None
@@ -150,7 +145,7 @@ def validate(
 def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     data: List[str] = typer.Option(..., "--data", help="Labelled data (as for train); repeatable."),
-    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    per_class: PerClassOption = None,
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for metrics.json and summary.md."),
     cache: Optional[Path] = typer.Option(None, help="Feature cache folder (default: none)."),
     robustness: bool = typer.Option(False, "--robustness", help="Also score JPEG / blur / resize / crop / noise versions of every image (both classes alike)."),
@@ -220,7 +215,7 @@ def calibrate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     method: Calibration = typer.Option("platt", help="platt (a*logit+b), temperature (logit/T) or none (threshold only)."),
     target_fpr: Optional[float] = typer.Option(None, help="Also reset the threshold so this fraction of the real images is called fake."),
-    per_class: Optional[int] = typer.Option(None, help="At most this many images per class from each source."),
+    per_class: PerClassOption = None,
     seed: int = typer.Option(0),
 ):
     """Calibrate a detector's scores (Platt or temperature scaling) and/or its threshold; writes a new detector."""

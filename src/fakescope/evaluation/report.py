@@ -41,8 +41,9 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
     if len(ok):  # what answering only the most confident share would buy (selective classification)
         from ..uncertainty import risk_coverage
         metrics["risk_coverage"] = risk_coverage(labels, scores, det.threshold)
-    if hasattr(det.head, "analysis") and len(set(labels)) == 2:
-        metrics["analysis"] = det.head.analysis(X, labels)
+    analysis = det.head.analysis(X, labels) if len(set(labels)) == 2 else None
+    if analysis is not None:  # e.g. disentangle: semantic vs low-level signal
+        metrics["analysis"] = analysis
     metrics["errors"] = [{"path": path, "error": error} for path, error in failed]
     if len(set(labels)) == 2:
         from .calibration import brier, ece

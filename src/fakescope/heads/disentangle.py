@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register
+from .registry import register
 from .contrastive import info_nce, supcon_loss
 from .linear import LinearProbe
 from .multilayer import group_holdout
@@ -81,6 +81,7 @@ class _Nets(nn.Module):
 @register
 class DisentangleProbe:
     method = "disentangle"
+    reads_text = True  # fit(X, y, groups, text=caption embeddings)
 
     def __init__(self, k: int = 128, hidden: int = 256, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-4,
                  batch_size: int = 256, temperature: float = 0.07, learn_temperature: bool = True,

@@ -9,8 +9,9 @@ learns what to do without it. It is fitted on images the experts were not traine
 then its offsets are set so that one threshold holds the same false-positive rate in each group of
 images the same experts speak for (`equalise_domains`).
 
-`expert_scores(X)` gives each expert's P(fake) (NaN where it abstains): the JSON line shows them
-beside the fused score, so a user sees which kind of evidence spoke.
+`predict_with_experts(X)` gives the fused score and each expert's P(fake) (NaN where it abstains)
+from one run of every expert's head: the JSON line shows them beside the fused score, so a user
+sees which kind of evidence spoke.
 """
 from __future__ import annotations
 
@@ -18,12 +19,18 @@ import math
 
 import numpy as np
 
-from . import head_from_state, register
+from .registry import head_from_state, register
 
 
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
+
+
+def stacking_input(probabilities: np.ndarray, applies: np.ndarray) -> np.ndarray:
+    """The stacker's columns: per expert, [applies * logit P_e(fake), applies]."""
+    z = np.clip(logit(probabilities), -12, 12)
+    return np.concatenate([applies * z, applies], axis=1)
 
 
 @register
@@ -60,9 +67,7 @@ class FusionHead:
         return np.stack([np.asarray(h.predict(x), np.float64) for h, x in zip(self.heads, self._slices(X))], axis=1)
 
     def stacking_features(self, X: np.ndarray) -> np.ndarray:
-        a = self.applies(X)
-        z = np.clip(logit(self.expert_probabilities(X)), -12, 12)
-        return np.concatenate([a * z, a], axis=1)
+        return stacking_input(self.expert_probabilities(X), self.applies(X))
 
     # ------------------------------------------------------------ head protocol
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:
@@ -85,7 +90,7 @@ class FusionHead:
         Groups with fewer than `min_reals` reals keep their offset. Returns each group's cut before."""
         from ..evaluation.metrics import threshold_at_fpr
         a = self.applies(X_real)
-        z = self.stacking_features(X_real) @ self.weights + self.bias
+        z = stacking_input(self.expert_probabilities(X_real), a) @ self.weights + self.bias
         patterns, rows, shifts, cuts = sorted({tuple(r) for r in a.tolist()}), [], [], {}
         for pat in patterns:
             m = (a == np.array(pat)).all(axis=1)
@@ -104,12 +109,17 @@ class FusionHead:
         return cuts
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        z = self.stacking_features(X) @ self.weights + self.bias
-        return (1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))).astype(np.float32)
+        return self.predict_with_experts(X)[0]
 
     def expert_scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        return self.predict_with_experts(X)[1]
+
+    def predict_with_experts(self, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The fused P(fake) and each expert's (NaN where it abstains), every expert's head run once."""
         p, a = self.expert_probabilities(X), self.applies(X)
-        return {e["name"]: np.where(a[:, i] > 0, p[:, i], np.nan) for i, e in enumerate(self.experts)}
+        z = stacking_input(p, a) @ self.weights + self.bias
+        fused = (1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))).astype(np.float32)
+        return fused, {e["name"]: np.where(a[:, i] > 0, p[:, i], np.nan) for i, e in enumerate(self.experts)}
 
     def expert_features(self, X: np.ndarray, name: str) -> np.ndarray:
         return self._slices(X)[[e["name"] for e in self.experts].index(name)]

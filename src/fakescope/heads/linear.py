@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.splits import HEAD_SPLIT, split_by_group
-from . import register
+from .registry import register
 
 
 def _fit_logistic(X: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:

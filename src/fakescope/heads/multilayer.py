@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data.splits import HEAD_SPLIT, split_by_group
-from . import register
+from .registry import register
 
 HOLDOUT_FRACTION = 0.15
 
@@ -78,6 +78,7 @@ class _MultiLayerNet(nn.Module):
 @register
 class MultiLayerProbe:
     method = "multilayer"
+    needs_blocks = True  # config blocks: the widths of [pooled, layer l1, l2, ...], from the backbone
 
     def __init__(self, blocks: list[int] | None = None, proj_dim: int = 128, epochs: int = 40, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0, patience: int = 10,

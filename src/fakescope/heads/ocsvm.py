@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import register
+from .registry import register
 from .prototype import _sigmoid, _unit, fit_score_map
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import register
+from .registry import register
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data.splits import HEAD_SPLIT, split_by_group
-from . import register
+from .registry import register
 from .losses import cvar_tail, robust_loss
 from .sam import SAM
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backbones.encoders import embed, encoder_from_state, encoder_state, save_encoder
-from . import head_from_state, make_head, register
+from .registry import head_from_state, make_head, register
 
 HEAD_NAMES = {"logistic": "linear", "linear": "linear", "knn": "knn", "ocsvm": "ocsvm", "ocsvm-poly": "ocsvm-poly",
               "distance": "distance"}
@@ -27,6 +27,7 @@ def make_inner_head(name: str, seed: int = 0, **options):
 
 class TrainedEmbeddingHead:
     method = "code"
+    trains_encoder = True  # its recipe (training/fit.py) trains the encoder; save_encoder writes it alone
 
     def __init__(self, encoder=None, input_shape: tuple[int, ...] | None = None, head=None, seed: int = 0, **_):
         self.encoder, self.input_shape, self.head, self.seed = encoder, input_shape, head, seed
@@ -79,5 +80,4 @@ class NaturalTracesHead(TrainedEmbeddingHead):
     method = "natural-traces"
 
 
-TRAINED_METHODS = ("code", "natural-traces")
-__all__ = ["CoDEHead", "HEAD_NAMES", "NaturalTracesHead", "TRAINED_METHODS", "TrainedEmbeddingHead", "make_inner_head"]
+__all__ = ["CoDEHead", "HEAD_NAMES", "NaturalTracesHead", "TrainedEmbeddingHead", "make_inner_head"]

@@ -14,8 +14,6 @@ Under torchrun only rank 0 returns a Detector; the other ranks return None.
 """
 from __future__ import annotations
 
-import datetime as dt
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,11 +22,23 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import __version__
+from ..backbones import BackboneSpec, load_backbone, parse_spec
+from ..backbones.encoders import VIT_PRESETS, FeatureAdapter, ViT, count_parameters, load_encoder, vit_config
+from ..backbones.trained import encoder_dir
 from ..data.samples import REAL, Sample
+from ..detector import Detector
+from ..features import FeatureCache, extract
+from ..heads import make_head
+from ..heads.trained_embedding import HEAD_NAMES, make_inner_head
 from . import engine
-from ..heads.trained_embedding import HEAD_NAMES, TRAINED_METHODS, CoDEHead, NaturalTracesHead, make_inner_head
+from .code import train_code
+from .common import describe, held_out_split, run_metadata, threshold_and_validation, training_samples
+from .data import FeatureViews, ImageViews, decode_samples, view_features
+from .methods import register_recipe
+from .natural_traces import train_natural_traces
 from .views import ViewConfig
+
+METHODS = ("code", "natural-traces")
 
 OPTIONS = {
     "encoder": "vit-small32",      # vit-small32 | vit-tiny | vit-crop64 | adapter | adapter:<spec> | trained:<dir>
@@ -85,7 +95,6 @@ def parse_trained_options(method: str, opts: dict) -> dict:
     if o["head"] not in HEAD_NAMES:
         raise ValueError(f"head {o['head']!r} unknown; choose from {', '.join(sorted(HEAD_NAMES))}")
     enc = str(o["encoder"])
-    from ..backbones.encoders import VIT_PRESETS
     if not (enc in VIT_PRESETS or enc == "adapter" or enc.startswith(("adapter:", "trained:"))):
         raise ValueError(f"encoder {enc!r} unknown; choose from {', '.join(VIT_PRESETS)}, adapter, "
                          "adapter:<backbone spec>, trained:<encoder dir>")
@@ -126,20 +135,15 @@ def _image_term(method: str, o: dict) -> bool:
 
 
 def _vit(o: dict):
-    from ..backbones.encoders import ViT, vit_config
     over = {k: int(o[k]) for k in ("image_size", "patch", "dim", "depth", "heads") if o[k] is not None}
     return ViT(vit_config(o["encoder"], over))
 
 
-def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
-    """cfg: a train.TrainConfig with method code / natural-traces and the options in head_options."""
-    from ..backbones import load_backbone, parse_spec
-    from ..detector import Detector
-    from ..features import FeatureCache, extract
-    from ..data.splits import split_samples
-    from ..train import describe, load_sources, threshold_and_validation
-
-    if cfg.method not in TRAINED_METHODS:
+@register_recipe(*METHODS)
+def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print, fit_detector=None):
+    """cfg: a train.TrainConfig with method code / natural-traces and the options in head_options.
+    (`fit_detector`, every recipe's last argument, is not needed here: the head is fitted below.)"""
+    if cfg.method not in METHODS:
         raise ValueError(f"not a trained-embedding method: {cfg.method!r}")
     if cfg.modality != "image" or cfg.text_encoder:
         raise ValueError(f"--method {cfg.method} reads images only (no --text / --modality)")
@@ -149,10 +153,7 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
     t_start = time.time()
     d = engine.init_distributed(str(o["device"]))
     try:
-        samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
-        is_val = split_samples(samples, cfg.val_fraction, cfg.seed)
-        train = [s for s, v in zip(samples, is_val) if not v]
-        val = [s for s, v in zip(samples, is_val) if v]
+        train, val = held_out_split(cfg, training_samples(cfg, samples))
         if d.is_main:
             log(f"train {describe(train)}; validation {describe(val)}; encoder {o['encoder']}; "
                 f"{d.world_size} process(es)")
@@ -166,16 +167,11 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
 
         # ---------------------------------------------------------- encoder + training items
         if enc_name.startswith("trained:"):
-            from ..backbones.encoders import load_encoder
-            from ..backbones.trained import encoder_dir
             encoder, emeta = load_encoder(encoder_dir(enc_name.split(":", 1)[1]))
-            from ..backbones import BackboneSpec
             in_spec = BackboneSpec.from_dict(emeta["input"])
             cache = FeatureCache(cfg.cache, in_spec) if cfg.cache else None
             dataset = None
         elif enc_name.startswith("adapter"):
-            from .data import FeatureViews, view_features
-            from ..backbones.encoders import FeatureAdapter
             bspec = enc_name.split(":", 1)[1] if ":" in enc_name else cfg.backbone
             backbone = load_backbone(bspec)
             in_spec = backbone.spec
@@ -198,7 +194,6 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             encoder.set_statistics(feats["global"][:, 0])
             dataset = FeatureViews(feats, [s.label for s in train], image_term=_image_term(cfg.method, o))
         else:
-            from .data import ImageViews, decode_samples
             encoder = _vit(o)
             S = encoder.cfg.image_size
             eval_size = int(o["eval_size"] or S)
@@ -210,19 +205,16 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             dataset = ImageViews([images[i] for i in keep], [s.label for s in train],
                                  ViewConfig(out_size=S, scale=gs, pre_crop=pre), ViewConfig(out_size=S, scale=ls, pre_crop=pre),
                                  image_term=_image_term(cfg.method, o))
-        from ..backbones.encoders import count_parameters
         info["encoder_parameters"] = count_parameters(encoder)
 
         # ---------------------------------------------------------- training
         if dataset is not None:
             n = len(dataset)
             if cfg.method == "code":
-                from .code import train_code
                 loop = _loop(o, cfg.seed, int(o["epochs"]), n, d.world_size, run_dir, "code")
                 info["history"] = train_code(encoder, dataset, loop, float(o["temperature"]), str(o["positives"]), log=log)
                 info["loop"] = asdict(loop)
             else:
-                from .natural_traces import train_natural_traces
                 n_real = int((np.asarray(dataset.labels) == REAL).sum())
                 l1 = _loop(o, cfg.seed, int(o["stage1_epochs"]), n_real, d.world_size,
                            str(Path(run_dir) / "stage1") if run_dir else None, "natural-traces stage 1")
@@ -250,8 +242,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
                 log("distance head: no learned natural traces in this run; scoring by a refitted real centre")
             else:
                 head_opts = {"centres": traces}
-        cls = CoDEHead if cfg.method == "code" else NaturalTracesHead
-        head = cls(encoder=encoder, input_shape=shape, head=make_inner_head(o["head"], seed=cfg.seed, **head_opts))
+        head = make_head(cfg.method, encoder=encoder, input_shape=shape,
+                         head=make_inner_head(o["head"], seed=cfg.seed, **head_opts))
         rows, X, errors = extract(train, input_backbone, cache, desc="head features")
         y = np.array([train[i].label for i, _ in rows])
         t0 = time.time()
@@ -266,15 +258,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             vs = head.predict(VX)
             threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
         info["total_seconds"] = round(time.time() - t_start, 1)
-        metadata = {
-            "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "fakescope_version": __version__, "recipe": cfg.method, "head_name": o["head"],
-            "data": [str(Path(p)) for p in cfg.data], "train": describe(train), "validation": describe(val),
-            "threshold_rule": f"at most {cfg.target_fpr:.0%} of held-out real images "
-                              f"{'of ' + ', '.join(map(str, cfg.calibrate_on)) + ' ' if cfg.calibrate_on else ''}scored >= threshold",
-            "target_fpr": cfg.target_fpr, "validation_metrics": val_metrics, "validation_by_source": by_source,
-            "fit": info, "skipped_images": len(errors), "machine": platform.platform(),
-        }
+        metadata = run_metadata(cfg, train, val, val_metrics, by_source, info, len(errors),
+                                recipe=cfg.method, head_name=o["head"])
         return Detector(spec=in_spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
                         metadata=metadata, _backbone=input_backbone)
     finally:

@@ -28,7 +28,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ..backbones import load_backbone
+from ..backbones.fusion import fusion_spec, imagesize_spec
 from ..data.samples import REAL, Sample
+from ..detector import Detector
+from ..features import FeatureCache, extract
+from ..heads.fusion import FusionHead
+from ..uncertainty import fit_uncertainty
+from .common import describe, held_out_split, threshold_and_validation, training_samples
+from .methods import register_recipe
 
 # name -> (TrainConfig fields, domain: [min, max] of the image's shorter side (max None: no limit) where
 # the expert speaks, and what it trains on: "domain" (those images only) or "all")
@@ -102,21 +110,12 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
     return out
 
 
-def fit_fused_detector(cfg, samples: Sequence[Sample] | None = None, log=print):
-    from ..backbones import load_backbone
-    from ..backbones.fusion import fusion_spec, imagesize_spec
-    from ..detector import Detector
-    from ..features import FeatureCache, extract
-    from ..heads.fusion import FusionHead
-    from ..data.splits import split_samples
-    from ..train import describe, fit_detector, load_sources, threshold_and_validation
-    from ..uncertainty import fit_uncertainty
-
+@register_recipe("fusion")
+def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector):
+    """cfg: a train.TrainConfig with method fusion; each expert is fitted through `fit_detector`
+    (train.fit_detector, handed in: training/methods.py), any method it names."""
     options = dict(cfg.head_options)
-    samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
-    is_val = split_samples(samples, cfg.val_fraction, cfg.seed)
-    train = [s for s, v in zip(samples, is_val) if not v]
-    val = [s for s, v in zip(samples, is_val) if v]
+    train, val = held_out_split(cfg, training_samples(cfg, samples))
     sides = {id(s): shorter_side(s) for s in train}
     experts, record = [], {}
     for name, ecfg, domain, train_on in expert_configs(cfg, options):

@@ -8,7 +8,7 @@ flips, quarter turns, blur, resizing and JPEG q30-100 drawn for both classes (vi
 
 The trained encoder is then a frozen backbone like any other (`trained:<dir>`, which reads a
 larger native centre crop as tiles of the training crop and averages their embeddings), and the
-detector is the usual linear head on it, fitted and thresholded by `train.fit_detector`: one
+detector is the usual linear head on it, fitted and thresholded by `train.fit_detector` (handed to the recipe): one
 threshold rule, one metadata record, one saved-model format for every method.
 
     thumbnail=true   the whole image squashed to the crop size instead (an expert for images too
@@ -21,14 +21,16 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import engine
-from .data import NativeCrops
+from ..backbones import parse_spec
 from ..backbones.encoders import LOWLEVEL_PRESETS, LowLevelCNN, LowLevelConfig, count_parameters, save_encoder
+from . import engine
+from .common import held_out_split, training_samples
+from .data import NativeCrops
+from .methods import register_recipe
 from .views import NativeViewConfig
 
 OPTIONS = {
@@ -125,17 +127,14 @@ def train_encoder(samples, o: dict, seed: int = 0, log=print) -> tuple[LowLevelC
     return encoder.cpu().eval(), record
 
 
-def fit_lowlevel_detector(cfg, samples=None, log=print):
+@register_recipe("lowlevel")
+def fit_lowlevel_detector(cfg, samples, log, fit_detector):
     """cfg: a train.TrainConfig with method lowlevel (options in head_options). Trains the encoder on
-    the training split, saves it, then fits the linear head on it through `fit_detector`."""
-    from ..backbones import parse_spec
-    from ..data.splits import split_samples
-    from ..train import fit_detector, load_sources
-
+    the training split, saves it, then fits the linear head on it through `fit_detector`
+    (train.fit_detector, handed in: training/methods.py)."""
     o = parse_options(dict(cfg.head_options))
-    samples = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
-    is_val = split_samples(samples, cfg.val_fraction, cfg.seed)
-    train = [s for s, v in zip(samples, is_val) if not v]
+    samples = training_samples(cfg, samples)
+    train, _ = held_out_split(cfg, samples)
     encoder, record = train_encoder(train, o, cfg.seed, log)
     run_dir = Path(o["run_dir"] or tempfile.mkdtemp(prefix="fakescope-lowlevel-"))
     size = encoder.cfg.image_size

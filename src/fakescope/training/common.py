@@ -1,0 +1,88 @@
+"""What every training recipe shares: the labelled sources, the held-out split, the threshold on
+held-out reals with the validation metrics at it, and how the run describes its data.
+
+`cfg` below is a `train.TrainConfig` (read, never built here: this module sits under every recipe
+and under train.py, which imports the recipes)."""
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..data.samples import FAKE, REAL, Sample, balanced_subset
+from ..data.sources import load_labelled
+from ..data.splits import split_samples
+from ..evaluation.metrics import metrics_by_generator, summary, threshold_at_fpr
+
+
+def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
+    samples: list[Sample] = []
+    for src in sources:
+        part = list(load_labelled(src))
+        if not part:
+            raise ValueError(f"{src}: no labelled images found (expected real/ and fake/)")
+        for s in part:
+            s.source = str(src)
+        samples += balanced_subset(part, per_class, seed)
+    return samples
+
+
+def training_samples(cfg, samples: Sequence[Sample] | None) -> list[Sample]:
+    """The samples given, else those of `cfg.data` (at most `cfg.per_class` per class and source)."""
+    return list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
+
+
+def held_out_split(cfg, samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) by group (data/splits.py): a family stays on one side."""
+    is_val = split_samples(samples, cfg.val_fraction, cfg.seed)
+    return [s for s, v in zip(samples, is_val) if not v], [s for s, v in zip(samples, is_val) if v]
+
+
+def describe(samples: Sequence[Sample]) -> dict:
+    return {"n": len(samples), "real": sum(s.label == REAL for s in samples),
+            "fake": sum(s.label == FAKE for s in samples),
+            "generators": dict(Counter(s.generator or "unnamed" for s in samples if s.label == FAKE))}
+
+
+def threshold_rule(cfg) -> str:
+    """The threshold rule in words, as the model's metadata records it."""
+    among = f"of {', '.join(map(str, cfg.calibrate_on))} " if cfg.calibrate_on else ""
+    return f"at most {cfg.target_fpr:.0%} of held-out real images {among}scored >= threshold"
+
+
+def threshold_and_validation(cfg, vsamples: Sequence[Sample], vy: np.ndarray,
+                             vs: np.ndarray) -> tuple[float, dict | None, dict]:
+    """The threshold for `cfg.target_fpr` on the held-out reals (of `cfg.calibrate_on` sources when
+    given), and the validation metrics at it: overall (with per-generator) and per source."""
+    threshold, val_metrics, by_source = 0.5, None, {}
+    calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
+                                     for s in vsamples])
+    if calib.any():
+        threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
+    if len(set(vy)) == 2:
+        val_metrics = summary(vy, vs, threshold)
+        val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
+    for src in sorted({s.source for s in vsamples if s.source}):
+        m = np.array([s.source == src for s in vsamples])
+        by_source[src] = summary(vy[m], vs[m], threshold)
+    return threshold, val_metrics, by_source
+
+
+def run_metadata(cfg, train: Sequence[Sample], val: Sequence[Sample], val_metrics: dict | None, by_source: dict,
+                 fit: dict, skipped: int, **extra) -> dict:
+    """The record every detector keeps of its run: when and with what, on which data, its threshold
+    rule and validation metrics, what fitting said, the images skipped; `extra` is the method's own."""
+    return {"trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "fakescope_version": __version__,
+            "data": [str(Path(d)) for d in cfg.data], "train": describe(train), "validation": describe(val),
+            "threshold_rule": threshold_rule(cfg), "target_fpr": cfg.target_fpr, **extra,
+            "validation_metrics": val_metrics, "validation_by_source": by_source, "fit": fit, "skipped_images": skipped,
+            "machine": platform.platform()}
+
+
+__all__ = ["describe", "held_out_split", "load_sources", "run_metadata", "threshold_and_validation", "threshold_rule",
+           "training_samples"]
