@@ -210,12 +210,31 @@ def test_logistic_with_C_is_scikit_learns_balanced_logistic_regression():
 
 
 def test_code_defaults_to_its_published_heads():
+    from dataclasses import replace
+
     from fakescope.training.fit import inner_head_options, parse_trained_options
     code = parse_trained_options("code", {})
-    assert code["head"] == "knn" and inner_head_options("code", code) == {"k": 1}
-    assert inner_head_options("code", {**code, "head": "logistic"}) == {"C": 0.316, "standardize": False}
-    assert inner_head_options("code", {**code, "head": "logistic", "C": "sweep"}) == {}
-    assert inner_head_options("code", {**code, "head": "ocsvm-poly"}) == {"nu": 0.1}
+    assert code.head == "knn" and inner_head_options("code", code) == {"k": 1}
+    assert inner_head_options("code", replace(code, head="logistic")) == {"C": 0.316, "standardize": False}
+    assert inner_head_options("code", replace(code, head="logistic", C="sweep")) == {}
+    assert inner_head_options("code", replace(code, head="ocsvm-poly")) == {"nu": 0.1}
     nt = parse_trained_options("natural-traces", {"head": "knn"})
     assert inner_head_options("natural-traces", nt) == {"k": 10}
-    assert inner_head_options("natural-traces", {**nt, "head": "logistic"}) == {}
+    assert inner_head_options("natural-traces", replace(nt, head="logistic")) == {}
+
+
+def test_recipe_options_are_typed():
+    # --set values arrive as JSON or text; each recipe reads them as its dataclass's field types
+    from fakescope.training.fit import parse_trained_options
+    from fakescope.training.lowlevel import parse_options
+    o = parse_trained_options("code", {"epochs": "3", "image_term": "false", "C": "0.5", "global_scale": [0.5, 1]})
+    assert (o.epochs, o.image_term, o.C, o.global_scale, o.stage1_epochs) == (3, False, 0.5, (0.5, 1.0), 1)
+    assert parse_trained_options("code", {"C": "sweep"}).C == "sweep"
+    low = parse_options({"thumbnail": "true", "resume": 0, "jpeg_quality": [50, 90], "head_l2": 1})
+    assert (low.thumbnail, low.resume, low.jpeg_quality, low.head_l2) == (True, False, (50, 90), 1.0)
+    with pytest.raises(ValueError, match="--method natural-traces: unknown option.*'epoch'.*known: .*epochs"):
+        parse_trained_options("natural-traces", {"epoch": 3})
+    with pytest.raises(ValueError, match="option resume must be true or false"):
+        parse_options({"resume": "maybe"})
+    with pytest.raises(ValueError, match="option epochs must be int"):
+        parse_options({"epochs": "many"})

@@ -6,16 +6,16 @@
     -> rank 0: embeddings of the clean training images -> head (knn / logistic / ocsvm / distance)
     -> threshold at the target FPR on held-out reals -> Detector (spec of the encoder's input + head)
 
-Options (`--set KEY=VALUE`, all optional; OPTIONS below lists them with defaults):
+Options (`--set KEY=VALUE`, all optional; TrainedEmbeddingOptions below lists them with defaults):
     encoder=vit-small32 | vit-tiny | vit-crop64 | adapter (on --backbone) | adapter:<spec> | trained:<dir>
     head=knn (code) / distance (natural-traces) | logistic | ocsvm | ocsvm-poly | knn | distance
-    epochs, batch_size, lr, temperature, ... see OPTIONS.
+    epochs, batch_size, lr, temperature, ... see TrainedEmbeddingOptions.
 Under torchrun only rank 0 returns a Detector; the other ranks return None.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -36,107 +36,106 @@ from .common import describe, held_out_split, run_metadata, threshold_and_valida
 from .data import FeatureViews, ImageViews, decode_samples, view_features
 from .methods import register_recipe
 from .natural_traces import train_natural_traces
+from .options import typed_options
 from .views import ViewConfig
 
 METHODS = ("code", "natural-traces")
 
-OPTIONS = {
-    "encoder": "vit-small32",      # vit-small32 | vit-tiny | vit-crop64 | adapter | adapter:<spec> | trained:<dir>
-    "head": None,                  # knn (code default) | distance (natural-traces default) | logistic | ocsvm | ocsvm-poly
-    "epochs": 10,                  # training epochs (natural-traces: of stage 2)
-    "stage1_epochs": None,         # natural-traces stage 1 (reals only); default epochs // 2
-    "batch_size": 128,             # global batch (all processes together)
-    "lr": 1e-3,
-    "weight_decay": 0.05,
-    "warmup": 0.05,                # fraction of the steps spent warming up
-    "temperature": 0.1,            # CoDE InfoNCE / natural-traces stage 2
-    "stage1_temperature": 0.2,     # natural-traces stage 1 NT-Xent
-    "positives": "pair",           # CoDE local term: the image's own global view ("pair", CoDE) or all same-class ones ("class")
-    "image_term": True,            # CoDE image term: clean image vs augmented other image of its class (CoDE); false: local term only
-    "prototypes": 4,               # natural-traces: learnable real prototypes in stage 2
-    "supervised_weight": 1.0,      # natural-traces: weight of the real/fake BCE term in stage 2 (the paper's; 0: contrastive only)
-    "score_by": "traces",          # natural-traces distance head: to the learned traces ("traces") or a refitted real centre ("centroid")
-    "global_scale": [0.4, 1.0],    # area fraction of global views
-    "local_scale": [0.05, 0.4],    # area fraction of local views
-    "pre_crop": None,              # ViT: first a native-resolution crop of this many px (large photos)
-    "image_size": None, "patch": None, "dim": None, "depth": None, "heads": None,   # ViT preset overrides
-    "eval_size": None,             # ViT: side of the image the detector reads (default: the encoder's input);
+@dataclass(frozen=True)
+class TrainedEmbeddingOptions:
+    """`--set` options of --method code / natural-traces (all optional; parse_trained_options)."""
+    encoder: str = "vit-small32"   # vit-small32 | vit-tiny | vit-crop64 | adapter | adapter:<spec> | trained:<dir>
+    head: str | None = None        # knn (code default) | distance (natural-traces default) | logistic | ocsvm | ocsvm-poly
+    epochs: int = 10               # training epochs (natural-traces: of stage 2)
+    stage1_epochs: int | None = None   # natural-traces stage 1 (reals only); default epochs // 2
+    batch_size: int = 128          # global batch (all processes together)
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.05           # fraction of the steps spent warming up
+    temperature: float = 0.1       # CoDE InfoNCE / natural-traces stage 2
+    stage1_temperature: float = 0.2   # natural-traces stage 1 NT-Xent
+    positives: str = "pair"        # CoDE local term: the image's own global view ("pair", CoDE) or all same-class ones ("class")
+    image_term: bool = True        # CoDE image term: clean image vs augmented other image of its class (CoDE); false: local term only
+    prototypes: int = 4            # natural-traces: learnable real prototypes in stage 2
+    supervised_weight: float = 1.0   # natural-traces: weight of the real/fake BCE term in stage 2 (the paper's; 0: contrastive only)
+    score_by: str = "traces"       # natural-traces distance head: to the learned traces ("traces") or a refitted real centre ("centroid")
+    global_scale: tuple[float, ...] = (0.4, 1.0)   # area fraction of global views
+    local_scale: tuple[float, ...] = (0.05, 0.4)   # area fraction of local views
+    pre_crop: int | None = None    # ViT: first a native-resolution crop of this many px (large photos)
+    image_size: int | None = None  # ViT preset overrides: input side,
+    patch: int | None = None       #   patch side,
+    dim: int | None = None         #   width,
+    depth: int | None = None       #   blocks,
+    heads: int | None = None       #   attention heads
+    eval_size: int | None = None   # ViT: side of the image the detector reads (default: the encoder's input);
                                    #   larger -> tiles of the encoder's input, embeddings averaged
-    "eval_resize": None,           # ViT: resize (default) or native_crop (keep pixel traces of large photos)
-    "global_views": 2,             # adapter: cached global views per image (view 0 = the clean image)
-    "local_views": 2,              # adapter: cached local views per image
-    "hidden": 512, "out_dim": 128,  # adapter MLP
-    "k": None,                     # knn head: neighbours (code: 1, CoDE's exact cosine 1-NN; natural-traces: 10, weighted)
-    "C": "auto",                   # logistic head: auto (code: 0.316 on the raw embedding, CoDE's; natural-traces: sweep),
+    eval_resize: str | None = None   # ViT: resize (default) or native_crop (keep pixel traces of large photos)
+    global_views: int = 2          # adapter: cached global views per image (view 0 = the clean image)
+    local_views: int = 2           # adapter: cached local views per image
+    hidden: int = 512              # adapter MLP: hidden width,
+    out_dim: int = 128             #   embedding width
+    k: int | None = None           # knn head: neighbours (code: 1, CoDE's exact cosine 1-NN; natural-traces: 10, weighted)
+    C: str | float = "auto"        # logistic head: auto (code: 0.316 on the raw embedding, CoDE's; natural-traces: sweep),
                                    #   sweep (fakescope's L2 swept on a held-out split, standardised features) or a number
-    "nu": 0.1,                     # ocsvm (RBF random features, fakescope's) and ocsvm-poly (CoDE's) heads
-    "head_prototypes": 1,          # distance head: k-means centres of the real embeddings
-    "run_dir": None,               # checkpoints + metrics.jsonl (the CLI uses MODEL_DIR/training)
-    "resume": True,                # continue an interrupted run from run_dir (if its settings match)
-    "checkpoint_every": 50,        # steps between checkpoints (and at every epoch end)
-    "max_steps": None,             # stop after this many optimizer steps
-    "max_minutes": None,           # time budget for each training stage (stops with a checkpoint; the head is still fitted)
-    "workers": 2,                  # threads building views
-    "threads": None,               # torch intra-op threads (default: torch's)
-    "amp": "auto",                 # auto | off | bf16 | fp16
-    "device": "auto",
-}
+    nu: float = 0.1                # ocsvm (RBF random features, fakescope's) and ocsvm-poly (CoDE's) heads
+    head_prototypes: int = 1       # distance head: k-means centres of the real embeddings
+    run_dir: str | None = None     # checkpoints + metrics.jsonl (the CLI uses MODEL_DIR/training)
+    resume: bool = True            # continue an interrupted run from run_dir (if its settings match)
+    checkpoint_every: int = 50     # steps between checkpoints (and at every epoch end)
+    max_steps: int | None = None   # stop after this many optimizer steps
+    max_minutes: float | None = None   # time budget for each training stage (stops with a checkpoint; the head is still fitted)
+    workers: int = 2               # threads building views
+    threads: int | None = None     # torch intra-op threads (default: torch's)
+    amp: str = "auto"              # auto | off | bf16 | fp16
+    device: str = "auto"
 
 
-def parse_trained_options(method: str, opts: dict) -> dict:
-    unknown = set(opts) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"--method {method}: unknown option(s) {sorted(unknown)}; known: {', '.join(sorted(OPTIONS))}")
-    o = {**OPTIONS, **opts}
-    if o["head"] is None:
-        o["head"] = "knn" if method == "code" else "distance"
-    if o["score_by"] not in ("traces", "centroid"):
-        raise ValueError(f"score_by must be 'traces' or 'centroid', got {o['score_by']!r}")
-    if o["head"] not in HEAD_NAMES:
-        raise ValueError(f"head {o['head']!r} unknown; choose from {', '.join(sorted(HEAD_NAMES))}")
-    enc = str(o["encoder"])
+def parse_trained_options(method: str, opts: dict) -> TrainedEmbeddingOptions:
+    o = typed_options(TrainedEmbeddingOptions, opts, f"--method {method}")
+    if o.head is None:
+        o = replace(o, head="knn" if method == "code" else "distance")
+    if o.score_by not in ("traces", "centroid"):
+        raise ValueError(f"score_by must be 'traces' or 'centroid', got {o.score_by!r}")
+    if o.head not in HEAD_NAMES:
+        raise ValueError(f"head {o.head!r} unknown; choose from {', '.join(sorted(HEAD_NAMES))}")
+    enc = o.encoder
     if not (enc in VIT_PRESETS or enc == "adapter" or enc.startswith(("adapter:", "trained:"))):
         raise ValueError(f"encoder {enc!r} unknown; choose from {', '.join(VIT_PRESETS)}, adapter, "
                          "adapter:<backbone spec>, trained:<encoder dir>")
-    if o["stage1_epochs"] is None:
-        o["stage1_epochs"] = max(1, int(o["epochs"]) // 2)
+    if o.stage1_epochs is None:
+        o = replace(o, stage1_epochs=max(1, o.epochs // 2))
     return o
 
 
-def _loop(o: dict, seed: int, epochs: int, n: int, world: int, run_dir: str | None, desc: str) -> engine.TrainLoopConfig:
-    B = engine.global_batch_size(n, int(o["batch_size"]), world)
+def _loop(o: TrainedEmbeddingOptions, seed: int, epochs: int, n: int, world: int, run_dir: str | None,
+          desc: str) -> engine.TrainLoopConfig:
+    B = engine.global_batch_size(n, o.batch_size, world)
     steps = max(1, (n // B) * epochs)
-    return engine.TrainLoopConfig(epochs=epochs, batch_size=int(o["batch_size"]), lr=float(o["lr"]),
-                                  weight_decay=float(o["weight_decay"]), warmup_steps=int(float(o["warmup"]) * steps),
-                                  seed=seed, out_dir=run_dir, resume=bool(o["resume"]),
-                                  checkpoint_every=int(o["checkpoint_every"] or 0),
-                                  max_steps=int(o["max_steps"]) if o["max_steps"] else None,
-                                  max_seconds=60 * float(o["max_minutes"]) if o["max_minutes"] else None, amp=str(o["amp"]),
-                                  device=str(o["device"]), workers=int(o["workers"]), desc=desc)
+    return engine.TrainLoopConfig(epochs=epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
+                                  warmup_steps=int(o.warmup * steps), seed=seed, out_dir=run_dir, resume=o.resume,
+                                  checkpoint_every=o.checkpoint_every or 0, max_steps=o.max_steps or None,
+                                  max_seconds=60 * o.max_minutes if o.max_minutes else None, amp=o.amp,
+                                  device=o.device, workers=o.workers, desc=desc)
 
 
-def inner_head_options(method: str, o: dict) -> dict:
+def inner_head_options(method: str, o: TrainedEmbeddingOptions) -> dict:
     """The head's options; CoDE's published heads by default for code (1-NN, C 0.316 balanced, poly OCSVM)."""
-    name = HEAD_NAMES[o["head"]]
+    name = HEAD_NAMES[o.head]
     if name == "knn":
-        return {"k": int(o["k"] or (1 if method == "code" else 10))}
+        return {"k": o.k or (1 if method == "code" else 10)}
     if name in ("ocsvm", "ocsvm-poly"):
-        return {"nu": float(o["nu"])}
+        return {"nu": o.nu}
     if name == "distance":
-        return {"prototypes": int(o["head_prototypes"])}
+        return {"prototypes": o.head_prototypes}
     if name == "linear":
-        C = o["C"] if o["C"] != "auto" else (0.316 if method == "code" else "sweep")
+        C = o.C if o.C != "auto" else (0.316 if method == "code" else "sweep")
         return {} if C == "sweep" else {"C": float(C), "standardize": False}
     return {}
 
 
-def _image_term(method: str, o: dict) -> bool:
-    return method == "code" and str(o["image_term"]).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _vit(o: dict):
-    over = {k: int(o[k]) for k in ("image_size", "patch", "dim", "depth", "heads") if o[k] is not None}
-    return ViT(vit_config(o["encoder"], over))
+def _vit(o: TrainedEmbeddingOptions):
+    over = {k: getattr(o, k) for k in ("image_size", "patch", "dim", "depth", "heads") if getattr(o, k) is not None}
+    return ViT(vit_config(o.encoder, over))
 
 
 @register_recipe(*METHODS)
@@ -148,20 +147,20 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
     if cfg.modality != "image" or cfg.text_encoder:
         raise ValueError(f"--method {cfg.method} reads images only (no --text / --modality)")
     o = parse_trained_options(cfg.method, dict(cfg.head_options))
-    if o["threads"]:
-        torch.set_num_threads(int(o["threads"]))
+    if o.threads:
+        torch.set_num_threads(o.threads)
     t_start = time.time()
-    d = engine.init_distributed(str(o["device"]))
+    d = engine.init_distributed(o.device)
     try:
         train, val = held_out_split(cfg, training_samples(cfg, samples))
         if d.is_main:
-            log(f"train {describe(train)}; validation {describe(val)}; encoder {o['encoder']}; "
+            log(f"train {describe(train)}; validation {describe(val)}; encoder {o.encoder}; "
                 f"{d.world_size} process(es)")
-        enc_name = str(o["encoder"])
-        gs, ls = tuple(map(float, o["global_scale"])), tuple(map(float, o["local_scale"]))
-        run_dir = o["run_dir"]
+        enc_name = o.encoder
+        gs, ls = o.global_scale, o.local_scale
+        run_dir = o.run_dir
         torch.manual_seed(cfg.seed)
-        info: dict = {"options": {k: v for k, v in o.items() if k != "run_dir"}}
+        info: dict = {"options": {k: v for k, v in asdict(o).items() if k != "run_dir"}}
         traces = None  # natural-traces: the learned prototypes, when stage 2 runs here
         cache = None
 
@@ -181,47 +180,47 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
                 # rank 0 fills the cache first; the others then read it (or compute, without a shared disk)
                 if rank_turn is None or (rank_turn == 0) == d.is_main:
                     feats["global"], ok_g = view_features(train, backbone, cache, ViewConfig(out_size=None, scale=gs),
-                                                          int(o["global_views"]), cfg.seed, include_clean=True,
+                                                          o.global_views, cfg.seed, include_clean=True,
                                                           desc="global view features")
                     feats["local"], ok_l = view_features(train, backbone, cache, ViewConfig(out_size=None, scale=ls),
-                                                         int(o["local_views"]), cfg.seed, desc="local view features")
+                                                         o.local_views, cfg.seed, desc="local view features")
                 if rank_turn is not None:
                     engine.barrier()
             ok = ok_g & ok_l
             train = [s for s, k in zip(train, ok) if k]
             feats = {k: v[ok] for k, v in feats.items()}
-            encoder = FeatureAdapter(feats["global"].shape[2], int(o["hidden"]), int(o["out_dim"]))
+            encoder = FeatureAdapter(feats["global"].shape[2], o.hidden, o.out_dim)
             encoder.set_statistics(feats["global"][:, 0])
-            dataset = FeatureViews(feats, [s.label for s in train], image_term=_image_term(cfg.method, o))
+            dataset = FeatureViews(feats, [s.label for s in train], image_term=(cfg.method == "code" and o.image_term))
         else:
             encoder = _vit(o)
             S = encoder.cfg.image_size
-            eval_size = int(o["eval_size"] or S)
-            in_spec = parse_spec(f"pixels?size={eval_size}&resize={o['eval_resize'] or 'resize'}")
+            eval_size = int(o.eval_size or S)
+            in_spec = parse_spec(f"pixels?size={eval_size}&resize={o.eval_resize or 'resize'}")
             images, _ = decode_samples(train)
             keep = [i for i, im in enumerate(images) if im is not None]
             train = [train[i] for i in keep]
-            pre = int(o["pre_crop"]) if o["pre_crop"] else None
+            pre = o.pre_crop or None
             dataset = ImageViews([images[i] for i in keep], [s.label for s in train],
                                  ViewConfig(out_size=S, scale=gs, pre_crop=pre), ViewConfig(out_size=S, scale=ls, pre_crop=pre),
-                                 image_term=_image_term(cfg.method, o))
+                                 image_term=(cfg.method == "code" and o.image_term))
         info["encoder_parameters"] = count_parameters(encoder)
 
         # ---------------------------------------------------------- training
         if dataset is not None:
             n = len(dataset)
             if cfg.method == "code":
-                loop = _loop(o, cfg.seed, int(o["epochs"]), n, d.world_size, run_dir, "code")
-                info["history"] = train_code(encoder, dataset, loop, float(o["temperature"]), str(o["positives"]), log=log)
+                loop = _loop(o, cfg.seed, o.epochs, n, d.world_size, run_dir, "code")
+                info["history"] = train_code(encoder, dataset, loop, o.temperature, o.positives, log=log)
                 info["loop"] = asdict(loop)
             else:
                 n_real = int((np.asarray(dataset.labels) == REAL).sum())
-                l1 = _loop(o, cfg.seed, int(o["stage1_epochs"]), n_real, d.world_size,
+                l1 = _loop(o, cfg.seed, o.stage1_epochs, n_real, d.world_size,
                            str(Path(run_dir) / "stage1") if run_dir else None, "natural-traces stage 1")
-                l2 = _loop(o, cfg.seed, int(o["epochs"]), n, d.world_size,
+                l2 = _loop(o, cfg.seed, o.epochs, n, d.world_size,
                            str(Path(run_dir) / "stage2") if run_dir else None, "natural-traces stage 2")
-                res = train_natural_traces(encoder, dataset, l1, l2, int(o["prototypes"]), float(o["stage1_temperature"]),
-                                           float(o["temperature"]), float(o["supervised_weight"]), log=log)
+                res = train_natural_traces(encoder, dataset, l1, l2, o.prototypes, o.stage1_temperature,
+                                           o.temperature, o.supervised_weight, log=log)
                 traces = res["prototypes"].cpu().numpy()
                 info["history"] = {"stage1": res["stage1"], "stage2": res["stage2"]}
                 info["loop"] = {"stage1": asdict(l1), "stage2": asdict(l2)}
@@ -237,13 +236,13 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
         input_backbone = load_backbone(in_spec)
         shape = (3, in_spec.input_size, in_spec.input_size) if in_spec.kind == "pixels" else None
         head_opts = inner_head_options(cfg.method, o)
-        if o["head"] == "distance" and o["score_by"] == "traces":
+        if o.head == "distance" and o.score_by == "traces":
             if traces is None:  # trained:<dir> (no stage 2 here) or --method code: no learned traces
                 log("distance head: no learned natural traces in this run; scoring by a refitted real centre")
             else:
                 head_opts = {"centres": traces}
         head = make_head(cfg.method, encoder=encoder, input_shape=shape,
-                         head=make_inner_head(o["head"], seed=cfg.seed, **head_opts))
+                         head=make_inner_head(o.head, seed=cfg.seed, **head_opts))
         rows, X, errors = extract(train, input_backbone, cache, desc="head features")
         y = np.array([train[i].label for i, _ in rows])
         t0 = time.time()
@@ -259,11 +258,11 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
         info["total_seconds"] = round(time.time() - t_start, 1)
         metadata = run_metadata(cfg, train, val, val_metrics, by_source, info, len(errors),
-                                recipe=cfg.method, head_name=o["head"])
+                                recipe=cfg.method, head_name=o.head)
         return Detector(spec=in_spec, head=head, threshold=threshold, id=cfg.model_id, version=cfg.version,
                         metadata=metadata, _backbone=input_backbone)
     finally:
         engine.shutdown_distributed(d)
 
 
-__all__ = ["OPTIONS", "fit_trained_detector", "parse_trained_options"]
+__all__ = ["TrainedEmbeddingOptions", "fit_trained_detector", "inner_head_options", "parse_trained_options"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,30 +31,32 @@ from . import engine
 from .common import held_out_split, training_samples
 from .data import NativeCrops
 from .methods import register_recipe
+from .options import typed_options
 from .views import NativeViewConfig
 
-OPTIONS = {
-    "encoder": "npr-small",    # npr-small (64 px native crops) | npr-tiny (32 px thumbnails)
-    "thumbnail": False,        # squash whole images to the crop size instead of cropping (small-image expert)
-    "residual": True,          # false: the CNN reads pixels, not the NPR residual (ablation)
-    "width": None,             # preset overrides: channels of the first stage,
-    "image_size": None,        #   training crop side
-    "epochs": 6,
-    "batch_size": 64,
-    "lr": 2e-3,
-    "weight_decay": 0.05,
-    "region": 256,             # native square kept per training image (memory: 256 px = 200 KB)
-    "eval_size": None,         # side of the native centre crop the detector reads (default 3x the crop),
-                               #   read as tiles of the crop size whose embeddings are averaged
-    "jpeg_quality": [30, 100], # JPEG re-compression range drawn for both classes
-    "min_side": None,          # train only on images at least this large (default: the crop size; 0 for thumbnail)
-    "run_dir": None,           # checkpoints + metrics.jsonl + the encoder (default: a temporary folder)
-    "resume": True,
-    "max_minutes": None,       # time budget for training (stops with a checkpoint; the head is still fitted)
-    "workers": 2,
-    "threads": None,
-    "head_l2": None,           # the linear head's l2 (default: the linear head's own sweep)
-}
+@dataclass(frozen=True)
+class LowLevelOptions:
+    """`--set` options of --method lowlevel (all optional; parse_options)."""
+    encoder: str = "npr-small"     # npr-small (64 px native crops) | npr-tiny (32 px thumbnails)
+    thumbnail: bool = False        # squash whole images to the crop size instead of cropping (small-image expert)
+    residual: bool = True          # false: the CNN reads pixels, not the NPR residual (ablation)
+    width: int | None = None       # preset overrides: channels of the first stage,
+    image_size: int | None = None  #   training crop side
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    region: int = 256              # native square kept per training image (memory: 256 px = 200 KB)
+    eval_size: int | None = None   # side of the native centre crop the detector reads (default 3x the crop),
+                                   #   read as tiles of the crop size whose embeddings are averaged
+    jpeg_quality: tuple[int, ...] = (30, 100)   # JPEG re-compression range drawn for both classes
+    min_side: int | None = None    # train only on images at least this large (default: the crop size; 0 for thumbnail)
+    run_dir: str | None = None     # checkpoints + metrics.jsonl + the encoder (default: a temporary folder)
+    resume: bool = True
+    max_minutes: float | None = None   # time budget for training (stops with a checkpoint; the head is still fitted)
+    workers: int = 2
+    threads: int | None = None
+    head_l2: float | None = None   # the linear head's l2 (default: the linear head's own sweep)
 
 
 class WithLogit(nn.Module):
@@ -76,33 +78,28 @@ def bce_objective(model, batch, ctx: engine.StepContext):
     return loss, {"accuracy": float(acc)}
 
 
-def parse_options(opts: dict) -> dict:
-    unknown = set(opts) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"--method lowlevel: unknown option(s) {sorted(unknown)}; known: {', '.join(sorted(OPTIONS))}")
-    o = {**OPTIONS, **opts}
-    if o["encoder"] not in LOWLEVEL_PRESETS:
-        raise ValueError(f"encoder {o['encoder']!r} unknown; choose from {', '.join(LOWLEVEL_PRESETS)}")
-    for k in ("thumbnail", "residual", "resume"):
-        o[k] = str(o[k]).strip().lower() in ("1", "true", "yes", "on")
+def parse_options(opts: dict) -> LowLevelOptions:
+    o = typed_options(LowLevelOptions, opts, "--method lowlevel")
+    if o.encoder not in LOWLEVEL_PRESETS:
+        raise ValueError(f"encoder {o.encoder!r} unknown; choose from {', '.join(LOWLEVEL_PRESETS)}")
     return o
 
 
-def lowlevel_config(o: dict) -> LowLevelConfig:
-    cfg = replace(LOWLEVEL_PRESETS[o["encoder"]], residual=o["residual"])
-    over = {k: int(o[k]) for k in ("width", "image_size") if o[k]}
+def lowlevel_config(o: LowLevelOptions) -> LowLevelConfig:
+    cfg = replace(LOWLEVEL_PRESETS[o.encoder], residual=o.residual)
+    over = {k: getattr(o, k) for k in ("width", "image_size") if getattr(o, k)}
     return replace(cfg, **over)
 
 
-def train_encoder(samples, o: dict, seed: int = 0, log=print) -> tuple[LowLevelCNN, dict]:
+def train_encoder(samples, o: LowLevelOptions, seed: int = 0, log=print) -> tuple[LowLevelCNN, dict]:
     """Train the CNN on `samples` (labelled); returns it (eval mode, CPU) and a training record."""
     t0 = time.time()
-    if o["threads"]:
-        torch.set_num_threads(int(o["threads"]))
+    if o.threads:
+        torch.set_num_threads(o.threads)
     cfg = lowlevel_config(o)
-    min_side = int(o["min_side"]) if o["min_side"] is not None else (0 if o["thumbnail"] else cfg.image_size)
-    view = NativeViewConfig(size=cfg.image_size, jpeg_quality=tuple(map(int, o["jpeg_quality"])))
-    data = NativeCrops(samples, view, int(o["region"]), seed, int(o["workers"]), thumbnail=o["thumbnail"],
+    min_side = o.min_side if o.min_side is not None else (0 if o.thumbnail else cfg.image_size)
+    view = NativeViewConfig(size=cfg.image_size, jpeg_quality=o.jpeg_quality)
+    data = NativeCrops(samples, view, o.region, seed, o.workers, thumbnail=o.thumbnail,
                        min_side=min_side)
     if data.too_small:
         log(f"lowlevel: {data.too_small} images under {min_side} px left out of training")
@@ -113,13 +110,13 @@ def train_encoder(samples, o: dict, seed: int = 0, log=print) -> tuple[LowLevelC
     encoder = LowLevelCNN(cfg)
     model = WithLogit(encoder)
     n = len(data)
-    B = engine.global_batch_size(n, int(o["batch_size"]), 1)
-    steps = max(1, (n // B) * int(o["epochs"]))
-    loop = engine.TrainLoopConfig(epochs=int(o["epochs"]), batch_size=int(o["batch_size"]), lr=float(o["lr"]),
-                                  weight_decay=float(o["weight_decay"]), warmup_steps=int(0.05 * steps), seed=seed,
-                                  out_dir=o["run_dir"], resume=o["resume"], checkpoint_every=50,
-                                  max_seconds=60 * float(o["max_minutes"]) if o["max_minutes"] else None,
-                                  workers=int(o["workers"]), desc="lowlevel")
+    B = engine.global_batch_size(n, o.batch_size, 1)
+    steps = max(1, (n // B) * o.epochs)
+    loop = engine.TrainLoopConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                                  weight_decay=o.weight_decay, warmup_steps=int(0.05 * steps), seed=seed,
+                                  out_dir=o.run_dir, resume=o.resume, checkpoint_every=50,
+                                  max_seconds=60 * o.max_minutes if o.max_minutes else None,
+                                  workers=o.workers, desc="lowlevel")
     history = engine.run(model, bce_objective, data, loop, log=log)
     record = {"encoder_parameters": count_parameters(encoder), "images": n, "left_out_small": data.too_small,
               "view": asdict(view), "history": history, "loop": asdict(loop),
@@ -136,18 +133,18 @@ def fit_lowlevel_detector(cfg, samples, log, fit_detector):
     samples = training_samples(cfg, samples)
     train, _ = held_out_split(cfg, samples)
     encoder, record = train_encoder(train, o, cfg.seed, log)
-    run_dir = Path(o["run_dir"] or tempfile.mkdtemp(prefix="fakescope-lowlevel-"))
+    run_dir = Path(o.run_dir or tempfile.mkdtemp(prefix="fakescope-lowlevel-"))
     size = encoder.cfg.image_size
-    eval_size = int(o["eval_size"] or (size if o["thumbnail"] else 3 * size))
-    resize = "resize" if o["thumbnail"] else "native_crop"
+    eval_size = int(o.eval_size or (size if o.thumbnail else 3 * size))
+    resize = "resize" if o.thumbnail else "native_crop"
     enc_dir = save_encoder(run_dir / "encoder", encoder, asdict(parse_spec(f"pixels?size={eval_size}&resize={resize}")),
                            {"recipe": "lowlevel", "training": {k: v for k, v in record.items() if k != "history"}})
-    head = {"l2": float(o["head_l2"])} if o["head_l2"] is not None else {}
+    head = {"l2": o.head_l2} if o.head_l2 is not None else {}
     det = fit_detector(replace(cfg, backbone=f"trained:{enc_dir}", method="linear", head_options=head,
                                views=1), samples, log=log)
     det.metadata["recipe"] = "lowlevel"
-    det.metadata["lowlevel"] = {"options": {k: v for k, v in o.items() if k != "run_dir"}, **record}
+    det.metadata["lowlevel"] = {"options": {k: v for k, v in asdict(o).items() if k != "run_dir"}, **record}
     return det
 
 
-__all__ = ["OPTIONS", "fit_lowlevel_detector", "parse_options", "train_encoder"]
+__all__ = ["LowLevelOptions", "fit_lowlevel_detector", "parse_options", "train_encoder"]
