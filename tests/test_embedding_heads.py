@@ -212,7 +212,7 @@ def test_logistic_with_C_is_scikit_learns_balanced_logistic_regression():
 def test_code_defaults_to_its_published_heads():
     from dataclasses import replace
 
-    from fakescope.training.fit import inner_head_options, parse_trained_options
+    from fakescope.training.trained_embedding import inner_head_options, parse_trained_options
     code = parse_trained_options("code", {})
     assert code.head == "knn" and inner_head_options("code", code) == {"k": 1}
     assert inner_head_options("code", replace(code, head="logistic")) == {"C": 0.316, "standardize": False}
@@ -225,7 +225,7 @@ def test_code_defaults_to_its_published_heads():
 
 def test_recipe_options_are_typed():
     # --set values arrive as JSON or text; each recipe reads them as its dataclass's field types
-    from fakescope.training.fit import parse_trained_options
+    from fakescope.training.trained_embedding import parse_trained_options
     from fakescope.training.lowlevel import parse_options
     o = parse_trained_options("code", {"epochs": "3", "image_term": "false", "C": "0.5", "global_scale": [0.5, 1]})
     assert (o.epochs, o.image_term, o.C, o.global_scale, o.stage1_epochs) == (3, False, 0.5, (0.5, 1.0), 1)

@@ -21,7 +21,7 @@ from .data.samples import Sample
 from .detector import Detector
 from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
 from .heads import head_class, make_head
-from .training import fit as _trained_embeddings, fusion as _fusion, lowlevel as _lowlevel  # noqa: F401 (recipes)
+from .training import fusion as _fusion, lowlevel as _lowlevel, trained_embedding as _trained_embedding  # noqa: F401
 from .training.common import (describe, held_out_split, load_sources, run_metadata, threshold_and_validation,
                               training_samples)
 from .training.methods import recipe

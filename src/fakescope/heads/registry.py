@@ -17,7 +17,7 @@ class Head(Protocol):
                       (heads/disentangle.py); predict always takes image features only
       needs_blocks    its config takes `blocks`: the widths of a multi-layer feature vector's blocks,
                       read off the backbone by training (heads/multilayer.py)
-      trains_encoder  it holds an encoder its recipe trained (training/fit.py); `save_encoder(dir,
+      trains_encoder  it holds an encoder its recipe trained (training/trained_embedding.py); `save_encoder(dir,
                       input_spec, extra)` writes it as a `trained:` backbone
     and answers `analysis`, `uncertainty_input` and `predict_with_experts` (defaults below).
     """

@@ -27,7 +27,7 @@ def make_inner_head(name: str, seed: int = 0, **options):
 
 class TrainedEmbeddingHead:
     method = "code"
-    trains_encoder = True  # its recipe (training/fit.py) trains the encoder; save_encoder writes it alone
+    trains_encoder = True  # its recipe (training/trained_embedding.py) trains the encoder; save_encoder writes it alone
 
     def __init__(self, encoder=None, input_shape: tuple[int, ...] | None = None, head=None, seed: int = 0, **_):
         self.encoder, self.input_shape, self.head, self.seed = encoder, input_shape, head, seed
@@ -35,7 +35,7 @@ class TrainedEmbeddingHead:
     def embed(self, X: np.ndarray) -> np.ndarray:
         if self.encoder is None:
             raise ValueError(f"method {self.method!r} trains its own encoder: use `fakescope train --method "
-                             f"{self.method}` (or fakescope.training.fit), not a head on frozen features")
+                             f"{self.method}` (or fakescope.training.trained_embedding), not a head on frozen features")
         return embed(self.encoder, X, self.input_shape)
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:

@@ -6,7 +6,7 @@ image near an augmented view of another image of its class, and a LOCAL view (5-
 near the GLOBAL view (40-100%) of the same image, each far from the other class's views; anchored
 on real AND fake images (the released trainer never optimises the fake-anchored term). Negatives come from the global batch
 (gathered over processes). Heads on the embedding (k-NN, logistic, one-class SVM) are fitted
-afterwards, on clean images, by `fit.py`.
+afterwards, on clean images, by `trained_embedding.py`.
 """
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ the backbone's features and fits it, asking the head's class what it needs (`rea
 `needs_blocks`). A method that trains more than that registers its recipe here, in the module
 that defines it:
 
-    code, natural-traces   training/fit.py       an encoder trained contrastively + a head on its embedding
-    lowlevel               training/lowlevel.py  an NPR CNN trained from scratch + a linear head on it
-    fusion                 training/fusion.py    several experts + a stacking layer
+    code, natural-traces   training/trained_embedding.py   a contrastively trained encoder + a head on it
+    lowlevel               training/lowlevel.py            an NPR CNN trained from scratch + a linear head on it
+    fusion                 training/fusion.py              several experts + a stacking layer
 
 train.py imports those modules (so they are registered) and `fit_detector` looks a method up here
 first. A recipe is called `fit(cfg, samples, log, fit_detector)`: it is handed `fit_detector` to fit
