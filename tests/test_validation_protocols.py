@@ -245,3 +245,73 @@ def test_a_held_out_image_does_not_come_back_through_its_twin():
              Sample(path="aligned.tar::real/wild/2.png", label=0, group="other.jpg")]
     kept = without_families_of(train, test)
     assert [s.path for s in kept] == ["z/a.jpg", "aligned.tar::real/wild/2.png"]
+
+
+def test_weighted_quantile_and_source_band_by_hand():
+    v = np.array([0.1, 0.4, 0.2, 0.3])
+    # unit weights: the lower empirical quantile
+    assert unc.weighted_quantile(v, np.ones(4), 0.5) == 0.2 and unc.weighted_quantile(v, np.ones(4), 0.75) == 0.3
+    assert unc.weighted_quantile(v, np.array([1, 1, 1, 5]), 0.5) == 0.3  # 0.3 carries 5 of 8
+    # two sources of fakes, 8 images and 2: each source weighs one half, so the small source's
+    # low scores (0.05, 0.15) are each 1/4 of the mass; 10% of it lies at 0.05
+    y = np.array([1] * 10 + [0] * 4)
+    s = np.array([0.6, 0.7, 0.8, 0.9, 0.6, 0.7, 0.8, 0.9, 0.05, 0.15, 0.1, 0.2, 0.3, 0.95])
+    src = np.array(["a"] * 8 + ["b"] * 2 + ["a", "a", "a", "b"])
+    low, high = unc.source_band(y, s, src, threshold=0.5, miss_rate=0.1, confident_fpr=0.2)
+    assert low == 0.05
+    # reals: a's three (1/6 each) and b's one (1/2): the 80% quantile is b's 0.95
+    assert high == 0.95
+    # the cuts never cross the threshold
+    assert unc.source_band(y, s, src, threshold=0.01, miss_rate=0.1, confident_fpr=0.2)[0] == 0.01
+    with pytest.raises(ValueError, match="band"):
+        unc.UncertaintyConfig(band="everything")
+
+
+def test_out_of_source_scores_come_from_heads_that_never_saw_the_source():
+    """Source c's labels are the reverse of a's and b's along one feature: scored by a head fitted
+    without it, c comes out inverted (AUC under 0.5) though a head that saw it would not."""
+    from sklearn.metrics import roc_auc_score
+
+    from fakescope.train import out_of_source_scores
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.tile([0, 1], 3 * n // 2)
+    src = np.repeat(["a", "b", "c"], n)
+    X = rng.normal(0, 0.3, (3 * n, 4))
+    X[:, 0] += np.where(src == "c", 1 - 2 * y, 2 * y - 1)  # a, b: fakes high on feature 0; c: low
+    X[:, 1] += (src == "c") * 3.0                           # c is also somewhere else (a feature of its own)
+    clean = np.arange(3 * n) % 3 != 2                       # every third row an "augmented view": never scored
+    cfg = TrainConfig(data=[], method="linear")
+    labels, scores, names = out_of_source_scores(cfg, None, X, y, np.arange(3 * n).astype(str), src, clean,
+                                                 log=lambda *_: None)
+    assert len(labels) == clean.sum() and set(names) == {"a", "b", "c"}
+    c = names == "c"
+    assert roc_auc_score(labels[c], scores[c]) < 0.2
+    assert roc_auc_score(labels[~c], scores[~c]) > 0.5
+    # one source: nothing to leave out
+    assert out_of_source_scores(cfg, None, X[src == "a"], y[src == "a"], np.arange(n).astype(str),
+                                src[src == "a"], clean[src == "a"]) is None
+
+
+def test_accuracy_at_coverage_reads_the_risk_coverage_curve():
+    y = np.array([1, 1, 0, 0, 1, 0, 0, 1, 1, 0])
+    s = np.array([.99, .95, .01, .05, .40, .60, .45, .55, .9, .1])  # two mistakes: 0.40 and 0.60, the 7th-8th most confident
+    curve = unc.risk_coverage(y, s, 0.5, steps=10)
+    assert protocols.accuracy_at_coverage(curve, 0.6) == 1.0   # the 6 most confident are all right
+    assert protocols.accuracy_at_coverage(curve, 0.7) == pytest.approx(6 / 7)
+    assert protocols.accuracy_at_coverage(curve, 1.0) == pytest.approx(0.8)
+    assert protocols.accuracy_at_coverage(None) is None
+
+
+def test_train_reads_the_uncertain_band_off_out_of_source_scores(work):
+    res = CliRunner().invoke(app, ["train", "--data", "srcA", "--data", "srcB", "--data", "srcC", "--backbone",
+                                   "hf-dinov2:dino", "--no-cache", "--val-fraction", "0.3", "--uncertain-band", "sources",
+                                   "--out", "det-band"])
+    assert res.exit_code == 0, res.output
+    for name in ("srcA", "srcB", "srcC"):
+        assert f"out-of-source scores: {name}" in res.output
+    rule = load_detector("det-band").uncertainty
+    assert rule.band == "sources" and rule.low <= load_detector("det-band").threshold
+    bad = CliRunner().invoke(app, ["train", "--data", "srcA", "--backbone", "hf-dinov2:dino", "--no-cache",
+                                   "--uncertain-band", "everything", "--out", "det-bad"])
+    assert bad.exit_code != 0 and "band" in bad.output

@@ -87,6 +87,26 @@ def head_options(cfg: TrainConfig, backbone) -> dict:
     return opts
 
 
+def out_of_source_scores(cfg: TrainConfig, backbone, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                         sources: np.ndarray, clean: np.ndarray, log=print) -> tuple | None:
+    """(labels, scores, sources) of each training source's clean images scored by a head fitted on
+    the other sources' rows: how a source the detector never saw is scored. None with fewer than
+    two sources. The same head and options as the run's; images only (no captions)."""
+    names = sorted(set(sources))
+    if len(names) < 2:
+        return None
+    parts = []
+    for name in names:
+        held, rest = (sources == name) & clean, sources != name
+        if len(set(y[rest])) < 2:  # the others alone cannot train a detector: this source is not scored
+            continue
+        head = make_head(cfg.method, seed=cfg.seed, **head_options(cfg, backbone))
+        head.fit(X[rest], y[rest], groups[rest])
+        parts.append((y[held], head.predict(X[held]), sources[held]))
+        log(f"out-of-source scores: {name} ({int(held.sum())} images) by a head fitted without it")
+    return tuple(np.concatenate(p) for p in zip(*parts)) if parts else None
+
+
 def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:
     own = recipe(cfg.method)
     if own is not None:  # trains more than a head (an encoder, experts): None on torchrun ranks other than 0
@@ -131,7 +151,12 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
             info["validation_analysis"] = analysis
         threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
         if cfg.uncertainty is not None and cfg.modality == "image" and len(set(vy)) == 2:
-            uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, cfg.uncertainty, seed=cfg.seed)
+            oos = None
+            if cfg.uncertainty.band == "sources":
+                row_sources = np.array([str(train[i].source) for i, _ in rows])
+                oos = out_of_source_scores(cfg, backbone, X, y, groups, row_sources,
+                                           clean=np.array([v == 0 for _, v in rows]), log=log)
+            uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, cfg.uncertainty, seed=cfg.seed, out_of_source=oos)
     metadata = run_metadata(cfg, train, val, val_metrics, by_source, info, len(errors),
                             views=cfg.views, augment=augment.__dict__ if cfg.views > 1 else None,
                             text_encoder=cfg.text_encoder, modality=cfg.modality, text_leak_check=leak)

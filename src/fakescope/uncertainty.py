@@ -13,6 +13,10 @@ both fitted on the training run's own data and saved in the model folder as arra
                  `high` is the score at or above which at most `confident_fpr` of the held-out
                  reals fall (never below the detector's threshold), so "fake" is said only there.
                  With the rule off, the threshold alone decides (its stated false-positive rate).
+                 Where the cuts come from (`band`): "validation" reads them off the held-out split of
+                 the training sources, where a detector is at its best; "sources" reads them off
+                 out-of-source scores (each training source scored by a head fitted without it,
+                 each source weighing the same), which is how a source never seen behaves.
 
 Measured as selective classification (accuracy and false-positive rate on the answered images
 against coverage) by `fakescope validate`; `--no-uncertain` (or `Detector.abstain = False`)
@@ -55,6 +59,7 @@ class UncertaintyRule:
     miss_rate: float           # share of held-out fakes allowed under `low`
     high: float | None = None  # at or above it: fake; None: the detector's threshold
     confident_fpr: float | None = None  # share of held-out reals allowed at or above `high`
+    band: str = "validation"   # where low / high were read: the validation split or out-of-source scores
 
     def reasons(self, features: np.ndarray, scores: np.ndarray, threshold: float) -> list[str | None]:
         """One reason per image to answer "uncertain", or None to answer."""
@@ -73,7 +78,7 @@ class UncertaintyRule:
     def config(self) -> dict:
         return {"k": self.k, "max_distance": self.max_distance, "low": self.low, "high": self.high,
                 "quantile": self.quantile, "miss_rate": self.miss_rate, "confident_fpr": self.confident_fpr,
-                "reference_rows": int(len(self.reference))}
+                "band": self.band, "reference_rows": int(len(self.reference))}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"reference": self.reference.astype(np.float16)}  # half the bytes; distances change < 1e-3
@@ -87,7 +92,7 @@ class UncertaintyRule:
         values.update({k: float(config[k]) for k in ("high", "confident_fpr") if config.get(k) is not None})
         if not all(np.isfinite(v) for v in values.values()):
             raise ValueError("uncertainty rule has a non-finite value")
-        return cls(reference=_normalise(ref), k=int(config["k"]), **values)
+        return cls(reference=_normalise(ref), k=int(config["k"]), band=str(config.get("band", "validation")), **values)
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,45 @@ class UncertaintyConfig:
     miss_rate: float = 0.05      # held-out fakes allowed under the confident-real cut
     confident_fpr: float | None = None   # held-out reals allowed over the confident-fake cut; None: the threshold
     max_reference: int = 4096    # training rows kept for the distance
+    band: str = "validation"     # where low/high come from: "validation" or "sources" (out-of-source scores)
+
+    def __post_init__(self):
+        if self.band not in ("validation", "sources"):
+            raise ValueError(f"uncertainty band must be 'validation' or 'sources', not {self.band!r}")
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """The q-quantile of `values` where each value counts `weights` times (lower interpolation)."""
+    order = np.argsort(values, kind="stable")
+    v, w = np.asarray(values, np.float64)[order], np.asarray(weights, np.float64)[order]
+    cum = np.cumsum(w) / w.sum()
+    return float(v[min(int(np.searchsorted(cum, q, side="left")), len(v) - 1)])
+
+
+def source_band(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, threshold: float,
+                miss_rate: float, confident_fpr: float) -> tuple[float, float]:
+    """(low, high) from out-of-source scores, every source weighing the same within its class:
+    at most `miss_rate` of their fakes under low, at most `confident_fpr` of their reals at or above high."""
+    y, s, src = np.asarray(labels), np.asarray(scores, np.float64), np.asarray(sources)
+
+    def per_source_weights(mask):
+        names, counts = np.unique(src[mask], return_counts=True)
+        return np.array([1.0 / dict(zip(names, counts))[n] for n in src[mask]])
+
+    low, high = float(threshold), float(threshold)
+    if (y == 1).any():
+        low = min(weighted_quantile(s[y == 1], per_source_weights(y == 1), miss_rate), float(threshold))
+    if (y == 0).any():
+        high = max(weighted_quantile(s[y == 0], per_source_weights(y == 0), 1.0 - confident_fpr), float(threshold))
+    return low, high
 
 
 def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, val_scores: np.ndarray,
-                    threshold: float, cfg: UncertaintyConfig = UncertaintyConfig(), seed: int = 0) -> UncertaintyRule:
+                    threshold: float, cfg: UncertaintyConfig = UncertaintyConfig(), seed: int = 0,
+                    out_of_source: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> UncertaintyRule:
     """Fit both rules on one training run: reference rows from the training features, the distance
-    cut and the confident-real cut from the held-out validation images."""
+    cut from the held-out validation images, the band from them too or (band "sources") from
+    `out_of_source` = (labels, scores, source names) of images scored by heads that never saw their source."""
     from .evaluation.metrics import threshold_at_fpr
 
     rng = np.random.default_rng(seed)
@@ -117,8 +155,14 @@ def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, v
     high = None
     if cfg.confident_fpr is not None and len(reals):
         high = max(threshold_at_fpr(reals, cfg.confident_fpr), float(threshold))
+    if cfg.band == "sources":
+        if out_of_source is None:
+            raise ValueError("uncertainty band 'sources' needs out-of-source scores (two or more training sources)")
+        fpr = cfg.miss_rate if cfg.confident_fpr is None else cfg.confident_fpr
+        low, high = source_band(*out_of_source, threshold, cfg.miss_rate, fpr)
     return UncertaintyRule(reference=reference, k=cfg.k, max_distance=max_distance, low=low, high=high,
-                           quantile=cfg.quantile, miss_rate=cfg.miss_rate, confident_fpr=cfg.confident_fpr)
+                           quantile=cfg.quantile, miss_rate=cfg.miss_rate, confident_fpr=cfg.confident_fpr,
+                           band=cfg.band)
 
 
 def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
@@ -164,4 +208,4 @@ def risk_coverage(labels: np.ndarray, scores: np.ndarray, threshold: float, step
 
 
 __all__ = ["NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
-           "risk_coverage", "selective_metrics"]
+           "risk_coverage", "selective_metrics", "source_band", "weighted_quantile"]

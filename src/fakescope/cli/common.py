@@ -82,6 +82,9 @@ UncertainMissRateOption = Annotated[float, typer.Option(
     help="\"Uncertain\" rule: \"real\" only below the score that this share of held-out fakes fall under.")]
 UncertainFprOption = Annotated[Optional[float], typer.Option(
     help="\"Uncertain\" rule: \"fake\" only at or above the score this share of held-out reals reach (default: the threshold).")]
+UncertainBandOption = Annotated[str, typer.Option(
+    help="\"Uncertain\" rule: where its cuts come from: 'validation' (held-out split of the training sources) or "
+         "'sources' (each training source scored by a head fitted without it: how a new source behaves).")]
 
 
 def feature_cache(cache: Optional[Path], no_cache: bool = False) -> str | None:
@@ -90,10 +93,13 @@ def feature_cache(cache: Optional[Path], no_cache: bool = False) -> str | None:
     return None if no_cache else str(cache or DEFAULT_CACHE)
 
 
-def uncertainty_rule(quantile: float, miss_rate: float, confident_fpr: Optional[float]):
+def uncertainty_rule(quantile: float, miss_rate: float, confident_fpr: Optional[float], band: str = "validation"):
     """The --uncertain-* options as the rule training fits (uncertainty.py)."""
     from ..uncertainty import UncertaintyConfig
-    return UncertaintyConfig(quantile=quantile, miss_rate=miss_rate, confident_fpr=confident_fpr)
+    try:
+        return UncertaintyConfig(quantile=quantile, miss_rate=miss_rate, confident_fpr=confident_fpr, band=band)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--uncertain-band") from None
 
 
 def one_line(text: object) -> str:

@@ -12,8 +12,8 @@ from rich.table import Table
 from ..clitools import value
 from ..evaluation.fmt import fmt_metric as fmt
 from .common import (EXIT_USAGE, MODEL_HELP, BackboneOption, CacheOption, Calibration, MethodOption, NoCacheOption,
-                     PerClassOption, SetOption, UncertainFprOption, UncertainMissRateOption, UncertainQuantileOption,
-                     ViewsOption, err, feature_cache, log, one_line, parse_options, uncertainty_rule)
+                     PerClassOption, SetOption, UncertainBandOption, UncertainFprOption, UncertainMissRateOption,
+                     UncertainQuantileOption, ViewsOption, err, feature_cache, log, one_line, parse_options, uncertainty_rule)
 
 
 def compare(
@@ -113,6 +113,7 @@ def validate(
     uncertain_quantile: UncertainQuantileOption = 0.99,
     uncertain_miss_rate: UncertainMissRateOption = 0.05,
     uncertain_fpr: UncertainFprOption = None,
+    uncertain_band: UncertainBandOption = "validation",
     options: SetOption = [],
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
@@ -125,7 +126,7 @@ def validate(
     from ..train import TrainConfig
 
     method = value(method)
-    rule = uncertainty_rule(uncertain_quantile, uncertain_miss_rate, uncertain_fpr)
+    rule = uncertainty_rule(uncertain_quantile, uncertain_miss_rate, uncertain_fpr, uncertain_band)
     head_options = parse_options(options)
     cfg = TrainConfig(data=[], backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
                       target_fpr=target_fpr, head_options=head_options, uncertainty=rule, cache=feature_cache(cache, no_cache))

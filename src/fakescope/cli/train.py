@@ -8,8 +8,8 @@ import typer
 
 from ..clitools import value
 from .common import (EXIT_USAGE, BackboneOption, CacheOption, MethodOption, Modality, NoCacheOption, PerClassOption,
-                     SetOption, UncertainFprOption, UncertainMissRateOption, UncertainQuantileOption, ViewsOption, err,
-                     feature_cache, log, parse_options, uncertainty_rule)
+                     SetOption, UncertainBandOption, UncertainFprOption, UncertainMissRateOption, UncertainQuantileOption,
+                     ViewsOption, err, feature_cache, log, parse_options, uncertainty_rule)
 
 
 def train(
@@ -33,6 +33,7 @@ def train(
     uncertain_quantile: UncertainQuantileOption = 0.99,
     uncertain_miss_rate: UncertainMissRateOption = 0.05,
     uncertain_fpr: UncertainFprOption = None,
+    uncertain_band: UncertainBandOption = "validation",
     seed: int = typer.Option(0),
 ):
     """Fit a detector on labelled images (frozen backbone + head). Methods: linear, multilayer, disentangle, robust-mlp,
@@ -50,7 +51,8 @@ def train(
     cfg = TrainConfig(data=data, backbone=backbone, method=method, views=views, per_class=per_class,
                       val_fraction=val_fraction, target_fpr=target_fpr, calibrate_on=calibrate_on, seed=seed, model_id=model_id,
                       version=version, text_encoder=text, modality=modality, head_options=head_options,
-                      uncertainty=uncertainty_rule(uncertain_quantile, uncertain_miss_rate, uncertain_fpr) if uncertain else None,
+                      uncertainty=(uncertainty_rule(uncertain_quantile, uncertain_miss_rate, uncertain_fpr, uncertain_band)
+                                   if uncertain else None),
                       cache=feature_cache(cache, no_cache))
     try:
         det = fit_detector(cfg, log=log.info)
