@@ -7,7 +7,8 @@ excluded: they never run) may reach only its own layer or a lower one.
 
 A violation that is known and not yet fixed is listed in ALLOWED_UPWARD with its reason; the
 test fails on any other, and on an entry that no longer occurs (so the list only shrinks).
-A second check: no module imports a private (`_name`) from another package.
+A second check: no module imports a private (`_name`) from another package; a third: no two
+modules import each other, directly or around a circle.
 """
 from __future__ import annotations
 
@@ -154,3 +155,37 @@ def test_no_private_name_imported_from_another_package():
     bad = sorted(f"{m} line {line}: {n} from {t}" for m, t, names, line in imports()
                  for n in names if n.startswith("_") and not n.startswith("__") and package(m) != package(t))
     assert not bad, "private names used across packages (make them public or move them):\n  " + "\n  ".join(bad)
+
+
+def test_no_two_modules_import_each_other():
+    # a cycle hides which of two modules is the lower one: a registry sits below the modules that
+    # register into it, and what two modules share goes into a third below both
+    graph: dict[str, set[str]] = {}
+    for mod, target, _, _ in imports():
+        if mod != target:
+            graph.setdefault(mod, set()).add(target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(part) > 1:
+                cycles.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, "modules that import each other (function-level imports included):\n" + "\n".join(
+        "  " + " <-> ".join(c) for c in cycles)

@@ -182,7 +182,8 @@ def test_fused_detector_trains_saves_moves_and_scans(data, tmp_path, one_thread)
 
 
 def test_fused_model_folder_is_checked_as_data(data, tmp_path):
-    from fakescope.backbones.fusion import fusion_spec, imagesize_spec
+    from fakescope.backbones.fusion import imagesize_spec
+    from fakescope.backbones.spec import fusion_spec
     from fakescope.backbones import parse_spec
     from dataclasses import asdict
     d = tmp_path / "hostile"

@@ -208,7 +208,7 @@ class Detector:
         if self.spec.kind == "trained:":
             meta["backbone"]["weights"] = _encoder_inside(self.spec.weights, Path(directory))
         if self.spec.kind == "fusion":  # each expert's trained encoder goes inside the folder too
-            from .backbones.fusion import fusion_spec, part_specs
+            from .backbones.spec import fusion_spec, part_specs
             parts = [replace(p, weights=_encoder_inside(p.weights, Path(directory), f"encoder_{i}"))
                      if p.kind == "trained:" else p for i, p in enumerate(part_specs(self.spec))]
             meta["backbone"] = asdict(fusion_spec(parts))

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .backbones import BackboneSpec, preprocess
-from .backbones.fusion import part_specs
+from .backbones.spec import part_specs
 from .data.augment import AugmentConfig, make_view
 from .data.samples import Sample
 from .images import DEFAULT_LIMITS, ImageError, ImageLimits, decode_image_with_hash

@@ -3,8 +3,9 @@
     imagesize            no network: the image file's (width, height), so a fused detector knows
                          which experts an image is in the domain of (a 32 px thumbnail is not a
                          native-resolution crop). Read from the header: it needs no decode of its own.
-    fusion_spec(parts)   a spec whose preprocessing is every part's, flattened and concatenated, and
-                         whose features are every part's feature vector side by side, in order.
+    fusion_spec(parts)   (spec.py, with part_specs) a spec whose preprocessing is every part's,
+                         flattened and concatenated, and whose features are every part's feature
+                         vector side by side, in order.
                          The parts travel inside it (extra["parts"], JSON), so a saved detector
                          records exactly what each expert reads.
 
@@ -15,18 +16,10 @@ own cache rows.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from functools import lru_cache
-from typing import Sequence
-
 import numpy as np
 
 from . import load_backbone, register
-from .spec import BackboneSpec, Features
-
-FUSION = "fusion"
-IMAGESIZE = "imagesize"
+from .spec import FUSION, IMAGESIZE, BackboneSpec, Features, feature_vector, part_specs
 
 
 def imagesize_spec(_: str = "") -> BackboneSpec:
@@ -45,32 +38,6 @@ class ImageSizeBackbone:
         return Features(pooled=np.asarray(batch, np.float32).reshape(len(batch), 2))
 
 
-def fusion_spec(parts: Sequence[BackboneSpec]) -> BackboneSpec:
-    parts = list(parts)
-    return BackboneSpec(name=FUSION + ":" + "+".join(p.name for p in parts), kind=FUSION, weights="parts",
-                        input_size=max(p.input_size for p in parts), resize="native_crop",
-                        dim=sum(part_dim(p) for p in parts),
-                        extra=(("parts", json.dumps([asdict(p) for p in parts], sort_keys=True)),))
-
-
-@lru_cache(maxsize=64)
-def _parts(text: str) -> tuple[BackboneSpec, ...]:
-    return tuple(BackboneSpec.from_dict(p) for p in json.loads(text))
-
-
-def part_specs(spec: BackboneSpec) -> tuple[BackboneSpec, ...]:
-    if spec.kind != FUSION:
-        return (spec,)
-    return _parts(dict(spec.extra)["parts"])
-
-
-def part_dim(spec: BackboneSpec) -> int:
-    """Width of a part's feature vector (pooled embedding and requested layers)."""
-    if spec.layers:
-        raise ValueError(f"{spec.name}: a fusion part reads one pooled embedding, not layers")
-    return int(spec.dim)
-
-
 def input_sizes(spec: BackboneSpec) -> list[int]:
     """Flattened preprocessed length of each part's input."""
     return [2 if p.kind == IMAGESIZE else 3 * p.input_size ** 2 for p in part_specs(spec)]
@@ -83,7 +50,6 @@ class FusionBackbone:
         self.batch_size = min(int(getattr(b, "batch_size", 16)) for b in self.parts)
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
-        from .spec import feature_vector
         out, start = [], 0
         for b, p, n in zip(self.parts, part_specs(self.spec), input_sizes(self.spec)):
             x = np.asarray(batch[:, start:start + n], np.float32)
@@ -103,4 +69,4 @@ def _no_string(_: str) -> BackboneSpec:
 register(IMAGESIZE, imagesize_spec, ImageSizeBackbone)
 register(FUSION, _no_string, FusionBackbone)
 
-__all__ = ["FUSION", "IMAGESIZE", "FusionBackbone", "fusion_spec", "imagesize_spec", "input_sizes", "part_specs"]
+__all__ = ["FusionBackbone", "ImageSizeBackbone", "imagesize_spec", "input_sizes"]

@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -126,8 +127,7 @@ def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
     `fusion` is every part's preprocessing flattened and concatenated."""
     if spec.kind == "imagesize":  # the file's size even when it was decoded at 1/2..1/8 (images.py)
         return np.array(img.info.get("source_size", img.size), np.float32)
-    if spec.kind == "fusion":
-        from .fusion import part_specs
+    if spec.kind == FUSION:
         return np.concatenate([preprocess(img, p).ravel() for p in part_specs(spec)])
     if img.mode != "RGB" or "transparency" in img.info:
         img = to_rgb(img)
@@ -214,9 +214,6 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
     elif spec.kind.startswith("hf-"):
         check_model_ref(spec.weights, d)
     elif spec.kind == "fusion":  # a fused detector: every part is checked as above
-        import json
-
-        from .fusion import fusion_spec
         try:
             parts = json.loads(dict(spec.extra)["parts"])
         except (KeyError, TypeError, ValueError):
@@ -227,3 +224,36 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
             raise ModelFolderError(f"{d}: a fusion backbone cannot contain another fusion")
         spec = fusion_spec([model_backbone_spec(p, d) for p in parts])
     return spec
+
+
+# ------------------------------------------------------------ a fused spec (backbones/fusion.py runs it)
+FUSION, IMAGESIZE = "fusion", "imagesize"
+
+
+def fusion_spec(parts: Sequence[BackboneSpec]) -> BackboneSpec:
+    """Several backbones read as one: every part's preprocessing flattened and concatenated, every
+    part's feature vector side by side; the parts travel inside it (extra["parts"], JSON)."""
+    parts = list(parts)
+    return BackboneSpec(name=FUSION + ":" + "+".join(p.name for p in parts), kind=FUSION, weights="parts",
+                        input_size=max(p.input_size for p in parts), resize="native_crop",
+                        dim=sum(part_dim(p) for p in parts),
+                        extra=(("parts", json.dumps([asdict(p) for p in parts], sort_keys=True)),))
+
+
+@lru_cache(maxsize=64)
+def _parts(text: str) -> tuple[BackboneSpec, ...]:
+    return tuple(BackboneSpec.from_dict(p) for p in json.loads(text))
+
+
+def part_specs(spec: BackboneSpec) -> tuple[BackboneSpec, ...]:
+    """A fusion's parts, in column order; any other spec is its own one part."""
+    if spec.kind != FUSION:
+        return (spec,)
+    return _parts(dict(spec.extra)["parts"])
+
+
+def part_dim(spec: BackboneSpec) -> int:
+    """Width of a part's feature vector (pooled embedding and requested layers)."""
+    if spec.layers:
+        raise ValueError(f"{spec.name}: a fusion part reads one pooled embedding, not layers")
+    return int(spec.dim)

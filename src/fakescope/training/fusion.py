@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from ..backbones import load_backbone
-from ..backbones.fusion import fusion_spec, imagesize_spec
+from ..backbones.spec import fusion_spec
+from ..backbones.fusion import imagesize_spec
 from ..data.samples import REAL, Sample
 from ..detector import Detector
 from ..features import FeatureCache, extract
