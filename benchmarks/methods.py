@@ -35,7 +35,7 @@ from fakescope.evaluation.metrics import summary, threshold_at_fpr
 from fakescope.features import FeatureCache, extract
 from fakescope.evaluation.protocols import leave_one_generator_out
 from fakescope.heads import make_head
-from fakescope.train import TrainConfig
+from fakescope.training import TrainConfig
 from fakescope.data.splits import split_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -115,7 +115,7 @@ def main() -> None:
     for name, key, method, opts in runs:
         if method == "multilayer":
             bb = load_backbone(spaces[key])
-            from fakescope.train import head_options
+            from fakescope.training.fit import head_options
             opts = head_options(TrainConfig(data=[], method="multilayer"), bb)
         Xtr = F[key]["train"]
         res, head = fit_eval(method, opts, Xtr, y, groups, tests(key), F[key]["wild"][yv == REAL])

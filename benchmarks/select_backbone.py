@@ -29,7 +29,7 @@ from fakescope.evaluation.metrics import summary, threshold_at_fpr
 from fakescope.features import FeatureCache, extract
 from fakescope.evaluation.protocols import leave_one_generator_out
 from fakescope.heads import make_head
-from fakescope.train import TrainConfig
+from fakescope.training import TrainConfig
 from fakescope.data.splits import split_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

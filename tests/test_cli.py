@@ -293,7 +293,7 @@ def test_calibrate_writes_a_calibrated_detector(work):
 
 def test_calibrate_detector_python_api_keeps_verdicts_or_hits_the_target(work):
     from fakescope.evaluation.calibrate import calibrate_detector
-    from fakescope.train import load_sources
+    from fakescope.training import load_sources
     root, _ = work
     det = load_detector(root / "model")
     samples = load_sources(["data"], None)

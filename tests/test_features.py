@@ -213,7 +213,7 @@ def test_thumbnail_views_shrink_both_classes_and_keep_old_view_keys():
     import random
 
     from fakescope.data.augment import AugmentConfig, augment, make_view
-    from fakescope.train import TrainConfig
+    from fakescope.training import TrainConfig
 
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (375, 500, 3), dtype=np.uint8))
     cfg = TrainConfig(data=[], head_options={"augment.p_thumbnail": 1.0, "augment.thumbnail_side": [32, 40], "l2": 1})

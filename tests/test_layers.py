@@ -39,7 +39,7 @@ PLACES = {
     "fakescope.features": "features", "fakescope.pipeline": "features",
     "fakescope.heads": "heads",
     "fakescope.detector": "detector", "fakescope.localize": "detector",
-    "fakescope.train": "training", "fakescope.training": "training",
+    "fakescope.training": "training",
     "fakescope.evaluation": "evaluation",
     "fakescope.scale": "scale", "fakescope.service": "scale", "fakescope.generate": "scale",
     "fakescope.cli": "cli", "fakescope.__main__": "cli", "fakescope.clitools": "cli",

@@ -17,7 +17,7 @@ from fakescope.backbones import parse_spec  # noqa: E402
 from fakescope.cli import app, parse_options  # noqa: E402
 from fakescope.detector import load_detector  # noqa: E402
 from fakescope.training.leakage import TextLeakWarning  # noqa: E402
-from fakescope.train import TrainConfig, fit_detector  # noqa: E402
+from fakescope.training import TrainConfig, fit_detector  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # as test_cli: no thread pools spinning against each other
 
@@ -79,7 +79,7 @@ def test_parse_options():
 
 def test_a_method_is_a_head_or_a_registered_recipe(monkeypatch):
     from fakescope.training import methods
-    # train.py imports every recipe module: each has registered itself
+    # training/fit.py imports every recipe module: each has registered itself
     assert methods.recipe_methods() == ["code", "fusion", "lowlevel", "natural-traces"]
     assert methods.recipe("linear") is None  # a head on frozen features: fitted by fit_detector itself
     seen = []

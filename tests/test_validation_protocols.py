@@ -17,7 +17,7 @@ from fakescope import uncertainty as unc  # noqa: E402
 from fakescope.cli import app  # noqa: E402
 from fakescope.detector import load_detector  # noqa: E402
 from fakescope.evaluation import protocols  # noqa: E402
-from fakescope.train import TrainConfig  # noqa: E402
+from fakescope.training import TrainConfig  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # as test_cli: no thread pools spinning against each other
 
@@ -272,7 +272,7 @@ def test_out_of_source_scores_come_from_heads_that_never_saw_the_source():
     without it, c comes out inverted (AUC under 0.5) though a head that saw it would not."""
     from sklearn.metrics import roc_auc_score
 
-    from fakescope.train import out_of_source_scores
+    from fakescope.training.fit import out_of_source_scores
     rng = np.random.default_rng(0)
     n = 60
     y = np.tile([0, 1], 3 * n // 2)

@@ -23,7 +23,7 @@ from fakescope.data.samples import REAL
 from fakescope.evaluation.metrics import roc_auc
 from fakescope.evaluation.protocols import device_fold, device_of, load_named
 from fakescope.features import FeatureCache, extract
-from fakescope.train import TrainConfig, fit_detector
+from fakescope.training import TrainConfig, fit_detector
 
 POLICIES = ("clip-b16", "clip-b16?resize=resize", "clip-b16?resize=native_crop")
 

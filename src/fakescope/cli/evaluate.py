@@ -32,7 +32,7 @@ def compare(
     """One table: the same head trained on several backbones (which features expose fakes?),
     and/or existing detectors, all tested on the same --test data."""
     from ..evaluation.compare import COLUMNS, compare_backbones, compare_detectors
-    from ..train import TrainConfig
+    from ..training.fit import TrainConfig
 
     method = value(method)
     if not backbones_ and not models:
@@ -73,7 +73,7 @@ def leave_out(
     """Leave-one-generator-out: does a detector generalise to a generator it never saw? For each
     generator g: refit without any image of g, test the held-out reals vs the held-out images of g."""
     from ..evaluation.protocols import leave_one_generator_out
-    from ..train import TrainConfig, load_sources, recipe
+    from ..training.fit import TrainConfig, load_sources, recipe
 
     method = value(method)
     head_options = parse_options(options)
@@ -123,7 +123,7 @@ def validate(
     """Leave-one-source-out ROC-AUC and the false-positive rate on camera photos held out by
     device: validation that predicts how a recipe does on images unlike its training data."""
     from ..evaluation.protocols import device_held_out_fpr, leave_one_source_out, load_named, markdown_table
-    from ..train import TrainConfig
+    from ..training.fit import TrainConfig
 
     method = value(method)
     rule = uncertainty_rule(uncertain_quantile, uncertain_miss_rate, uncertain_fpr, uncertain_band)
@@ -160,7 +160,7 @@ def evaluate(
 
     det = load_detector(model)
     from ..data.splits import split_samples
-    from ..train import load_sources
+    from ..training.fit import load_sources
     samples = load_sources(data, per_class, seed)
     if held_out is not None:
         if not 0 < held_out < 1:
@@ -222,7 +222,7 @@ def calibrate(
     """Calibrate a detector's scores (Platt or temperature scaling) and/or its threshold; writes a new detector."""
     from ..detector import load_detector
     from ..evaluation.calibrate import calibrate_detector
-    from ..train import load_sources
+    from ..training.fit import load_sources
 
     base = load_detector(model)
     try:

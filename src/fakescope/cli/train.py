@@ -41,7 +41,7 @@ def train(
     --set head=ocsvm --set epochs=20; runs under torchrun too); and lowlevel, a CNN on generator traces (NPR residual of
     native-resolution crops) trained from scratch with a linear head on it (--set encoder=npr-tiny --set thumbnail=true
     for 32 px images)."""
-    from ..train import TrainConfig, fit_detector, recipe
+    from ..training.fit import TrainConfig, fit_detector, recipe
 
     method, modality = value(method), value(modality)
     own_recipe = recipe(method) is not None  # trains an encoder or experts (training/methods.py)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..train import TrainConfig, fit_detector, load_sources
+from ..training.fit import TrainConfig, fit_detector, load_sources
 from .report import evaluate_detector, public
 
 COLUMNS = ("auc", "ap", "accuracy", "acc_real", "acc_fake")

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..data.samples import FAKE, REAL, Sample  # noqa: F401  (Sample: re-exported for callers)
 from ..data.splits import fold_of, split_samples
-from ..train import TrainConfig, fit_detector, load_sources
+from ..training.fit import TrainConfig, fit_detector, load_sources
 from .report import evaluate_detector
 
 

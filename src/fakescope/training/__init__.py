@@ -1,9 +1,11 @@
-"""Training beyond a head on frozen features, and what every training run shares.
+"""Training: fit a detector for any method (`from fakescope.training import TrainConfig, fit_detector`).
 
-    methods.py            the recipe registry: `--method` names that train more than a head (train.py
+    fit.py                `TrainConfig`, `fit_detector`: the one entry for every method; a head on
+                          frozen features is fitted there, any other method by its recipe
+    methods.py            the recipe registry: `--method` names that train more than a head (fit.py
                           looks a method up here before fitting a head itself)
     common.py             the sources, the held-out split, the threshold rule and validation metrics,
-                          the run's metadata: shared by train.py and every recipe
+                          the run's metadata: shared by fit.py and every recipe
     trained_embedding.py  recipe `code` / `natural-traces`: data -> trained encoder -> head -> Detector
     lowlevel.py           recipe `lowlevel`: an NPR CNN trained from scratch, then a linear head on it
     fusion.py             recipe `fusion`: several experts, then a stacking layer
@@ -13,9 +15,17 @@
     data.py               training items for the engine: image views, or cached frozen features of views
     code.py               the CoDE recipe's training stage
     natural_traces.py     the "real images as judge" recipe's training stages
-    leakage.py            the text-leak guard train.py runs on captions
+    leakage.py            the text-leak guard fit.py runs on captions
     options.py            `--set KEY=VALUE` parsing; a recipe's options as a typed dataclass
 
 The encoder models are backbones/encoders.py (a `trained:` backbone runs them); the head a
 trained-embedding detector saves is heads/trained_embedding.py.
 """
+from ..lazy import lazy_exports
+
+# Lazy: fit.py imports the recipes (and torch); `fakescope.training.options` stays light for the CLI.
+_EXPORTS = {"TrainConfig": "fit", "fit_detector": "fit", "load_sources": "common"}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

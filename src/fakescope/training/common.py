@@ -1,8 +1,8 @@
 """What every training recipe shares: the labelled sources, the held-out split, the threshold on
 held-out reals with the validation metrics at it, and how the run describes its data.
 
-`cfg` below is a `train.TrainConfig` (read, never built here: this module sits under every recipe
-and under train.py, which imports the recipes)."""
+`cfg` below is a `fit.TrainConfig` (read, never built here: this module sits under every recipe
+and under fit.py, which imports the recipes)."""
 from __future__ import annotations
 
 import datetime as dt

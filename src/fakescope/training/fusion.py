@@ -113,8 +113,8 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
 
 @register_recipe("fusion")
 def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector):
-    """cfg: a train.TrainConfig with method fusion; each expert is fitted through `fit_detector`
-    (train.fit_detector, handed in: training/methods.py), any method it names."""
+    """cfg: a fit.TrainConfig with method fusion; each expert is fitted through `fit_detector`
+    (fit.fit_detector, handed in: methods.py), any method it names."""
     options = dict(cfg.head_options)
     train, val = held_out_split(cfg, training_samples(cfg, samples))
     sides = {id(s): shorter_side(s) for s in train}

@@ -8,7 +8,7 @@ flips, quarter turns, blur, resizing and JPEG q30-100 drawn for both classes (vi
 
 The trained encoder is then a frozen backbone like any other (`trained:<dir>`, which reads a
 larger native centre crop as tiles of the training crop and averages their embeddings), and the
-detector is the usual linear head on it, fitted and thresholded by `train.fit_detector` (handed to the recipe): one
+detector is the usual linear head on it, fitted and thresholded by `fit_detector` (handed to the recipe): one
 threshold rule, one metadata record, one saved-model format for every method.
 
     thumbnail=true   the whole image squashed to the crop size instead (an expert for images too
@@ -126,9 +126,9 @@ def train_encoder(samples, o: LowLevelOptions, seed: int = 0, log=print) -> tupl
 
 @register_recipe("lowlevel")
 def fit_lowlevel_detector(cfg, samples, log, fit_detector):
-    """cfg: a train.TrainConfig with method lowlevel (options in head_options). Trains the encoder on
+    """cfg: a fit.TrainConfig with method lowlevel (options in head_options). Trains the encoder on
     the training split, saves it, then fits the linear head on it through `fit_detector`
-    (train.fit_detector, handed in: training/methods.py)."""
+    (fit.fit_detector, handed in: methods.py)."""
     o = parse_options(dict(cfg.head_options))
     samples = training_samples(cfg, samples)
     train, _ = held_out_split(cfg, samples)

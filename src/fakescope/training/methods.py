@@ -1,6 +1,6 @@
 """Training recipes: the `--method` names whose detector is more than a head on frozen features.
 
-Every head in heads/ (linear, knn, disentangle, ...) is a method: `train.fit_detector` extracts
+Every head in heads/ (linear, knn, disentangle, ...) is a method: `fit.fit_detector` extracts
 the backbone's features and fits it, asking the head's class what it needs (`reads_text`,
 `needs_blocks`). A method that trains more than that registers its recipe here, in the module
 that defines it:
@@ -9,10 +9,10 @@ that defines it:
     lowlevel               training/lowlevel.py            an NPR CNN trained from scratch + a linear head on it
     fusion                 training/fusion.py              several experts + a stacking layer
 
-train.py imports those modules (so they are registered) and `fit_detector` looks a method up here
+fit.py imports those modules (so they are registered) and `fit_detector` looks a method up here
 first. A recipe is called `fit(cfg, samples, log, fit_detector)`: it is handed `fit_detector` to fit
 its parts (the linear head on its encoder, each expert) the way every method is fitted, so no recipe
-imports train.py. A recipe reads its options from `cfg.head_options` (`--set`) and checks them
+imports fit.py. A recipe reads its options from `cfg.head_options` (`--set`) and checks them
 (ValueError: the CLI shows it as a usage error), `run_dir` among them: where its checkpoints and
 trained encoders go (`fakescope train` gives MODEL_DIR/training).
 """

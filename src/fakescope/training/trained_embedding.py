@@ -140,7 +140,7 @@ def _vit(o: TrainedEmbeddingOptions):
 
 @register_recipe(*METHODS)
 def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print, fit_detector=None):
-    """cfg: a train.TrainConfig with method code / natural-traces and the options in head_options.
+    """cfg: a fit.TrainConfig with method code / natural-traces and the options in head_options.
     (`fit_detector`, every recipe's last argument, is not needed here: the head is fitted below.)"""
     if cfg.method not in METHODS:
         raise ValueError(f"not a trained-embedding method: {cfg.method!r}")

@@ -1,6 +1,6 @@
 """Fit a detector: the engine behind `fakescope train`, and the one entry every method goes through.
 
-`fit_detector` first looks the method up among the training recipes (training/methods.py:
+`fit_detector` first looks the method up among the training recipes (methods.py:
 code, natural-traces, lowlevel, fusion; imported below, so they are registered) and hands the
 run to it. Any other method is a head on frozen features, fitted here: split by group
 (data/splits.py: a parent photo and its generated children, a (real, edit) pair, the views of
@@ -15,17 +15,17 @@ from typing import Sequence
 
 import numpy as np
 
-from .backbones import load_backbone, parse_spec
-from .data.augment import AugmentConfig
-from .data.samples import Sample
-from .detector import Detector
-from .features import DEFAULT_CACHE, FeatureCache, extract, head_input
-from .heads import head_class, make_head
-from .training import fusion as _fusion, lowlevel as _lowlevel, trained_embedding as _trained_embedding  # noqa: F401
-from .training.common import (describe, held_out_split, load_sources, run_metadata, threshold_and_validation,
-                              training_samples)
-from .training.methods import recipe
-from .uncertainty import UncertaintyConfig, fit_uncertainty
+from ..backbones import load_backbone, parse_spec
+from ..data.augment import AugmentConfig
+from ..data.samples import Sample
+from ..detector import Detector
+from ..features import DEFAULT_CACHE, FeatureCache, extract, head_input
+from ..heads import head_class, make_head
+from ..uncertainty import UncertaintyConfig, fit_uncertainty
+from . import fusion as _fusion, lowlevel as _lowlevel, trained_embedding as _trained_embedding  # noqa: F401 (recipes)
+from .common import (describe, held_out_split, load_sources, run_metadata, threshold_and_validation,
+                     training_samples)
+from .methods import recipe
 
 
 @dataclass
@@ -81,7 +81,7 @@ def head_options(cfg: TrainConfig, backbone) -> dict:
             raise ValueError(f"method {cfg.method} reads several layers' class tokens: use an image backbone spec "
                              "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
         from PIL import Image
-        from .backbones import preprocess
+        from ..backbones import preprocess
         f = backbone.forward(preprocess(Image.new("RGB", (spec.input_size,) * 2, (128, 128, 128)), spec)[None])
         opts["blocks"] = ([f.pooled.shape[1]] if spec.pooled else []) + [f.layers[k].shape[1] for k in spec.layers]
     return opts
@@ -127,8 +127,8 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         log(f"skipped {path}: {err}")
     encoder, T, leak = None, None, None
     if cfg.text_encoder:
-        from .backbones.text import load_text_encoder
-        from .training.leakage import warn_if_text_leaks
+        from ..backbones.text import load_text_encoder
+        from .leakage import warn_if_text_leaks
         encoder = load_text_encoder(cfg.text_encoder)
         T = caption_features([train[i] for i, _ in rows], encoder)
         leak = warn_if_text_leaks(T, y, groups)  # a caption that gives the label away is a shortcut
