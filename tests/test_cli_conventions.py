@@ -103,10 +103,13 @@ def test_choices_are_listed_and_checked(args, listed):
     assert listed in help_text.replace(" ", "")
 
 
-def test_method_choices_match_the_head_registry():
+def test_method_choices_match_the_registries():
     from fakescope.cli import Method
     from fakescope.heads import methods
-    assert set(methods()) <= {m.value for m in Method}  # a new head: add its name to cli.Method
+    from fakescope.training.fit import fit_detector  # noqa: F401 (imports the recipes: they register)
+    from fakescope.training.methods import recipe_methods
+    # a new head or recipe: add its name to cli.Method; nothing there that neither registry knows
+    assert {m.value for m in Method} == set(methods()) | set(recipe_methods())
 
 
 def test_shell_completion_is_offered():

@@ -58,8 +58,8 @@ def configure_logging(quiet: bool = False, verbose: int = 0) -> None:
 
 
 ScanFormat = choice("ScanFormat", ["auto", "jsonl", "parquet"])
-# the heads' registry names, listed here because heads.methods() imports torch on every --help;
-# tests/test_cli_conventions.py fails when a registered head is missing from this list
+# the heads' and the training recipes' names, listed here because asking the registries imports torch
+# on every --help; tests/test_cli_conventions.py fails when this list and the registries differ
 Method = choice("Method", ["linear", "multilayer", "disentangle", "robust-mlp", "code", "natural-traces", "knn",
                            "ocsvm", "ocsvm-poly", "distance", "lowlevel", "fusion"])
 Modality = choice("Modality", ["image", "text", "both"])
