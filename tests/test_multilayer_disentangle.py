@@ -238,3 +238,96 @@ def test_disentangle_without_the_decorrelation_penalty():
     without = DisentangleProbe(ortho_weight=0.0, **opts).fit(X, y, groups=np.arange(400), text=text)
     assert without["last_epoch_losses"]["decorrelation"] > with_pen["last_epoch_losses"]["decorrelation"]
     assert DisentangleProbe(ortho_weight=0.0).config()["ortho_weight"] == 0.0
+
+
+def ref_info_nce_groups(a, b, t, groups):
+    """Loop reference of the multi-positive InfoNCE: P(i) = rows of i's family."""
+    a, b = _unit(a), _unit(b)
+    n = len(a)
+    row = col = 0.0
+    for i in range(n):
+        pos = [j for j in range(n) if groups[j] == groups[i]]
+        zr = sum(math.exp(_dot(a[i], b[k]) / t) for k in range(n))
+        zc = sum(math.exp(_dot(a[k], b[i]) / t) for k in range(n))
+        row -= sum(math.log(math.exp(_dot(a[i], b[j]) / t) / zr) for j in pos) / len(pos)
+        col -= sum(math.log(math.exp(_dot(a[j], b[i]) / t) / zc) for j in pos) / len(pos)
+    return 0.5 * (row + col) / n
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_info_nce_with_families_matches_loop_reference(seed):
+    rng = np.random.default_rng(seed)
+    z, w = rng.normal(size=(7, 4)), rng.normal(size=(7, 4))
+    groups = [0, 0, 1, 2, 2, 2, 3]
+    got = float(info_nce(_t(z), _t(w), 0.1, groups=torch.tensor(groups)))
+    assert got == pytest.approx(ref_info_nce_groups(z.tolist(), w.tolist(), 0.1, groups), rel=1e-9)
+    # all families of one: the plain loss
+    assert float(info_nce(_t(z), _t(w), 0.1, groups=torch.arange(7))) == \
+        pytest.approx(float(info_nce(_t(z), _t(w), 0.1)), rel=1e-12)
+
+
+def test_info_nce_with_families_by_hand():
+    """Two rows of one family, identical unit vectors a = b = e1, temperature 1: every logit is 1,
+    each softmax entry 1/2, and both entries are positives: loss = -log(1/2) = log 2."""
+    e = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    assert float(info_nce(e, e, 1.0, groups=torch.tensor([5, 5]))) == pytest.approx(math.log(2), rel=1e-12)
+    # as two families the same rows are each other's negatives: -log(e^1 / (e^1 + e^1)) = log 2 as well,
+    # but orthogonal captions tell the two apart: logits [[1, 0], [1, 0]] -> rows log(1 + e^-1) and log(1 + e)
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    rows = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(1))) / 2
+    cols = (math.log(2) + math.log(2)) / 2  # column 0: [1, 1] target 0; column 1: [0, 0] target 1
+    assert float(info_nce(e, b, 1.0)) == pytest.approx(0.5 * (rows + cols), rel=1e-12)
+    # one family: row i's positives are both captions: -(log p_i0 + log p_i1) / 2, columns likewise
+    p0, p1 = math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)
+    rows_f = -(math.log(p0) + math.log(p1)) / 2
+    cols_f = -(math.log(0.5) + math.log(0.5)) / 2
+    assert float(info_nce(e, b, 1.0, groups=torch.tensor([0, 0]))) == pytest.approx(0.5 * (rows_f + cols_f), rel=1e-12)
+
+
+def test_family_batches_keep_families_together():
+    from fakescope.heads.disentangle import _family_batches
+    family = np.repeat(np.arange(40), 2)[:79]  # 39 pairs and one single row
+    rows = np.arange(79)
+    batches = _family_batches(rows, family, 16, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == rows.tolist()
+    assert all(len(b) <= 16 for b in batches)
+    where = {int(r): i for i, b in enumerate(batches) for r in b}
+    assert all(where[2 * k] == where[2 * k + 1] for k in range(39))
+
+
+def _families(n_pairs, seed):
+    """Each real photo and its fake child share content c (one caption); the child differs only by a
+    low-level shift, the same direction for every child."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(n_pairs, 8))
+    sem = c @ W_SEM / math.sqrt(8)
+    text = c @ W_TXT / math.sqrt(8) + 0.1 * rng.normal(size=(n_pairs, 12))
+    rows, labels = [], []
+    for y in (0, 1):
+        low = rng.normal(size=(n_pairs, 16)) + 1.5 * y * D_LOW / np.linalg.norm(D_LOW)
+        rows.append(np.c_[sem + 0.3 * rng.normal(size=sem.shape), low])
+        labels.append(np.full(n_pairs, y))
+    X = np.concatenate(rows).astype(np.float32)
+    return X, np.concatenate(labels), np.concatenate([text, text]).astype(np.float32), np.tile(np.arange(n_pairs), 2)
+
+
+def test_disentangle_with_pairs_as_positives():
+    """pair_positives=True (issue 19 item 8): without the decorrelation penalty, a parent and its
+    child are pulled together in the semantic space, so their semantic embeddings end up closer
+    than when each image only matches its own caption; the low-level branch still separates them."""
+    X, y, text, fam = _families(200, 5)
+    opts = dict(k=16, hidden=32, batch_size=64, epochs=15, seed=0, ortho_weight=0.0)
+    plain = DisentangleProbe(**opts)
+    plain.fit(X, y, groups=fam, text=text)
+    paired = DisentangleProbe(pair_positives=True, **opts)
+    info = paired.fit(X, y, groups=fam, text=text)
+    assert info["families_in_training"] > 150  # the held-out split keeps families whole
+    Xt, yt, _, _ = _families(200, 6)
+
+    def parent_child_cos(head):
+        sem, _ = head.embed(Xt)
+        return float((sem[:200] * sem[200:]).sum(1).mean())
+
+    assert parent_child_cos(paired) > parent_child_cos(plain) + 0.02
+    assert paired.analysis(Xt, yt)["low_level"]["auc"] > 0.8  # the data's ceiling is Phi(1.5 / sqrt 2) = 0.86
+    assert DisentangleProbe.from_state(paired.config(), paired.state()).pair_positives is True

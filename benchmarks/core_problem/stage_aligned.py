@@ -12,12 +12,13 @@ written twice, both as PNG:
   OUT/real/<source>/<k>.png    the resized photo
   OUT/fake/ae/<source>-<k>.png its autoencoder reconstruction
   OUT/manifest.csv             path,text,group: both images of a pair carry the original photo's
-                               group key, so a protocol that holds the original out of training
+                               caption (when its source has one) and group key, so a protocol that holds the original out of training
                                holds its twins out too (evaluation/protocols.py without_families_of)
 
 Usage: python benchmarks/core_problem/stage_aligned.py OUT.tar N SOURCE.tar [SOURCE.tar ...]
        (--manifest-only: append the manifest to an OUT.tar made without one, same arguments)
 """
+import csv
 import io
 import sys
 import tarfile
@@ -56,14 +57,18 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def manifest(rows) -> bytes:
-    lines = ["path,text,group"] + [f"{p},,{g}" for p, g in rows]
-    return ("\n".join(lines) + "\n").encode()
+    """rows: (path, text or None, group)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "text", "group"])
+    w.writerows((p, t or "", g) for p, t, g in rows)
+    return buf.getvalue().encode()
 
 
 def main(out: Path, per_source: int, sources: list[str], manifest_only: bool = False) -> None:
     rows = []
     if manifest_only:
-        rows = [(p, s.group_key()) for name, k, s in chosen(per_source, sources)
+        rows = [(p, s.text, s.group_key()) for name, k, s in chosen(per_source, sources)
                 for p in (f"real/{name}/{k}.png", f"fake/ae/{name}-{k}.png")]
         with tarfile.open(out, "a") as tar:
             add_bytes(tar, "manifest.csv", manifest(rows))
@@ -76,7 +81,7 @@ def main(out: Path, per_source: int, sources: list[str], manifest_only: bool = F
             img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.BICUBIC)
             add(tar, f"real/{name}/{k}.png", img)
             add(tar, f"fake/ae/{name}-{k}.png", Image.fromarray(ae.reconstruct(np.asarray(img))))
-            rows += [(f"real/{name}/{k}.png", s.group_key()), (f"fake/ae/{name}-{k}.png", s.group_key())]
+            rows += [(f"real/{name}/{k}.png", s.text, s.group_key()), (f"fake/ae/{name}-{k}.png", s.text, s.group_key())]
         add_bytes(tar, "manifest.csv", manifest(rows))
     print(f"{len(rows) // 2} pairs from {len(sources)} sources", flush=True)
 

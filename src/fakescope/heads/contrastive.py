@@ -57,19 +57,33 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float | torc
     return per_anchor.mean()
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor = 0.07) -> torch.Tensor:
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor = 0.07,
+             groups: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP loss): row i of `a` and row i of `b` are the positive pair.
 
     a, b: (N, d) embeddings (normalised here). logits = a @ b.T / temperature; the loss is
     the mean of cross-entropy over rows (a -> b) and over columns (b -> a), each with
     target i for row i; the other N - 1 rows of the batch are the negatives. Symmetric
     so neither side can collapse while the other does the work. N = 1 gives 0.
+
+    groups (N,): rows of one family (a real photo and the fakes made from it or its caption)
+    are all positives of each other instead of negatives: with P(i) = {j : g_j = g_i},
+
+        row_i = -1/|P(i)| * sum_{j in P(i)} log softmax_j(logits_i.)
+
+    and likewise over columns; all-distinct groups give the plain loss.
     """
     a = F.normalize(a, dim=1)
     b = F.normalize(b, dim=1)
     logits = (a @ b.T) / temperature
-    target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    if groups is None:
+        target = torch.arange(a.shape[0], device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    groups = groups.reshape(-1)
+    pos = (groups[:, None] == groups[None, :]).to(logits.dtype)
+    rows = -(pos * F.log_softmax(logits, dim=1)).sum(1) / pos.sum(1)
+    cols = -(pos * F.log_softmax(logits, dim=0)).sum(0) / pos.sum(0)
+    return 0.5 * (rows.mean() + cols.mean())
 
 
 __all__ = ["info_nce", "supcon_loss"]

@@ -14,6 +14,14 @@ the standardised image features x:
 
 plus a decorrelation penalty, the squared cross-correlation between the
 batch-standardised P_s(x) and P_l(x), so the two carry different information.
+The penalty is fakescope's, not the paper's: it pushes the real/fake signal out of the
+semantic branch by construction (`ortho_weight=0` drops it). `pair_positives=True` uses the
+families the data has instead (COCOFake: a real photo and the fakes generated from its
+captions; CocoGlide: a photo and its inpainted edit; `Sample.group`): a family is kept in one
+batch, its members' captions are all positives of each of its images in the InfoNCE, and its
+images' semantic projections are positives of each other (SupCon over families, temperature
+`supcon_temperature`). Parent and child depict the same content and differ in how they were
+made, so this asks the semantic branch to ignore the difference, without a penalty.
 Both are trained jointly with AdamW, then frozen; three logistic probes (`LinearProbe`)
 read the semantic embedding, the low-level embedding, and both. `analysis(X, y)`
 reports each probe's ROC-AUC and accuracy: the share of the detection signal that is
@@ -86,12 +94,13 @@ class DisentangleProbe:
     def __init__(self, k: int = 128, hidden: int = 256, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-4,
                  batch_size: int = 256, temperature: float = 0.07, learn_temperature: bool = True,
                  supcon_temperature: float = 0.1, ortho_weight: float = 0.1, probe_l2: float | None = None,
-                 seed: int = 0):
+                 pair_positives: bool = False, seed: int = 0):
         self.k, self.hidden, self.epochs, self.lr = int(k), int(hidden), int(epochs), float(lr)
         self.weight_decay, self.batch_size = float(weight_decay), int(batch_size)
         self.temperature, self.learn_temperature = float(temperature), bool(learn_temperature)
         self.supcon_temperature, self.ortho_weight = float(supcon_temperature), float(ortho_weight)
         self.probe_l2 = None if probe_l2 is None else float(probe_l2)
+        self.pair_positives = bool(pair_positives)
         self.seed = int(seed)
         self.dim = self.text_dim = None
         self.mean = self.std = self.text_mean = self.text_std = None
@@ -121,6 +130,9 @@ class DisentangleProbe:
         Z = torch.from_numpy((X - self.mean) / self.std)
         T = torch.from_numpy((text - self.text_mean) / self.text_std)
         labels = torch.from_numpy(y.astype(np.int64))
+        family = np.unique(groups, return_inverse=True)[1].reshape(-1)
+        families = torch.from_numpy(family.astype(np.int64))
+        n_pairs = int((np.bincount(family[tr]) > 1).sum())
 
         rng = np.random.default_rng(self.seed)
         losses = []
@@ -135,12 +147,20 @@ class DisentangleProbe:
             opt = torch.optim.AdamW(param_groups, lr=self.lr, weight_decay=self.weight_decay)
             nets.train()
             for _ in range(self.epochs):
-                order = tr[rng.permutation(len(tr))]
+                if self.pair_positives:
+                    batches = _family_batches(tr, family, self.batch_size, rng)
+                else:
+                    batches = _batches(tr[rng.permutation(len(tr))], self.batch_size)
                 total, n_batches = np.zeros(3), 0
-                for idx in _batches(order, self.batch_size):
+                for idx in batches:
                     idx = torch.from_numpy(idx)
                     es, el = nets.embed(Z[idx])
-                    l_sem = info_nce(es, nets.txt(T[idx]), nets.temperature())
+                    if self.pair_positives:
+                        fam = families[idx]
+                        l_sem = (info_nce(es, nets.txt(T[idx]), nets.temperature(), groups=fam)
+                                 + supcon_loss(es, fam, self.supcon_temperature))
+                    else:
+                        l_sem = info_nce(es, nets.txt(T[idx]), nets.temperature())
                     l_low = supcon_loss(el, labels[idx], self.supcon_temperature)
                     l_ort = cross_correlation_penalty(es, el)
                     loss = l_sem + l_low + self.ortho_weight * l_ort
@@ -159,7 +179,10 @@ class DisentangleProbe:
         info: dict = {"last_epoch_losses": ({name: round(float(v), 4) for name, v in
                                              zip(("info_nce", "supcon", "decorrelation"), losses[-1])}
                                             if losses else {}),
-                      "temperature": round(float(nets.temperature()), 5), "probes": {}}
+                      "temperature": round(float(nets.temperature()), 5), "probes": {},
+                      "families_in_training": n_pairs}
+        if self.pair_positives and not n_pairs:
+            info["note_pairs"] = "pair_positives: no family of two or more training images; plain InfoNCE"
         for name in PROBES:
             probe = LinearProbe(l2=self.probe_l2, seed=self.seed)
             info["probes"][name] = probe.fit(emb[name][tr], y[tr], groups[tr])
@@ -211,7 +234,8 @@ class DisentangleProbe:
         return {"k": self.k, "hidden": self.hidden, "epochs": self.epochs, "lr": self.lr,
                 "weight_decay": self.weight_decay, "batch_size": self.batch_size, "temperature": self.temperature,
                 "learn_temperature": self.learn_temperature, "supcon_temperature": self.supcon_temperature,
-                "ortho_weight": self.ortho_weight, "probe_l2": self.probe_l2, "seed": self.seed,
+                "ortho_weight": self.ortho_weight, "probe_l2": self.probe_l2,
+                "pair_positives": self.pair_positives, "seed": self.seed,
                 "dim": self.dim, "text_dim": self.text_dim,
                 "probes": {name: p.config() for name, p in self.probes.items()}}
 
@@ -238,6 +262,28 @@ class DisentangleProbe:
             head.probes[name] = LinearProbe.from_state(
                 config["probes"][name], {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         return head
+
+
+def _family_batches(rows: np.ndarray, family: np.ndarray, size: int, rng: np.random.Generator):
+    """Minibatches of `rows` in a random order of families, each family's rows together: a batch
+    takes whole families until it holds `size` rows (a family larger than that is a batch alone)."""
+    members: dict[int, list[int]] = {}
+    for r in rows:
+        members.setdefault(int(family[r]), []).append(int(r))
+    keys = list(members)
+    batch: list[int] = []
+    out = []
+    for k in (keys[i] for i in rng.permutation(len(keys))):
+        if batch and len(batch) + len(members[k]) > size:
+            out.append(np.array(batch))
+            batch = []
+        batch += members[k]
+    if batch:
+        out.append(np.array(batch))
+    if len(out) > 1 and len(out[-1]) < 2:  # contrastive losses and batch statistics need pairs
+        out[-2] = np.concatenate(out[-2:])
+        out.pop()
+    return [b for b in out if len(b) >= 2]
 
 
 def _batches(order: np.ndarray, size: int):
