@@ -10,12 +10,17 @@ import numpy as np
 TILE = 224
 
 
-def _session(blocks: list[int]):
-    """clip-b16 (squash preprocessing) with every asked block's tokens as graph outputs."""
+def _session(blocks: list[int], backbone: str = "clip-b16"):
+    """A token backbone (squash preprocessing) with every asked block's tokens as graph outputs."""
     from fakescope.backbones import load_backbone, parse_spec
-    spec = parse_spec("clip-b16?resize=resize&layers=" + ",".join(map(str, blocks)))
+    spec = parse_spec(f"{backbone}?resize=resize&layers=" + ",".join(map(str, blocks)))
     bb = load_backbone(spec)
     return bb, spec, [bb._layer_name(k) for k in blocks]
+
+
+def block_file(k: int, backbone: str = "clip-b16") -> str:
+    """The cached grid file of block k: clip-b16's keep their first names, other backbones are prefixed."""
+    return f"block{k}.npy" if backbone == "clip-b16" else f"{backbone}-block{k}.npy"
 
 
 def _views(img, mask, view: str):
@@ -33,7 +38,9 @@ def _views(img, mask, view: str):
     return [(w, t, {"box": list(b), "tiled": list(size)}) for w, t, b in zip(wins, ms, where)]
 
 
-def extract(data: str, view: str, blocks: list[int], out: Path) -> None:
+def extract(data: str, view: str, blocks: list[int], out: Path, backbone: str = "clip-b16") -> None:
+    """Grids of `blocks` of `backbone` over every window of `view`; a second backbone over a view
+    already cached adds its block files beside the first (same windows, same index)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from fakescope.backbones import preprocess
@@ -41,7 +48,7 @@ def extract(data: str, view: str, blocks: list[int], out: Path) -> None:
     from fakescope.localize.localizer import load_image
 
     pairs = load_pairs(data)
-    bb, spec, names = _session(blocks)
+    bb, spec, names = _session(blocks, backbone)
     d = out / view.replace(":", "-")
     d.mkdir(parents=True, exist_ok=True)
     index, targets = [], []
@@ -59,7 +66,8 @@ def extract(data: str, view: str, blocks: list[int], out: Path) -> None:
                              range(len(arrays))))
         for j, (w, target, meta) in enumerate(views):
             for k, o in zip(blocks, runs[j]):
-                g = o[0, 1:].reshape(14, 14, -1).transpose(2, 0, 1)
+                side = int(round((o.shape[1] - 1) ** 0.5))  # CLS first, then the patch tokens
+                g = o[0, 1:].reshape(side, side, -1).transpose(2, 0, 1)
                 grids[k].append(g.astype(np.float16))
             targets.append(np.round(target * 255).astype(np.uint8))
             index.append({"image": i, "name": p.name, "group": p.group, "label": p.label,
@@ -69,21 +77,38 @@ def extract(data: str, view: str, blocks: list[int], out: Path) -> None:
             print(f"{i}/{len(pairs)} images, {n_windows} windows, {time.perf_counter() - t0:.0f}s", flush=True)
     secs = time.perf_counter() - t0
     for k in blocks:
-        np.save(d / f"block{k}.npy", np.stack(grids[k]))
-    np.save(d / "targets.npy", np.stack(targets))
-    (d / "index.json").write_text(json.dumps({"view": view, "blocks": blocks, "seconds": round(secs, 1),
-                                              "megapixels": round(pixels / 1e6, 3), "windows": n_windows,
-                                              "rows": index}))
+        np.save(d / block_file(k, backbone), np.stack(grids[k]))
+    if (d / "index.json").exists() and backbone != "clip-b16":  # beside clip-b16's grids: the same windows
+        meta = json.loads((d / "index.json").read_text())
+        if [(r["name"], r["box"]) for r in meta["rows"]] != [(r["name"], r["box"]) for r in index]:
+            raise ValueError(f"{d}: the cached windows differ from these")
+        meta.setdefault("extra_backbones", {})[backbone] = {"blocks": blocks, "seconds": round(secs, 1)}
+        (d / "index.json").write_text(json.dumps(meta))
+    else:
+        np.save(d / "targets.npy", np.stack(targets))
+        (d / "index.json").write_text(json.dumps({"view": view, "blocks": blocks, "seconds": round(secs, 1),
+                                                  "megapixels": round(pixels / 1e6, 3), "windows": n_windows,
+                                                  "data": str(data), "rows": index}))  # as given: pair names are built from it
     print(f"{n_windows} windows of {len(pairs)} images in {secs:.1f}s "
           f"({secs / (pixels / 1e6):.2f} s per megapixel incl. decode, all blocks in one forward)")
 
 
 # ------------------------------------------------------------------ cross-validation
-def load_view(cache: Path, name: str, view: str, blocks: list[int]):
-    """(grids (n, C * len(blocks), 14, 14) float16, targets (n, 224, 224) uint8, index) of a cached view."""
+def load_view(cache: Path, name: str, view: str, blocks: list[int], second: str = ""):
+    """(grids (n, C * len(blocks), 14, 14) float16, targets (n, 224, 224) uint8, index) of a cached view.
+    `second` = "BACKBONE:K" adds that backbone's block-K grid, resized (bilinear) to 14 x 14 and
+    concatenated on channels, as the decoder treats a second backbone."""
     d = cache / name / view.replace(":", "-")
     meta = json.loads((d / "index.json").read_text())
     parts = [np.load(d / f"block{k}.npy", mmap_mode="r") for k in blocks]
+    if second:
+        import torch
+        kind, k = second.rsplit(":", 1)
+        g2 = np.load(d / block_file(int(k), kind), mmap_mode="r")
+        side = parts[0].shape[2]
+        parts.append(np.concatenate([torch.nn.functional.interpolate(
+            torch.from_numpy(np.asarray(g2[i:i + 256], np.float32)), size=(side, side), mode="bilinear",
+            align_corners=False).numpy().astype(np.float16) for i in range(0, len(g2), 256)]))
     grids = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
     return np.ascontiguousarray(grids), np.load(d / "targets.npy"), meta
 
@@ -127,13 +152,13 @@ def run_cv(a) -> dict:
     from fakescope.localize.localizer import Localizer, LocalizerConfig, _Prepared
 
     torch.set_num_threads(1)
-    grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
+    grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks, a.second)
     rows = meta["rows"]
     folds = pair_folds([r["group"] for r in rows], a.folds, a.seed)
     win_fold = np.array([folds[r["group"]] for r in rows])
     extra = None
     if a.extra:
-        eg, et, _ = load_view(a.cache, a.extra, a.extra_view or a.view, a.blocks)
+        eg, et, _ = load_view(a.cache, a.extra, a.extra_view or a.view, a.blocks, a.second)
         extra = (eg, et)
     probs = np.zeros(targets.shape, np.float16)
     fold_info = []
@@ -159,7 +184,8 @@ def run_cv(a) -> dict:
     maps = {i: m for i, m in maps.items() if folds[rows[[j for j in keep if rows[j]['image'] == i][0]]['group']] < n_run} \
         if n_run < a.folds else maps
     a._maps, a._rows, a._folds = maps, rows, folds  # for `ship`
-    res = score_oof(maps, rows, folds, a.cache / a.name)
+    res = score_oof(maps, rows, folds, meta.get("data"))
+    a._data = meta.get("data")
     res["setting"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if not k.startswith("_")}
     res["folds"] = fold_info
     if a.save_maps:
@@ -196,20 +222,21 @@ def _curves(m: np.ndarray, mask: np.ndarray | None):
     return 2 * hp / (hp + hn + n_pos), hp / (hn + n_pos)
 
 
-def _masks(names: set[str]) -> dict[str, np.ndarray]:
+def _masks(names: set[str], data: str | None = None) -> dict[str, np.ndarray]:
+    """The full-size masks of these images of `data` (the set a view was extracted from; default CocoGlide dev)."""
     from fakescope.data.pairs import load_pairs
-    root = Path(__file__).resolve().parents[2] / "shared/data/cocoglide/dev.tar"
+    root = data or Path(__file__).resolve().parents[2] / "shared/data/cocoglide/dev.tar"
     return {p.name: p.mask for p in load_pairs(root) if p.name in names}
 
 
-def score_oof(maps: dict[int, np.ndarray], rows: list[dict], folds: dict[str, int], _root=None) -> dict:
+def score_oof(maps: dict[int, np.ndarray], rows: list[dict], folds: dict[str, int], data: str | None = None) -> dict:
     """Per-image numbers of out-of-fold maps, thresholds and image score cross-fitted over folds."""
     from fakescope.evaluation.localization import PixelMetrics, best_f1
     from fakescope.evaluation.metrics import roc_auc
     first = {}
     for r in rows:
         first.setdefault(r["image"], r)
-    masks = _masks({first[i]["name"] for i in maps})
+    masks = _masks({first[i]["name"] for i in maps}, data)
     fake, real = {}, {}
     stats, labels, fold_of = [], [], []
     pm = PixelMetrics()
@@ -311,7 +338,7 @@ def ridge_maps(grids, y, win_fold, k, lam):
 
 def run_ridge(a) -> dict:
     import torch
-    grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
+    grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks, a.second)
     rows = meta["rows"]
     folds = pair_folds([r["group"] for r in rows], a.folds, a.seed)
     win_fold = np.array([folds[r["group"]] for r in rows])
@@ -324,7 +351,7 @@ def run_ridge(a) -> dict:
         up = torch.nn.functional.interpolate(torch.from_numpy(prob)[:, None], size=(TILE, TILE), mode="bilinear",
                                              align_corners=False)[:, 0].numpy()
         maps = image_maps(up, rows, a.view)
-        results[str(l)] = score_oof(maps, rows, folds)["summary"]
+        results[str(l)] = score_oof(maps, rows, folds, meta.get("data"))["summary"]
         s = results[str(l)]
         print(f"blocks {a.blocks} lambda {l}: best-F1 {s['best_f1']:.3f} F1cf {s['f1_cf_best_rule']:.3f} "
               f"IoUcf {s['iou_cf_best_rule']:.3f} pixAUC {s['pixel_auc']:.3f} imgAUC {s['image_auc_cf']:.3f}", flush=True)
@@ -340,12 +367,14 @@ def ship(a) -> dict:
     from fakescope.localize.localizer import Localizer, LocalizerConfig, _Prepared
     from fakescope.localize.verdict import threshold_at_fpr as _cut_at_fpr
 
+    if a.second:
+        raise ValueError("ship: the ridge decoder reads one backbone's grid (no --second)")
     res = run_cv(a)
     maps, rows, folds = a._maps, a._rows, a._folds
     first = {}
     for r in rows:
         first.setdefault(r["image"], r)
-    masks = _masks({first[i]["name"] for i in maps})
+    masks = _masks({first[i]["name"] for i in maps}, a._data)
     pm = PixelMetrics()
     for i, m in maps.items():
         r = first[i]

@@ -46,6 +46,8 @@ def main() -> None:
     e.add_argument("--blocks", type=blocks_arg, default=blocks_arg("1-12"))
     e.add_argument("--cache", type=Path, default=ROOT / ".cache/loc-cv")
     e.add_argument("--name", default="cocoglide")
+    e.add_argument("--backbone", default="clip-b16", help="another token backbone (vit-s14-focus) adds its "
+                   "block files beside a view already cached")
     c = sub.add_parser("cv")
     c.add_argument("--view", default="whole")
     c.add_argument("--blocks", type=blocks_arg, required=True)
@@ -61,6 +63,8 @@ def main() -> None:
     c.add_argument("--max-folds", type=int, default=0, help="run only the first N folds (cost)")
     c.add_argument("--extra", default="", help="another cached set whose pairs join every training fold")
     c.add_argument("--extra-view", default="", help="the extra set's view (default: --view)")
+    c.add_argument("--second", default="", help="BACKBONE:K: that backbone's block-K grid (extracted with "
+                   "extract --backbone), resized to 14 x 14 and concatenated on channels")
     c.add_argument("--cache", type=Path, default=ROOT / ".cache/loc-cv")
     c.add_argument("--name", default="cocoglide")
     c.add_argument("--seed", type=int, default=0)
@@ -75,6 +79,7 @@ def main() -> None:
     r.add_argument("--view", default="whole")
     r.add_argument("--blocks", type=blocks_arg, required=True)
     r.add_argument("--lams", default="0.1,1,10,100")
+    r.add_argument("--second", default="", help="as for cv")
     r.add_argument("--folds", type=int, default=5)
     r.add_argument("--cache", type=Path, default=ROOT / ".cache/loc-cv")
     r.add_argument("--name", default="cocoglide")
@@ -116,7 +121,7 @@ def main() -> None:
         a.out.write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps(res))
     elif a.cmd == "extract":
-        loc_cv_lib.extract(a.data, a.view, a.blocks, a.cache / a.name)
+        loc_cv_lib.extract(a.data, a.view, a.blocks, a.cache / a.name, a.backbone)
     else:
         a.command = "python benchmarks/localization_cv.py " + " ".join(sys.argv[1:])
         if a.cmd == "cv" and a.ship_to:
