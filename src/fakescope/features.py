@@ -116,42 +116,49 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     if spec.kind == "fusion":  # part by part, each through its own cache rows (a refit expert reuses the others')
         return _extract_parts(samples, backbone, cache, views, augment, batch_size, flush_every, desc)
     keys: dict[tuple[int, int], str] = {}
-    todo: list[int] = []
+    missing: dict[tuple[int, ...], list[int]] = {}  # views still to compute -> the samples missing exactly those
     for i, s in enumerate(samples):
         sha = sha_of(s) if cache is not None else None
-        wanted = [view_key(sha, v, augment) for v in views] if sha else []
-        if sha and all(k in cache for k in wanted):
-            keys.update({(i, v): k for v, k in zip(views, wanted)})
-        else:
-            todo.append(i)
+        have = [view_key(sha, v, augment) in cache for v in views] if sha else [False] * len(views)
+        keys.update({(i, v): view_key(sha, v, augment) for v, h in zip(views, have) if h})
+        todo_views = tuple(v for v, h in zip(views, have) if not h)
+        if todo_views:  # only the views not cached are computed (adding a view keeps the clean one's work)
+            missing.setdefault(todo_views, []).append(i)
     computed: dict[str, np.ndarray] = {}
     errors: list[tuple[str, str]] = []
+    failed: set[int] = set()
     pending_keys: list[str] = []
     pending_rows: list[np.ndarray] = []
-    index_of: dict[int, list[int]] = {}  # a Sample object listed twice fills both rows
-    for i in todo:
-        index_of.setdefault(id(samples[i]), []).append(i)
-    items = iter_items((samples[i] for i in todo), spec, views=views, augment=augment)
-    with progress(total=len(todo) * len(views), desc=desc) as bar:
-        for batch in batched(items, batch_size or preferred_batch_size(backbone)):
-            x = stack(batch)
-            ok = [it for it in batch if it.ok]
-            for it in batch:
-                if not it.ok and it.view == views[0]:
-                    errors.append((it.sample.path, it.error))
-            if x is not None:
-                rows = feature_vector(backbone.forward(x), spec)
-                for it, row in zip(ok, rows):
-                    k = view_key(it.sha256, it.view, augment)
-                    for i in index_of[id(it.sample)]:
-                        keys[(i, it.view)] = k
-                    computed[k] = row
-                    pending_keys.append(k)
-                    pending_rows.append(row)
-            if cache is not None and len(pending_keys) >= flush_every:
-                cache.put(pending_keys, np.stack(pending_rows))
-                pending_keys, pending_rows = [], []
-            bar.update(len(batch))
+    with progress(total=sum(len(idx) * len(vs) for vs, idx in missing.items()), desc=desc) as bar:
+        for todo_views, todo in missing.items():
+            index_of: dict[int, list[int]] = {}  # a Sample object listed twice fills both rows
+            for i in todo:
+                index_of.setdefault(id(samples[i]), []).append(i)
+            items = iter_items((samples[i] for i in todo), spec, views=todo_views, augment=augment)
+            for batch in batched(items, batch_size or preferred_batch_size(backbone)):
+                x = stack(batch)
+                ok = [it for it in batch if it.ok]
+                for it in batch:
+                    if not it.ok:
+                        failed.update(index_of[id(it.sample)])
+                        if it.view == todo_views[0]:
+                            errors.append((it.sample.path, it.error))
+                if x is not None:
+                    rows = feature_vector(backbone.forward(x), spec)
+                    for it, row in zip(ok, rows):
+                        k = view_key(it.sha256, it.view, augment)
+                        for i in index_of[id(it.sample)]:
+                            keys[(i, it.view)] = k
+                        computed[k] = row
+                        pending_keys.append(k)
+                        pending_rows.append(row)
+                if cache is not None and len(pending_keys) >= flush_every:
+                    cache.put(pending_keys, np.stack(pending_rows))
+                    pending_keys, pending_rows = [], []
+                bar.update(len(batch))
+    for i in failed:  # an image is all its views or none: a half-read image is no row at all
+        for v in views:
+            keys.pop((i, v), None)
     if cache is not None and pending_keys:
         cache.put(pending_keys, np.stack(pending_rows))
     order = sorted(keys)
