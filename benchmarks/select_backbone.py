@@ -88,7 +88,7 @@ def main() -> None:
         gy = np.array([glide[i].label for i in gi])
         extract_s = time.time() - t0
 
-        head = make_head(args.method, seed=0, **options)
+        head = make_head(args.method, **{"seed": 0, **options})
         head.fit(TX, ty, ti)
         thr = threshold_at_fpr(head.predict(VX[vy == REAL]), 0.05)
         res = {"extract_seconds": round(extract_s, 1), "method": args.method, "options": options, "threshold": thr,
