@@ -3,7 +3,8 @@
 and one dropped on the drop zone get their verdict, score bar and heatmap; a text file named
 .jpg is shown as rejected; the page fetches nothing from any other host. Behind an API key the
 page asks for it, shows the server's refusal, and scores once it is given. An image whose
-metadata claims AI origin shows the provenance line and the verdict the rule gives it.
+metadata claims AI origin shows the provenance line and the verdict the rule gives it. An image
+whose edit map reaches the localiser's image rule is shown as "Likely AI-edited (a region)".
 
 Skipped only when Playwright or Chromium is missing and CI is not set; under CI it must run."""
 from __future__ import annotations
@@ -45,6 +46,8 @@ def free_port() -> int:
 
 
 API_KEY = "correct horse battery staple"
+# every verdict the page can give a scored image (app.js `show`), whole text
+VERDICTS = re.compile(r"^(Likely (AI-generated|AI-edited \(a region\)|real)|Uncertain)$")
 
 
 def start_server(log: Path, *args: str, env: dict | None = None):
@@ -84,6 +87,21 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def edit_server(tmp_path_factory):
+    """The shipped localiser with its image rule's threshold at 0: every map of an image at least
+    min_side px is over it, so every such upload is called edited (what a confident map gives)."""
+    import json
+    from importlib import resources
+
+    folder = tmp_path_factory.mktemp("loc-flags-all") / "localizer"
+    shutil.copytree(Path(str(resources.files("fakescope") / "models" / "localizer")), folder)
+    meta = json.loads((folder / "localizer.json").read_text())
+    meta["image_rule"]["threshold"] = 0.0
+    (folder / "localizer.json").write_text(json.dumps(meta))
+    yield from start_server(tmp_path_factory.mktemp("serve-edit") / "serve.log", "--localizer", str(folder))
+
+
+@pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):
     """Scores only, behind an API key given the recommended way (the environment, not a flag)."""
     yield from start_server(tmp_path_factory.mktemp("serve-key") / "serve.log", "--localizer", "none",
@@ -117,10 +135,9 @@ def test_page_scores_uploads_and_rejects_junk(server, tmp_path):
                 document.querySelector("#drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
             }""", [fake.name, base64.b64encode(fake.read_bytes()).decode()])
 
-            verdicts = re.compile(r"Likely (AI-generated|real)|Uncertain")
             for name in (real.name, fake.name):
                 card = page.locator(".card", has_text=name)
-                expect(card.locator(".verdict")).to_have_text(verdicts, timeout=30_000)
+                expect(card.locator(".verdict")).to_have_text(VERDICTS, timeout=30_000)
                 expect(card.locator(".numbers")).to_contain_text("P(fake)")
                 expect(card.locator(".heat")).to_be_visible()
                 assert float(card.locator(".meter").get_attribute("aria-valuenow")) >= 0
@@ -169,7 +186,7 @@ def test_page_asks_for_the_api_key_and_keeps_it_for_the_tab(keyed_server):
             expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
             page.locator("#clear").click()
             page.set_input_files("#files", [str(real)])
-            expect(page.locator(".card .verdict")).to_have_text(re.compile(r"Likely (AI-generated|real)|Uncertain"),
+            expect(page.locator(".card .verdict")).to_have_text(VERDICTS,
                                                                  timeout=30_000)
 
             # the key lives in this tab's sessionStorage: a reload is scored without typing it again
@@ -221,9 +238,37 @@ def test_verdict_card_shows_provenance(server, tmp_path):
             expect(card.locator(".provenance")).to_have_class(re.compile(r"\bclaim\b"))
             expect(card.locator(".message")).to_have_text("provenance: " + claim)  # why the verdict is fake
             other = page.locator(".card", has_text="plain.png")
-            expect(other.locator(".verdict")).to_have_text(re.compile(r"Likely (AI-generated|real)|Uncertain"),
+            expect(other.locator(".verdict")).to_have_text(VERDICTS,
                                                            timeout=30_000)
             expect(other.locator(".provenance")).to_have_text("Provenance: no provenance")
             expect(other.locator(".provenance")).not_to_have_class(re.compile(r"\bclaim\b"))
+        finally:
+            browser.close()
+
+
+def test_card_says_ai_edited_when_the_map_flags_a_region(edit_server, tmp_path):
+    """The verdict the edit map gives: a 256 px photo the image rule flags reads "Likely AI-edited
+    (a region)" with the map's reason, although P(fake) alone would not say fake; a 32 px image
+    (under the rule's min_side) is not given that verdict."""
+    import evidence_files as E
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(E.png_bytes(E.picture(5, (256, 256))))
+    small = min((EXAMPLES / "real").glob("*.jpg"))  # 32 px: a map, but no verdict from it
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(edit_server)
+            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
+            page.set_input_files("#files", [str(photo), str(small)])
+            card = page.locator(".card", has_text="photo.png")
+            expect(card.locator(".verdict")).to_have_text("Likely AI-edited (a region)", timeout=60_000)
+            expect(card.locator(".verdict")).to_have_text(VERDICTS)  # the shared pattern knows this verdict
+            expect(card).to_have_class(re.compile(r"\bfake\b"))
+            expect(card.locator(".heat")).to_be_visible()
+            other = page.locator(".card", has_text=small.name)
+            expect(other.locator(".verdict")).to_have_text(VERDICTS, timeout=60_000)
+            expect(other.locator(".verdict")).not_to_have_text("Likely AI-edited (a region)")
         finally:
             browser.close()
