@@ -358,3 +358,12 @@ def test_eval_on_the_models_own_held_out_images(work):
     assert m["n"] == meta["validation"]["n"] < 2 * PER_CLASS  # exactly the images train held out
     assert m["auc"] == pytest.approx(meta["validation_metrics"]["auc"], abs=1e-9)
     assert run("eval", "--model", "model", "--data", "data", "--held-out", "1.5").exit_code == 2
+
+
+@pytest.mark.parametrize("bad", ["augment.p_thumb=1", "augment.thumbnail_side=48", "augment.p_jpeg=often"])
+def test_train_rejects_a_bad_augment_option_before_any_work(tmp_path, bad):
+    """--set augment.<field>=... configures the training views: a wrong name or value is a usage
+    error naming the option, not a traceback after features were extracted."""
+    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--set", bad, "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2, res.output
+    assert "augment" in res.output and not (tmp_path / "m").exists()

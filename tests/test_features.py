@@ -224,6 +224,8 @@ def test_thumbnail_views_shrink_both_classes_and_keep_old_view_keys():
     assert min(augment(tiny, random.Random(0), cfg.augment).size) <= 20
     with pytest.raises(ValueError, match="unknown augment option"):
         TrainConfig(data=[], head_options={"augment.p_thumb": 1.0})
+    with pytest.raises(ValueError, match="expected a value like"):
+        TrainConfig(data=[], head_options={"augment.thumbnail_side": 48})
     # off by default: the same views as before the option existed, and the same cache key
     default = AugmentConfig()
     assert replace(default, p_thumbnail=0.0, thumbnail_side=(1, 2)).signature() == default.signature()

@@ -111,9 +111,12 @@ def one_line(text: object) -> str:
 
 def parse_options(pairs: List[str]) -> dict:
     """--set KEY=VALUE pairs as head options; a malformed pair is a usage error."""
+    from ..data.augment import AugmentConfig
     from ..training.options import parse_options as parse
     try:
-        return parse(pairs)
-    except ValueError as e:
+        options = parse(pairs)
+        AugmentConfig.from_options({k: v for k, v in options.items() if k.startswith("augment.")})  # names checked
+        return options
+    except (TypeError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--set") from None
 

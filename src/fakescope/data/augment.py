@@ -42,13 +42,23 @@ class AugmentConfig:
     @classmethod
     def from_options(cls, options: dict) -> "AugmentConfig":
         """From `augment.<field>` options (as `--set augment.p_thumbnail=0.5` gives them); unknown fields raise."""
-        known = {f.name: f.type for f in fields_of(cls)}
+        defaults = {f.name: f.default for f in fields_of(cls)}
         values = {}
         for key, value in options.items():
             name = key.removeprefix("augment.")
-            if name not in known:
-                raise ValueError(f"unknown augment option {key!r}; known: {', '.join(sorted(known))}")
-            values[name] = tuple(value) if isinstance(value, list) else value
+            if name not in defaults:
+                raise ValueError(f"unknown augment option {key!r}; known: {', '.join(sorted(defaults))}")
+            default = defaults[name]
+            try:  # the field's own type: a range stays a pair of numbers, a probability a number
+                if isinstance(default, tuple):
+                    if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                        raise ValueError
+                    values[name] = tuple(type(d)(v) for d, v in zip(default, value))
+                else:
+                    values[name] = type(default)(value)
+            except (TypeError, ValueError):
+                like = list(default) if isinstance(default, tuple) else default
+                raise ValueError(f"augment option {key!r}: expected a value like {like!r}, got {value!r}") from None
         return cls(**values)
 
 
