@@ -361,8 +361,9 @@ def run_ridge(a) -> dict:
 
 # ------------------------------------------------------------------ the shipped localiser
 def ship(a) -> dict:
-    """CV (run_cv) -> mask threshold and image rule from the out-of-fold maps -> the decoder refitted
-    on every pair, recentred so map >= 0.5 is the mask, saved with its rule and CV numbers."""
+    """CV (run_cv) -> mask threshold and image rule from the out-of-fold maps -> the decoder (ridge, or
+    the fold's conv decoder and epochs) refitted on every pair, recentred so map >= 0.5 is the mask,
+    saved with its rule and CV numbers."""
     from fakescope.evaluation.localization import PixelMetrics, top_mean
     from fakescope.localize.localizer import Localizer, LocalizerConfig, _Prepared
     from fakescope.localize.verdict import threshold_at_fpr as _cut_at_fpr
@@ -396,9 +397,12 @@ def ship(a) -> dict:
             "chosen_on": f"out-of-fold maps of {len(maps)} CocoGlide dev images ({a.folds}-fold CV by pair)"}
     grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
     one = len(a.blocks) == 1
+    decoder = dict(stages=0, solver="ridge", ridge_lambda=a.ridge_lambda) if a.solver == "ridge" else \
+        dict(decoder=a.decoder, width=a.width, stages=a.stages, target_size=a.target_size, epochs=a.epochs,
+             lr=a.lr, seed=a.seed)  # the same decoder and training as each fold's
     cfg = LocalizerConfig(backbone="clip-b16?resize=resize" + (f"&patch_layer={a.blocks[0]}" if one else ""),
-                          blocks=None if one else list(a.blocks), stages=0, solver="ridge",
-                          ridge_lambda=a.ridge_lambda, read="whole" if a.view == "whole" else "tiles",
+                          blocks=None if one else list(a.blocks), **decoder,
+                          read="whole" if a.view == "whole" else "tiles",
                           tile_stride=a.ship_stride or (int(a.view.split(":")[1]) if a.view != "whole" else 112))
     loc = Localizer(cfg)
     loc.fit_grids(_Prepared([grids], [], targets), None, log=None)
@@ -521,4 +525,32 @@ def rule_report(maps_npy: Path, detections: Path, fraction: float, calib: list[P
         d = np.array([r["score"] >= r["threshold"] for r in rs])
         out["held_out"][str(p)] = {"n": len(rs), "flagged": float(f.mean()), "fake_either": float((f | d).mean()),
                                    "detector_fake": float(d.mean())}
+    return out
+
+
+# ------------------------------------------------------------------ what a decoder costs to train
+def decoder_cost(channels: int = 768, grid: int = 14, target: int = 56, batch: int = 16, steps: int = 3) -> list[dict]:
+    """Seconds per window of one AdamW step (forward + backward, 1 thread, random features) of our
+    small decoder (width 64, as in the CV) and DeCLIP's conv-20, on a grid x grid x channels input."""
+    import torch
+    from torch.nn import functional as F
+
+    from fakescope.localize.decoder import PRESETS, ConvDecoder
+    torch.set_num_threads(1)
+    x, y = torch.randn(batch, channels, grid, grid), torch.rand(batch, 1, target, target)
+    out = []
+    for name, kw in (("fakescope width 64", dict(width=64, **PRESETS["fakescope"])), ("declip-conv20", PRESETS["declip-conv20"])):
+        d = ConvDecoder(channels, grid=grid, output_size=target, **kw)
+        opt = torch.optim.AdamW(d.parameters(), 1e-3)
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            loss = F.binary_cross_entropy_with_logits(d(x, size=target), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+        out.append({"decoder": name, "parameters": sum(p.numel() for p in d.parameters()),
+                    "seconds_per_window": round(min(times[1:]) / batch, 4)})
+        print(out[-1], flush=True)
     return out

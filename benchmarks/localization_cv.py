@@ -106,9 +106,14 @@ def main() -> None:
     u.add_argument("--held-out", type=Path, action="append", default=[], help="scan --localize JSONL of other real photos")
     u.add_argument("--max-fpr", type=float, default=0.05)
     u.add_argument("--out", type=Path, required=True)
+    d_ = sub.add_parser("decoder-cost", help="seconds per window of a training step: our decoder vs conv-20")
+    d_.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t = time.perf_counter()
-    if a.cmd == "rule":
+    if a.cmd == "decoder-cost":
+        res = loc_cv_lib.decoder_cost()
+        a.out.write_text(json.dumps(res, indent=1) + "\n")
+    elif a.cmd == "rule":
         res = loc_cv_lib.rule_report(a.maps, a.detections, a.fraction, a.calib, a.held_out, a.max_fpr)
         a.out.write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps(res))
