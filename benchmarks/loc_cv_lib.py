@@ -554,3 +554,55 @@ def decoder_cost(channels: int = 768, grid: int = 14, target: int = 56, batch: i
                     "seconds_per_window": round(min(times[1:]) / batch, 4)})
         print(out[-1], flush=True)
     return out
+
+
+# ------------------------------------------------------------------ a saved localiser on a cached view, per kind of edit
+def apply_report(model, cache: Path, name: str, view: str, by: str) -> dict:
+    """Per-image numbers of a saved localiser (default: the shipped one) on a cached view of a
+    make-edits folder, window logits stitched as the product stitches them; means per value of the
+    table.csv column `by` (e.g. mechanism)."""
+    import csv
+
+    import torch
+
+    from fakescope.evaluation.localization import best_f1, top_mean
+    from fakescope.evaluation.metrics import roc_auc
+    from fakescope.localize import tiles
+    from fakescope.localize.evaluate import load_localizer
+    loc = load_localizer(model)
+    k = loc.spec.patch_layer
+    grids, _, meta = load_view(cache, name, view, [k])
+    rows, data = meta["rows"], meta["data"]
+    logits = loc._all_logits([grids], 32).numpy()
+    masks = _masks({r["name"] for r in rows}, data)
+    kinds = {}
+    with open(Path(data) / "table.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            kinds[r["fake"]] = r[by]
+    by_image: dict[int, list[int]] = {}
+    for j, r in enumerate(rows):
+        by_image.setdefault(r["image"], []).append(j)
+    per, labels, scores = [], [], []
+    for i, js in by_image.items():
+        r = rows[js[0]]
+        z = tiles.stitch(logits[js], [tuple(rows[j]["box"]) for j in js], tuple(r["tiled"]), tuple(r["size"]))
+        m = 1.0 / (1.0 + np.exp(-z))
+        labels.append(r["label"])
+        scores.append(top_mean(m, loc.image_rule["fraction"]))
+        if r["label"] == 1:
+            mk = masks[r["name"]] > 0
+            pred = m >= 0.5
+            tp = float((pred & mk).sum())
+            per.append({"kind": kinds[str(Path(r["name"]).relative_to(data))], "best_f1": best_f1(m, mk),
+                        "f1": 2 * tp / (pred.sum() + mk.sum()), "iou": tp / float((pred | mk).sum()),
+                        "edit_score": scores[-1]})
+    real = np.array([s for s, y in zip(scores, labels) if y == 0])
+    out = {"model": str(model or "shipped"), "n_edited": len(per), "n_real": int(len(real)), "by": by, "groups": {}}
+    for kind in sorted({p["kind"] for p in per}) + ["all"]:
+        ps = [p for p in per if kind in ("all", p["kind"])]
+        es = [p["edit_score"] for p in ps]
+        out["groups"][kind] = {"n": len(ps), **{m_: float(np.mean([p[m_] for p in ps])) for m_ in ("best_f1", "f1", "iou")},
+                               "image_auc_vs_untouched": roc_auc(np.r_[np.ones(len(es)), np.zeros(len(real))], np.r_[es, real]),
+                               "flagged": float(np.mean(np.array(es) >= loc.image_rule["threshold"]))}
+        print(kind, {k_: round(v, 3) if isinstance(v, float) else v for k_, v in out["groups"][kind].items()}, flush=True)
+    return out

@@ -106,11 +106,21 @@ def main() -> None:
     u.add_argument("--held-out", type=Path, action="append", default=[], help="scan --localize JSONL of other real photos")
     u.add_argument("--max-fpr", type=float, default=0.05)
     u.add_argument("--out", type=Path, required=True)
+    p_ = sub.add_parser("apply", help="a saved localiser on a cached make-edits view, per kind of edit")
+    p_.add_argument("--model", default=None, help="localiser folder (default: the shipped one)")
+    p_.add_argument("--name", required=True)
+    p_.add_argument("--view", default="tiles:224")
+    p_.add_argument("--by", default="mechanism", help="table.csv column to group the edited images by")
+    p_.add_argument("--cache", type=Path, default=ROOT / ".cache/loc-cv")
+    p_.add_argument("--out", type=Path, required=True)
     d_ = sub.add_parser("decoder-cost", help="seconds per window of a training step: our decoder vs conv-20")
     d_.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t = time.perf_counter()
-    if a.cmd == "decoder-cost":
+    if a.cmd == "apply":
+        res = loc_cv_lib.apply_report(a.model, a.cache, a.name, a.view, a.by)
+        a.out.write_text(json.dumps(res, indent=1) + "\n")
+    elif a.cmd == "decoder-cost":
         res = loc_cv_lib.decoder_cost()
         a.out.write_text(json.dumps(res, indent=1) + "\n")
     elif a.cmd == "rule":
