@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,20 @@ def keyed_server(tmp_path_factory):
     """Scores only, behind an API key given the recommended way (the environment, not a flag)."""
     yield from start_server(tmp_path_factory.mktemp("serve-key") / "serve.log", "--localizer", "none",
                             env={"FAKESCOPE_API_KEY": API_KEY})
+
+
+@contextmanager
+def page_ready(server: str):
+    """The page in headless Chromium, loaded and showing its model line; closed afterwards."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(server)
+            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
+            yield page
+        finally:
+            browser.close()
 
 
 def test_page_scores_uploads_and_rejects_junk(server, tmp_path):
@@ -224,26 +239,18 @@ def test_verdict_card_shows_provenance(server, tmp_path):
     plain = tmp_path / "plain.png"
     plain.write_bytes(E.png_bytes(E.picture(4, (256, 192))))
     claim = "xmp XMP Iptc4xmpExt:DigitalSourceType: trainedAlgorithmicMedia"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(server)
-            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
-            page.set_input_files("#files", [str(tagged), str(plain)])
-            card = page.locator(".card", has_text="tagged.jpg")
-            expect(card.locator(".verdict")).to_have_text("Likely AI-generated", timeout=30_000)
-            expect(card.locator(".provenance")).to_be_visible()
-            expect(card.locator(".provenance")).to_have_text("Provenance: " + claim)
-            expect(card.locator(".provenance")).to_have_class(re.compile(r"\bclaim\b"))
-            expect(card.locator(".message")).to_have_text("provenance: " + claim)  # why the verdict is fake
-            other = page.locator(".card", has_text="plain.png")
-            expect(other.locator(".verdict")).to_have_text(VERDICTS,
-                                                           timeout=30_000)
-            expect(other.locator(".provenance")).to_have_text("Provenance: no provenance")
-            expect(other.locator(".provenance")).not_to_have_class(re.compile(r"\bclaim\b"))
-        finally:
-            browser.close()
+    with page_ready(server) as page:
+        page.set_input_files("#files", [str(tagged), str(plain)])
+        card = page.locator(".card", has_text="tagged.jpg")
+        expect(card.locator(".verdict")).to_have_text("Likely AI-generated", timeout=30_000)
+        expect(card.locator(".provenance")).to_be_visible()
+        expect(card.locator(".provenance")).to_have_text("Provenance: " + claim)
+        expect(card.locator(".provenance")).to_have_class(re.compile(r"\bclaim\b"))
+        expect(card.locator(".message")).to_have_text("provenance: " + claim)  # why the verdict is fake
+        other = page.locator(".card", has_text="plain.png")
+        expect(other.locator(".verdict")).to_have_text(VERDICTS, timeout=30_000)
+        expect(other.locator(".provenance")).to_have_text("Provenance: no provenance")
+        expect(other.locator(".provenance")).not_to_have_class(re.compile(r"\bclaim\b"))
 
 
 def test_card_says_ai_edited_when_the_map_flags_a_region(edit_server, tmp_path):
@@ -255,20 +262,13 @@ def test_card_says_ai_edited_when_the_map_flags_a_region(edit_server, tmp_path):
     photo = tmp_path / "photo.png"
     photo.write_bytes(E.png_bytes(E.picture(5, (256, 256))))
     small = min((EXAMPLES / "real").glob("*.jpg"))  # 32 px: a map, but no verdict from it
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(edit_server)
-            expect(page.locator("#model")).to_contain_text("threshold", timeout=20_000)
-            page.set_input_files("#files", [str(photo), str(small)])
-            card = page.locator(".card", has_text="photo.png")
-            expect(card.locator(".verdict")).to_have_text("Likely AI-edited (a region)", timeout=60_000)
-            expect(card.locator(".verdict")).to_have_text(VERDICTS)  # the shared pattern knows this verdict
-            expect(card).to_have_class(re.compile(r"\bfake\b"))
-            expect(card.locator(".heat")).to_be_visible()
-            other = page.locator(".card", has_text=small.name)
-            expect(other.locator(".verdict")).to_have_text(VERDICTS, timeout=60_000)
-            expect(other.locator(".verdict")).not_to_have_text("Likely AI-edited (a region)")
-        finally:
-            browser.close()
+    with page_ready(edit_server) as page:
+        page.set_input_files("#files", [str(photo), str(small)])
+        card = page.locator(".card", has_text="photo.png")
+        expect(card.locator(".verdict")).to_have_text("Likely AI-edited (a region)", timeout=60_000)
+        expect(card.locator(".verdict")).to_have_text(VERDICTS)  # the shared pattern knows this verdict
+        expect(card).to_have_class(re.compile(r"\bfake\b"))
+        expect(card.locator(".heat")).to_be_visible()
+        other = page.locator(".card", has_text=small.name)
+        expect(other.locator(".verdict")).to_have_text(VERDICTS, timeout=60_000)
+        expect(other.locator(".verdict")).not_to_have_text("Likely AI-edited (a region)")
