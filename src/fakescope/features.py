@@ -119,9 +119,9 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     missing: dict[tuple[int, ...], list[int]] = {}  # views still to compute -> the samples missing exactly those
     for i, s in enumerate(samples):
         sha = sha_of(s) if cache is not None else None
-        have = [view_key(sha, v, augment) in cache for v in views] if sha else [False] * len(views)
-        keys.update({(i, v): view_key(sha, v, augment) for v, h in zip(views, have) if h})
-        todo_views = tuple(v for v, h in zip(views, have) if not h)
+        cached = {v: k for v in views if sha and (k := view_key(sha, v, augment)) in cache}
+        keys.update({(i, v): k for v, k in cached.items()})
+        todo_views = tuple(v for v in views if v not in cached)
         if todo_views:  # only the views not cached are computed (adding a view keeps the clean one's work)
             missing.setdefault(todo_views, []).append(i)
     computed: dict[str, np.ndarray] = {}

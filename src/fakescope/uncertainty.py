@@ -124,9 +124,9 @@ def source_band(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, thr
     at most `miss_rate` of their fakes under low, at most `confident_fpr` of their reals at or above high."""
     y, s, src = np.asarray(labels), np.asarray(scores, np.float64), np.asarray(sources)
 
-    def per_source_weights(mask):
-        names, counts = np.unique(src[mask], return_counts=True)
-        return np.array([1.0 / dict(zip(names, counts))[n] for n in src[mask]])
+    def per_source_weights(mask):  # 1 / (images of its source): each source sums to one
+        _, inverse, counts = np.unique(src[mask], return_inverse=True, return_counts=True)
+        return 1.0 / counts[inverse]
 
     low, high = float(threshold), float(threshold)
     if (y == 1).any():
@@ -149,17 +149,18 @@ def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, v
         np.sort(rng.choice(len(train_x), cfg.max_reference, replace=False))
     reference = _normalise(train_x[rows]).astype(np.float16).astype(np.float32)  # as it will be loaded
     max_distance = float(np.quantile(knn_distance(val_x, reference, cfg.k), cfg.quantile)) if len(val_x) else 1.0
-    y, s = np.asarray(val_y), np.asarray(val_scores)
-    fakes, reals = s[y == 1], s[y == 0]
-    low = float(min(np.quantile(fakes, cfg.miss_rate), threshold)) if len(fakes) else float(threshold)
-    high = None
-    if cfg.confident_fpr is not None and len(reals):
-        high = max(threshold_at_fpr(reals, cfg.confident_fpr), float(threshold))
     if cfg.band == "sources":
         if out_of_source is None:
             raise ValueError("uncertainty band 'sources' needs out-of-source scores (two or more training sources)")
         fpr = cfg.miss_rate if cfg.confident_fpr is None else cfg.confident_fpr
         low, high = source_band(*out_of_source, threshold, cfg.miss_rate, fpr)
+    else:
+        y, s = np.asarray(val_y), np.asarray(val_scores)
+        fakes, reals = s[y == 1], s[y == 0]
+        low = float(min(np.quantile(fakes, cfg.miss_rate), threshold)) if len(fakes) else float(threshold)
+        high = None
+        if cfg.confident_fpr is not None and len(reals):
+            high = max(threshold_at_fpr(reals, cfg.confident_fpr), float(threshold))
     return UncertaintyRule(reference=reference, k=cfg.k, max_distance=max_distance, low=low, high=high,
                            quantile=cfg.quantile, miss_rate=cfg.miss_rate, confident_fpr=cfg.confident_fpr,
                            band=cfg.band)
