@@ -229,3 +229,89 @@ def test_equalising_domains_gives_each_group_the_target_false_positive_rate():
         assert 0.03 <= (after[group] >= 0.5).mean() <= 0.05
     # the order of images inside a group is unchanged (only offsets moved)
     assert (np.argsort(after[small], kind="stable") == np.argsort(before[small], kind="stable")).all()
+
+
+def test_anchoring_to_the_first_expert_keeps_its_scores_and_cuts_the_others_at_its_threshold():
+    from fakescope.heads import make_head
+    from fakescope.heads.fusion import FusionHead
+    rng = np.random.default_rng(5)
+    n = 600
+    X1, X2 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    h1, h2 = make_head("linear"), make_head("linear")
+    h1.fit(X1, (X1[:, 0] > 0).astype(int)), h2.fit(X2, (X2[:, 0] > 0).astype(int))
+    side = np.where(np.arange(n) < 300, 32, np.where(np.arange(n) < 590, 800, 50))  # 10 images of 50 px
+    X = np.concatenate([X1, X2, X2, np.stack([side, side], 1)], axis=1).astype(np.float64)
+    head = FusionHead(experts=[{"name": "all", "dim": 2, "domain": [0, None]},
+                               {"name": "thumb", "dim": 2, "domain": [0, 40]},
+                               {"name": "mid", "dim": 2, "domain": [41, 96]}], heads=[h1, h2, h2],
+                      weights=[2.0, 0.7, 0.0, 0.3, 1.5, 0.0], bias=-0.4)
+
+    def logits():  # the stacker's output before the sigmoid (float64: no saturation)
+        return head.stacking_features(X) @ head.weights + head.bias
+
+    before = logits()
+    threshold = 0.3
+    offsets = head.anchor_to_first(X, threshold, 0.05)
+    after = logits()
+    big, thumb, mid = side == 800, side == 32, side == 50
+    np.testing.assert_allclose(head.predict(X)[big], h1.predict(X1[big]), rtol=1e-5, atol=1e-6)  # its own score
+    assert 0.03 <= (head.predict(X)[thumb] >= threshold).mean() <= 0.05  # its own reals set the thumbnails' cut
+    shift = after[thumb] - before[thumb] / 2.0  # the ranking inside a group: scaled, shifted, never reordered
+    np.testing.assert_allclose(shift, shift[0], atol=1e-9)
+    # a group with too few reals (10 < 20) keeps its fitted offset, divided by the first expert's weight
+    assert offsets["all+mid"] == pytest.approx((0.3 + 0.0 - 0.4) / 2.0)
+    np.testing.assert_allclose(after[mid], before[mid] / 2.0, atol=1e-9)
+
+    # the anchored stacker learns from the rows another expert speaks for, and only from them
+    y = (X1[:, 0] + X2[:, 0] > 0).astype(int)
+    y[big] = (X1[big, 0] < 0)  # the big images say the opposite: they must not move the weights
+    info = head.fit_anchored(X, y)
+    subset = FusionHead(experts=head.experts, heads=head.heads)
+    subset.fit(X[~big], y[~big])
+    assert info["stacker_rows"] == int((~big).sum())
+    np.testing.assert_allclose(head.weights, subset.weights)
+    y_one = np.where(big, y, 0)  # no fake beyond the first expert's own domain: nothing to learn there
+    assert "first expert alone" in head.fit_anchored(X, y_one)["stacker"]
+    np.testing.assert_array_equal(head.weights, [1, 0, 0, 0, 0, 0])
+
+
+def test_fused_cuts_first_is_the_first_experts_detector_outside_the_thumbnail_domain(data, tmp_path, one_thread):
+    """cuts=first: the fused detector scores, thresholds and abstains on 48 px images exactly as the
+    first expert trained alone does; the thumbnail expert draws its own, larger share of --data
+    without any of the run's held-out images."""
+    first = ["--backbone", "pixels?size=16", "--per-class", "16", "--no-cache"]
+    alone, fused = tmp_path / "alone", tmp_path / "fused"
+    assert train(["--data", str(data), "--method", "linear", "--out", str(alone), *first]).exit_code == 0
+    opts = ["--set", "experts=clip,thumbnail-npr", "--set", "clip.backbone=pixels?size=16", "--set", "cuts=first",
+            "--set", "thumbnail-npr.domain=0:40", "--set", "thumbnail-npr.per_class=24"]
+    opts += [x if x == "--set" else f"thumbnail-npr.{x}" for x in TINY_LL[:-2]]
+    r = train(["--data", str(data), "--method", "fusion", "--out", str(fused), *first, *opts])
+    assert r.exit_code == 0, r.output
+    a, f = load_detector(alone), load_detector(fused)
+    assert f.threshold == a.threshold
+    assert f.uncertainty.config() == a.uncertainty.config()
+    rng = np.random.default_rng(3)
+    big = [_noise(rng, 48, up) for up in (False, True) * 4]
+    ra, rf = a.predict(big), f.predict(big)
+    np.testing.assert_allclose([r.score for r in rf], [r.score for r in ra], rtol=1e-5, atol=1e-6)
+    assert [r.label for r in rf] == [r.label for r in ra]
+    meta = f.metadata
+    assert meta["fit"]["cuts"] == "first"
+    held = meta["validation"]["n"]
+    assert meta["experts"]["clip"]["train"]["n"] == 32 - held          # the run's training split
+    assert meta["experts"]["thumbnail-npr"]["train"]["n"] > 32 - held  # its own per_class
+
+
+def test_an_experts_own_share_of_the_data_leaves_out_the_runs_held_out_images(data):
+    from fakescope.training.common import held_out_split, load_sources
+    from fakescope.training.fit import TrainConfig
+    from fakescope.training.fusion import expert_configs, expert_pools
+    cfg = TrainConfig(data=[str(data)], method="fusion", per_class=8, val_fraction=0.3,
+                      head_options={"experts": "clip,thumbnail", "thumbnail.per_class": "24"})
+    configs = expert_configs(cfg, cfg.head_options)
+    pools = expert_pools(cfg, None, configs, log=lambda *_: None)
+    train, val = held_out_split(cfg, load_sources(cfg.data, cfg.per_class))
+    pool = {s.path for s in pools["thumbnail"]}
+    assert set(pools) == {"thumbnail"} and len(pool) > len(train)
+    assert {s.path for s in train} <= pool and not pool & {s.path for s in val}
+    assert not {s.group_key() for s in pools["thumbnail"]} & {s.group_key() for s in val}

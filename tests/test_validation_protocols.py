@@ -315,3 +315,8 @@ def test_train_reads_the_uncertain_band_off_out_of_source_scores(work):
     bad = CliRunner().invoke(app, ["train", "--data", "srcA", "--backbone", "hf-dinov2:dino", "--no-cache",
                                    "--uncertain-band", "everything", "--out", "det-bad"])
     assert bad.exit_code != 0 and "band" in bad.output
+    one = CliRunner().invoke(app, ["train", "--data", "srcA", "--backbone", "hf-dinov2:dino", "--no-cache",
+                                   "--uncertain-band", "sources", "--out", "det-one"])
+    # one source cannot be left out: said before any feature is computed, and no folder is written
+    assert one.exit_code != 0 and "two or more sources" in one.output and "train features" not in one.output
+    assert not (work / "det-one").exists()

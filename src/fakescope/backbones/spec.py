@@ -256,4 +256,6 @@ def part_dim(spec: BackboneSpec) -> int:
     """Width of a part's feature vector (pooled embedding and requested layers)."""
     if spec.layers:
         raise ValueError(f"{spec.name}: a fusion part reads one pooled embedding, not layers")
+    if spec.kind == "pixels":  # the image itself, flattened: its width follows ?size= (the spec says 0)
+        return 3 * int(spec.input_size) ** 2
     return int(spec.dim)

@@ -56,10 +56,8 @@ def train(
                       cache=feature_cache(cache, no_cache))
     try:
         det = fit_detector(cfg, log=log.info)
-    except ValueError as e:
-        if not own_recipe:
-            raise
-        err.print(f"[red]cannot train:[/red] {e}")  # unknown option, encoder or head: say so, no traceback
+    except ValueError as e:  # unknown option, encoder or head, data that cannot make this model: say so, no traceback
+        err.print(f"[red]cannot train:[/red] {e}")
         raise typer.Exit(EXIT_USAGE)
     if det is None:  # torchrun: ranks other than 0 trained their share; rank 0 saves
         return

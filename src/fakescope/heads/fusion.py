@@ -108,6 +108,65 @@ class FusionHead:
             self.bias += float(delta[E])
         return cuts
 
+    def beyond_first(self, X: np.ndarray) -> np.ndarray:
+        """Rows some expert other than the first speaks for: where a stacker anchored to the first
+        expert (`anchor_to_first`) has something to learn."""
+        return self.applies(X)[:, 1:].any(axis=1)
+
+    def fit_anchored(self, X: np.ndarray, y: np.ndarray) -> dict:
+        """Fit the stacking layer for `anchor_to_first`: on the rows beyond the first expert's lone
+        domain only (the rest will be its own score whatever the fit says, and would otherwise pull
+        the first expert's weight towards what suits them); none with both classes: the first
+        expert alone (weights 1, 0, ...)."""
+        rows = self.beyond_first(X)
+        if len(set(np.asarray(y)[rows].tolist())) == 2:
+            return {**self.fit(X[rows], y[rows]), "stacker_rows": int(rows.sum())}
+        E = len(self.experts)
+        self.weights, self.bias = np.concatenate([[1.0], np.zeros(2 * E - 1)]), 0.0
+        return {"stacker": "the first expert alone: no validation images of both classes in another expert's domain",
+                "stacker_rows": int(rows.sum())}
+
+    def anchor_to_first(self, X_real: np.ndarray, threshold: float, target_fpr: float, min_reals: int = 20) -> dict:
+        """Make the first expert's detector the fused one wherever no other expert speaks, and cut
+        every other group at `threshold` too.
+
+        Where only the first expert applies, the fused score becomes its P(fake) itself (logit weight 1,
+        offsets 0), so its threshold and "uncertain" band hold unchanged there: an expert for
+        thumbnails then changes the verdicts on thumbnails and nothing else. The other logit weights
+        are divided by the first one's, which keeps each group's ranking; each other group's offset is
+        set so that `threshold` calls `target_fpr` of its held-out reals fake (a group with fewer than
+        `min_reals` reals keeps its fitted offset). Returns each group's offset."""
+        from ..evaluation.metrics import threshold_at_fpr
+        E = len(self.experts)
+        scale = float(self.weights[0])
+        if scale <= 1e-6:  # the stacker found no use for the first expert: keep it as the anchor anyway
+            scale = 1.0
+        w = self.weights.copy()
+        w[:E] /= scale
+        w[0] = 1.0
+        offsets_before = w[E:] / scale, self.bias / scale
+        a = self.applies(X_real)
+        z = np.clip(logit(self.expert_probabilities(X_real)), -12, 12) * a @ w[:E]
+        patterns = sorted({tuple(r) for r in a.tolist()})
+        rows, targets, offsets = [], [], {}
+        for pat in patterns:
+            name = "+".join(e["name"] for e, on in zip(self.experts, pat) if on) or "none"
+            m = (a == np.array(pat)).all(axis=1)
+            if pat == (1.0,) + (0.0,) * (E - 1):
+                target = 0.0                  # the first expert alone: its own score
+            elif m.sum() >= min_reals:        # the offset that puts this group's cut at `threshold`
+                target = float(logit(threshold)) - (threshold_at_fpr(z[m], target_fpr) + 1e-5)
+            else:                             # too few reals to set a cut: the fitted offset
+                target = float(np.array(pat) @ offsets_before[0] + offsets_before[1])
+            rows.append(list(pat) + [1.0])
+            targets.append(target)
+            offsets[name] = target
+        if rows:
+            delta = np.linalg.lstsq(np.array(rows), np.array(targets), rcond=None)[0]
+            w[E:], self.bias = delta[:E], float(delta[E])
+        self.weights = w
+        return offsets
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_with_experts(X)[0]
 

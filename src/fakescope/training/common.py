@@ -20,21 +20,37 @@ from ..data.splits import split_samples
 from ..evaluation.metrics import metrics_by_generator, summary, threshold_at_fpr
 
 
-def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
-    samples: list[Sample] = []
+def source_parts(sources: Sequence[str]) -> list[list[Sample]]:
+    """Every labelled image of each source, each tagged with its source."""
+    parts = []
     for src in sources:
         part = list(load_labelled(src))
         if not part:
             raise ValueError(f"{src}: no labelled images found (expected real/ and fake/)")
         for s in part:
             s.source = str(src)
-        samples += balanced_subset(part, per_class, seed)
-    return samples
+        parts.append(part)
+    return parts
+
+
+def subset_of_parts(parts: Sequence[list[Sample]], per_class: int | None, seed: int = 0) -> list[Sample]:
+    """At most `per_class` per class and source: the same images `load_sources` picks."""
+    return [s for part in parts for s in balanced_subset(part, per_class, seed)]
+
+
+def load_sources(sources: Sequence[str], per_class: int | None, seed: int = 0) -> list[Sample]:
+    return subset_of_parts(source_parts(sources), per_class, seed)
 
 
 def training_samples(cfg, samples: Sequence[Sample] | None) -> list[Sample]:
-    """The samples given, else those of `cfg.data` (at most `cfg.per_class` per class and source)."""
-    return list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
+    """The samples given, else those of `cfg.data` (at most `cfg.per_class` per class and source);
+    a run that cannot finish with them fails here, before any feature is computed."""
+    out = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
+    band = getattr(cfg.uncertainty, "band", None)
+    if band == "sources" and len({s.source for s in out}) < 2:
+        raise ValueError("the 'sources' band of \"uncertain\" scores each training source by a head fitted "
+                         "without it: it needs two or more sources (--data given twice or more)")
+    return out
 
 
 def held_out_split(cfg, samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -55,15 +71,15 @@ def threshold_rule(cfg) -> str:
     return f"at most {cfg.target_fpr:.0%} of held-out real images {among}scored >= threshold"
 
 
-def threshold_and_validation(cfg, vsamples: Sequence[Sample], vy: np.ndarray,
-                             vs: np.ndarray) -> tuple[float, dict | None, dict]:
+def threshold_and_validation(cfg, vsamples: Sequence[Sample], vy: np.ndarray, vs: np.ndarray,
+                             threshold: float | None = None) -> tuple[float, dict | None, dict]:
     """The threshold for `cfg.target_fpr` on the held-out reals (of `cfg.calibrate_on` sources when
-    given), and the validation metrics at it: overall (with per-generator) and per source."""
-    threshold, val_metrics, by_source = 0.5, None, {}
+    given) unless one is given, and the validation metrics at it: overall (with per-generator) and per source."""
+    val_metrics, by_source = None, {}
     calib = (vy == REAL) & np.array([not cfg.calibrate_on or s.source in map(str, cfg.calibrate_on)
                                      for s in vsamples])
-    if calib.any():
-        threshold = threshold_at_fpr(vs[calib], cfg.target_fpr)
+    if threshold is None:
+        threshold = threshold_at_fpr(vs[calib], cfg.target_fpr) if calib.any() else 0.5
     if len(set(vy)) == 2:
         val_metrics = summary(vy, vs, threshold)
         val_metrics["per_generator"] = metrics_by_generator(vy, vs, [s.generator for s in vsamples], threshold)
@@ -84,5 +100,5 @@ def run_metadata(cfg, train: Sequence[Sample], val: Sequence[Sample], val_metric
             "machine": platform.platform()}
 
 
-__all__ = ["describe", "held_out_split", "load_sources", "run_metadata", "threshold_and_validation", "threshold_rule",
-           "training_samples"]
+__all__ = ["describe", "held_out_split", "load_sources", "run_metadata", "source_parts", "subset_of_parts",
+           "threshold_and_validation", "threshold_rule", "training_samples"]

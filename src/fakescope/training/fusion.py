@@ -4,21 +4,29 @@
     -> each expert fitted through `fit_detector` on the training images in its domain
        (clip: a linear probe on CLIP ViT-B/16; lowlevel: the NPR CNN on native crops, images of
        64 px or more; thumbnail: a linear probe on EfficientNet-Lite0, images up to 96 px;
-       thumbnail-npr: the NPR CNN on whole images squashed to 32 px, images up to 96 px)
-    -> the stacking layer (heads/fusion.py) fitted on the validation images' expert scores
-    -> the threshold on the validation reals' fused scores (the usual rule, pooled over all reals);
-       with equalise=true, first the stacker's offsets are set so that 0.5 calls the target share of
-       each domain group's reals fake (thumbnails and full-size photos alike: docs/results.md 11 shows
-       what each does to camera photos); "uncertain" rule on the first expert's features
+       thumbnail-npr: the NPR CNN on whole images squashed to 32 px, images up to 96 px;
+       thumbnail-cnn: the same CNN on the squashed pixels instead of their NPR residual)
+    -> the stacking layer (heads/fusion.py) fitted on the validation images' expert scores (with
+       cuts=first, on those another expert speaks for: elsewhere the first expert's score is final)
+    -> the threshold (`cuts`): pooled: the usual rule on the fused scores of all validation reals;
+       groups (or equalise=true): the stacker's offsets set so that 0.5 calls the target share of
+       each domain group's reals fake (docs/results.md 11.3 shows what each does to camera photos);
+       first: the first expert is fitted as a whole detector (threshold, "uncertain" rule) on the
+       same split, and the fused score *is* its score wherever it speaks alone, each other group cut
+       at its threshold by that group's own validation reals: experts for thumbnails then change
+       the verdicts on thumbnails and nothing else (the shipped default, results.md 11.6)
+    -> "uncertain": with cuts=first, the first expert's rule; otherwise fitted on its features
        (familiarity) and the fused score (band)
     -> Detector(fusion backbone of the experts' backbones + imagesize, FusionHead)
 
 The stacker has two numbers per expert and a bias, so fitting it and the threshold on the same
 held-out images costs little; the protocols (evaluation/protocols.py) judge the whole recipe on
-sources it never saw. Options (`--set`): experts=clip,thumbnail (also lowlevel, thumbnail-npr); stack_l2=1.0;
-equalise=false; and any
-expert's own option as <expert>.<key>=<value> (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0),
-including <expert>.domain=MIN:MAX (shorter side, px) and <expert>.train_on=domain|all.
+sources it never saw. Options (`--set`): experts=clip,thumbnail (also lowlevel, thumbnail-npr,
+thumbnail-cnn);
+stack_l2=1.0; cuts=pooled|groups|first; and any expert's own option as <expert>.<key>=<value>
+(e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0), including <expert>.domain=MIN:MAX (shorter
+side, px), <expert>.train_on=domain|all and <expert>.per_class=N (this expert's own share of
+--data, e.g. all of CIFAKE for a thumbnail CNN, minus the run's held-out images).
 """
 from __future__ import annotations
 
@@ -29,14 +37,15 @@ from typing import Sequence
 import numpy as np
 
 from ..backbones import load_backbone
-from ..backbones.spec import fusion_spec
+from ..backbones.spec import fusion_spec, part_dim
 from ..backbones.fusion import imagesize_spec
 from ..data.samples import REAL, Sample
 from ..detector import Detector
 from ..features import FeatureCache, extract
 from ..heads.fusion import FusionHead
 from ..uncertainty import fit_uncertainty
-from .common import describe, held_out_split, threshold_and_validation, training_samples
+from .common import (describe, held_out_split, source_parts, subset_of_parts, threshold_and_validation,
+                     training_samples)
 from .methods import register_recipe
 
 # name -> (TrainConfig fields, domain: [min, max] of the image's shorter side (max None: no limit) where
@@ -51,8 +60,16 @@ EXPERTS = {
     # judged by what generated images of every other source look like at 32 px
     "thumbnail-npr": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True}}, [0, 96],
                       "all"),
+    # the same CNN on the thumbnail's pixels, not its NPR residual: at 32 px a squashed image keeps
+    # no up-sampling trace to read, and on CIFAKE the pixels reach 0.988 (results.md 11.5)
+    "thumbnail-cnn": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True,
+                                                               "residual": False, "epochs": 20}}, [0, 96], "all"),
 }
 DEFAULT_EXPERTS = "clip,thumbnail"
+# pooled: the usual rule on the fused score; groups: target_fpr within each group of images the
+# same experts speak for; first: the first expert's own detector wherever it speaks alone, every
+# other group cut at its threshold (heads/fusion.py anchor_to_first)
+CUT_RULES = ("pooled", "groups", "first")
 
 
 def shorter_side(sample: Sample) -> int | None:
@@ -76,7 +93,7 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
     unknown = [n for n in names if n not in EXPERTS]
     if unknown or not names:
         raise ValueError(f"--method fusion: unknown expert(s) {unknown}; choose from {', '.join(EXPERTS)}")
-    bad = [k for k in options if k not in ("experts", "stack_l2", "equalise", "run_dir")
+    bad = [k for k in options if k not in ("experts", "stack_l2", "equalise", "cuts", "run_dir")
            and k.split(".", 1)[0] not in names]
     if bad:
         raise ValueError(f"--method fusion: unknown option(s) {bad}; use experts=..., stack_l2=..., equalise=... "
@@ -93,6 +110,8 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
                 k = key.split(".", 1)[1]
                 if k in ("backbone", "method"):
                     changes[k] = value
+                elif k == "per_class":  # this expert's own share of --data (e.g. every CIFAKE image)
+                    changes[k] = int(value)
                 elif k == "domain":
                     lo, _, hi = str(value).partition(":")
                     domain = [int(lo or 0), int(hi) if hi else None]
@@ -111,22 +130,71 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
     return out
 
 
+def cut_rule(options: dict) -> str:
+    """How the fused detector's threshold is set: `cuts=pooled|groups|first` (`equalise=true` is groups)."""
+    rule = str(options.get("cuts", "")).lower()
+    if not rule:
+        return "groups" if str(options.get("equalise", "false")).lower() in ("1", "true", "yes", "on") else "pooled"
+    if rule not in CUT_RULES:
+        raise ValueError(f"--method fusion: cuts={rule!r}; choose from {', '.join(CUT_RULES)}")
+    return rule
+
+
+def expert_pools(cfg, samples, configs, log) -> dict[str, list[Sample]]:
+    """Each expert's training images: the run's training split, or, for an expert given its own
+    `<expert>.per_class`, that many per class and source, minus every image whose group the run's
+    held-out split holds (the same hash decides: data/splits.py), so the stacker and the threshold
+    still see only images no expert trained on."""
+    own = {name: ecfg.per_class for name, ecfg, _, _ in configs if ecfg.per_class != cfg.per_class}
+    if not own:
+        return {}
+    if samples is not None:
+        log(f"fusion: per_class of {', '.join(own)} ignored: the images were given, not read from --data")
+        return {}
+    parts = source_parts(cfg.data)
+    pools = {}
+    for name, n in own.items():
+        pool = subset_of_parts(parts, n, cfg.seed)
+        pools[name], _ = held_out_split(cfg, pool)
+        log(f"fusion: expert {name} draws from {len(pools[name])} training images (per_class {n})")
+    return pools
+
+
 @register_recipe("fusion")
 def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector):
     """cfg: a fit.TrainConfig with method fusion; each expert is fitted through `fit_detector`
     (fit.fit_detector, handed in: methods.py), any method it names."""
     options = dict(cfg.head_options)
-    train, val = held_out_split(cfg, training_samples(cfg, samples))
-    sides = {id(s): shorter_side(s) for s in train}
-    experts, record = [], {}
-    for name, ecfg, domain, train_on in expert_configs(cfg, options):
-        mine = [s for s in train if train_on == "all" or in_domain(sides[id(s)], domain)]
+    rule = cut_rule(options)
+    configs = expert_configs(cfg, options)
+    if rule == "first" and (configs[0][2] != [0, None] or configs[0][3] != "domain"):
+        raise ValueError("--method fusion: cuts=first needs a first expert that speaks for every image")
+    base = training_samples(cfg, samples)
+    train, val = held_out_split(cfg, base)
+    pools = expert_pools(cfg, samples, configs, log)
+    sides: dict[int, int | None] = {}
+    experts, record, anchor = [], {}, None
+    for i, (name, ecfg, domain, train_on) in enumerate(configs):
+        pool = pools.get(name, train)
+        for s in pool:
+            if id(s) not in sides:
+                sides[id(s)] = shorter_side(s)
+        mine = [s for s in pool if train_on == "all" or in_domain(sides[id(s)], domain)]
         if len({s.label for s in mine}) < 2:
+            if i == 0 and rule == "first":
+                raise ValueError(f"--method fusion: the first expert {name} has no real and fake training images")
             log(f"fusion: expert {name} has no real and fake training images in its domain {domain}; left out")
             continue
         log(f"fusion: expert {name} ({ecfg.method} on {ecfg.backbone if ecfg.method != 'lowlevel' else 'NPR CNN'}), "
             f"{len(mine)} training images ({train_on}); speaks for images in {domain}")
-        det = fit_detector(ecfg, mine, log=log)
+        if i == 0 and rule == "first":
+            # the anchor is a whole detector: fitted on the run's images with the run's held-out split
+            # (the same hash: its validation images are the fusion's), threshold and "uncertain" rule
+            anchor = fit_detector(replace(ecfg, val_fraction=cfg.val_fraction, uncertainty=cfg.uncertainty),
+                                  base if name not in pools else pool + val, log=log)
+            det = anchor
+        else:
+            det = fit_detector(ecfg, mine, log=log)
         experts.append((name, det, domain))
         record[name] = {"method": ecfg.method, "backbone": det.spec.name if ecfg.method != "lowlevel" else "NPR CNN",
                         "domain": domain, "train_on": train_on, "train": describe(mine),
@@ -134,7 +202,7 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
     if not experts:
         raise ValueError("--method fusion: no expert could be trained")
     spec = fusion_spec([d.spec for _, d, _ in experts] + [imagesize_spec()])
-    head = FusionHead(experts=[{"name": n, "dim": int(d.spec.dim), "domain": dom} for n, d, dom in experts],
+    head = FusionHead(experts=[{"name": n, "dim": part_dim(d.spec), "domain": dom} for n, d, dom in experts],
                       heads=[d.head for _, d, _ in experts], l2=float(options.get("stack_l2", 1.0)))
     backbone = load_backbone(spec)
     cache = FeatureCache(cfg.cache, spec) if cfg.cache else None
@@ -143,17 +211,24 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
     vy = np.array([s.label for s in vsamples])
     if len(set(vy.tolist())) < 2:
         raise ValueError("--method fusion: the stacking layer needs real and fake validation images")
-    info = head.fit(VX, vy)
-    if str(options.get("equalise", "false")).lower() in ("1", "true", "yes", "on"):
+    info = head.fit_anchored(VX, vy) if rule == "first" else head.fit(VX, vy)
+    info["cuts"] = rule
+    if rule == "groups":
         info["cuts_before_equalising"] = head.equalise_domains(VX[vy == REAL], cfg.target_fpr)
+    elif rule == "first":
+        info["offsets"] = head.anchor_to_first(VX[vy == REAL], anchor.threshold, cfg.target_fpr)
     vs = head.predict(VX)
-    threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
+    threshold, val_metrics, by_source = threshold_and_validation(
+        cfg, vsamples, vy, vs, threshold=anchor.threshold if anchor is not None else None)
     uncertainty = None
     first = experts[0][1]
-    if cfg.uncertainty is not None:
+    if anchor is not None:
+        uncertainty = anchor.uncertainty  # the same features (the first expert's) and, outside other domains, scores
+    elif cfg.uncertainty is not None:
         fc = FeatureCache(cfg.cache, first.spec) if cfg.cache else None
-        _, TX, _ = extract([s for s in train if in_domain(sides[id(s)], experts[0][2])], first.backbone, fc,
-                           desc="familiarity features")
+        _, TX, _ = extract([s for s in train if in_domain(sides[id(s)] if id(s) in sides else shorter_side(s),
+                                                          experts[0][2])],
+                           first.backbone, fc, desc="familiarity features")
         uncertainty = fit_uncertainty(TX, head.uncertainty_input(VX), vy, vs, threshold, cfg.uncertainty, seed=cfg.seed)
     metadata = dict(first.metadata)
     metadata.update({"recipe": "fusion", "data": [str(d) for d in cfg.data], "train": describe(train),
