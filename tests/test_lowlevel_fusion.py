@@ -315,3 +315,33 @@ def test_an_experts_own_share_of_the_data_leaves_out_the_runs_held_out_images(da
     assert set(pools) == {"thumbnail"} and len(pool) > len(train)
     assert {s.path for s in train} <= pool and not pool & {s.path for s in val}
     assert not {s.group_key() for s in pools["thumbnail"]} & {s.group_key() for s in val}
+
+
+def test_a_fused_expert_reading_intermediate_layers_saves_loads_and_scores(data, tmp_path, one_thread):
+    """A part with ?layers= has a measured width (recorded in the fused spec), and its "uncertain"
+    rule measures familiarity in its pooled embedding only."""
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    tf.Dinov2Model(tf.Dinov2Config(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                                   image_size=32, patch_size=8)).eval().save_pretrained(tmp_path / "dino")
+    out = tmp_path / "fused-layers"
+    opts = ["--set", "experts=clip,thumbnail-npr", "--set", f"clip.backbone=hf-dinov2:{tmp_path / 'dino'}?layers=1,2",
+            "--set", "cuts=first", "--set", "thumbnail-npr.domain=0:40"]
+    opts += [x if x == "--set" else f"thumbnail-npr.{x}" for x in TINY_LL[:-2]]
+    r = train(["--data", str(data), "--method", "fusion", "--out", str(out), "--no-cache", "--per-class", "16", *opts])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "detector.json").read_text())
+    widths = json.loads(dict(meta["backbone"]["extra"])["widths"])
+    assert widths[0] == 3 * 32 and widths[-1] == 2  # pooled + two layers' class tokens; the image size
+    assert meta["uncertainty"]["columns"] == 32     # familiarity in the pooled embedding
+    moved = tmp_path / "moved-layers"
+    shutil.move(str(out), moved)
+    det = load_detector(moved)
+    rng = np.random.default_rng(2)
+    res = det.predict([_noise(rng, 48, False), _noise(rng, 24, True)])
+    assert all(r.error is None and 0 <= r.score <= 1 for r in res)
+    assert res[0].experts["thumbnail-npr"] is None and res[1].experts["thumbnail-npr"] is not None
+    meta["backbone"]["extra"] = [["widths", "[1]"] if k == "widths" else [k, v] for k, v in meta["backbone"]["extra"]]
+    (moved / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFolderError, match="widths"):
+        load_detector(moved)

@@ -320,3 +320,22 @@ def test_train_reads_the_uncertain_band_off_out_of_source_scores(work):
     # one source cannot be left out: said before any feature is computed, and no folder is written
     assert one.exit_code != 0 and "two or more sources" in one.output and "train features" not in one.output
     assert not (work / "det-one").exists()
+
+
+def test_familiarity_on_the_first_columns_ignores_the_rest_and_keeps_the_reference_small():
+    rng = np.random.default_rng(4)
+    train, val = rng.normal(size=(300, 12)), rng.normal(size=(60, 12))
+    train[:, :4], val[:, :4] = np.abs(train[:, :4]) + 1, np.abs(val[:, :4]) + 1  # the columns read: one orthant
+    y, s = rng.integers(0, 2, 60), rng.random(60)
+    rule = unc.fit_uncertainty(train, val, y, s, threshold=0.5, columns=4)
+    assert rule.reference.shape == (300, 4) and rule.config()["columns"] == 4
+    far = val.copy()
+    far[:, 4:] += 100.0  # far away in the columns not read: still familiar
+    assert rule.reasons(far, np.full(60, 0.99), 0.5) == rule.reasons(val, np.full(60, 0.99), 0.5)
+    shifted = val.copy()
+    shifted[:, :4] *= -1  # the opposite orthant of the columns read: unfamiliar
+    assert set(rule.reasons(shifted, np.full(60, 0.99), 0.5)) == {unc.UNFAMILIAR}
+    again = unc.UncertaintyRule.from_state(json.loads(json.dumps(rule.config())), rule.state())
+    assert again.columns == 4 and again.reasons(far, s, 0.5) == rule.reasons(far, s, 0.5)
+    with pytest.raises(ValueError, match="columns"):
+        unc.UncertaintyRule.from_state({**rule.config(), "columns": 5}, rule.state())

@@ -208,10 +208,10 @@ class Detector:
         if self.spec.kind == "trained:":
             meta["backbone"]["weights"] = _encoder_inside(self.spec.weights, Path(directory))
         if self.spec.kind == "fusion":  # each expert's trained encoder goes inside the folder too
-            from .backbones.spec import fusion_spec, part_specs
+            from .backbones.spec import fusion_spec, part_specs, recorded_widths
             parts = [replace(p, weights=_encoder_inside(p.weights, Path(directory), f"encoder_{i}"))
                      if p.kind == "trained:" else p for i, p in enumerate(part_specs(self.spec))]
-            meta["backbone"] = asdict(fusion_spec(parts))
+            meta["backbone"] = asdict(fusion_spec(parts, recorded_widths(self.spec)))
         return save_model_dir(directory, meta, "detector.json", arrays, "head.safetensors")
 
     @classmethod

@@ -60,9 +60,14 @@ class UncertaintyRule:
     high: float | None = None  # at or above it: fake; None: the detector's threshold
     confident_fpr: float | None = None  # share of held-out reals allowed at or above `high`
     band: str = "validation"   # where low / high were read: the validation split or out-of-source scores
+    columns: int | None = None  # familiarity read on the first `columns` feature columns only; None: all
+
+    def familiar_part(self, features: np.ndarray) -> np.ndarray:
+        return features[:, :self.columns] if self.columns else features
 
     def reasons(self, features: np.ndarray, scores: np.ndarray, threshold: float) -> list[str | None]:
         """One reason per image to answer "uncertain", or None to answer."""
+        features = self.familiar_part(np.asarray(features))
         dist = knn_distance(features, self.reference, self.k) if len(features) else np.zeros(0)
         out: list[str | None] = []
         high = threshold if self.high is None else max(self.high, threshold)
@@ -78,7 +83,7 @@ class UncertaintyRule:
     def config(self) -> dict:
         return {"k": self.k, "max_distance": self.max_distance, "low": self.low, "high": self.high,
                 "quantile": self.quantile, "miss_rate": self.miss_rate, "confident_fpr": self.confident_fpr,
-                "band": self.band, "reference_rows": int(len(self.reference))}
+                "band": self.band, "reference_rows": int(len(self.reference)), "columns": self.columns}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"reference": self.reference.astype(np.float16)}  # half the bytes; distances change < 1e-3
@@ -92,7 +97,11 @@ class UncertaintyRule:
         values.update({k: float(config[k]) for k in ("high", "confident_fpr") if config.get(k) is not None})
         if not all(np.isfinite(v) for v in values.values()):
             raise ValueError("uncertainty rule has a non-finite value")
-        return cls(reference=_normalise(ref), k=int(config["k"]), band=str(config.get("band", "validation")), **values)
+        columns = None if config.get("columns") is None else int(config["columns"])
+        if columns is not None and columns != ref.shape[1]:
+            raise ValueError(f"uncertainty reference has {ref.shape[1]} columns, its config says {columns}")
+        return cls(reference=_normalise(ref), k=int(config["k"]), band=str(config.get("band", "validation")),
+                   columns=columns, **values)
 
 
 @dataclass(frozen=True)
@@ -138,12 +147,18 @@ def source_band(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, thr
 
 def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, val_scores: np.ndarray,
                     threshold: float, cfg: UncertaintyConfig = UncertaintyConfig(), seed: int = 0,
-                    out_of_source: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> UncertaintyRule:
+                    out_of_source: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    columns: int | None = None) -> UncertaintyRule:
     """Fit both rules on one training run: reference rows from the training features, the distance
     cut from the held-out validation images, the band from them too or (band "sources") from
-    `out_of_source` = (labels, scores, source names) of images scored by heads that never saw their source."""
+    `out_of_source` = (labels, scores, source names) of images scored by heads that never saw their source.
+    `columns`: familiarity on the first that many feature columns only (e.g. a backbone's final
+    embedding when its intermediate blocks follow: they say how an image was made, not what it shows,
+    and would multiply the stored reference's size)."""
     from .evaluation.metrics import threshold_at_fpr
 
+    if columns:
+        train_x, val_x = train_x[:, :columns], val_x[:, :columns]
     rng = np.random.default_rng(seed)
     rows = np.arange(len(train_x)) if len(train_x) <= cfg.max_reference else \
         np.sort(rng.choice(len(train_x), cfg.max_reference, replace=False))
@@ -163,7 +178,7 @@ def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, v
             high = max(threshold_at_fpr(reals, cfg.confident_fpr), float(threshold))
     return UncertaintyRule(reference=reference, k=cfg.k, max_distance=max_distance, low=low, high=high,
                            quantile=cfg.quantile, miss_rate=cfg.miss_rate, confident_fpr=cfg.confident_fpr,
-                           band=cfg.band)
+                           band=cfg.band, columns=columns or None)
 
 
 def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,

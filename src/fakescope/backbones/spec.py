@@ -222,7 +222,11 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
             raise ModelFolderError(f"{d}: a fusion backbone needs 1 to 16 parts")
         if any(isinstance(p, dict) and p.get("kind") == "fusion" for p in parts):
             raise ModelFolderError(f"{d}: a fusion backbone cannot contain another fusion")
-        spec = fusion_spec([model_backbone_spec(p, d) for p in parts])
+        checked = [model_backbone_spec(p, d) for p in parts]
+        try:
+            spec = fusion_spec(checked, recorded_widths(spec))
+        except (TypeError, ValueError):
+            raise ModelFolderError(f"{d}: a fusion backbone's widths must be one positive integer per part") from None
     return spec
 
 
@@ -230,14 +234,29 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
 FUSION, IMAGESIZE = "fusion", "imagesize"
 
 
-def fusion_spec(parts: Sequence[BackboneSpec]) -> BackboneSpec:
+def fusion_spec(parts: Sequence[BackboneSpec], widths: Sequence[int] | None = None) -> BackboneSpec:
     """Several backbones read as one: every part's preprocessing flattened and concatenated, every
-    part's feature vector side by side; the parts travel inside it (extra["parts"], JSON)."""
+    part's feature vector side by side; the parts travel inside it (extra["parts"], JSON), and so do
+    their feature widths when a part reads layers (extra["widths"]: measured, not derivable)."""
     parts = list(parts)
+    extra = (("parts", json.dumps([asdict(p) for p in parts], sort_keys=True)),)
+    if widths is None:
+        widths = [part_dim(p) for p in parts]
+    else:
+        widths = [int(w) for w in widths]
+        if len(widths) != len(parts) or min(widths) < 1:
+            raise ValueError(f"fusion: {len(widths)} widths for {len(parts)} parts, or a width under 1")
+        extra += (("widths", json.dumps(widths)),)
     return BackboneSpec(name=FUSION + ":" + "+".join(p.name for p in parts), kind=FUSION, weights="parts",
                         input_size=max(p.input_size for p in parts), resize="native_crop",
-                        dim=sum(part_dim(p) for p in parts),
-                        extra=(("parts", json.dumps([asdict(p) for p in parts], sort_keys=True)),))
+                        dim=sum(widths), extra=extra)
+
+
+
+def recorded_widths(spec: BackboneSpec) -> list[int] | None:
+    """The part widths a fused spec records (None: every part's follows from its spec)."""
+    given = dict(spec.extra).get("widths")
+    return json.loads(given) if given else None
 
 
 @lru_cache(maxsize=64)
@@ -252,10 +271,19 @@ def part_specs(spec: BackboneSpec) -> tuple[BackboneSpec, ...]:
     return _parts(dict(spec.extra)["parts"])
 
 
+def block_widths(backbone: "Backbone") -> list[int]:
+    """The widths of a backbone's feature vector blocks (pooled embedding, then each requested
+    layer), read off one forward pass of a grey image: layers of a CNN differ in width, a ViT's do not."""
+    spec = backbone.spec
+    f = backbone.forward(preprocess(Image.new("RGB", (spec.input_size,) * 2, (128, 128, 128)), spec)[None])
+    return ([f.pooled.shape[1]] if spec.pooled else []) + [f.layers[k].shape[1] for k in spec.layers]
+
+
 def part_dim(spec: BackboneSpec) -> int:
-    """Width of a part's feature vector (pooled embedding and requested layers)."""
+    """Width of a part's feature vector from its spec alone (a part with layers needs its widths
+    measured: `block_widths`, recorded in the fused spec)."""
     if spec.layers:
-        raise ValueError(f"{spec.name}: a fusion part reads one pooled embedding, not layers")
+        raise ValueError(f"{spec.name}: the width of a part with layers is measured (block_widths), not known")
     if spec.kind == "pixels":  # the image itself, flattened: its width follows ?size= (the spec says 0)
         return 3 * int(spec.input_size) ** 2
     return int(spec.dim)

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..backbones import load_backbone, parse_spec
+from ..backbones.spec import block_widths
 from ..data.augment import AugmentConfig
 from ..data.samples import Sample
 from ..detector import Detector
@@ -73,17 +74,14 @@ def caption_features(samples: Sequence[Sample], encoder) -> np.ndarray:
 
 def head_options(cfg: TrainConfig, backbone) -> dict:
     """Options the head needs from the backbone: the block sizes of a multi-layer feature vector
-    (a head that `needs_blocks`), read off one forward pass (layers of a CNN differ in width, a ViT's do not)."""
+    (a head that `needs_blocks`), read off one forward pass (backbones/spec.py block_widths)."""
     opts = dict(cfg.head_options)
     if head_class(cfg.method).needs_blocks and "blocks" not in opts:
         spec = backbone.spec
         if not spec.layers or cfg.modality != "image":
             raise ValueError(f"method {cfg.method} reads several layers' class tokens: use an image backbone spec "
                              "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
-        from PIL import Image
-        from ..backbones import preprocess
-        f = backbone.forward(preprocess(Image.new("RGB", (spec.input_size,) * 2, (128, 128, 128)), spec)[None])
-        opts["blocks"] = ([f.pooled.shape[1]] if spec.pooled else []) + [f.layers[k].shape[1] for k in spec.layers]
+        opts["blocks"] = block_widths(backbone)
     return opts
 
 
@@ -156,7 +154,10 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
                 row_sources = np.array([str(train[i].source) for i, _ in rows])
                 oos = out_of_source_scores(cfg, backbone, X, y, groups, row_sources,
                                            clean=np.array([v == 0 for _, v in rows]), log=log)
-            uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, cfg.uncertainty, seed=cfg.seed, out_of_source=oos)
+            # a spec with intermediate blocks after its pooled embedding: familiarity in the embedding
+            columns = int(spec.dim) if spec.layers and spec.pooled else None
+            uncertainty = fit_uncertainty(X, VX, vy, vs, threshold, cfg.uncertainty, seed=cfg.seed, out_of_source=oos,
+                                          columns=columns)
     metadata = run_metadata(cfg, train, val, val_metrics, by_source, info, len(errors),
                             views=cfg.views, augment=augment.__dict__ if cfg.views > 1 else None,
                             text_encoder=cfg.text_encoder, modality=cfg.modality, text_leak_check=leak)

@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from ..backbones import load_backbone
-from ..backbones.spec import fusion_spec, part_dim
+from ..backbones.spec import block_widths, fusion_spec, part_dim
 from ..backbones.fusion import imagesize_spec
 from ..data.samples import REAL, Sample
 from ..detector import Detector
@@ -201,8 +201,9 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
                         "options": {k: v for k, v in ecfg.head_options.items() if k != "run_dir"}}
     if not experts:
         raise ValueError("--method fusion: no expert could be trained")
-    spec = fusion_spec([d.spec for _, d, _ in experts] + [imagesize_spec()])
-    head = FusionHead(experts=[{"name": n, "dim": part_dim(d.spec), "domain": dom} for n, d, dom in experts],
+    widths = [sum(block_widths(d.backbone)) if d.spec.layers else part_dim(d.spec) for _, d, _ in experts]
+    spec = fusion_spec([d.spec for _, d, _ in experts] + [imagesize_spec()], widths + [2])
+    head = FusionHead(experts=[{"name": n, "dim": w, "domain": dom} for (n, _, dom), w in zip(experts, widths)],
                       heads=[d.head for _, d, _ in experts], l2=float(options.get("stack_l2", 1.0)))
     backbone = load_backbone(spec)
     cache = FeatureCache(cfg.cache, spec) if cfg.cache else None

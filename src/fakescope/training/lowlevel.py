@@ -41,7 +41,8 @@ class LowLevelOptions:
     thumbnail: bool = False        # squash whole images to the crop size instead of cropping (small-image expert)
     residual: bool = True          # false: the CNN reads pixels, not the NPR residual (ablation)
     width: int | None = None       # preset overrides: channels of the first stage,
-    image_size: int | None = None  #   training crop side
+    image_size: int | None = None  #   training crop side,
+    stages: int | None = None      #   residual stages (each halves the resolution, doubles the width)
     epochs: int = 6
     batch_size: int = 64
     lr: float = 2e-3
@@ -87,7 +88,7 @@ def parse_options(opts: dict) -> LowLevelOptions:
 
 def lowlevel_config(o: LowLevelOptions) -> LowLevelConfig:
     cfg = replace(LOWLEVEL_PRESETS[o.encoder], residual=o.residual)
-    over = {k: getattr(o, k) for k in ("width", "image_size") if getattr(o, k)}
+    over = {k: getattr(o, k) for k in ("width", "image_size", "stages") if getattr(o, k)}
     return replace(cfg, **over)
 
 
