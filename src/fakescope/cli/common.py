@@ -15,17 +15,18 @@ from ..clitools import choice
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
 DEFAULT_HELP = """\
-With no --model, the shipped default detector is used: a linear probe on frozen CLIP ViT-B/16
-image embeddings (runs offline), trained on CIFAKE thumbnails, ImageNet and COCO photos, 335
-camera photos from ~170 devices, and images from older generators, Stable Diffusion 1.x and
-photoreal DALL-E 3 / SDXL / Stable Cascade people, each image also seen as a 32-64 px thumbnail.
-Chosen by leave-one-source-out validation: 0.900-0.982 ROC-AUC on a photo source held out of
-training (0.661 on CIFAKE thumbnails), 1.2% of camera photos from unseen devices called fake at its
-threshold (5% of held-out reals). It answers "uncertain" (with a reason) on images unlike its
+With no --model, the shipped default detector is used (runs offline): a linear probe on frozen CLIP
+ViT-B/16 features (its embedding and the class tokens of intermediate blocks 2-12) for every image,
+fused with a small pixel CNN that speaks only for thumbnails (96 px or less). Trained on CIFAKE
+thumbnails, ImageNet and COCO photos, 335 camera photos from ~170 devices, and images from older
+generators, Stable Diffusion 1.x and photoreal DALL-E 3 / SDXL / Stable Cascade people. Chosen by
+leave-one-source-out validation: 0.948-0.989 ROC-AUC on a photo source held out of training (0.709
+on CIFAKE thumbnails), 0.991 on CIFAKE val, 1.5% of camera photos from unseen devices called fake
+at its threshold (5% of held-out reals). It answers "uncertain" (with a reason) on images unlike its
 training data or between cuts read off how unseen sources score (--no-uncertain turns that off).
-Weak spots: thumbnails and art-style generators it never saw, heavy re-compression, and local edits
-(inpainting), which it misses at image level (use --localize). The previous EfficientNet default:
---model effnet-v2. Numbers: docs/results.md sections 9 and 11.5."""
+Weak spots: thumbnails from sources it never saw, photoreal people from new generators, heavy
+re-compression, and local edits (inpainting), which it misses at image level (use --localize). The
+previous EfficientNet default: --model effnet-v2. Numbers: docs/results.md sections 9 and 11.6."""
 DEFAULT_HELP = " ".join(DEFAULT_HELP.split())  # one paragraph: the help renderer keeps line breaks
 
 MODEL_HELP = ("Detector folder, or a Hugging Face Hub id user/repo[@revision] (an existing folder wins); "
