@@ -176,9 +176,10 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
     experts, record, anchor = [], {}, None
     for i, (name, ecfg, domain, train_on) in enumerate(configs):
         pool = pools.get(name, train)
-        for s in pool:
-            if id(s) not in sides:
-                sides[id(s)] = shorter_side(s)
+        if train_on != "all":  # header reads, once per image
+            for s in pool:
+                if id(s) not in sides:
+                    sides[id(s)] = shorter_side(s)
         mine = [s for s in pool if train_on == "all" or in_domain(sides[id(s)], domain)]
         if len({s.label for s in mine}) < 2:
             if i == 0 and rule == "first":
