@@ -16,12 +16,12 @@ EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_ALL_FAILED = 0, 2, 3, 4
 
 DEFAULT_HELP = """\
 With no --model, the shipped default detector is used (runs offline): a linear probe on frozen CLIP
-ViT-B/16 features (its embedding and the class tokens of intermediate blocks 2-12) for every image,
+ViT-B/16 features (its embedding and the class tokens of blocks 6, 8, 10, 12) for every image,
 fused with a small pixel CNN that speaks only for thumbnails (96 px or less). Trained on CIFAKE
 thumbnails, ImageNet and COCO photos, 335 camera photos from ~170 devices, and images from older
 generators, Stable Diffusion 1.x and photoreal DALL-E 3 / SDXL / Stable Cascade people. Chosen by
-leave-one-source-out validation: 0.948-0.989 ROC-AUC on a photo source held out of training (0.709
-on CIFAKE thumbnails), 0.991 on CIFAKE val, 1.5% of camera photos from unseen devices called fake
+leave-one-source-out validation: 0.963-0.984 ROC-AUC on a photo source held out of training (0.725
+on CIFAKE thumbnails), 0.991 on CIFAKE val, 1.2% of camera photos from unseen devices called fake
 at its threshold (5% of held-out reals). It answers "uncertain" (with a reason) on images unlike its
 training data or between cuts read off how unseen sources score (--no-uncertain turns that off).
 Weak spots: thumbnails from sources it never saw, photoreal people from new generators, heavy
