@@ -303,13 +303,14 @@ def test_fused_cuts_first_is_the_first_experts_detector_outside_the_thumbnail_do
 
 
 def test_an_experts_own_share_of_the_data_leaves_out_the_runs_held_out_images(data):
-    from fakescope.training.common import held_out_split, load_sources
+    from fakescope.training.common import held_out_split, load_sources, source_parts
     from fakescope.training.fit import TrainConfig
-    from fakescope.training.fusion import expert_configs, expert_pools
+    from fakescope.training.fusion import expert_configs, expert_pools, own_shares
     cfg = TrainConfig(data=[str(data)], method="fusion", per_class=8, val_fraction=0.3,
                       head_options={"experts": "clip,thumbnail", "thumbnail.per_class": "24"})
-    configs = expert_configs(cfg, cfg.head_options)
-    pools = expert_pools(cfg, None, configs, log=lambda *_: None)
+    shares = own_shares(cfg, expert_configs(cfg, cfg.head_options))
+    assert shares == {"thumbnail": 24}
+    pools = expert_pools(cfg, shares, source_parts(cfg.data))
     train, val = held_out_split(cfg, load_sources(cfg.data, cfg.per_class))
     pool = {s.path for s in pools["thumbnail"]}
     assert set(pools) == {"thumbnail"} and len(pool) > len(train)

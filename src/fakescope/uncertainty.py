@@ -49,6 +49,11 @@ def knn_distance(queries: np.ndarray, reference: np.ndarray, k: int, chunk: int 
     return out
 
 
+def familiar_part(features: np.ndarray, columns: int | None) -> np.ndarray:
+    """The columns familiarity is measured on: the first `columns`, or all."""
+    return features[:, :columns] if columns else features
+
+
 @dataclass
 class UncertaintyRule:
     reference: np.ndarray      # (M, D) L2-normalised features of training images (float32)
@@ -62,12 +67,9 @@ class UncertaintyRule:
     band: str = "validation"   # where low / high were read: the validation split or out-of-source scores
     columns: int | None = None  # familiarity read on the first `columns` feature columns only; None: all
 
-    def familiar_part(self, features: np.ndarray) -> np.ndarray:
-        return features[:, :self.columns] if self.columns else features
-
     def reasons(self, features: np.ndarray, scores: np.ndarray, threshold: float) -> list[str | None]:
         """One reason per image to answer "uncertain", or None to answer."""
-        features = self.familiar_part(np.asarray(features))
+        features = familiar_part(np.asarray(features), self.columns)
         dist = knn_distance(features, self.reference, self.k) if len(features) else np.zeros(0)
         out: list[str | None] = []
         high = threshold if self.high is None else max(self.high, threshold)
@@ -157,8 +159,7 @@ def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, v
     and would multiply the stored reference's size)."""
     from .evaluation.metrics import threshold_at_fpr
 
-    if columns:
-        train_x, val_x = train_x[:, :columns], val_x[:, :columns]
+    train_x, val_x = familiar_part(train_x, columns), familiar_part(val_x, columns)
     rng = np.random.default_rng(seed)
     rows = np.arange(len(train_x)) if len(train_x) <= cfg.max_reference else \
         np.sort(rng.choice(len(train_x), cfg.max_reference, replace=False))

@@ -252,7 +252,6 @@ def fusion_spec(parts: Sequence[BackboneSpec], widths: Sequence[int] | None = No
                         dim=sum(widths), extra=extra)
 
 
-
 def recorded_widths(spec: BackboneSpec) -> list[int] | None:
     """The part widths a fused spec records (None: every part's follows from its spec)."""
     given = dict(spec.extra).get("widths")
@@ -280,10 +279,8 @@ def block_widths(backbone: "Backbone") -> list[int]:
 
 
 def part_dim(spec: BackboneSpec) -> int:
-    """Width of a part's feature vector from its spec alone (a part with layers needs its widths
-    measured: `block_widths`, recorded in the fused spec)."""
+    """Width of a part's feature vector from its spec alone, for a fused spec that records no widths
+    (a fused detector measures its parts' widths, `block_widths`, and records them)."""
     if spec.layers:
         raise ValueError(f"{spec.name}: the width of a part with layers is measured (block_widths), not known")
-    if spec.kind == "pixels":  # the image itself, flattened: its width follows ?size= (the spec says 0)
-        return 3 * int(spec.input_size) ** 2
     return int(spec.dim)

@@ -97,7 +97,7 @@ class FusionHead:
             if m.sum() < min_reals:
                 continue
             cut = threshold_at_fpr(z[m], target_fpr) + 1e-5  # in logit units; the margin survives float32 scores
-            cuts["+".join(e["name"] for e, on in zip(self.experts, pat) if on) or "none"] = float(cut)
+            cuts[self.group_name(pat)] = float(cut)
             rows.append(list(pat) + [1.0])
             shifts.append(-cut)
         if rows:
@@ -107,6 +107,10 @@ class FusionHead:
             self.weights[E:] += delta[:E]
             self.bias += float(delta[E])
         return cuts
+
+    def group_name(self, pattern) -> str:
+        """A group of images by the experts that speak for it, e.g. "clip+thumbnail-cnn"."""
+        return "+".join(e["name"] for e, on in zip(self.experts, pattern) if on) or "none"
 
     def beyond_first(self, X: np.ndarray) -> np.ndarray:
         """Rows some expert other than the first speaks for: where a stacker anchored to the first
@@ -146,11 +150,11 @@ class FusionHead:
         w[0] = 1.0
         offsets_before = w[E:] / scale, self.bias / scale
         a = self.applies(X_real)
-        z = np.clip(logit(self.expert_probabilities(X_real)), -12, 12) * a @ w[:E]
+        z = stacking_input(self.expert_probabilities(X_real), a)[:, :E] @ w[:E]  # logit terms, no offsets
         patterns = sorted({tuple(r) for r in a.tolist()})
         rows, targets, offsets = [], [], {}
         for pat in patterns:
-            name = "+".join(e["name"] for e, on in zip(self.experts, pat) if on) or "none"
+            name = self.group_name(pat)
             m = (a == np.array(pat)).all(axis=1)
             if pat == (1.0,) + (0.0,) * (E - 1):
                 target = 0.0                  # the first expert alone: its own score

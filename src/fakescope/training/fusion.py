@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from ..backbones import load_backbone
-from ..backbones.spec import block_widths, fusion_spec, part_dim
+from ..backbones.spec import block_widths, fusion_spec
 from ..backbones.fusion import imagesize_spec
 from ..data.samples import REAL, Sample
 from ..detector import Detector
@@ -140,23 +140,19 @@ def cut_rule(options: dict) -> str:
     return rule
 
 
-def expert_pools(cfg, samples, configs, log) -> dict[str, list[Sample]]:
-    """Each expert's training images: the run's training split, or, for an expert given its own
-    `<expert>.per_class`, that many per class and source, minus every image whose group the run's
-    held-out split holds (the same hash decides: data/splits.py), so the stacker and the threshold
-    still see only images no expert trained on."""
-    own = {name: ecfg.per_class for name, ecfg, _, _ in configs if ecfg.per_class != cfg.per_class}
-    if not own:
-        return {}
-    if samples is not None:
-        log(f"fusion: per_class of {', '.join(own)} ignored: the images were given, not read from --data")
-        return {}
-    parts = source_parts(cfg.data)
+def own_shares(cfg, configs) -> dict[str, int | None]:
+    """{expert: per_class} for the experts given their own `<expert>.per_class`."""
+    return {name: ecfg.per_class for name, ecfg, _, _ in configs if ecfg.per_class != cfg.per_class}
+
+
+def expert_pools(cfg, shares: dict, parts) -> dict[str, list[Sample]]:
+    """Each expert with its own share: that many images per class and source of `parts` (every
+    image of each source, read once), minus every image whose group the run's held-out split holds
+    (the same hash decides: data/splits.py), so the stacker and the threshold still see only images
+    no expert trained on. The others train on the run's training split."""
     pools = {}
-    for name, n in own.items():
-        pool = subset_of_parts(parts, n, cfg.seed)
-        pools[name], _ = held_out_split(cfg, pool)
-        log(f"fusion: expert {name} draws from {len(pools[name])} training images (per_class {n})")
+    for name, n in shares.items():
+        pools[name], _ = held_out_split(cfg, subset_of_parts(parts, n, cfg.seed))
     return pools
 
 
@@ -169,9 +165,16 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
     configs = expert_configs(cfg, options)
     if rule == "first" and (configs[0][2] != [0, None] or configs[0][3] != "domain"):
         raise ValueError("--method fusion: cuts=first needs a first expert that speaks for every image")
-    base = training_samples(cfg, samples)
+    shares, parts = own_shares(cfg, configs), None
+    if shares and samples is not None:
+        log(f"fusion: per_class of {', '.join(shares)} ignored: the images were given, not read from --data")
+    elif shares:  # every image of every source, read once: the run's share and the experts' own
+        parts = source_parts(cfg.data)
+    base = training_samples(cfg, samples if parts is None else subset_of_parts(parts, cfg.per_class, cfg.seed))
     train, val = held_out_split(cfg, base)
-    pools = expert_pools(cfg, samples, configs, log)
+    pools = expert_pools(cfg, shares, parts) if parts is not None else {}
+    for name, pool in pools.items():
+        log(f"fusion: expert {name} draws from {len(pool)} training images (per_class {shares[name]})")
     sides: dict[int, int | None] = {}
     experts, record, anchor = [], {}, None
     for i, (name, ecfg, domain, train_on) in enumerate(configs):
@@ -202,7 +205,7 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
                         "options": {k: v for k, v in ecfg.head_options.items() if k != "run_dir"}}
     if not experts:
         raise ValueError("--method fusion: no expert could be trained")
-    widths = [sum(block_widths(d.backbone)) if d.spec.layers else part_dim(d.spec) for _, d, _ in experts]
+    widths = [sum(block_widths(d.backbone)) for _, d, _ in experts]  # measured: a spec's dim may not say it
     spec = fusion_spec([d.spec for _, d, _ in experts] + [imagesize_spec()], widths + [2])
     head = FusionHead(experts=[{"name": n, "dim": w, "domain": dom} for (n, _, dom), w in zip(experts, widths)],
                       heads=[d.head for _, d, _ in experts], l2=float(options.get("stack_l2", 1.0)))
