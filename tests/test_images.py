@@ -207,6 +207,30 @@ def test_draft_size_decodes_large_jpeg_smaller(tmp_path):
     assert decode_image(p, draft_size=4000).size == (2000, 1500)
 
 
+def test_a_squashing_spec_with_a_draft_gap_reads_large_jpegs_reduced_and_small_ones_exactly(tmp_path):
+    """`?draft=2` on a squashing spec: a large JPEG is decoded at reduced DCT scale (>= 2x the input)
+    and comes out close to the full decode; an image under 4x the input is read exactly as without it."""
+    from fakescope.backbones import parse_spec
+    from fakescope.data.samples import Sample
+    from fakescope.pipeline import _draft, prepare
+
+    plain, gap = parse_spec("pixels?size=32&resize=resize"), parse_spec("pixels?size=32&resize=resize&draft=2")
+    assert gap.draft_gap == 2.0 and plain.draft_gap is None and _draft(plain) is None and _draft(gap) == 64
+    assert "draft_gap" not in plain.preprocessing() and plain.signature() != gap.signature()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    photo = np.stack([xx / 1600 * 200, yy / 1200 * 200, (xx + yy) / 2800 * 200], -1) + rng.normal(0, 20, (1200, 1600, 3))
+    big = write(tmp_path, "big.jpg", encode(Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)), "JPEG", quality=90))
+    small = write(tmp_path, "small.jpg", encode(Image.fromarray(np.clip(photo[:100, :120], 0, 255).astype(np.uint8)), "JPEG"))
+    full, reduced = (prepare(Sample(path=big), spec)[0].array for spec in (plain, gap))
+    assert full.shape == reduced.shape == (3, 32, 32)
+    assert 0 < np.abs(full - reduced).mean() < 0.01  # pixels in 0..1: under 1% apart on average
+    assert np.array_equal(prepare(Sample(path=small), plain)[0].array, prepare(Sample(path=small), gap)[0].array)
+    for bad in ("draft=0.5", "draft=x", "resize=native_crop&draft=2"):
+        with pytest.raises(ValueError, match="draft"):
+            parse_spec(f"pixels?size=32&{bad}")
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 def test_empty_file(tmp_path):

@@ -203,6 +203,13 @@ def test_fused_model_folder_is_checked_as_data(data, tmp_path):
                                                 "backbone": spec, "method": "fusion", "head": {}, "threshold": 0.5}))
     with pytest.raises(ModelFolderError, match="parts"):
         load_detector(d)
+    native_drafted = asdict(parse_spec("pixels?size=16&resize=native_crop"))
+    native_drafted["draft_gap"] = 2.0  # a native read must see every pixel: no DCT-scaled decode
+    spec["extra"] = [["parts", json.dumps([native_drafted, asdict(imagesize_spec())])]]
+    (d / "detector.json").write_text(json.dumps({"format": "fakescope.detector/1", "id": "x", "version": "1",
+                                                "backbone": spec, "method": "fusion", "head": {}, "threshold": 0.5}))
+    with pytest.raises(ModelFolderError, match="draft_gap"):
+        load_detector(d)
 
 
 def test_equalising_domains_gives_each_group_the_target_false_positive_rate():

@@ -134,16 +134,30 @@ def test_leave_one_generator_out_trains_without_g_and_tests_held_out_images(work
 
 
 @pytest.mark.slow  # several refits of a tiny model
-def test_validate_command_writes_json_and_markdown(work):
+def test_validate_command_writes_json_markdown_and_per_image_scores(work):
     res = CliRunner().invoke(app, ["validate", "--source", "a=srcA", "--source", "b=srcB", "--photos", "cams=cams",
                                    "--backbone", "hf-dinov2:dino", "--device-folds", "2", "--no-cache",
-                                   "--report", "val.json"])
+                                   "--uncertain-band", "per-source", "--report", "val.json", "--scores", "val.npz"])
     assert res.exit_code == 0, res.output
     rep = json.loads((work / "val.json").read_text())
     assert set(rep["leave_one_source_out"]) == {"a", "b"}
     assert rep["device_held_out"]["n"] == 18
     md = (work / "val.md").read_text()
     assert "| a |" in md and "false-positive rate" in md
+    arrays = np.load(work / "val.npz")
+    folds = {k.split("/")[0] for k in arrays.files}
+    assert folds == {"a", "b"} | {f"device-{row['fold']}" for row in rep["device_held_out"]["folds"]}
+    for name, row in rep["leave_one_source_out"].items():
+        y, s, why = arrays[f"{name}/labels"], arrays[f"{name}/scores"], arrays[f"{name}/reasons"]
+        assert len(y) == len(s) == len(why) == row["n"] and all(p.startswith("src") for p in arrays[f"{name}/paths"])
+        t = float(arrays[f"{name}/threshold"])
+        assert t == pytest.approx(row["threshold"]) and np.mean((s >= t) == (y == 1)) == pytest.approx(row["accuracy"])
+        assert (why == "").mean() == pytest.approx(row["selective"]["coverage"])
+        # the band was cut from the other training sources' out-of-source scores (b's fold: a and the cameras)
+        assert name not in set(arrays[f"{name}/oos_sources"]) and len(arrays[f"{name}/oos_scores"]) > 0
+        low, high = arrays[f"{name}/band"]
+        assert low <= t <= high
+    assert (arrays["device-0/labels"] == 0).all()
 
 
 def test_uncertainty_rule_flags_unfamiliar_and_near_threshold():
@@ -267,6 +281,28 @@ def test_weighted_quantile_and_source_band_by_hand():
         unc.UncertaintyConfig(band="everything")
 
 
+def test_per_source_band_averages_each_sources_own_cuts():
+    """Against numpy's quantile, source by source: one source whose fakes all score low (a source
+    the heads cannot read) sets the pooled low cut alone, but only its share of the per-source one."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([1, 0, 1, 0, 1, 0], [200, 200, 200, 200, 50, 50])
+    src = np.repeat(["a", "a", "b", "b", "odd", "odd"], [200, 200, 200, 200, 50, 50])
+    s = np.concatenate([rng.uniform(0.6, 1, 200), rng.uniform(0, 0.4, 200), rng.uniform(0.55, 1, 200),
+                        rng.uniform(0, 0.45, 200), rng.uniform(0, 0.1, 50), rng.uniform(0.9, 1, 50)])
+    t = 0.5
+    low, high = unc.source_band(y, s, src, t, miss_rate=0.1, confident_fpr=0.05, per_source=True)
+    want_low = np.mean([min(np.quantile(s[(src == n) & (y == 1)], 0.1), t) for n in ("a", "b", "odd")])
+    want_high = np.mean([max(np.quantile(s[(src == n) & (y == 0)], 0.95), t) for n in ("a", "b", "odd")])
+    assert low == pytest.approx(want_low) and high == pytest.approx(want_high)
+    pooled_low, pooled_high = unc.source_band(y, s, src, t, miss_rate=0.1, confident_fpr=0.05)
+    assert pooled_low < 0.1 < low < t < high < pooled_high  # the odd source owns both pooled tails
+    # a source of reals only sets the high side; the cuts never cross the threshold
+    reals_only = unc.source_band(np.zeros(4), np.array([.1, .2, .3, .4]), np.array(["r"] * 4), 0.9, 0.1, 0.1,
+                                 per_source=True)
+    assert reals_only == (0.9, 0.9)
+    assert unc.UncertaintyConfig(band="per-source").from_sources and not unc.UncertaintyConfig().from_sources
+
+
 def test_out_of_source_scores_come_from_heads_that_never_saw_the_source():
     """Source c's labels are the reverse of a's and b's along one feature: scored by a head fitted
     without it, c comes out inverted (AUC under 0.5) though a head that saw it would not."""
@@ -312,6 +348,12 @@ def test_train_reads_the_uncertain_band_off_out_of_source_scores(work):
         assert f"out-of-source scores: {name}" in res.output
     rule = load_detector("det-band").uncertainty
     assert rule.band == "sources" and rule.low <= load_detector("det-band").threshold
+    each = CliRunner().invoke(app, ["train", "--data", "srcA", "--data", "srcB", "--data", "srcC", "--backbone",
+                                    "hf-dinov2:dino", "--no-cache", "--val-fraction", "0.3",
+                                    "--uncertain-band", "per-source", "--uncertain-fpr", "0.02", "--out", "det-each"])
+    assert each.exit_code == 0, each.output
+    each_rule, det = load_detector("det-each").uncertainty, load_detector("det-each")
+    assert each_rule.band == "per-source" and each_rule.low <= det.threshold <= each_rule.high
     bad = CliRunner().invoke(app, ["train", "--data", "srcA", "--backbone", "hf-dinov2:dino", "--no-cache",
                                    "--uncertain-band", "everything", "--out", "det-bad"])
     assert bad.exit_code != 0 and "band" in bad.output

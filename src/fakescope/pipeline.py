@@ -7,6 +7,7 @@ the stream.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -72,11 +73,14 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
 
 
 def _draft(spec: BackboneSpec) -> int | None:
-    """JPEG DCT scaling: decode large photos straight at >= the model's input size. It is part of the
-    preprocessing contract (train and scan both come through here), not a lossy shortcut. Native-
-    resolution reads decode in full; `imagesize` reads only the file's size (the smallest decode)."""
+    """JPEG DCT scaling: decode large photos straight at >= the model's input size (x `draft_gap` when
+    the spec sets one). It is part of the preprocessing contract (train and scan both come through
+    here), not a lossy shortcut. Native-resolution reads decode in full, and so do squashing ones
+    without a draft_gap (as they always did); `imagesize` reads only the file's size (the smallest decode)."""
     if spec.kind == "imagesize":
         return 1
+    if spec.draft_gap is not None:
+        return int(math.ceil(spec.draft_gap * spec.input_size))
     return spec.input_size if spec.resize == "resize_crop" else None
 
 

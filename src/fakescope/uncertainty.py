@@ -14,9 +14,12 @@ both fitted on the training run's own data and saved in the model folder as arra
                  reals fall (never below the detector's threshold), so "fake" is said only there.
                  With the rule off, the threshold alone decides (its stated false-positive rate).
                  Where the cuts come from (`band`): "validation" reads them off the held-out split of
-                 the training sources, where a detector is at its best; "sources" reads them off
-                 out-of-source scores (each training source scored by a head fitted without it,
-                 each source weighing the same), which is how a source never seen behaves.
+                 the training sources, where a detector is at its best; "sources" and "per-source"
+                 read them off out-of-source scores (each training source scored by a head fitted
+                 without it), which is how a source never seen behaves. "sources" pools them, each
+                 source weighing the same, so the one source a detector cannot read (CIFAKE's
+                 thumbnails) owns both tails; "per-source" cuts each source at the rates and takes
+                 the mean of the cuts: the band of a typical unseen source (docs/results.md 11.7).
 
 Measured as selective classification (accuracy and false-positive rate on the answered images
 against coverage) by `fakescope validate`; `--no-uncertain` (or `Detector.abstain = False`)
@@ -24,7 +27,7 @@ turns it off.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,6 +69,9 @@ class UncertaintyRule:
     confident_fpr: float | None = None  # share of held-out reals allowed at or above `high`
     band: str = "validation"   # where low / high were read: the validation split or out-of-source scores
     columns: int | None = None  # familiarity read on the first `columns` feature columns only; None: all
+    # (labels, scores, sources) the band was cut from when it came from out-of-source scores; kept in
+    # memory for the protocols that report it (fakescope validate --scores), never saved
+    out_of_source: tuple | None = field(default=None, repr=False, compare=False)
 
     def reasons(self, features: np.ndarray, scores: np.ndarray, threshold: float) -> list[str | None]:
         """One reason per image to answer "uncertain", or None to answer."""
@@ -106,6 +112,9 @@ class UncertaintyRule:
                    columns=columns, **values)
 
 
+BANDS = ("validation", "sources", "per-source")
+
+
 @dataclass(frozen=True)
 class UncertaintyConfig:
     """How the rule is fitted (chosen by leave-one-source-out validation, docs/results.md)."""
@@ -114,11 +123,16 @@ class UncertaintyConfig:
     miss_rate: float = 0.05      # held-out fakes allowed under the confident-real cut
     confident_fpr: float | None = None   # held-out reals allowed over the confident-fake cut; None: the threshold
     max_reference: int = 4096    # training rows kept for the distance
-    band: str = "validation"     # where low/high come from: "validation" or "sources" (out-of-source scores)
+    band: str = "validation"     # where low/high come from: "validation", or out-of-source scores "sources" / "per-source"
 
     def __post_init__(self):
-        if self.band not in ("validation", "sources"):
-            raise ValueError(f"uncertainty band must be 'validation' or 'sources', not {self.band!r}")
+        if self.band not in BANDS:
+            raise ValueError(f"uncertainty band must be one of {', '.join(map(repr, BANDS))}, not {self.band!r}")
+
+    @property
+    def from_sources(self) -> bool:
+        """The band is read off out-of-source scores (a training run needs two or more sources)."""
+        return self.band != "validation"
 
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -130,10 +144,19 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
 
 
 def source_band(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, threshold: float,
-                miss_rate: float, confident_fpr: float) -> tuple[float, float]:
+                miss_rate: float, confident_fpr: float, per_source: bool = False) -> tuple[float, float]:
     """(low, high) from out-of-source scores, every source weighing the same within its class:
-    at most `miss_rate` of their fakes under low, at most `confident_fpr` of their reals at or above high."""
+    at most `miss_rate` of their fakes under low, at most `confident_fpr` of their reals at or above high.
+    `per_source`: each source's own cuts at those rates (never across the threshold), averaged; a
+    source with one class only sets that class's side."""
     y, s, src = np.asarray(labels), np.asarray(scores, np.float64), np.asarray(sources)
+    if per_source:
+        t = float(threshold)
+        lows = [min(float(np.quantile(s[(src == n) & (y == 1)], miss_rate)), t)
+                for n in np.unique(src[y == 1])]
+        highs = [max(float(np.quantile(s[(src == n) & (y == 0)], 1.0 - confident_fpr)), t)
+                 for n in np.unique(src[y == 0])]
+        return (float(np.mean(lows)) if lows else t), (float(np.mean(highs)) if highs else t)
 
     def per_source_weights(mask):  # 1 / (images of its source): each source sums to one
         _, inverse, counts = np.unique(src[mask], return_inverse=True, return_counts=True)
@@ -165,11 +188,11 @@ def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, v
         np.sort(rng.choice(len(train_x), cfg.max_reference, replace=False))
     reference = _normalise(train_x[rows]).astype(np.float16).astype(np.float32)  # as it will be loaded
     max_distance = float(np.quantile(knn_distance(val_x, reference, cfg.k), cfg.quantile)) if len(val_x) else 1.0
-    if cfg.band == "sources":
+    if cfg.from_sources:
         if out_of_source is None:
-            raise ValueError("uncertainty band 'sources' needs out-of-source scores (two or more training sources)")
+            raise ValueError(f"uncertainty band {cfg.band!r} needs out-of-source scores (two or more training sources)")
         fpr = cfg.miss_rate if cfg.confident_fpr is None else cfg.confident_fpr
-        low, high = source_band(*out_of_source, threshold, cfg.miss_rate, fpr)
+        low, high = source_band(*out_of_source, threshold, cfg.miss_rate, fpr, per_source=cfg.band == "per-source")
     else:
         y, s = np.asarray(val_y), np.asarray(val_scores)
         fakes, reals = s[y == 1], s[y == 0]
@@ -179,7 +202,8 @@ def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, v
             high = max(threshold_at_fpr(reals, cfg.confident_fpr), float(threshold))
     return UncertaintyRule(reference=reference, k=cfg.k, max_distance=max_distance, low=low, high=high,
                            quantile=cfg.quantile, miss_rate=cfg.miss_rate, confident_fpr=cfg.confident_fpr,
-                           band=cfg.band, columns=columns or None)
+                           band=cfg.band, columns=columns or None,
+                           out_of_source=out_of_source if cfg.from_sources else None)
 
 
 def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
@@ -224,5 +248,5 @@ def risk_coverage(labels: np.ndarray, scores: np.ndarray, threshold: float, step
     return out
 
 
-__all__ = ["NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
+__all__ = ["BANDS", "NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
            "risk_coverage", "selective_metrics", "source_band", "weighted_quantile"]

@@ -26,7 +26,7 @@ from .spec import Backbone, BackboneSpec, Features, preprocess
 SpecFactory = Callable[[str], BackboneSpec]
 Loader = Callable[[BackboneSpec], Backbone]
 _REGISTRY: dict[str, tuple[SpecFactory, Loader]] = {}
-_OPTIONS = {"layers", "resize", "size", "pooled", "patch_layer", "embed"}
+_OPTIONS = {"layers", "resize", "size", "pooled", "patch_layer", "embed", "draft"}
 _loaded: dict[BackboneSpec, Backbone] = {}
 
 
@@ -88,6 +88,15 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
             raise ValueError(f"backbone spec {spec!r}: embed must be one of {sorted(dims) or 'nothing'} here")
         changes["extra"] = made.extra + (("embed", opts["embed"]),)
         changes["dim"] = int(dims[opts["embed"]])
+    if "draft" in opts:  # decode large JPEGs at reduced DCT scale, >= draft x input size on both sides
+        try:
+            gap = float(opts["draft"])
+        except ValueError:
+            gap = 0.0
+        if not 1 <= gap <= 16 or changes.get("resize", made.resize) == "native_crop":
+            raise ValueError(f"backbone spec {spec!r}: draft must be a number in 1..16, and native_crop reads "
+                             "pixels as they are (no draft)")
+        changes["draft_gap"] = gap
     if "pooled" in opts:
         if opts["pooled"] not in ("0", "1"):
             raise ValueError(f"backbone spec {spec!r}: pooled must be 0 or 1")

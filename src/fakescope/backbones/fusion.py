@@ -9,9 +9,9 @@
                          The parts travel inside it (extra["parts"], JSON), so a saved detector
                          records exactly what each expert reads.
 
-`pipeline.prepare` decodes a fusion's image once per distinct decode setting of its parts (JPEG
-draft for resize-and-crop parts, full resolution for native ones), so each expert sees exactly the
-pixels it saw in training. `features.extract` reads a fusion part by part, through each part's
+`pipeline.prepare` decodes a fusion's image once per distinct decode setting of its parts (a JPEG
+draft at the input size for resize-and-crop parts, at `draft_gap` x the input size for a squashing
+part that sets it, full resolution otherwise), so each expert sees exactly the pixels it saw in training. `features.extract` reads a fusion part by part, through each part's
 own cache rows.
 """
 from __future__ import annotations

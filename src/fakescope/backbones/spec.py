@@ -49,6 +49,9 @@ class BackboneSpec:
     pooled: bool = True                # False: a head reads only the `layers` (probe an intermediate layer alone)
     patch_layer: int | None = None     # Features.patches from block k (1-based, negative from the end); None: last
     extra: tuple[tuple[str, str], ...] = field(default=())  # loader-specific options, hashable
+    # JPEG DCT-scaled decode while both sides stay >= draft_gap * input_size (PIL's Image.thumbnail
+    # "reducing_gap"); None: the policy's own, input_size for resize_crop and a full decode otherwise
+    draft_gap: float | None = None
 
     @classmethod
     def from_dict(cls, fields: dict) -> "BackboneSpec":
@@ -58,8 +61,9 @@ class BackboneSpec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def preprocessing(self) -> dict:
-        return {k: v for k, v in asdict(self).items()
-                if k in ("input_size", "resize", "mean", "std", "layout", "channel_order", "pixel_scale")}
+        keys = ("input_size", "resize", "mean", "std", "layout", "channel_order", "pixel_scale") + \
+            (("draft_gap",) if self.draft_gap is not None else ())  # unset: signatures as before it existed
+        return {k: v for k, v in asdict(self).items() if k in keys}
 
     def signature(self) -> str:
         """Stable id of (weights x preprocessing x outputs): same signature, same features."""
@@ -204,6 +208,9 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
     if spec.resize not in ("resize_crop", "resize", "native_crop") or spec.layout not in ("NCHW", "NHWC") \
             or spec.channel_order not in ("RGB", "BGR"):
         raise ModelFolderError(f"{d}: backbone resize/layout/channel_order has an unknown value")
+    if spec.draft_gap is not None and (not isinstance(spec.draft_gap, (int, float)) or not 1 <= spec.draft_gap <= 16
+                                       or spec.resize == "native_crop"):
+        raise ModelFolderError(f"{d}: backbone draft_gap must be a number in 1..16, and only for a resizing policy")
     if spec.kind == "trained:":
         ref, sep, digest = spec.weights.partition("#")
         where = (d / ref).resolve()  # an absolute ref stays absolute

@@ -26,7 +26,7 @@ at its threshold (5% of held-out reals). It answers "uncertain" (with a reason) 
 training data or between cuts read off how unseen sources score (--no-uncertain turns that off).
 Weak spots: thumbnails from sources it never saw, photoreal people from new generators, heavy
 re-compression, and local edits (inpainting), which it misses at image level (use --localize). The
-previous EfficientNet default: --model effnet-v2. Numbers: docs/results.md sections 9 and 11.6."""
+previous EfficientNet default: --model effnet-v2. Numbers: docs/results.md sections 9 and 11.6-11.7."""
 DEFAULT_HELP = " ".join(DEFAULT_HELP.split())  # one paragraph: the help renderer keeps line breaks
 
 MODEL_HELP = ("Detector folder, or a Hugging Face Hub id user/repo[@revision] (an existing folder wins); "
@@ -86,7 +86,8 @@ UncertainFprOption = Annotated[Optional[float], typer.Option(
     help="\"Uncertain\" rule: \"fake\" only at or above the score this share of held-out reals reach (default: the threshold).")]
 UncertainBandOption = Annotated[str, typer.Option(
     help="\"Uncertain\" rule: where its cuts come from: 'validation' (held-out split of the training sources) or "
-         "'sources' (each training source scored by a head fitted without it: how a new source behaves).")]
+         "'sources' (each training source scored by a head fitted without it: how a new source behaves; pooled) or "
+         "'per-source' (the same scores cut source by source, the cuts averaged: a typical new source).")]
 
 
 def feature_cache(cache: Optional[Path], no_cache: bool = False) -> str | None:

@@ -118,11 +118,14 @@ def validate(
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
     report: Optional[Path] = typer.Option(None, help="Write the results as JSON here (and a Markdown table beside it)."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="Write every fold's per-image results here (.npz, keys "
+                                          "'<fold>/<name>'): paths, labels, scores, \"uncertain\" reasons, threshold, "
+                                          "band and the out-of-source scores it was cut from."),
     seed: int = typer.Option(0),
 ):
     """Leave-one-source-out ROC-AUC and the false-positive rate on camera photos held out by
     device: validation that predicts how a recipe does on images unlike its training data."""
-    from ..evaluation.protocols import device_held_out_fpr, leave_one_source_out, load_named, markdown_table
+    from ..evaluation.protocols import device_held_out_fpr, leave_one_source_out, load_named, markdown_table, save_fold_arrays
     from ..training.fit import TrainConfig
 
     method = value(method)
@@ -131,8 +134,10 @@ def validate(
     cfg = TrainConfig(data=[], backbone=backbone, method=method, views=views, per_class=per_class, seed=seed,
                       target_fpr=target_fpr, head_options=head_options, uncertainty=rule, cache=feature_cache(cache, no_cache))
     sources, cameras = load_named(source, per_class, seed), load_named(photos, None, seed)
-    loso = leave_one_source_out(cfg, sources, always_train=cameras, log=log.info)
-    devices = device_held_out_fpr(cfg, cameras, sources, folds=device_folds, seed=seed, log=log.info) if cameras else None
+    per_image: dict | None = {} if scores else None
+    loso = leave_one_source_out(cfg, sources, always_train=cameras, log=log.info, per_image=per_image)
+    devices = device_held_out_fpr(cfg, cameras, sources, folds=device_folds, seed=seed, log=log.info,
+                                  per_image=per_image) if cameras else None
     table = markdown_table(loso, devices)
     Console().print(table)
     if report:
@@ -141,6 +146,8 @@ def validate(
                                       "uncertainty": rule.__dict__,
                                       "leave_one_source_out": loso, "device_held_out": devices}, indent=2) + "\n")
         report.with_suffix(".md").write_text(table + "\n")
+    if scores:
+        save_fold_arrays(scores, per_image)
 
 
 def evaluate(

@@ -22,9 +22,11 @@ the cache, so a refit on cached features costs seconds.
 """
 from __future__ import annotations
 
+import io
 import re
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -92,10 +94,13 @@ def device_fold(device: str, folds: int, seed: int) -> int:
 ROW_KEYS = ("n", "n_real", "n_fake", "auc", "ap", "accuracy", "acc_real", "acc_fake", "tpr_at_5fpr", "threshold")
 
 
-def held_out_row(det, samples: Sequence[Sample], cache) -> dict:
+def held_out_row(det, samples: Sequence[Sample], cache, per_image: dict | None = None) -> dict:
     """Metrics at the detector's threshold, the false-positive rate, and with its "uncertain"
-    rule the coverage and the accuracy / FPR on the images it answers (selective classification)."""
+    rule the coverage and the accuracy / FPR on the images it answers (selective classification).
+    `per_image`, when given, receives the arrays behind them (`fold_arrays`)."""
     m = evaluate_detector(det, samples, cache, intervals=False)
+    if per_image is not None:
+        per_image.update(fold_arrays(det, m))
     row = {k: m.get(k) for k in ROW_KEYS}
     row["fpr"] = None if not m.get("n_real") else 1.0 - float(m["acc_real"])
     row["errors"] = len(m["errors"])
@@ -104,6 +109,32 @@ def held_out_row(det, samples: Sequence[Sample], cache) -> dict:
     if m.get("risk_coverage"):  # the best any rule that abstains on the least confident can do
         row["risk_coverage"] = m["risk_coverage"]
     return row
+
+
+def fold_arrays(det, m: dict) -> dict[str, np.ndarray]:
+    """One fold's per-image results, for `fakescope validate --scores`: each held-out image's path,
+    label, score and "uncertain" reason ("" = answered); the refit's threshold and band; and, when
+    the band was cut from out-of-source scores, those scores (labels, scores, source names)."""
+    rule = det.uncertainty
+    out = {"paths": np.array(m.get("_paths", []), dtype=str), "labels": np.asarray(m.get("_labels", [])),
+           "scores": np.asarray(m.get("_scores", []), np.float64),
+           "reasons": np.array([r or "" for r in m.get("_reasons", [""] * len(m.get("_labels", [])))], dtype=str),
+           "threshold": np.array(det.threshold)}
+    if rule is not None:
+        out["band"] = np.array([rule.low, det.threshold if rule.high is None else max(rule.high, det.threshold)])
+        if rule.out_of_source is not None:
+            labels, scores, sources = rule.out_of_source
+            out.update({"oos_labels": np.asarray(labels), "oos_scores": np.asarray(scores, np.float64),
+                        "oos_sources": np.asarray(sources).astype(str)})
+    return out
+
+
+def save_fold_arrays(path, per_image: dict[str, dict]) -> None:
+    """Every fold's arrays in one .npz, keyed "<fold>/<name>" (np.load(path)["wild/scores"])."""
+    from ..files import atomic_write
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"{fold}/{k}": v for fold, arrays in per_image.items() for k, v in arrays.items()})
+    atomic_write(Path(path), buf.getvalue())  # a run cut short leaves no half-written file
 
 
 def accuracy_at_coverage(curve: dict | None, coverage: float = 0.7) -> float | None:
@@ -122,9 +153,10 @@ def without_families_of(train: Sequence[Sample], test: Sequence[Sample]) -> list
 
 
 def run_folds(cfg: TrainConfig, folds: Sequence[Fold], calibrate_on: Sequence[str] | None = None,
-              log: Callable = print) -> dict[str, dict]:
+              log: Callable = print, per_image: dict | None = None) -> dict[str, dict]:
     """Refit `cfg` on each fold's training samples and test it on the fold's test samples. The
-    threshold is set on the held-out reals of `calibrate_on` (default: every training source)."""
+    threshold is set on the held-out reals of `calibrate_on` (default: every training source).
+    `per_image`, when given, receives each fold's arrays under its name (`fold_arrays`)."""
     results = {}
     for fold in folds:
         t0 = time.time()
@@ -133,7 +165,7 @@ def run_folds(cfg: TrainConfig, folds: Sequence[Fold], calibrate_on: Sequence[st
             log(f"  {fold.name}: {len(fold.train) - len(train)} training images left out: derived from test images")
         names = sorted({s.source for s in train})
         det = fit_detector(replace(cfg, data=names, calibrate_on=list(calibrate_on or names)), train, log=log)
-        row = held_out_row(det, fold.test, cfg.cache)
+        row = held_out_row(det, fold.test, cfg.cache, None if per_image is None else per_image.setdefault(fold.name, {}))
         row["seconds"] = round(time.time() - t0, 1)
         results[fold.name] = row
         log(f"  {fold.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
@@ -167,7 +199,7 @@ def leave_one_generator_out(cfg: TrainConfig, samples: Sequence[Sample], test_so
 
 
 def leave_one_source_out(cfg: TrainConfig, sources: Sequence[NamedSource], always_train: Sequence[NamedSource] = (),
-                         log: Callable = print) -> dict[str, dict]:
+                         log: Callable = print, per_image: dict | None = None) -> dict[str, dict]:
     """For each source: fit on all other sources (+ `always_train`, e.g. camera photos with no
     fakes), threshold on their held-out reals, test on the whole held-out source."""
     extra = [s for src in always_train for s in src.samples]
@@ -175,11 +207,11 @@ def leave_one_source_out(cfg: TrainConfig, sources: Sequence[NamedSource], alway
              for held in sources]
     for fold in folds:
         log(f"leave out {fold.name}: train on {', '.join(sorted({s.source for s in fold.train}))}")
-    return run_folds(cfg, folds, log=log)
+    return run_folds(cfg, folds, log=log, per_image=per_image)
 
 
 def device_held_out_fpr(cfg: TrainConfig, photos: Sequence[NamedSource], others: Sequence[NamedSource],
-                        folds: int = 5, seed: int = 0, log: Callable = print) -> dict:
+                        folds: int = 5, seed: int = 0, log: Callable = print, per_image: dict | None = None) -> dict:
     """Camera photos folded by device: each fold's devices are left out of training (the other
     sources and the other devices' photos are kept) and their photos scored at the refit's
     threshold. Returns the pooled false-positive rate and one row per fold."""
@@ -189,7 +221,8 @@ def device_held_out_fpr(cfg: TrainConfig, photos: Sequence[NamedSource], others:
                    [s for s, f in zip(pool, fold_of) if f == k]) for k in range(folds)]
     rows = []
     for fold in (f for f in folds_ if f.test):
-        row = run_folds(cfg, [fold], log=log)[fold.name]
+        arrays = None if per_image is None else per_image.setdefault(f"device-{fold.name}", {})
+        row = run_folds(cfg, [fold], log=log, per_image=None if arrays is None else {fold.name: arrays})[fold.name]
         row["fold"], row["devices"] = int(fold.name), len({device_of(s) for s in fold.test})
         rows.append(row)
         log(f"  device fold {fold.name}: {row['devices']} devices, {row['n']} photos, FPR {row['fpr']:.3f}")
@@ -230,5 +263,6 @@ def markdown_table(loso: dict[str, dict], devices: dict | None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Fold", "NamedSource", "accuracy_at_coverage", "device_fold", "device_held_out_fpr", "device_of", "leave_one_generator_out",
-           "leave_one_source_out", "load_named", "markdown_table", "parse_named", "held_out_row", "run_folds"]
+__all__ = ["Fold", "NamedSource", "accuracy_at_coverage", "device_fold", "device_held_out_fpr", "device_of", "fold_arrays",
+           "held_out_row", "leave_one_generator_out", "leave_one_source_out", "load_named", "markdown_table",
+           "parse_named", "run_folds", "save_fold_arrays"]

@@ -37,7 +37,9 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
     if det.uncertainty is not None and len(ok) and det.modality != "text":
         # selective classification: coverage, and accuracy / FPR on the images the rule answers
         from ..uncertainty import selective_metrics
-        metrics["selective"] = selective_metrics(labels, scores, det.threshold, [r for _, r in det.verdicts(scores, X)])
+        reasons = [r for _, r in det.verdicts(scores, X)]
+        metrics["selective"] = selective_metrics(labels, scores, det.threshold, reasons)
+        metrics["_reasons"] = reasons
     if len(ok):  # what answering only the most confident share would buy (selective classification)
         from ..uncertainty import risk_coverage
         metrics["risk_coverage"] = risk_coverage(labels, scores, det.threshold)
@@ -54,6 +56,7 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
         metrics["auc_ci95"] = list(bootstrap_ci(roc_auc, labels, scores, n=500))
         metrics["ap_ci95"] = list(bootstrap_ci(average_precision, labels, scores, n=500))
     metrics["_labels"], metrics["_scores"] = labels, scores  # for reports and calibration; not written to JSON
+    metrics["_paths"] = [s.path for s in ok]
     metrics["_generators"] = [s.generator for s in ok]
     return metrics
 

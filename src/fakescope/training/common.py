@@ -46,10 +46,9 @@ def training_samples(cfg, samples: Sequence[Sample] | None) -> list[Sample]:
     """The samples given, else those of `cfg.data` (at most `cfg.per_class` per class and source);
     a run that cannot finish with them fails here, before any feature is computed."""
     out = list(samples) if samples is not None else load_sources(cfg.data, cfg.per_class, cfg.seed)
-    band = getattr(cfg.uncertainty, "band", None)
-    if band == "sources" and len({s.source for s in out}) < 2:
-        raise ValueError("the 'sources' band of \"uncertain\" scores each training source by a head fitted "
-                         "without it: it needs two or more sources (--data given twice or more)")
+    if cfg.uncertainty is not None and cfg.uncertainty.from_sources and len({s.source for s in out}) < 2:
+        raise ValueError(f"the {cfg.uncertainty.band!r} band of \"uncertain\" scores each training source by a head "
+                         "fitted without it: it needs two or more sources (--data given twice or more)")
     return out
 
 

@@ -150,7 +150,7 @@ def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=
         threshold, val_metrics, by_source = threshold_and_validation(cfg, vsamples, vy, vs)
         if cfg.uncertainty is not None and cfg.modality == "image" and len(set(vy)) == 2:
             oos = None
-            if cfg.uncertainty.band == "sources":
+            if cfg.uncertainty.from_sources:
                 row_sources = np.array([str(train[i].source) for i, _ in rows])
                 oos = out_of_source_scores(cfg, backbone, X, y, groups, row_sources,
                                            clean=np.array([v == 0 for _, v in rows]), log=log)

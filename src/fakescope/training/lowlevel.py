@@ -137,8 +137,10 @@ def fit_lowlevel_detector(cfg, samples, log, fit_detector):
     run_dir = Path(o.run_dir or tempfile.mkdtemp(prefix="fakescope-lowlevel-"))
     size = encoder.cfg.image_size
     eval_size = int(o.eval_size or (size if o.thumbnail else 3 * size))
-    resize = "resize" if o.thumbnail else "native_crop"
-    enc_dir = save_encoder(run_dir / "encoder", encoder, asdict(parse_spec(f"pixels?size={eval_size}&resize={resize}")),
+    # a thumbnail expert squashes whole images: large JPEGs are decoded at reduced DCT scale, at least
+    # twice its input (PIL's thumbnail rule), so images under 4x its input decode exactly in full
+    read = "resize=resize&draft=2" if o.thumbnail else "resize=native_crop"
+    enc_dir = save_encoder(run_dir / "encoder", encoder, asdict(parse_spec(f"pixels?size={eval_size}&{read}")),
                            {"recipe": "lowlevel", "training": {k: v for k, v in record.items() if k != "history"}})
     head = {"l2": o.head_l2} if o.head_l2 is not None else {}
     det = fit_detector(replace(cfg, backbone=f"trained:{enc_dir}", method="linear", head_options=head,
