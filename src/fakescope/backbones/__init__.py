@@ -126,7 +126,7 @@ def _ensure_registered() -> None:
     if not _registered:
         _registered = True
         import importlib
-        for module in ("hf", "offline", "trained", "fusion"):  # each registers its names on import
+        for module in ("hf", "offline", "trained", "fusion", "residuals"):  # each registers its names on import
             importlib.import_module(f"{__name__}.{module}")
 
 
