@@ -135,6 +135,30 @@ def _yaml_str(s: str) -> str:
     return json.dumps(str(s))  # a JSON string is a valid YAML scalar, whatever it holds
 
 
+def _source_validation(sv: dict | None) -> list[str]:
+    """The card's lines for `fakescope validate`'s results (record_validation), if recorded."""
+    if not isinstance(sv, dict) or not sv.get("held_out_sources"):
+        return []
+    recipe = sv.get("recipe") or {}
+    out = ["On sources held out of training (`fakescope validate`: each source left out in turn, the "
+           "threshold set on the other sources' reals; recipe: " +
+           ", ".join(f"{k} `{json.dumps(v) if isinstance(v, dict) else v}`" for k, v in recipe.items()
+                     if v not in (None, {}, [])) + "). These predict "
+           "new data better than the held-out split above:", "",
+           "| held out | n real | n fake | AUC | acc. real | acc. fake | answered with \"uncertain\" on | accuracy on those |",
+           "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {name} | {r.get('n_real', '-')} | {r.get('n_fake', '-')} | {_num(r.get('auc'))} | {_num(r.get('acc_real'))} | "
+            f"{_num(r.get('acc_fake'))} | {_num(r.get('coverage'))} | {_num(r.get('answered_accuracy'))} |"
+            for name, r in sv["held_out_sources"].items() if isinstance(r, dict)]
+    cam = sv.get("camera_photos") or {}
+    if cam.get("n"):
+        out += ["", f"Camera photos from devices never trained on ({cam['n']} photos, {cam.get('devices', '?')} devices): "
+                    f"{_num(cam.get('fpr'))} called fake at the threshold" +
+                (f"; with \"uncertain\" on, {_num(cam.get('coverage'))} answered and {_num(cam.get('answered_fpr'))} "
+                 "of those called fake." if cam.get("coverage") is not None else ".")]
+    return out + [""]
+
+
 def model_card(meta: dict) -> str:
     """The card's text: the Hub's YAML header (license, tags, pipeline_tag, metrics, model-index)
     and what the metadata knows. Missing fields are said to be unknown, never invented."""
@@ -194,6 +218,7 @@ def model_card(meta: dict) -> str:
             body.append("")
     if not (vm or per):
         body += ["No validation metrics recorded in the metadata.", ""]
+    body += _source_validation(md.get("source_validation"))
     body += ["## Intended use", "", str(md.get("intended_use") or DEFAULT_USE), "",
              "## Known weaknesses", ""]
     weak = md.get("known_weaknesses") or DEFAULT_WEAKNESSES

@@ -30,14 +30,18 @@ def save_model_dir(directory: str | os.PathLike, meta: dict, meta_name: str,
     d = Path(directory)
     if "threshold" in meta:  # a NaN threshold judges nothing: refuse to write a model with one
         finite_number(meta["threshold"], "threshold", d)
-    # NaN and infinity are not JSON: an undefined metric in the metadata is written as null
-    text = json.dumps(_finite_or_null(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
+    text = metadata_text(meta)
     with replacing(d / arrays_name) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
     atomic_write(d / meta_name, text.encode())
     from .hub import write_model_card  # every model folder carries its Hub model card (README.md)
     write_model_card(d, json.loads(text))
     return d
+
+
+def metadata_text(meta: dict) -> str:
+    """A model folder's JSON. NaN and infinity are not JSON: an undefined metric is written as null."""
+    return json.dumps(_finite_or_null(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
 
 
 def _finite_or_null(o):
@@ -103,3 +107,29 @@ def finite_number(value, what: str, where) -> float:
     if not math.isfinite(x):
         raise ModelFolderError(f"{where}: {what} must be a finite number, not {str(value)[:40]}")
     return x
+
+
+def record_validation(folder: str | os.PathLike, report: dict) -> Path:
+    """Keep a `fakescope validate --report` result in a detector folder's metadata
+    (`source_validation`: the recipe it validated, each held-out source's row, the camera-photo
+    rate) and rewrite its card, which then shows it beside the in-domain numbers."""
+    from .hub import write_model_card
+    d = Path(folder)
+    if not (d / "detector.json").is_file():
+        raise MissingModelError(f"{d}: not a detector folder (no detector.json)")
+    loso = report.get("leave_one_source_out")
+    if not isinstance(loso, dict) or not loso:
+        raise ValueError("not a `fakescope validate` report: no leave_one_source_out rows")
+    keep = ("n_real", "n_fake", "auc", "acc_real", "acc_fake")
+    rows = {str(name): {**{k: r.get(k) for k in keep},
+                        **{k: (r.get("selective") or {}).get(k) for k in ("coverage", "answered_accuracy")}}
+            for name, r in loso.items() if isinstance(r, dict)}
+    devices = report.get("device_held_out") or {}
+    meta = read_json(d / "detector.json", "detector.json")
+    meta.setdefault("metadata", {})["source_validation"] = {
+        "recipe": {k: report.get(k) for k in ("backbone", "method", "views", "per_class", "options", "uncertainty")},
+        "held_out_sources": rows,
+        "camera_photos": {k: devices.get(k) for k in ("n", "devices", "fpr", "coverage", "answered_fpr")} if devices else None}
+    text = metadata_text(meta)
+    atomic_write(d / "detector.json", text.encode())
+    return write_model_card(d, json.loads(text))

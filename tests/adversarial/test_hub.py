@@ -174,6 +174,34 @@ def test_model_card_says_what_the_metadata_knows(tmp_path):
     assert "metrics:" not in bare and "not recorded" in bare and "No validation metrics" in bare
 
 
+def test_card_records_a_validation_report_and_shows_it(tmp_path):
+    """`fakescope card MODEL --validation REPORT`: the held-out sources and the camera-photo rate go
+    into the metadata (an undefined AUC as null, the file still JSON) and onto the card."""
+    from fakescope.detector import load_detector
+    local = save_tiny_detector(tmp_path / "model")
+    report = {"backbone": "pixels", "method": "linear", "views": 1, "per_class": 10, "options": {"l2": 1.0},
+              "leave_one_source_out": {
+                  "photos": {"n_real": 40, "n_fake": 60, "auc": 0.8125, "acc_real": 0.9, "acc_fake": 0.55,
+                             "selective": {"coverage": 0.7, "answered_accuracy": 0.875}},
+                  "reals-only": {"n_real": 12, "n_fake": 0, "auc": float("nan"), "acc_real": 1.0, "acc_fake": None}},
+              "device_held_out": {"n": 30, "devices": 7, "fpr": 0.0333, "coverage": 0.9, "answered_fpr": 0.0}}
+    (tmp_path / "report.json").write_text(json.dumps(report))  # NaN as Python writes it
+    res = run("card", local, "--validation", tmp_path / "report.json")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((local / "detector.json").read_text())  # strict JSON: NaN became null
+    sv = meta["metadata"]["source_validation"]
+    assert sv["held_out_sources"]["reals-only"]["auc"] is None and sv["camera_photos"]["fpr"] == 0.0333
+    card = (local / "README.md").read_text()
+    assert "| photos | 40 | 60 | 0.812 | 0.900 | 0.550 | 0.700 | 0.875 |" in card
+    assert "| reals-only | 12 | 0 | - | 1.000 | - | - | - |" in card
+    assert "(30 photos, 7 devices): 0.033 called fake" in card and "method `linear`" in card
+    assert load_detector(local).metadata["source_validation"] == sv  # the folder still loads
+    (tmp_path / "other.json").write_text(json.dumps({"mean_auc": 0.9}))
+    assert_one_line_error(run("card", local, "--validation", tmp_path / "other.json"), "leave_one_source_out")
+    assert_one_line_error(run("card", tmp_path / "nothing", "--validation", tmp_path / "report.json"),
+                          "not a detector folder")
+
+
 @pytest.mark.slow
 def test_cli_reads_hf_home_cache_in_a_fresh_process(tmp_path, images):
     """The environment route a user takes: HF_HOME + HF_HUB_OFFLINE=1 in a new process."""

@@ -77,6 +77,7 @@ app.command()(evaluate.validate)
 app.command("eval")(evaluate.evaluate)
 app.command()(evaluate.calibrate)
 app.command()(models.backbones)
+app.command()(models.card)
 app.command()(models.push)
 
 from ..localize import commands as _loc  # noqa: E402

@@ -1,4 +1,4 @@
-"""`fakescope backbones` and `push`: what backbones there are, and a model folder to the Hub."""
+"""`fakescope backbones`, `card` and `push`: what backbones there are, a model folder's card, and the folder to the Hub."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,6 +19,35 @@ def backbones():
         else:
             s = parse_spec(name)
             print(f"{name:16s} dim={s.dim:<5d} input={s.input_size} weights={s.weights}")
+
+
+def card(
+    model_dir: Path = typer.Argument(..., help="A detector or localiser folder."),
+    validation: Optional[Path] = typer.Option(None, "--validation", help="A `fakescope validate --report` JSON of the "
+                                              "recipe this detector was trained by: kept in its metadata and shown "
+                                              "on its card (each held-out source, the camera-photo rate)."),
+):
+    """Rewrite a model folder's card (README.md) from its metadata, first recording a validation
+    report in it when given."""
+    import json
+
+    from ..hub import write_model_card
+    from ..saving import record_validation
+
+    from ..errors import InputError
+
+    if validation is None:
+        path = write_model_card(model_dir)
+    else:
+        try:
+            report = json.loads(validation.read_text())
+        except ValueError as e:
+            raise InputError(f"--validation {validation}: not JSON ({e})") from None
+        if not isinstance(report, dict) or not report.get("leave_one_source_out"):
+            raise InputError(f"--validation {validation}: not a `fakescope validate` report "
+                             "(no leave_one_source_out rows)")
+        path = record_validation(model_dir, report)
+    log.info(f"wrote {one_line(path)}")
 
 
 def push(
