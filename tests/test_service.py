@@ -123,7 +123,8 @@ def test_health_ready_models(stub):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
     info = client.get("/v1/models").json()
-    assert info["detector"] == {"id": "stub", "version": "7", "threshold": 0.5, "backbone": "effnet-lite0", "method": "?"}
+    assert info["detector"] == {"id": "stub", "version": "7", "threshold": 0.5, "backbone": "effnet-lite0", "method": "?",
+                                "uncertain_band": None}
     assert info["localizer"] is None
     assert info["limits"]["max_upload_bytes"] == 200_000 and info["limits"]["max_batch_files"] == 4
     assert info["batching"]["max_size"] == 32 and info["keeps_uploads"] is False
@@ -543,6 +544,9 @@ def test_same_scores_and_maps_as_scan(tmp_path):
         wait_ready(client)
         info = client.get("/v1/models").json()
         assert info["detector"]["id"] == "fakescope-default" and info["localizer"] is not None
+        from fakescope.detector import load_detector
+        rule = load_detector(None).uncertainty  # the shipped default answers "uncertain" between its cuts
+        assert info["detector"]["uncertain_band"] == pytest.approx([rule.low, rule.high])
         batch = client.post("/v1/detect/batch", files=[("file", (f.name, f.read_bytes(), "image/jpeg")) for f in files])
         assert batch.status_code == 200, batch.text
         single = client.post("/v1/detect", files={"file": (files[0].name, files[0].read_bytes())}).json()

@@ -73,6 +73,9 @@ class DetectorInfo(BaseModel):
     threshold: float
     backbone: str
     method: str
+    uncertain_band: Optional[list[float]] = Field(
+        None, description="[confident-real cut, confident-fake cut]: a score between them is answered \"uncertain\" "
+                          "(reason \"near threshold\"); null when the detector has no such rule or answers always")
 
 
 class LocalizerInfo(BaseModel):
