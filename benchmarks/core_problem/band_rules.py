@@ -17,22 +17,10 @@ import sys
 
 import numpy as np
 
-from fakescope.uncertainty import UNFAMILIAR, source_band
+from fakescope.uncertainty import UNFAMILIAR, per_source_cuts, source_band
 
 
-def per_source_cuts(y, s, src, t, miss, fpr):
-    """Each source's own (low, high) at the rates: its fakes' miss-quantile, its reals' (1-fpr)-quantile."""
-    lows, highs = [], []
-    for name in np.unique(src):
-        m = src == name
-        if (y[m] == 1).any():
-            lows.append(min(float(np.quantile(s[m & (y == 1)], miss)), t))
-        if (y[m] == 0).any():
-            highs.append(max(float(np.quantile(s[m & (y == 0)], 1 - fpr)), t))
-    return lows, highs
-
-
-def pooled(y, s, src, t, miss, fpr):  # the shipped rule: every source weighs the same, one pooled quantile
+def pooled(y, s, src, t, miss, fpr):  # v5's rule ("sources"): every source weighs the same, one pooled quantile
     return source_band(y, s, src, t, miss, fpr)
 
 
@@ -41,7 +29,7 @@ def median_of_sources(y, s, src, t, miss, fpr):  # measured only
     return (float(np.median(lows)) if lows else t), (float(np.median(highs)) if highs else t)
 
 
-def mean_of_sources(y, s, src, t, miss, fpr):  # the "per-source" band
+def mean_of_sources(y, s, src, t, miss, fpr):  # the "per-source" band, v6's
     return source_band(y, s, src, t, miss, fpr, per_source=True)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .errors import MissingModelError, ModelFolderError
+from .errors import InputError, MissingModelError, ModelFolderError
 from .files import atomic_write, replacing
 
 
@@ -117,9 +117,9 @@ def record_validation(folder: str | os.PathLike, report: dict) -> Path:
     d = Path(folder)
     if not (d / "detector.json").is_file():
         raise MissingModelError(f"{d}: not a detector folder (no detector.json)")
-    loso = report.get("leave_one_source_out")
+    loso = report.get("leave_one_source_out") if isinstance(report, dict) else None
     if not isinstance(loso, dict) or not loso:
-        raise ValueError("not a `fakescope validate` report: no leave_one_source_out rows")
+        raise InputError("not a `fakescope validate` report (no leave_one_source_out rows)")
     keep = ("n_real", "n_fake", "auc", "acc_real", "acc_fake")
     rows = {str(name): {**{k: r.get(k) for k in keep},
                         **{k: (r.get("selective") or {}).get(k) for k in ("coverage", "answered_accuracy")}}

@@ -73,12 +73,16 @@ class UncertaintyRule:
     # memory for the protocols that report it (fakescope validate --scores), never saved
     out_of_source: tuple | None = field(default=None, repr=False, compare=False)
 
+    def cuts(self, threshold: float) -> tuple[float, float]:
+        """(low, high) as applied at `threshold`: "near threshold" is low <= score < high."""
+        return float(self.low), float(threshold if self.high is None else max(self.high, threshold))
+
     def reasons(self, features: np.ndarray, scores: np.ndarray, threshold: float) -> list[str | None]:
         """One reason per image to answer "uncertain", or None to answer."""
         features = familiar_part(np.asarray(features), self.columns)
         dist = knn_distance(features, self.reference, self.k) if len(features) else np.zeros(0)
         out: list[str | None] = []
-        high = threshold if self.high is None else max(self.high, threshold)
+        _, high = self.cuts(threshold)
         for d, s in zip(dist, scores):
             if d > self.max_distance:
                 out.append(UNFAMILIAR)
@@ -143,20 +147,27 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     return float(v[min(int(np.searchsorted(cum, q, side="left")), len(v) - 1)])
 
 
+def per_source_cuts(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, threshold: float,
+                    miss_rate: float, confident_fpr: float) -> tuple[list[float], list[float]]:
+    """Each source's own cuts at the rates, never across the threshold: the miss-rate quantile of
+    its fakes (sources with fakes) and the (1 - confident_fpr) quantile of its reals (sources with reals)."""
+    y, s, src, t = np.asarray(labels), np.asarray(scores, np.float64), np.asarray(sources), float(threshold)
+    lows = [min(float(np.quantile(s[(src == n) & (y == 1)], miss_rate)), t) for n in np.unique(src[y == 1])]
+    highs = [max(float(np.quantile(s[(src == n) & (y == 0)], 1.0 - confident_fpr)), t) for n in np.unique(src[y == 0])]
+    return lows, highs
+
+
 def source_band(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, threshold: float,
                 miss_rate: float, confident_fpr: float, per_source: bool = False) -> tuple[float, float]:
     """(low, high) from out-of-source scores, every source weighing the same within its class:
     at most `miss_rate` of their fakes under low, at most `confident_fpr` of their reals at or above high.
     `per_source`: each source's own cuts at those rates (never across the threshold), averaged; a
     source with one class only sets that class's side."""
-    y, s, src = np.asarray(labels), np.asarray(scores, np.float64), np.asarray(sources)
     if per_source:
+        lows, highs = per_source_cuts(labels, scores, sources, threshold, miss_rate, confident_fpr)
         t = float(threshold)
-        lows = [min(float(np.quantile(s[(src == n) & (y == 1)], miss_rate)), t)
-                for n in np.unique(src[y == 1])]
-        highs = [max(float(np.quantile(s[(src == n) & (y == 0)], 1.0 - confident_fpr)), t)
-                 for n in np.unique(src[y == 0])]
         return (float(np.mean(lows)) if lows else t), (float(np.mean(highs)) if highs else t)
+    y, s, src = np.asarray(labels), np.asarray(scores, np.float64), np.asarray(sources)
 
     def per_source_weights(mask):  # 1 / (images of its source): each source sums to one
         _, inverse, counts = np.unique(src[mask], return_inverse=True, return_counts=True)
@@ -249,4 +260,4 @@ def risk_coverage(labels: np.ndarray, scores: np.ndarray, threshold: float, step
 
 
 __all__ = ["BANDS", "NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
-           "risk_coverage", "selective_metrics", "source_band", "weighted_quantile"]
+           "per_source_cuts", "risk_coverage", "selective_metrics", "source_band", "weighted_quantile"]

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Callable
 from urllib.parse import parse_qsl
 
-from .spec import Backbone, BackboneSpec, Features, preprocess
+from .spec import Backbone, BackboneSpec, Features, draft_gap_allowed, preprocess
 
 # name or "prefix:" -> (spec factory taking the reference after the prefix, loader taking the spec)
 SpecFactory = Callable[[str], BackboneSpec]
@@ -93,7 +93,7 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
             gap = float(opts["draft"])
         except ValueError:
             gap = 0.0
-        if not 1 <= gap <= 16 or changes.get("resize", made.resize) == "native_crop":
+        if not draft_gap_allowed(gap, changes.get("resize", made.resize)):
             raise ValueError(f"backbone spec {spec!r}: draft must be a number in 1..16, and native_crop reads "
                              "pixels as they are (no draft)")
         changes["draft_gap"] = gap

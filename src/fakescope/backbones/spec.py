@@ -208,8 +208,7 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
     if spec.resize not in ("resize_crop", "resize", "native_crop") or spec.layout not in ("NCHW", "NHWC") \
             or spec.channel_order not in ("RGB", "BGR"):
         raise ModelFolderError(f"{d}: backbone resize/layout/channel_order has an unknown value")
-    if spec.draft_gap is not None and (not isinstance(spec.draft_gap, (int, float)) or not 1 <= spec.draft_gap <= 16
-                                       or spec.resize == "native_crop"):
+    if spec.draft_gap is not None and not draft_gap_allowed(spec.draft_gap, spec.resize):
         raise ModelFolderError(f"{d}: backbone draft_gap must be a number in 1..16, and only for a resizing policy")
     if spec.kind == "trained:":
         ref, sep, digest = spec.weights.partition("#")
@@ -239,6 +238,11 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
 
 # ------------------------------------------------------------ a fused spec (backbones/fusion.py runs it)
 FUSION, IMAGESIZE = "fusion", "imagesize"
+
+
+def draft_gap_allowed(gap, resize: str) -> bool:
+    """A draft gap is a number in 1..16, on a resizing policy (a native read sees every pixel)."""
+    return isinstance(gap, (int, float)) and 1 <= gap <= 16 and resize != "native_crop"
 
 
 def fusion_spec(parts: Sequence[BackboneSpec], widths: Sequence[int] | None = None) -> BackboneSpec:

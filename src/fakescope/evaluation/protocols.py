@@ -121,7 +121,7 @@ def fold_arrays(det, m: dict) -> dict[str, np.ndarray]:
            "reasons": np.array([r or "" for r in m.get("_reasons", [""] * len(m.get("_labels", [])))], dtype=str),
            "threshold": np.array(det.threshold)}
     if rule is not None:
-        out["band"] = np.array([rule.low, det.threshold if rule.high is None else max(rule.high, det.threshold)])
+        out["band"] = np.array(rule.cuts(det.threshold))
         if rule.out_of_source is not None:
             labels, scores, sources = rule.out_of_source
             out.update({"oos_labels": np.asarray(labels), "oos_scores": np.asarray(scores, np.float64),

@@ -478,8 +478,7 @@ class Service:
     def describe_models(self, models: Models) -> dict:
         d = models.detector
         rule = getattr(d, "uncertainty", None) if getattr(d, "abstain", False) else None
-        band = None if rule is None else [float(rule.low), float(max(d.threshold, rule.high if rule.high is not None
-                                                                         else d.threshold))]
+        band = None if rule is None else list(rule.cuts(d.threshold))
         info = {"detector": {"id": d.id, "version": str(d.version), "threshold": float(d.threshold),
                              "backbone": d.spec.name, "method": getattr(getattr(d, "head", None), "method", "?"),
                              "uncertain_band": band},
