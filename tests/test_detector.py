@@ -163,3 +163,28 @@ def test_load_errors(tmp_path, detector):
     (d / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="no-such-head"):
         load_detector(d)
+
+
+def test_an_image_the_backbone_fails_on_is_that_images_error(detector, images):
+    from dataclasses import replace
+
+    real = detector.backbone
+    poison = preprocess(decode_image(images[2]), detector.spec)
+
+    class Picky:  # the real backbone, except that it cannot take image 2
+        spec = real.spec
+
+        def forward(self, x, want_patches=False):
+            if any(np.array_equal(a, poison) for a in x):
+                raise RuntimeError("cannot take this input")
+            return real.forward(x, want_patches)
+
+    det = replace(detector, _backbone=Picky())
+    want = detector.predict([str(p) for p in images])
+    got = det.predict([str(p) for p in images])
+    assert got[2].score is None and got[2].label is None
+    assert got[2].error == "forward_failed: RuntimeError: cannot take this input"
+    for i in (0, 1, 3, 4, 5):  # the rest of its batch scored as without the failure
+        assert got[i].error is None and got[i].score == pytest.approx(want[i].score, abs=1e-6)
+    alone = det.predict(str(images[2]))[0]  # a batch of one: a grey control image tells it from a broken model
+    assert alone.error == got[2].error

@@ -233,3 +233,37 @@ def test_thumbnail_views_shrink_both_classes_and_keep_old_view_keys():
     assert view_key("ab", 1, default) == view_key("ab", 1, None)
     a, b = make_view(photo, "ab", 1, default), make_view(photo, "ab", 1, replace(default, thumbnail_side=(8, 9)))
     assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+class PickyBackbone(CountingBackbone):
+    """Raises on any batch holding an image whose row is `poison` (a model that cannot take one input)."""
+
+    def __init__(self, poison: np.ndarray):
+        super().__init__()
+        self.poison = poison
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
+        if np.any(np.all(np.isclose(batch.mean(axis=(2, 3)), self.poison, atol=1e-6), axis=1)):
+            raise ValueError("cannot take this input")
+        return super().forward(batch, want_patches)
+
+
+def test_an_image_the_model_fails_on_fails_alone(tmp_path, images):
+    expected = expected_rows(images)
+    bb = PickyBackbone(poison=expected[4])
+    rows, X, errors = extract(images, bb, FeatureCache(tmp_path / "cache", SPEC), batch_size=3)
+    good = [i for i in range(N_GOOD) if i != 4]
+    assert rows == [(i, 0) for i in good]  # its batch-mates keep their rows
+    np.testing.assert_allclose(X, expected[good], rtol=1e-5, atol=1e-6)
+    assert dict(errors)[images[4].path] == "forward_failed: ValueError: cannot take this input"
+    assert images[-1].path in dict(errors) and len(errors) == 2  # the broken file, as before
+    # a later run reads the good rows from the cache and tries the failed image again
+    bb2 = CountingBackbone()
+    rows, _, errors = extract(images, bb2, FeatureCache(tmp_path / "cache", SPEC), batch_size=3)
+    assert bb2.images == 1 and len(rows) == N_GOOD and len(errors) == 1
+
+
+def test_a_broken_model_still_stops_the_run(images):
+    # every input fails, a plain grey image too: the model's fault, raised rather than one error per image
+    with pytest.raises(Boom):
+        extract(images, CountingBackbone(fail_on=1), None, batch_size=3)

@@ -236,6 +236,35 @@ def test_a_call_decodes_ahead_in_chunks_and_equals_one_pass(data, kind):
     assert sum(e is not None for e in chunked["error"]) == 1
 
 
+def test_an_image_the_backbone_fails_on_is_one_error_in_its_batch(data):
+    """A worker's batch keeps every row: the image the model cannot take gets "forward_failed", the
+    others the features they get without it."""
+    from fakescope.scale.batch import EmbedBatch
+
+    files = sorted(str(f) for f in (data / "imgs").iterdir())
+    batch = {"path": np.array(files, dtype=object), "shard": np.full(len(files), 7), "pos": np.arange(len(files))}
+    fn = EmbedBatch(batch_size=4, decode_workers=1)
+    want = fn(batch)
+    real = fn.backbone
+
+    class Picky:  # cannot take an input whose first pixel is the poison image's
+        spec = real.spec
+
+        def forward(self, x, want_patches=False):
+            if any(np.array_equal(a[:, 0, 0], poison) for a in x):
+                raise RuntimeError("cannot take this input")
+            return real.forward(x, want_patches)
+
+    items = fn.prepare({k: v[3:4] for k, v in batch.items()})[1]
+    poison = items[0].array[:, 0, 0]
+    fn._backbone = Picky()
+    got = fn(batch)
+    assert got["error"][3] == "forward_failed: RuntimeError: cannot take this input" and np.isnan(got["feature"][3]).all()
+    others = [i for i in range(len(files)) if i != 3 and want["error"][i] is None]
+    np.testing.assert_allclose(got["feature"][others], want["feature"][others], atol=1e-6)
+    assert [got["error"][i] for i in range(len(files)) if i != 3] == [want["error"][i] for i in range(len(files)) if i != 3]
+
+
 # ---------------------------------------------------------------- Ray (2 CPUs)
 @pytest.fixture(scope="module")
 def ray_cluster():

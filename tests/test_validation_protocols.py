@@ -181,11 +181,17 @@ def test_uncertainty_rule_flags_unfamiliar_and_near_threshold():
     assert m["coverage"] == 0.5 and m["answered_accuracy"] == 1.0 and m["answered_fpr"] == 0.0
 
 
-def test_uncertain_verdict_saved_loaded_and_switchable(work):
+@pytest.fixture(scope="module")
+def trained(work):
+    """A detector with an uncertainty rule, trained on srcA and srcB through the CLI (work/det)."""
     res = CliRunner().invoke(app, ["train", "--data", "srcA", "--data", "srcB", "--backbone", "hf-dinov2:dino",
                                    "--no-cache", "--val-fraction", "0.3", "--out", "det"])
     assert res.exit_code == 0, res.output
-    det = load_detector("det")
+    return work / "det"
+
+
+def test_uncertain_verdict_saved_loaded_and_switchable(work, trained):
+    det = load_detector(trained)
     assert det.uncertainty is not None and det.uncertainty.reference.shape[1] == 32
     meta = json.loads((work / "det" / "detector.json").read_text())
     assert meta["uncertainty"]["k"] == det.uncertainty.k
@@ -207,8 +213,6 @@ def test_uncertain_verdict_saved_loaded_and_switchable(work):
     det.abstain = False
     assert [x.label for x in det.predict([grey])] in (["real"], ["fake"])
     det.abstain = True
-    det.save(work / "det-strict")  # for the scan test: a folder whose rule calls every image unfamiliar
-    assert load_detector(work / "det-strict").uncertainty.max_distance == -1.0
     # train --no-uncertain: no rule in the folder, real or fake always
     res = CliRunner().invoke(app, ["train", "--data", "srcA", "--backbone", "hf-dinov2:dino", "--no-cache",
                                    "--val-fraction", "0.3", "--no-uncertain", "--out", "det-plain"])
@@ -217,9 +221,11 @@ def test_uncertain_verdict_saved_loaded_and_switchable(work):
     assert load_detector("det-plain").uncertainty is None
 
 
-def test_scan_writes_uncertain_with_reason_and_can_turn_it_off(work):
-    if not (work / "det-strict" / "detector.json").exists():
-        pytest.skip("needs the detector saved by test_uncertain_verdict_saved_loaded_and_switchable")
+def test_scan_writes_uncertain_with_reason_and_can_turn_it_off(work, trained):
+    det = load_detector(trained)
+    det.uncertainty.max_distance = -1.0  # a folder whose rule calls every image unfamiliar
+    det.save(work / "det-strict")
+    assert load_detector(work / "det-strict").uncertainty.max_distance == -1.0
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(work / "grey.png")
     for flag, out in (("--uncertain", "on.jsonl"), ("--no-uncertain", "off.jsonl")):
         res = CliRunner().invoke(app, ["scan", "grey.png", "--model", "det-strict", "--out", out, flag])

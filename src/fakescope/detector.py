@@ -27,7 +27,7 @@ from .data.samples import Sample
 from .features import feature_vector, head_input
 from .heads import Head, head_from_state
 from .images import DEFAULT_LIMITS, ImageLimits
-from .pipeline import Item, batched, iter_items, stack
+from .pipeline import Item, batched, iter_items, run_isolating, stack
 from .errors import ModelFolderError
 from .saving import check_model_ref, finite_number, load_model_dir, save_model_dir
 from .uncertainty import UncertaintyRule
@@ -128,18 +128,21 @@ class Detector:
             for it in batch:
                 if it.ok and it.sample.text is None:
                     it.error = "missing_text: this model also reads a caption; none was given for this image"
+        def score(items: list[Item]):
+            x = stack(items) if self.modality != "text" else None
+            values, features, by_name = self.scores_and_features(
+                x, [it.sample.text for it in items] if self.needs_text else None)
+            return values, self.verdicts(values, features), by_name
+
         ok = [it for it in batch if it.ok]
-        x = stack(ok) if self.modality != "text" else None
-        experts = iter(())
-        if ok:
-            texts = [it.sample.text for it in ok] if self.needs_text else None
-            values, features, by_name = self.scores_and_features(x, texts)
-            scores = iter(zip(values, self.verdicts(values, features)))
+        passed = run_isolating(score, ok, self.spec) if ok else []
+        scored, experts = [], []
+        for _, (values, verdicts, by_name) in passed:  # in batch order: run_isolating keeps it
+            scored += zip(values, verdicts)
             if by_name is not None:  # a fusion: each expert's score beside the fused one
-                experts = iter([{k: None if np.isnan(v[i]) else float(v[i]) for k, v in by_name.items()}
-                                for i in range(len(values))])
-        else:
-            scores = iter(())
+                experts += [{k: None if np.isnan(v[i]) else float(v[i]) for k, v in by_name.items()}
+                            for i in range(len(values))]
+        scores, experts = iter(scored), iter(experts)
         out = []
         for it in batch:
             if it.ok:

@@ -27,7 +27,7 @@ from .backbones.spec import feature_vector  # noqa: F401 (the head's input; dete
 from .data.augment import AugmentConfig
 from .data.samples import Sample
 from .files import atomic_write, replacing
-from .pipeline import batched, iter_items, stack
+from .pipeline import batched, iter_items, run_isolating, stack
 from .progress import progress
 
 DEFAULT_CACHE = Path(os.environ.get("FAKESCOPE_CACHE", Path.home() / ".cache" / "fakescope" / "features"))
@@ -110,7 +110,8 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     """Features for every (sample, view), read from the cache where present.
 
     Returns (rows, X, errors): rows[i] = (sample index, view) of X[i]; errors = [(path, message)].
-    Cache shards are flushed every `flush_every` rows, so an interrupted run keeps its work.
+    Cache shards are flushed every `flush_every` rows, so an interrupted run keeps its work. An image
+    the backbone fails on alone is an error, not the end of the run (pipeline.run_isolating).
     """
     spec = backbone.spec
     if spec.kind == "fusion":  # part by part, each through its own cache rows (a refit expert reuses the others')
@@ -129,6 +130,10 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
     failed: set[int] = set()
     pending_keys: list[str] = []
     pending_rows: list[np.ndarray] = []
+
+    def forward(batch: list) -> np.ndarray:
+        return feature_vector(backbone.forward(stack(batch)), spec)
+
     with progress(total=sum(len(idx) * len(vs) for vs, idx in missing.items()), desc=desc) as bar:
         for todo_views, todo in missing.items():
             index_of: dict[int, list[int]] = {}  # a Sample object listed twice fills both rows
@@ -136,16 +141,20 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
                 index_of.setdefault(id(samples[i]), []).append(i)
             items = iter_items((samples[i] for i in todo), spec, views=todo_views, augment=augment)
             for batch in batched(items, batch_size or preferred_batch_size(backbone)):
-                x = stack(batch)
                 ok = [it for it in batch if it.ok]
                 for it in batch:
                     if not it.ok:
                         failed.update(index_of[id(it.sample)])
                         if it.view == todo_views[0]:
                             errors.append((it.sample.path, it.error))
-                if x is not None:
-                    rows = feature_vector(backbone.forward(x), spec)
-                    for it, row in zip(ok, rows):
+                passed = run_isolating(forward, ok, spec) if ok else []
+                for it in ok:
+                    if not it.ok and not failed.intersection(index_of[id(it.sample)]):  # the model failed on it alone
+                        errors.append((it.sample.path, it.error))
+                    if not it.ok:
+                        failed.update(index_of[id(it.sample)])
+                for done, rows in passed:
+                    for it, row in zip(done, rows):
                         k = view_key(it.sha256, it.view, augment)
                         for i in index_of[id(it.sample)]:
                             keys[(i, it.view)] = k

@@ -7,6 +7,7 @@ the stream.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections import deque
@@ -131,6 +132,43 @@ def batched(items: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
             batch = []
     if batch:
         yield batch
+
+
+def run_isolating(fn: Callable[[list[Item]], R], items: list[Item], spec: BackboneSpec
+                  ) -> list[tuple[list[Item], R]]:
+    """fn (a model's forward) over `items` as one batch; if it raises, over each item alone, so the
+    one input a model cannot take fails by itself (error "forward_failed: ...") and its batch-mates
+    keep their results. Returns (items, fn's result) per call that passed, in batch order.
+
+    When no item passes alone, a plain grey image tells the model's fault from the inputs': if the
+    model fails on it too (a broken model, a dead session), the batch's error is raised."""
+    try:
+        return [(items, fn(items))]
+    except Exception as batch_error:
+        done, errors = [], {}
+        for it in items if len(items) > 1 else ():
+            try:
+                done.append(([it], fn([it])))
+            except Exception as e:
+                errors[id(it)] = e
+        if not done:
+            try:
+                fn([_control_item(spec)])
+            except Exception:
+                raise batch_error from None
+        passed = {id(d[0][0]) for d in done}
+        for it in items:
+            if id(it) not in passed:
+                e = errors.get(id(it), batch_error)
+                it.error = f"forward_failed: {type(e).__name__}: {e}"
+        return done
+
+
+def _control_item(spec: BackboneSpec) -> Item:
+    """A 64 px grey PNG through the data path: an input any working model takes."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(buf, "PNG")
+    return prepare(Sample(path="<control: grey 64 px>", data=buf.getvalue(), text="a photo"), spec)[0]
 
 
 def stack(batch: list[Item]) -> np.ndarray | None:

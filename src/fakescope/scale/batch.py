@@ -401,16 +401,21 @@ class EmbedBatch(BatchFn):
 
     def finish(self, state):
         from ..features import feature_vector
-        from ..pipeline import stack
+        from ..pipeline import run_isolating, stack
         batch, items = state
         n = len(items)
         size = self.forward_size()
+        index = {id(it): i for i, it in enumerate(items)}
         parts = []  # (indices, rows): forward passes of the backbone's own batch size, failures left out
+
+        def forward(chunk):
+            return feature_vector(self.backbone.forward(stack(chunk)), self.backbone.spec)
+
         for lo in range(0, n, size):
-            ok = [i for i in range(lo, min(n, lo + size)) if items[i].ok]
-            if ok:
-                parts.append((ok, feature_vector(self.backbone.forward(stack([items[i] for i in ok])), self.backbone.spec)))
-                self._dim = parts[-1][1].shape[1]
+            ok = [it for it in items[lo:lo + size] if it.ok]
+            for done, rows in run_isolating(forward, ok, self.backbone.spec) if ok else []:
+                parts.append(([index[id(it)] for it in done], rows))
+                self._dim = rows.shape[1]
         feats = np.full((n, self.dim()), np.nan, dtype=np.float32)
         for ok, rows in parts:
             feats[ok] = rows
