@@ -157,6 +157,14 @@ def test_validate_command_writes_json_markdown_and_per_image_scores(work):
         assert name not in set(arrays[f"{name}/oos_sources"]) and len(arrays[f"{name}/oos_scores"]) > 0
         low, high = arrays[f"{name}/band"]
         assert low <= t <= high
+        # its fakes by generator (one each here): found and answered, from the same per-image results
+        (gen, g), = row["generators"].items()
+        fake, answered = y == 1, why == ""
+        assert gen == {"a": "gen0", "b": "gen1"}[name] and g["n"] == fake.sum() == row["n_fake"]
+        assert g["auc"] == pytest.approx(row["auc"]) and g["found"] == pytest.approx(row["acc_fake"])
+        assert g["answered"] == pytest.approx((fake & answered).sum() / fake.sum())
+        if (fake & answered).any():
+            assert g["answered_found"] == pytest.approx(np.mean(s[fake & answered] >= t))
     assert (arrays["device-0/labels"] == 0).all()
 
 
@@ -387,3 +395,13 @@ def test_familiarity_on_the_first_columns_ignores_the_rest_and_keeps_the_referen
     assert again.columns == 4 and again.reasons(far, s, 0.5) == rule.reasons(far, s, 0.5)
     with pytest.raises(ValueError, match="columns"):
         unc.UncertaintyRule.from_state({**rule.config(), "columns": 5}, rule.state())
+
+
+def test_markdown_lists_generators_only_where_a_source_has_several():
+    row = {"n_real": 4, "n_fake": 4, "auc": 0.9, "ap": 0.9, "acc_real": 1.0, "acc_fake": 0.5,
+           "generators": {"x": {"n": 2, "auc": 1.0, "found": 1.0, "answered": 0.5, "answered_found": 1.0},
+                          "y": {"n": 2, "auc": 0.8, "found": 0.0, "answered": 1.0, "answered_found": 0.0}}}
+    md = protocols.markdown_table({"s": row}, None)
+    assert "| s | x | 2 | 1.000 | 1.000 | 0.500 | 1.000 |" in md and "| s | y | 2 | 0.800 | 0.000 |" in md
+    one = {**row, "generators": {"x": row["generators"]["x"]}}
+    assert "| generator |" not in protocols.markdown_table({"s": one}, None)

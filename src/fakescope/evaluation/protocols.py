@@ -108,7 +108,27 @@ def held_out_row(det, samples: Sequence[Sample], cache, per_image: dict | None =
         row["selective"] = m["selective"]
     if m.get("risk_coverage"):  # the best any rule that abstains on the least confident can do
         row["risk_coverage"] = m["risk_coverage"]
+    row["generators"] = generator_rows(m)
     return row
+
+
+def generator_rows(m: dict) -> dict[str, dict]:
+    """A held-out source's fakes by generator: how many, the ROC-AUC of all its reals against
+    them, the share found at the threshold and, with "uncertain" on, the share answered and the
+    share found among those (which generator the held-out number hides)."""
+    gens = np.array([g or "unnamed" for g in m.get("_generators", [])], dtype=object)
+    labels, scores = np.asarray(m.get("_labels", [])), np.asarray(m.get("_scores", []))
+    reasons = m.get("_reasons")
+    answered = np.array([not r for r in reasons]) if reasons is not None else None
+    rows = {}
+    for g, summary in (m.get("per_generator") or {}).items():
+        mine = (labels == 1) & (gens == g)
+        rows[g] = {"n": int(mine.sum()), "auc": summary.get("auc"), "found": summary.get("acc_fake")}
+        if answered is not None:
+            shown = mine & answered
+            rows[g]["answered"] = float(shown.sum() / mine.sum())
+            rows[g]["answered_found"] = float((scores[shown] >= m["threshold"]).mean()) if shown.any() else None
+    return rows
 
 
 def fold_arrays(det, m: dict) -> dict[str, np.ndarray]:
@@ -254,6 +274,12 @@ def markdown_table(loso: dict[str, dict], devices: dict | None) -> str:
     aucs = [r["auc"] for r in loso.values() if r["auc"] is not None and not np.isnan(r["auc"])]
     if aucs:
         lines.append(f"| **mean / min** | | | {np.mean(aucs):.3f} / {min(aucs):.3f} | | | | | | | |")
+    gens = [(name, g, v) for name, r in loso.items() for g, v in (r.get("generators") or {}).items()]
+    if len(gens) > len(loso):  # some source has several generators: which one the held-out row hides
+        lines += ["", "| held out | generator | n fake | ROC-AUC (all its reals) | found | answered | found when answered |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {g} | {v['n']} | {f(v['auc'])} | {f(v['found'])} | {f(v.get('answered'))} | "
+                  f"{f(v.get('answered_found'))} |" for name, g, v in gens]
     if devices and devices.get("n"):
         lines += ["", f"Camera photos held out by device: {devices['n']} photos from {devices['devices']} devices, "
                       f"{len(devices['folds'])} folds: **false-positive rate {devices['fpr']:.3f}**"]
@@ -264,5 +290,5 @@ def markdown_table(loso: dict[str, dict], devices: dict | None) -> str:
 
 
 __all__ = ["Fold", "NamedSource", "accuracy_at_coverage", "device_fold", "device_held_out_fpr", "device_of", "fold_arrays",
-           "held_out_row", "leave_one_generator_out", "leave_one_source_out", "load_named", "markdown_table",
+           "generator_rows", "held_out_row", "leave_one_generator_out", "leave_one_source_out", "load_named", "markdown_table",
            "parse_named", "run_folds", "save_fold_arrays"]
