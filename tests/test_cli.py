@@ -217,6 +217,13 @@ def test_scan_resume(work):
     assert res.exit_code == EXIT_OK and "resuming: 2 of 3" in res.output
     assert [r["path"] for r in records(out2)] == good[:3]
 
+    # records of another model version are kept, said so, and this version's follow them
+    out3 = root / "resume3.jsonl"
+    out3.write_text("".join(json.dumps({**full[p], "model_version": "0"}) + "\n" for p in good[:2]))
+    res = run("scan", *good[:3], "--model", "model", "--out", out3, "--no-table")
+    assert res.exit_code == EXIT_OK and "also holds 2 records of tiny@0, kept as they are" in res.output
+    assert [r["model_version"] for r in records(out3)] == ["0", "0", "1", "1", "1"]
+
     # a complete file: nothing left to score except the failures, still one record each
     third = run("scan", d, "--model", "model", "--out", out, "--no-table")
     assert third.exit_code == EXIT_SOME_FAILED

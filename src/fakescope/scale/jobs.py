@@ -179,6 +179,9 @@ def scan_to_jsonl(inputs: Inputs, sink, model_id: str, model_version: str, model
         todo = [i for i, f in enumerate(files) if f not in done]
         if done:
             log(f"resuming: {len(files) - len(todo)} of {len(files)} already scored in {getattr(sink, 'path', '')}")
+        for other, n in getattr(sink, "others", {}).items():  # a results file shared by model versions
+            log(f"note: {getattr(sink, 'path', '')} also holds {n} records of {other}, kept as they are; "
+                f"this model's ({model_id}@{model_version}) are written after them (tell them apart by model_version)")
         results = [done[f] for f in files if f in done]
         with progress(total=len(todo), desc="scan") as bar:
             for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size, chunk, **score_kwargs):

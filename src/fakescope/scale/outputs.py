@@ -107,6 +107,7 @@ class ResultsFile:
         self.path = Path(path)
         self._lock = None
         self._sink = None
+        self.others: dict[str, int] = {}  # "model@version" -> its records found in the file (kept as they are)
 
     def open(self, model: str, version: str, require: str | None = None,
              inputs: Iterable[str] = ()) -> dict[str, dict]:
@@ -151,6 +152,9 @@ class ResultsFile:
                     changed = True  # scored again below; its new record replaces this one
                     continue
                 done[str(rec["path"])] = rec
+            elif is_record:
+                other = f"{rec.get('model')}@{rec.get('model_version')}"
+                self.others[other] = self.others.get(other, 0) + 1
             keep.append(raw)
         if changed:
             fsync_write(self.path, b"".join(keep))
