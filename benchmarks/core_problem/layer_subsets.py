@@ -33,7 +33,8 @@ SUBSETS = {"emb": ["emb"], "emb+L2-12": list(BLOCKS), "L2-12": [f"L{k}" for k in
            "emb+L6-12": ["emb", "L6", "L8", "L10", "L12"], "emb+L10-12": ["emb", "L10", "L12"]}
 
 
-def main() -> None:
+def cached_features() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """source -> (features, labels, view of each row): v5's recipe's cached rows (clean + thumbnail view)."""
     backbone = load_backbone("clip-b16?layers=" + ",".join(map(str, LAYERS)))
     cache = FeatureCache(".cache/features", backbone.spec)
     data = {}
@@ -41,11 +42,22 @@ def main() -> None:
         samples = load_sources([path], 1000, 0)
         rows, X, _ = extract(samples, backbone, cache, views=range(2), augment=AugmentConfig(p_thumbnail=1.0))
         data[name] = (X, np.array([samples[i].label for i, _ in rows]), np.array([v for _, v in rows]))
-    print("subset       " + " ".join(f"{h:>7}" for h in HELD_OUT) + "    mean")
-    for subset, blocks in SUBSETS.items():
-        cols = np.concatenate([np.arange(BLOCKS[b].start, BLOCKS[b].stop) for b in blocks])
+    return data
+
+
+def main() -> None:
+    data = cached_features()
+    loso_screen(data, {subset: np.concatenate([np.arange(BLOCKS[b].start, BLOCKS[b].stop) for b in blocks])
+                       for subset, blocks in SUBSETS.items()})
+
+
+def loso_screen(data: dict, subsets: dict[str, np.ndarray], held_out=HELD_OUT) -> None:
+    """Per column subset: a probe fitted on every source but one, the held-out source's clean
+    images scored (ROC-AUC), a row per subset. data: source -> (X, labels, view of each row)."""
+    print("columns".ljust(20) + "".join(f"{h:>8}" for h in held_out) + "    mean")
+    for subset, cols in subsets.items():
         aucs = []
-        for held in HELD_OUT:
+        for held in held_out:
             rest = [k for k in data if k != held]
             X = np.concatenate([data[k][0][:, cols] for k in rest])
             y = np.concatenate([data[k][1] for k in rest])
@@ -53,8 +65,7 @@ def main() -> None:
             Xh, yh, views = data[held]
             clean = views == 0
             aucs.append(roc_auc_score(yh[clean], probe.predict_proba(Xh[clean][:, cols])[:, 1]))
-        print(f"{subset:<12} " + " ".join(f"{a:7.3f}" for a in aucs) + f"   {np.mean(aucs):.3f}")
-
+        print(subset.ljust(20) + "".join(f"{a:8.3f}" for a in aucs) + f"   {np.mean(aucs):.3f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -16,22 +16,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from fakescope.backbones import load_backbone
 from fakescope.backbones.spec import Features
 from fakescope.data.augment import AugmentConfig
 from fakescope.features import extract
 from fakescope.training.common import load_sources
+from layer_subsets import SOURCES, loso_screen  # this folder's screen (one probe per column subset, LOSO)
 
-S, E = "../shared/data", "../data-extra"
-SOURCES = {"cifake": f"{S}/cifake/train.tar", "wild": f"{S}/wild/train.tar", "sd512": f"{E}/sd512-imagenet/train.tar",
-           "people": f"{E}/people-coco/train.tar", "cocoglide-real": f"{E}/cocoglide-real/train.tar",
-           "digicam": f"{E}/photos-digicam/train.tar", "mei": f"{E}/photos-mei/train.tar"}
-HELD_OUT = ["cifake", "wild", "sd512", "people"]
 LAYERS = [4, 6, 8, 10, 12]
 # columns: the 512-d embedding, then per block its class token (c<k>) and mean patch token (m<k>)
 BLOCKS = {"emb": np.arange(512)}
@@ -75,20 +67,7 @@ def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/token-means")
     out.mkdir(parents=True, exist_ok=True)
     data = token_features(out)
-    print("columns".ljust(20) + "".join(f"{h:>8}" for h in HELD_OUT) + "    mean")
-    for subset, blocks in SUBSETS.items():
-        cols = np.concatenate([BLOCKS[b] for b in blocks])
-        aucs = []
-        for held in HELD_OUT:
-            rest = [k for k in data if k != held]
-            X = np.concatenate([data[k][0][:, cols] for k in rest])
-            y = np.concatenate([data[k][1] for k in rest])
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)).fit(X, y)
-            Xh, yh, views = data[held]
-            clean = views == 0
-            aucs.append(roc_auc_score(yh[clean], probe.predict_proba(Xh[clean][:, cols])[:, 1]))
-        print(subset.ljust(20) + "".join(f"{a:8.3f}" for a in aucs) + f"   {np.mean(aucs):.3f}")
-
+    loso_screen(data, {subset: np.concatenate([BLOCKS[b] for b in blocks]) for subset, blocks in SUBSETS.items()})
 
 if __name__ == "__main__":
     main()
