@@ -235,6 +235,27 @@ def test_thumbnail_views_shrink_both_classes_and_keep_old_view_keys():
     assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_noise_views_add_noise_of_the_drawn_strength_and_keep_old_view_keys():
+    """`augment.p_noise` adds Gaussian noise (sigma in noise_sigma, 8-bit units) to a view; the same
+    seed gives the same noise; off, views and cache keys are those from before the option existed."""
+    from fakescope.data.augment import AugmentConfig, make_view
+
+    flat = Image.new("RGB", (64, 48), (120, 120, 120))
+    quiet = AugmentConfig(crop_area=(1.0, 1.0), p_downscale=0.0, p_jpeg=0.0, p_blur=0.0, p_flip=0.0)
+    noisy = replace(quiet, p_noise=1.0, noise_sigma=(4.0, 6.0))
+    for view in (1, 2, 3):
+        a = np.asarray(make_view(flat, "ab", view, noisy), dtype=np.float64)
+        assert 3.0 < a.std() < 7.0 and abs(a.mean() - 120) < 1.0  # zero-mean noise of sigma 4-6
+        assert np.array_equal(a, np.asarray(make_view(flat, "ab", view, noisy)))  # reproducible
+    assert np.array_equal(np.asarray(make_view(flat, "ab", 1, quiet)), np.asarray(flat))  # off: untouched
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (375, 500, 3), dtype=np.uint8))
+    default = AugmentConfig()
+    assert replace(default, noise_sigma=(0.5, 2.0)).signature() == default.signature()
+    assert replace(default, p_noise=0.2).signature() != default.signature()
+    a, b = make_view(photo, "ab", 1, default), make_view(photo, "ab", 1, replace(default, noise_sigma=(8.0, 9.0)))
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
 class PickyBackbone(CountingBackbone):
     """Raises on any batch holding an image whose row is `poison` (a model that cannot take one input)."""
 

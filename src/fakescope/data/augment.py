@@ -13,9 +13,10 @@ import random
 from dataclasses import asdict, dataclass
 from dataclasses import fields as fields_of
 
+import numpy as np
 from PIL import Image
 
-from ..imageops import gaussian_blur, jpeg_roundtrip, rescale
+from ..imageops import gaussian_blur, gaussian_noise, jpeg_roundtrip, rescale
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,16 @@ class AugmentConfig:
     # look like nothing else to a detector trained on full-size images alone)
     p_thumbnail: float = 0.0
     thumbnail_side: tuple[int, int] = (32, 64)
+    # sensor-like noise (before the JPEG draw), so noise added to a fake does not read as "real"
+    p_noise: float = 0.0
+    noise_sigma: tuple[float, float] = (1.0, 10.0)   # standard deviation in 8-bit units
 
     def signature(self) -> str:
         fields = asdict(self)
         if not self.p_thumbnail:  # views made before thumbnails existed keep their cache keys
             del fields["p_thumbnail"], fields["thumbnail_side"]
+        if not self.p_noise:  # and those made before noise existed
+            del fields["p_noise"], fields["noise_sigma"]
         return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:8]
 
     @classmethod
@@ -88,6 +94,8 @@ def augment(img: Image.Image, rng: random.Random, cfg: AugmentConfig = AugmentCo
         img = rescale(img, rng.uniform(*cfg.downscale), min_side=8)
     if rng.random() < cfg.p_blur:
         img = gaussian_blur(img, rng.uniform(0.3, 1.0))
+    if cfg.p_noise and rng.random() < cfg.p_noise:  # drawn only when on, as thumbnails
+        img = gaussian_noise(img, rng.uniform(*cfg.noise_sigma), np.random.default_rng(rng.getrandbits(64)))
     if rng.random() < cfg.p_flip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if rng.random() < cfg.p_jpeg:

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.samples import Sample
-from ..imageops import gaussian_blur, jpeg_bytes, jpeg_roundtrip, rescale
+from ..imageops import gaussian_blur, gaussian_noise, jpeg_bytes, jpeg_roundtrip, rescale
 from ..images import ImageError, decode_image
 
 KINDS = ("clean", "jpeg", "blur", "resize", "crop", "noise")
@@ -84,10 +84,7 @@ def apply(img: Image.Image, p: Perturbation, seed: int = 0) -> Image.Image:
         left, top = (w - cw) // 2, (h - ch) // 2
         return img.crop((left, top, left + cw, top + ch))
     if p.kind == "noise":
-        rng = np.random.default_rng(seed)
-        a = np.asarray(img, dtype=np.float32)
-        a = a + rng.normal(0.0, float(p.value), a.shape)
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "RGB")
+        return gaussian_noise(img, p.value, np.random.default_rng(seed))
     raise ValueError(f"unknown perturbation kind {p.kind!r}")  # pragma: no cover (checked in Perturbation)
 
 
