@@ -149,9 +149,9 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
                             errors.append((it.sample.path, it.error))
                 passed = run_isolating(forward, ok, spec) if ok else []
                 for it in ok:
-                    if not it.ok and not failed.intersection(index_of[id(it.sample)]):  # the model failed on it alone
-                        errors.append((it.sample.path, it.error))
-                    if not it.ok:
+                    if not it.ok:  # the model failed on it alone: one error per image, however many views
+                        if not failed.intersection(index_of[id(it.sample)]):
+                            errors.append((it.sample.path, it.error))
                         failed.update(index_of[id(it.sample)])
                 for done, rows in passed:
                     for it, row in zip(done, rows):
