@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from fakescope.backbones import BackboneSpec, Features, preprocess
 from fakescope.data.samples import Sample
-from fakescope.features import FeatureCache, extract, view_key
+from fakescope.features import FeatureCache, extract, sha_of, view_key
 from fakescope.images import decode_image
 
 SPEC = BackboneSpec(name="count-test", kind="count-test", weights="none", input_size=16, dim=3)
@@ -288,3 +288,20 @@ def test_a_broken_model_still_stops_the_run(images):
     # every input fails, a plain grey image too: the model's fault, raised rather than one error per image
     with pytest.raises(Boom):
         extract(images, CountingBackbone(fail_on=1), None, batch_size=3)
+
+
+def test_a_view_that_cannot_be_made_fails_its_image_with_an_error(monkeypatch, images):
+    import fakescope.pipeline as pipeline
+
+    real = pipeline.make_view
+
+    def make_view(img, sha, view, cfg):  # view 1 of image 2 cannot be made; every other view can
+        if view == 1 and sha == sha_of(images[2]):
+            raise ValueError("no such view")
+        return real(img, sha, view, cfg)
+
+    monkeypatch.setattr(pipeline, "make_view", make_view)
+    rows, _, errors = extract(images, CountingBackbone(), None, views=(0, 1), batch_size=4)
+    assert {i for i, _ in rows} == set(range(N_GOOD)) - {2}  # an image is all its views or none
+    assert dict(errors)[images[2].path] == "preprocess_failed: ValueError: no such view"
+    assert len(errors) == 2  # and the broken file, once

@@ -142,14 +142,9 @@ def extract(samples: Sequence[Sample], backbone: Backbone, cache: FeatureCache |
             items = iter_items((samples[i] for i in todo), spec, views=todo_views, augment=augment)
             for batch in batched(items, batch_size or preferred_batch_size(backbone)):
                 ok = [it for it in batch if it.ok]
-                for it in batch:
-                    if not it.ok:
-                        failed.update(index_of[id(it.sample)])
-                        if it.view == todo_views[0]:
-                            errors.append((it.sample.path, it.error))
                 passed = run_isolating(forward, ok, spec) if ok else []
-                for it in ok:
-                    if not it.ok:  # the model failed on it alone: one error per image, however many views
+                for it in batch:  # not read, or the model failed on it alone: one error per image, however many views
+                    if not it.ok:
                         if not failed.intersection(index_of[id(it.sample)]):
                             errors.append((it.sample.path, it.error))
                         failed.update(index_of[id(it.sample)])
