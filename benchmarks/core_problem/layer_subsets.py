@@ -51,6 +51,12 @@ def main() -> None:
                        for subset, blocks in SUBSETS.items()})
 
 
+def probe_auc(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray) -> float:
+    """The screens' probe (standardised logistic regression, C = 0.01) fitted on X, y; its ROC-AUC on the test rows."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)).fit(X, y)
+    return float(roc_auc_score(y_test, probe.predict_proba(X_test)[:, 1]))
+
+
 def loso_screen(data: dict, subsets: dict[str, np.ndarray], held_out=HELD_OUT) -> None:
     """Per column subset: a probe fitted on every source but one, the held-out source's clean
     images scored (ROC-AUC), a row per subset. data: source -> (X, labels, view of each row)."""
@@ -61,10 +67,9 @@ def loso_screen(data: dict, subsets: dict[str, np.ndarray], held_out=HELD_OUT) -
             rest = [k for k in data if k != held]
             X = np.concatenate([data[k][0][:, cols] for k in rest])
             y = np.concatenate([data[k][1] for k in rest])
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)).fit(X, y)
             Xh, yh, views = data[held]
             clean = views == 0
-            aucs.append(roc_auc_score(yh[clean], probe.predict_proba(Xh[clean][:, cols])[:, 1]))
+            aucs.append(probe_auc(X, y, Xh[clean][:, cols], yh[clean]))
         print(subset.ljust(20) + "".join(f"{a:8.3f}" for a in aucs) + f"   {np.mean(aucs):.3f}", flush=True)
 
 if __name__ == "__main__":

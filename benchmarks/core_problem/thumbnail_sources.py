@@ -12,12 +12,8 @@ the protocol: results.md 11.9.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from layer_subsets import BLOCKS, cached_features  # this folder's cached rows of v5's recipe
+from layer_subsets import BLOCKS, cached_features, probe_auc  # this folder's cached rows of v5's recipe, its probe
 
 COLUMNS = np.concatenate([np.arange(BLOCKS[b].start, BLOCKS[b].stop) for b in ("emb", "L6", "L8", "L10", "L12")])
 REAL_ONLY = ["cocoglide-real", "digicam", "mei"]
@@ -39,8 +35,7 @@ def main() -> None:
         rows = [np.isin(data[k][2], kept) for k in sources]
         X = np.concatenate([data[k][0][r][:, COLUMNS] for k, r in zip(sources, rows)])
         y = np.concatenate([data[k][1][r] for k, r in zip(sources, rows)])
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)).fit(X, y)
-        auc = roc_auc_score(y_test[clean], probe.predict_proba(X_test[clean][:, COLUMNS])[:, 1])
+        auc = probe_auc(X, y, X_test[clean][:, COLUMNS], y_test[clean])
         print(f"{name:<50} {auc:.3f}   {len(y)}", flush=True)
 
 
