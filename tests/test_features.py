@@ -305,3 +305,25 @@ def test_a_view_that_cannot_be_made_fails_its_image_with_an_error(monkeypatch, i
     assert {i for i, _ in rows} == set(range(N_GOOD)) - {2}  # an image is all its views or none
     assert dict(errors)[images[2].path] == "preprocess_failed: ValueError: no such view"
     assert len(errors) == 2  # and the broken file, once
+
+
+def test_training_view_features_drop_only_the_image_the_model_fails_on(tmp_path, images):
+    """The CoDE / natural-traces adapter's view features (training/data.py) isolate a failing input
+    the way extract does: that image is left out (ok False), its batch-mates keep their features."""
+    from fakescope.training.data import view_features
+    from fakescope.training.views import ViewConfig
+
+    cfg = ViewConfig(out_size=None, scale=(0.4, 1.0))
+    clean = np.stack([preprocess(decode_image(s.path), SPEC).mean(axis=(1, 2)) for s in images[:N_GOOD]])
+    want, ok_all = view_features(images, CountingBackbone(), None, cfg, n_views=2, include_clean=True)
+    np.testing.assert_allclose(want[:N_GOOD, 0], clean, rtol=1e-5, atol=1e-6)
+    assert ok_all.tolist() == [True] * N_GOOD + [False]  # the broken file
+
+    picky = PickyBackbone(poison=clean[4])
+    picky.batch_size = 3
+    F, ok = view_features(images, picky, FeatureCache(tmp_path / "cache", SPEC), cfg, n_views=2, include_clean=True)
+    assert ok.tolist() == [i != 4 for i in range(N_GOOD)] + [False]
+    np.testing.assert_allclose(F[ok], want[ok], rtol=1e-5, atol=1e-6)
+    assert not F[4].any()
+    with pytest.raises(Boom):  # a broken model still stops the run
+        view_features(images, CountingBackbone(fail_on=1), None, cfg, n_views=2, include_clean=True)

@@ -362,7 +362,7 @@ def test_fit_errors(offline, dino):
         LocalizerConfig(balanced=True, pos_weight=3.0).check()
 
 
-def test_grid_cache_skips_the_backbone(offline, dino, tmp_path):
+def test_grid_cache_skips_the_backbone(offline, dino, tmp_path, monkeypatch):
     """A second fit on the same files reads the patch grids from disk: identical grids, no forward."""
     pairs = []
     for i, (img, mask) in enumerate(_pairs(4, 3, 2)):
@@ -375,7 +375,9 @@ def test_grid_cache_skips_the_backbone(offline, dino, tmp_path):
     want = first._prepare([p for p, _ in pairs], [m for _, m in pairs])
 
     second = Localizer(LocalizerConfig(backbone=spec, epochs=1, width=8), cache_dir=tmp_path / "cache")
-    second.backbone(0).forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("backbone ran"))
+    # load_backbone shares instances between Localizers: patched through monkeypatch, undone after the test
+    monkeypatch.setattr(second.backbone(0), "forward",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("backbone ran")))
     got = second._prepare([p for p, _ in pairs], [m for _, m in pairs])
     assert np.array_equal(got.grids[0], want.grids[0]) and np.array_equal(got.targets, want.targets)
     assert got.sizes == want.sizes
@@ -385,6 +387,48 @@ def test_grid_cache_skips_the_backbone(offline, dino, tmp_path):
                                             width=8), cache_dir=tmp_path / "cache")
     calls = []
     real_forward = other_layer.backbone(0).forward
-    other_layer.backbone(0).forward = lambda *a, **k: calls.append(1) or real_forward(*a, **k)
+    monkeypatch.setattr(other_layer.backbone(0), "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
     other_layer._prepare([p for p, _ in pairs[:2]])
     assert calls, "a different patch layer must not reuse layer-1 grids"
+
+
+def test_iter_maps_an_image_the_localizer_fails_on_costs_only_itself(trained):
+    """scan --localize, the service and the video maps read maps through iter_maps: one image the
+    backbone cannot take, or one that cannot be read, is that image's error; a broken one raises."""
+    import dataclasses
+
+    from fakescope.localize.evaluate import iter_maps
+
+    loc, _, train, _ = trained
+    images = [img for img, _ in train[:4]]
+    real = loc.backbone(0)
+    poison = preprocess(images[2], loc.spec)
+
+    class Picky:  # the real backbone, except that it cannot take image 2
+        spec = real.spec
+
+        def forward(self, x, want_patches=False):
+            if any(np.array_equal(a, poison) for a in x):
+                raise RuntimeError("cannot take this input")
+            return real.forward(x, want_patches)
+
+    picky = dataclasses.replace(loc, _backbones={0: Picky()})
+    want = loc.predict_maps(images)
+    sources = images[:2] + [b"not an image"] + images[2:]
+    got = list(iter_maps(picky, sources, chunk=8))
+    assert [i for i, _, _ in got] == list(range(5))
+    assert got[2][1] is None and got[2][2].startswith("not_an_image")
+    assert got[3][1] is None and got[3][2] == "localize_failed: RuntimeError: cannot take this input"
+    for (i, m, err), w in zip([got[0], got[1], got[4]], [want[0], want[1], want[3]]):
+        assert err is None and np.allclose(m, w, atol=1e-6)
+    alone = list(iter_maps(picky, [images[2]]))  # alone, a grey control image tells it from a broken model
+    assert alone[0][2] == got[3][2]
+
+    class Broken:
+        spec = real.spec
+
+        def forward(self, x, want_patches=False):
+            raise RuntimeError("session is gone")
+
+    with pytest.raises(RuntimeError, match="session is gone"):
+        list(iter_maps(dataclasses.replace(loc, _backbones={0: Broken()}), images[:2]))

@@ -33,18 +33,38 @@ def load_localizer(path: str | Path | None = None) -> Localizer:
 
 
 def iter_maps(loc: Localizer, sources: Sequence, chunk: int = 16) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """(index, map, error) per source; an unreadable image costs only itself, not its chunk."""
+    """(index, map, error) per source, in order. An image costs only itself, never its chunk: an
+    unreadable one gets the reader's reason, one the localiser fails on alone "localize_failed: ...".
+    When no image of a failing chunk maps alone and some failed for the model's sake, a plain grey
+    image tells a broken localiser (it fails too: the chunk's error is raised) from bad inputs."""
     for start in range(0, len(sources), chunk):
         part = list(sources[start:start + chunk])
         try:
-            for j, m in enumerate(loc.predict_maps(part)):
-                yield start + j, m, None
-        except ImageError:
-            for j, src in enumerate(part):
+            results = [(m, None) for m in loc.predict_maps(part)]
+        except Exception as chunk_error:
+            results = [_map_alone(loc, src) for src in part]
+            model_failed = any(err and err.startswith("localize_failed") for _, err in results)
+            if model_failed and all(m is None for m, _ in results):
                 try:
-                    yield start + j, loc.predict_maps([src])[0], None
-                except ImageError as e:
-                    yield start + j, None, e.reason
+                    loc.predict_maps([_control_image()])
+                except Exception:
+                    raise chunk_error from None
+        for j, (m, err) in enumerate(results):
+            yield start + j, m, err
+
+
+def _map_alone(loc: Localizer, source) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return loc.predict_maps([source])[0], None
+    except ImageError as e:
+        return None, e.reason
+    except Exception as e:
+        return None, f"localize_failed: {type(e).__name__}: {e}"
+
+
+def _control_image():
+    from PIL import Image
+    return Image.new("RGB", (64, 64), (128, 128, 128))
 
 
 def evaluate_localizer(loc: Localizer, pairs: Sequence[MaskPair], chunk: int = 16, accumulator: PixelMetrics | None = None,

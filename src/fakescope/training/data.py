@@ -67,7 +67,7 @@ class NativeCrops:
     """For a low-level expert: each image is decoded once at full resolution and only a `region`-px
     square of it kept (placed by the image's own hash, so memory stays small whatever the photo's
     size); every epoch draws a fresh native view of that region. Images whose shorter side is under
-    `min_side` are left out (counted in `too_small`): they cannot hold a native crop, and upscaling
+    `min_side` are left out (counted in `too_small`; unreadable ones in `unreadable`): they cannot hold a native crop, and upscaling
     them would teach the expert the upscaler's traces."""
 
     def __init__(self, samples: Sequence[Sample], view: NativeViewConfig, region: int = 256, seed: int = 0,
@@ -88,6 +88,7 @@ class NativeCrops:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             regions = list(pool.map(one, samples))
         self.too_small = sum(isinstance(r, str) for r in regions)
+        self.unreadable = sum(r is None for r in regions)
         kept = [i for i, r in enumerate(regions) if isinstance(r, Image.Image)]
         self.images = [regions[i] for i in kept]
         self.labels = np.asarray([samples[i].label for i in kept], np.int64)
@@ -136,10 +137,12 @@ def view_features(samples: Sequence[Sample], backbone, cache, cfg: ViewConfig, n
                   include_clean: bool = False, flush_every: int = 512, workers: int = 2,
                   desc: str = "view features") -> tuple[np.ndarray, np.ndarray]:
     """(F, ok): F (n, n_views, D) the backbone's features of n_views views of every sample (view 0 the
-    clean image if include_clean), ok (n,) False where the image could not be read (its rows are 0).
+    clean image if include_clean), ok (n,) False where the image could not be read, a view of it not made,
+    or the backbone failed on it alone (its rows are 0).
     Views are seeded by the image's content hash, so cached rows are reused by any later run."""
     from ..backbones import preferred_batch_size, preprocess
     from ..features import sha_of, feature_vector
+    from ..pipeline import Item, run_isolating, stack
     from ..progress import progress
 
     spec = backbone.spec
@@ -158,25 +161,37 @@ def view_features(samples: Sequence[Sample], backbone, cache, cfg: ViewConfig, n
             return i, None
         img = img.convert("RGB")
         arrays = []
-        for v in range(n_views):
-            if cache is not None and keys[(i, v)] in cache:
-                continue
-            view = img if (include_clean and v == 0) else make_view(img, view_seed(sha, v, cfg, seed), cfg)
-            arrays.append((keys[(i, v)], preprocess(view, spec)))
+        try:
+            for v in range(n_views):
+                if cache is not None and keys[(i, v)] in cache:
+                    continue
+                view = img if (include_clean and v == 0) else make_view(img, view_seed(sha, v, cfg, seed), cfg)
+                arrays.append(Item(samples[i], v, sha, preprocess(view, spec)))
+        except Exception:  # a view that cannot be made costs this image only
+            return i, None
         return i, arrays
 
-    pend_k, pend_x, out_k, out_x = [], [], [], []
+    pending: list[Item] = []
+    owner: dict[int, int] = {}  # id(item) -> its sample's index
+    out_k, out_x = [], []
     bs = preferred_batch_size(backbone)
 
+    def forward(batch: list[Item]) -> np.ndarray:
+        return feature_vector(backbone.forward(stack(batch)), spec)
+
     def flush_batch():
-        nonlocal pend_k, pend_x
-        if pend_k:
-            rows = feature_vector(backbone.forward(np.stack(pend_x)), spec)
-            for k, r in zip(pend_k, rows):
+        # an input the backbone fails on alone drops its image, not the batch (pipeline.run_isolating)
+        for done, rows in run_isolating(forward, pending, spec) if pending else []:
+            for it, r in zip(done, rows):
+                k = keys[(owner[id(it)], it.view)]
                 computed[k] = r
-            out_k.extend(pend_k)
-            out_x.extend(rows)
-            pend_k, pend_x = [], []
+                out_k.append(k)
+                out_x.append(r)
+        for it in pending:
+            if not it.ok:
+                ok[owner[id(it)]] = False
+        pending.clear()
+        owner.clear()
 
     with ThreadPoolExecutor(max(1, workers)) as pool, progress(total=len(todo), desc=desc) as bar:
         for i, arrays in pool.map(prepare, todo):
@@ -184,11 +199,10 @@ def view_features(samples: Sequence[Sample], backbone, cache, cfg: ViewConfig, n
             if arrays is None:
                 ok[i] = False
                 continue
-            for k, x in arrays:
-                pend_k.append(k)
-                pend_x.append(x)
-                if len(pend_k) >= bs:
-                    flush_batch()
+            pending.extend(arrays)
+            owner.update((id(it), i) for it in arrays)
+            if len(pending) >= bs:
+                flush_batch()
             if cache is not None and len(out_k) >= flush_every:
                 cache.put(out_k, np.stack(out_x))
                 out_k, out_x = [], []

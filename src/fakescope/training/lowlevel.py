@@ -104,6 +104,8 @@ def train_encoder(samples, o: LowLevelOptions, seed: int = 0, log=print) -> tupl
                        min_side=min_side)
     if data.too_small:
         log(f"lowlevel: {data.too_small} images under {min_side} px left out of training")
+    if data.unreadable:
+        log(f"lowlevel: {data.unreadable} unreadable images left out of training")
     if len(set(data.labels.tolist())) < 2:
         raise ValueError("lowlevel: training needs real and fake images large enough to crop "
                          f"({min_side} px or more); set min_side=0 or thumbnail=true for small images")

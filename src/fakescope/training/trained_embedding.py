@@ -187,6 +187,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
                 if rank_turn is not None:
                     engine.barrier()
             ok = ok_g & ok_l
+            if d.is_main and not ok.all():
+                log(f"{int((~ok).sum())} training images left out: unreadable, or the backbone failed on them")
             train = [s for s, k in zip(train, ok) if k]
             feats = {k: v[ok] for k, v in feats.items()}
             encoder = FeatureAdapter(feats["global"].shape[2], o.hidden, o.out_dim)
@@ -199,6 +201,8 @@ def fit_trained_detector(cfg, samples: Sequence[Sample] | None = None, log=print
             in_spec = parse_spec(f"pixels?size={eval_size}&resize={o.eval_resize or 'resize'}")
             images, _ = decode_samples(train)
             keep = [i for i, im in enumerate(images) if im is not None]
+            if d.is_main and len(keep) < len(train):
+                log(f"{len(train) - len(keep)} unreadable training images left out")
             train = [train[i] for i in keep]
             pre = o.pre_crop or None
             dataset = ImageViews([images[i] for i in keep], [s.label for s in train],
