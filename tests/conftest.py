@@ -31,6 +31,24 @@ def offline():
     mp.undo()
 
 
+@pytest.fixture
+def picky_backbone():
+    """make(real, poison): `real`, except that a forward on any batch holding the array `poison`
+    raises RuntimeError("cannot take this input"), a model that cannot take one image."""
+    import numpy as np
+
+    class Picky:
+        def __init__(self, real, poison):
+            self.real, self.poison, self.spec = real, poison, real.spec
+
+        def forward(self, x, want_patches=False):
+            if any(np.array_equal(a, self.poison) for a in x):
+                raise RuntimeError("cannot take this input")
+            return self.real.forward(x, want_patches)
+
+    return Picky
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One compute thread: on a busy small machine, torch/ORT thread pools spin against each other."""

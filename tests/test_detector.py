@@ -165,21 +165,12 @@ def test_load_errors(tmp_path, detector):
         load_detector(d)
 
 
-def test_an_image_the_backbone_fails_on_is_that_images_error(detector, images):
+def test_an_image_the_backbone_fails_on_is_that_images_error(detector, images, picky_backbone):
     from dataclasses import replace
 
-    real = detector.backbone
-    poison = preprocess(decode_image(images[2]), detector.spec)
-
-    class Picky:  # the real backbone, except that it cannot take image 2
-        spec = real.spec
-
-        def forward(self, x, want_patches=False):
-            if any(np.array_equal(a, poison) for a in x):
-                raise RuntimeError("cannot take this input")
-            return real.forward(x, want_patches)
-
-    det = replace(detector, _backbone=Picky())
+    # the real backbone, except that it cannot take image 2
+    det = replace(detector, _backbone=picky_backbone(detector.backbone,
+                                                     preprocess(decode_image(images[2]), detector.spec)))
     want = detector.predict([str(p) for p in images])
     got = det.predict([str(p) for p in images])
     assert got[2].score is None and got[2].label is None

@@ -392,7 +392,7 @@ def test_grid_cache_skips_the_backbone(offline, dino, tmp_path, monkeypatch):
     assert calls, "a different patch layer must not reuse layer-1 grids"
 
 
-def test_iter_maps_an_image_the_localizer_fails_on_costs_only_itself(trained):
+def test_iter_maps_an_image_the_localizer_fails_on_costs_only_itself(trained, picky_backbone):
     """scan --localize, the service and the video maps read maps through iter_maps: one image the
     backbone cannot take, or one that cannot be read, is that image's error; a broken one raises."""
     import dataclasses
@@ -401,18 +401,8 @@ def test_iter_maps_an_image_the_localizer_fails_on_costs_only_itself(trained):
 
     loc, _, train, _ = trained
     images = [img for img, _ in train[:4]]
-    real = loc.backbone(0)
-    poison = preprocess(images[2], loc.spec)
-
-    class Picky:  # the real backbone, except that it cannot take image 2
-        spec = real.spec
-
-        def forward(self, x, want_patches=False):
-            if any(np.array_equal(a, poison) for a in x):
-                raise RuntimeError("cannot take this input")
-            return real.forward(x, want_patches)
-
-    picky = dataclasses.replace(loc, _backbones={0: Picky()})
+    real = loc.backbone(0)  # below: the real backbone, except that it cannot take image 2
+    picky = dataclasses.replace(loc, _backbones={0: picky_backbone(real, preprocess(images[2], loc.spec))})
     want = loc.predict_maps(images)
     sources = images[:2] + [b"not an image"] + images[2:]
     got = list(iter_maps(picky, sources, chunk=8))
