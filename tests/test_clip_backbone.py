@@ -118,3 +118,80 @@ def test_wheel_probe_on_our_embeddings_ranks_fakes_above_photos():
         e = e / np.linalg.norm(e, axis=1, keepdims=True)
         score[label] = 1 / (1 + np.exp(-(e @ w + bias)))
     assert score["fake"].mean() > score["real"].mean()
+
+
+def test_native_windows_geometry():
+    from fakescope.backbones.spec import NATIVE_WINDOWS, native_windows
+    rng = np.random.default_rng(1)
+    big = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    wins = native_windows(big, 224)
+    assert len(wins) == NATIVE_WINDOWS and all(w.size == (224, 224) for w in wins)
+    # centred on the quadrants: (200, 150) -> box at (88, 38); (600, 450) -> (488, 338), native pixels
+    assert np.array_equal(np.asarray(wins[0]), np.asarray(big)[38:262, 88:312])
+    assert np.array_equal(np.asarray(wins[3]), np.asarray(big)[338:562, 488:712])
+    assert len({w.tobytes() for w in wins}) == 4
+    # one side under 448 px holds one window across it: 2 distinct, each twice (equal weights in a mean)
+    wide = native_windows(big.crop((0, 0, 800, 300)), 224)
+    assert [w.tobytes() for w in wide] == [wide[0].tobytes(), wide[1].tobytes()] * 2 and wide[0] != wide[1]
+    small = native_windows(big.crop((0, 0, 40, 60)), 224)  # upscaled first, as native_crop does
+    assert len({w.tobytes() for w in small}) == 1 and small[0].size == (224, 224)
+
+
+def test_windows_option_parses_and_keys_its_own_cache():
+    spec = parse_spec("clip-b16?layers=6,8&windows=3,4")
+    assert spec.windows == (3, 4) and spec.layers == (6, 8)
+    assert spec.signature() != parse_spec("clip-b16?layers=6,8").signature()
+    assert parse_spec("clip-b16?layers=6,8").windows == ()
+    for bad in ("windows=0", "windows=x", "windows=3&draft=2"):
+        with pytest.raises(ValueError, match="windows must be"):
+            parse_spec("clip-b16?" + bad)
+    from fakescope.pipeline import _draft
+    assert _draft(spec) is None and _draft(parse_spec("clip-b16")) == 224  # windows read every pixel
+    with pytest.raises(ValueError, match="cannot read native windows"):
+        load_backbone("effnet-lite0?windows=3")
+
+
+@needs_clip
+def test_windows_features_are_the_mean_patch_token_of_the_native_windows():
+    """The whole read gives what the spec without windows gives; each windows block adds the mean over
+    the image's distinct native windows of their mean patch token, computed here by hand."""
+    from fakescope.backbones.spec import feature_vector, native_windows
+    from fakescope.images import to_rgb
+    b = load_backbone("clip-b16?layers=8&windows=3,5")
+    plain = load_backbone("clip-b16?layers=8")
+    blocks = load_backbone("clip-b16?layers=3,5&resize=native_crop")
+    images = _test_images()[:3] + [_test_images()[3]]  # 333x517, 517x333, 225x1000 RGBA, 97x61 grey
+    x = np.stack([preprocess(img, b.spec) for img in images])
+    assert x.shape == (4, 5, 3, 224, 224)
+    got = feature_vector(b.forward(x), b.spec)
+    want_plain = feature_vector(plain.forward(np.stack([preprocess(img, plain.spec) for img in images])), plain.spec)
+    assert got.shape == (4, want_plain.shape[1] + 2 * 768)
+    np.testing.assert_allclose(got[:, :want_plain.shape[1]], want_plain, atol=1e-6)
+    for i, img in enumerate(images):
+        wins = {w.tobytes(): w for w in native_windows(to_rgb(img), 224)}.values()  # as the decoder converts
+        out = blocks._run([blocks._layer_name(k) for k in (3, 5)],
+                          np.stack([preprocess(w, blocks.spec) for w in wins]))
+        want = np.concatenate([out[blocks._layer_name(k)][:, 1:].mean(1).mean(0) for k in (3, 5)])
+        np.testing.assert_allclose(got[i, want_plain.shape[1]:], want, atol=1e-5)
+
+
+@needs_clip
+def test_a_fused_detector_part_can_read_windows(tmp_path):
+    """A fusion (the default's backbone) carries a windows part: its flattened input holds the whole
+    read and the windows, and a saved spec with windows is checked as data like any other."""
+    from fakescope.backbones.fusion import imagesize_spec
+    from fakescope.backbones.spec import feature_vector, fusion_spec, model_backbone_spec
+    from fakescope.errors import ModelFolderError
+    part = parse_spec("clip-b16?windows=4")
+    spec = fusion_spec([part, imagesize_spec()], [512 + 768, 2])
+    images = _test_images()[:2]
+    fused = load_backbone(spec).forward(np.stack([preprocess(img, spec) for img in images]))
+    alone = feature_vector(load_backbone(part).forward(np.stack([preprocess(img, part) for img in images])), part)
+    np.testing.assert_allclose(fused.pooled[:, :512 + 768], alone, atol=1e-6)
+    assert fused.pooled[:, -2:].tolist() == [list(img.size) for img in images]
+    from dataclasses import asdict
+    assert model_backbone_spec(asdict(spec), tmp_path).windows == ()
+    assert model_backbone_spec(asdict(part), tmp_path).windows == (4,)
+    for bad in ([0], ["x"], [1.5]):
+        with pytest.raises(ModelFolderError, match="windows"):
+            model_backbone_spec({**asdict(part), "windows": bad}, tmp_path)

@@ -80,6 +80,8 @@ def _draft(spec: BackboneSpec) -> int | None:
     without a draft_gap (as they always did); `imagesize` reads only the file's size (the smallest decode)."""
     if spec.kind == "imagesize":
         return 1
+    if spec.windows:  # native windows see every pixel
+        return None
     if spec.draft_gap is not None:
         return int(math.ceil(spec.draft_gap * spec.input_size))
     return spec.input_size if spec.resize == "resize_crop" else None

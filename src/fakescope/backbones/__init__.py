@@ -26,7 +26,7 @@ from .spec import Backbone, BackboneSpec, Features, draft_gap_allowed, preproces
 SpecFactory = Callable[[str], BackboneSpec]
 Loader = Callable[[BackboneSpec], Backbone]
 _REGISTRY: dict[str, tuple[SpecFactory, Loader]] = {}
-_OPTIONS = {"layers", "resize", "size", "pooled", "patch_layer", "embed", "draft"}
+_OPTIONS = {"layers", "resize", "size", "pooled", "patch_layer", "embed", "draft", "windows"}
 _loaded: dict[BackboneSpec, Backbone] = {}
 
 
@@ -97,6 +97,15 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
             raise ValueError(f"backbone spec {spec!r}: draft must be a number in 1..16, and native_crop reads "
                              "pixels as they are (no draft)")
         changes["draft_gap"] = gap
+    if "windows" in opts:  # mean patch tokens of these blocks over native windows (spec.py native_windows)
+        try:
+            blocks = tuple(int(x) for x in opts["windows"].split(",") if x)
+        except ValueError:
+            blocks = ()
+        if not blocks or 0 in blocks or "draft" in opts:
+            raise ValueError(f"backbone spec {spec!r}: windows must be non-zero block numbers, e.g. windows=3,4,5,6 "
+                             "(and no draft: the windows read every pixel)")
+        changes["windows"] = blocks
     if "pooled" in opts:
         if opts["pooled"] not in ("0", "1"):
             raise ValueError(f"backbone spec {spec!r}: pooled must be 0 or 1")
@@ -113,7 +122,10 @@ def load_backbone(spec: str | BackboneSpec) -> Backbone:
     if spec.kind not in _REGISTRY:
         raise ValueError(f"backbone kind {spec.kind!r} unknown to this fakescope; known: {', '.join(available())}")
     if spec not in _loaded:
-        _loaded[spec] = _REGISTRY[spec.kind][1](spec)  # kind is the registry key
+        backbone = _REGISTRY[spec.kind][1](spec)  # kind is the registry key
+        if spec.windows and not getattr(backbone, "reads_windows", False):
+            raise ValueError(f"{spec.name}: this backbone cannot read native windows (windows=); clip-b16 can")
+        _loaded[spec] = backbone
     return _loaded[spec]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import load_backbone, register
-from .spec import FUSION, IMAGESIZE, BackboneSpec, Features, feature_vector, part_specs
+from .spec import FUSION, IMAGESIZE, NATIVE_WINDOWS, BackboneSpec, Features, feature_vector, part_specs
 
 
 def imagesize_spec(_: str = "") -> BackboneSpec:
@@ -40,7 +40,12 @@ class ImageSizeBackbone:
 
 def input_sizes(spec: BackboneSpec) -> list[int]:
     """Flattened preprocessed length of each part's input."""
-    return [2 if p.kind == IMAGESIZE else 3 * p.input_size ** 2 for p in part_specs(spec)]
+    return [2 if p.kind == IMAGESIZE else reads(p) * 3 * p.input_size ** 2 for p in part_specs(spec)]
+
+
+def reads(spec: BackboneSpec) -> int:
+    """Images a part's preprocessing stacks: 1, or the whole read and its native windows."""
+    return 1 + NATIVE_WINDOWS if spec.windows else 1
 
 
 class FusionBackbone:
@@ -55,8 +60,9 @@ class FusionBackbone:
             x = np.asarray(batch[:, start:start + n], np.float32)
             start += n
             if p.kind != IMAGESIZE:
-                x = x.reshape(len(x), 3, p.input_size, p.input_size) if p.layout == "NCHW" else \
-                    x.reshape(len(x), p.input_size, p.input_size, 3)
+                stacked = (reads(p),) if p.windows else ()
+                x = x.reshape(len(x), *stacked, 3, p.input_size, p.input_size) if p.layout == "NCHW" else \
+                    x.reshape(len(x), *stacked, p.input_size, p.input_size, 3)
             out.append(feature_vector(b.forward(np.ascontiguousarray(x)), p))
         return Features(pooled=np.concatenate(out, axis=1))
 

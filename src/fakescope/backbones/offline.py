@@ -109,6 +109,7 @@ _ONNX = {
 
 class OnnxBackbone:
     batch_size = 8  # forward images/s is flat from 1 to 32 on 2 cores (benchmarks/throughput.py)
+    reads_windows = True  # token models: spec.windows (checked below)
 
     def __init__(self, spec: BackboneSpec, weights_path: str):
         import onnx
@@ -126,6 +127,10 @@ class OnnxBackbone:
             if not (1 <= abs(k) <= self.layout.num_layers):
                 raise ValueError(f"{spec.kind}: patch_layer {k} not available (blocks 1..{self.layout.num_layers}, "
                                  f"or -1..-{self.layout.num_layers})")
+        for k in spec.windows:
+            if not self.layout.tokens or self.layout.layer is None or not (1 <= abs(k) <= self.layout.num_layers):
+                raise ValueError(f"{spec.kind}: windows block {k} not available (token models, blocks "
+                                 f"1..{self.layout.num_layers})")
         embed = dict(spec.extra).get("embed")
         if embed is not None and embed not in dict(self.layout.embeds):
             raise ValueError(f"{spec.kind}: embed={embed} not available (choices: "
@@ -134,7 +139,7 @@ class OnnxBackbone:
         self.pooled_is_token = (self.layout.tokens and self.layout.pooled_is_token
                                 and self.pooled_name == self.layout.pooled)
         model = onnx.load(weights_path)
-        wanted = {self.pooled_name, *(self._layer_name(k) for k in spec.layers)}
+        wanted = {self.pooled_name, *(self._layer_name(k) for k in spec.layers + spec.windows)}
         if self._patch_name():
             wanted.add(self._patch_name())
         present = {o.name for o in model.graph.output}
@@ -205,26 +210,53 @@ class OnnxBackbone:
         return self.layout.patches
 
     def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
-        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in self.spec.layers]))
+        """batch (N, C, S, S); with spec.windows (N, 1 + W, C, S, S): each image's whole read, then
+        its W native windows (spec.native_windows), all run in one pass over the sessions."""
+        windows, owner = None, None
+        if self.spec.windows:
+            batch, windows, owner = _distinct_windows(batch)
+        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in self.spec.layers + self.spec.windows]))
         patch_name = self._patch_name()
         if want_patches and patch_name and patch_name not in names:
             names.append(patch_name)
-        out = self._run(names, batch)
-        pooled = out[self.pooled_name]
+        n = len(batch)
+        out = self._run(names, batch if windows is None else np.concatenate([batch, windows]))
+        pooled = out[self.pooled_name][:n]
         if self.pooled_is_token:
             pooled = pooled[:, 0]  # the CLS token
-        layers = {k: out[self._layer_name(k)][:, 0] if self.layout.tokens else out[self._layer_name(k)]
+        layers = {k: out[self._layer_name(k)][:n, 0] if self.layout.tokens else out[self._layer_name(k)][:n]
                   for k in self.spec.layers}
         patches = None
         if want_patches and patch_name:
-            grid = out[patch_name]
+            grid = out[patch_name][:n]
             if self.layout.tokens:
-                n, t, c = grid.shape
+                _, t, c = grid.shape
                 side = int(round((t - 1) ** 0.5))
                 patches = grid[:, 1:].reshape(n, side, side, c)
             else:  # the converted graph computes convolutions in NCHW
                 patches = grid.transpose(0, 2, 3, 1)
-        return Features(pooled=np.ascontiguousarray(pooled, np.float32), patches=patches, layers=layers)
+        means = {}
+        if windows is not None:  # each block: the mean over an image's distinct windows of their mean patch token
+            counts = np.bincount(owner, minlength=n)[:, None]
+            for k in self.spec.windows:
+                total = np.zeros((n, out[self._layer_name(k)].shape[2]), np.float64)
+                np.add.at(total, owner, out[self._layer_name(k)][n:, 1:].mean(1))
+                means[k] = (total / counts).astype(np.float32)
+        return Features(pooled=np.ascontiguousarray(pooled, np.float32), patches=patches, layers=layers, windows=means)
+
+
+def _distinct_windows(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(whole reads (N, C, S, S), every image's distinct windows stacked, the image each belongs to):
+    a small image repeats its windows (spec.native_windows), and each distinct one runs once."""
+    distinct, owner = [], []
+    for i, wins in enumerate(batch[:, 1:]):
+        seen: list[np.ndarray] = []
+        for w in wins:
+            if not any(np.array_equal(w, u) for u in seen):
+                seen.append(w)
+        distinct += seen
+        owner += [i] * len(seen)
+    return np.ascontiguousarray(batch[:, 0]), np.stack(distinct), np.asarray(owner)
 
 
 # -------------------------------------------------------- EfficientNet-Lite0

@@ -52,6 +52,10 @@ class BackboneSpec:
     # JPEG DCT-scaled decode while both sides stay >= draft_gap * input_size (PIL's Image.thumbnail
     # "reducing_gap"); None: the policy's own, input_size for resize_crop and a full decode otherwise
     draft_gap: float | None = None
+    # blocks whose mean patch token over NATIVE_WINDOWS windows read at native resolution (never
+    # resized: pixel-level traces survive) is appended to the features (`?windows=3,4,5,6`): the
+    # image is then read twice, as `resize` says and as those windows (native_windows)
+    windows: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, fields: dict) -> "BackboneSpec":
@@ -68,6 +72,7 @@ class BackboneSpec:
     def signature(self) -> str:
         """Stable id of (weights x preprocessing x outputs): same signature, same features."""
         payload = json.dumps({"name": self.name, "weights": self.weights, "layers": list(self.layers),
+                              **({"windows": list(self.windows)} if self.windows else {}),  # unset: as before
                               **self.preprocessing()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -78,11 +83,13 @@ class Features:
     pooled: np.ndarray                          # (N, D) global embedding (CLS / pooled)
     patches: np.ndarray | None = None           # (N, H, W, C) patch tokens or last feature map (or of spec.patch_layer)
     layers: dict[int, np.ndarray] = field(default_factory=dict)  # layer index -> (N, D) class token / pooled map
+    windows: dict[int, np.ndarray] = field(default_factory=dict)  # block -> (N, D) mean patch token, native windows
 
 
 def feature_vector(f: Features, spec: BackboneSpec) -> np.ndarray:
-    """The head's input: pooled embedding (unless spec.pooled is False), then the requested layers in spec order."""
-    parts = ([f.pooled] if spec.pooled else []) + [f.layers[k] for k in spec.layers]
+    """The head's input: pooled embedding (unless spec.pooled is False), then the requested layers in
+    spec order, then the native windows' blocks."""
+    parts = ([f.pooled] if spec.pooled else []) + [f.layers[k] for k in spec.layers] + [f.windows[k] for k in spec.windows]
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
@@ -123,6 +130,26 @@ def _fit(img: Image.Image, spec: BackboneSpec) -> Image.Image:
     return img.crop((left, top, left + s, top + s))
 
 
+NATIVE_WINDOWS = 4
+
+
+def native_windows(img: Image.Image, side: int) -> list[Image.Image]:
+    """NATIVE_WINDOWS squares of `side` px at native resolution, centred on the image's quadrants
+    (clipped inside it). A side under 2 x `side` holds one window across it, and the positions then
+    repeat so that each distinct window weighs the same in a mean; an image under `side` px is first
+    upscaled (bicubic) so that its shorter side is `side`, as native_crop does."""
+    w, h = img.size
+    if min(w, h) < side:
+        scale = side / min(w, h)
+        w, h = max(side, round(w * scale)), max(side, round(h * scale))
+        img = img.resize((w, h), Image.BICUBIC)
+    xs = [w // 2] if w < 2 * side else [w // 4, 3 * w // 4]
+    ys = [h // 2] if h < 2 * side else [h // 4, 3 * h // 4]
+    boxes = [(min(max(0, cx - side // 2), w - side), min(max(0, cy - side // 2), h - side)) for cy in ys for cx in xs]
+    boxes = (boxes * NATIVE_WINDOWS)[:NATIVE_WINDOWS]  # 1, 2 or 4 distinct: each repeated equally
+    return [img.crop((x, y, x + side, y + side)) for x, y in boxes]
+
+
 def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
     """PIL image -> float32 array in the layout the backbone expects (no batch axis).
 
@@ -135,7 +162,14 @@ def preprocess(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
         return np.concatenate([preprocess(img, p).ravel() for p in part_specs(spec)])
     if img.mode != "RGB" or "transparency" in img.info:
         img = to_rgb(img)
-    arr = np.asarray(_fit(img, spec), dtype=np.float32) / 255.0
+    if spec.windows:  # (1 + NATIVE_WINDOWS, ...): the image as `resize` reads it, then its native windows
+        reads = [_fit(img, spec)] + native_windows(img, spec.input_size)
+        return np.stack([_normalise(r, spec) for r in reads])
+    return _normalise(_fit(img, spec), spec)
+
+
+def _normalise(img: Image.Image, spec: BackboneSpec) -> np.ndarray:
+    arr = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     arr = arr * spec.pixel_scale
     if spec.channel_order == "BGR":
@@ -210,6 +244,9 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
         raise ModelFolderError(f"{d}: backbone resize/layout/channel_order has an unknown value")
     if spec.draft_gap is not None and not draft_gap_allowed(spec.draft_gap, spec.resize):
         raise ModelFolderError(f"{d}: backbone draft_gap must be a number in 1..16, and only for a resizing policy")
+    if not all(isinstance(k, int) and k != 0 for k in spec.windows) or len(spec.windows) > 64 \
+            or (spec.windows and spec.draft_gap is not None):
+        raise ModelFolderError(f"{d}: backbone windows must be non-zero block numbers (and no draft_gap)")
     if spec.kind == "trained:":
         ref, sep, digest = spec.weights.partition("#")
         where = (d / ref).resolve()  # an absolute ref stays absolute
@@ -286,7 +323,8 @@ def block_widths(backbone: "Backbone") -> list[int]:
     layer), read off one forward pass of a grey image: layers of a CNN differ in width, a ViT's do not."""
     spec = backbone.spec
     f = backbone.forward(preprocess(Image.new("RGB", (spec.input_size,) * 2, (128, 128, 128)), spec)[None])
-    return ([f.pooled.shape[1]] if spec.pooled else []) + [f.layers[k].shape[1] for k in spec.layers]
+    return ([f.pooled.shape[1]] if spec.pooled else []) + [f.layers[k].shape[1] for k in spec.layers] \
+        + [f.windows[k].shape[1] for k in spec.windows]
 
 
 def part_dim(spec: BackboneSpec) -> int:
