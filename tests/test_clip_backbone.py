@@ -142,6 +142,9 @@ def test_windows_option_parses_and_keys_its_own_cache():
     assert spec.windows == (3, 4) and spec.layers == (6, 8)
     assert spec.signature() != parse_spec("clip-b16?layers=6,8").signature()
     assert parse_spec("clip-b16?layers=6,8").windows == ()
+    assert not parse_spec("clip-b16?windows=3&pooled=0").pooled  # the windows alone
+    with pytest.raises(ValueError, match="nothing to read"):
+        parse_spec("clip-b16?pooled=0")
     for bad in ("windows=0", "windows=x", "windows=3&draft=2"):
         with pytest.raises(ValueError, match="windows must be"):
             parse_spec("clip-b16?" + bad)

@@ -110,8 +110,9 @@ def parse_spec(spec: str | BackboneSpec) -> BackboneSpec:
         if opts["pooled"] not in ("0", "1"):
             raise ValueError(f"backbone spec {spec!r}: pooled must be 0 or 1")
         changes["pooled"] = opts["pooled"] == "1"
-        if not changes["pooled"] and not changes.get("layers"):
-            raise ValueError(f"backbone spec {spec!r}: pooled=0 needs layers=... (else there is nothing to read)")
+        if not changes["pooled"] and not changes.get("layers") and not changes.get("windows"):
+            raise ValueError(f"backbone spec {spec!r}: pooled=0 needs layers=... or windows=... "
+                             "(else there is nothing to read)")
     return replace(made, **changes)
 
 
