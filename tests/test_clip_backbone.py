@@ -195,7 +195,7 @@ def test_a_fused_detector_part_can_read_windows(tmp_path):
     from dataclasses import asdict
     assert model_backbone_spec(asdict(spec), tmp_path).windows == ()
     assert model_backbone_spec(asdict(part), tmp_path).windows == (4,)
-    for bad in ([0], ["x"], [1.5]):
+    for bad in ([0], ["x"], [1.5], [True]):
         with pytest.raises(ModelFolderError, match="windows"):
             model_backbone_spec({**asdict(part), "windows": bad}, tmp_path)
 

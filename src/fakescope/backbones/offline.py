@@ -215,7 +215,8 @@ class OnnxBackbone:
         windows, owner = None, None
         if self.spec.windows:
             batch, windows, owner = _distinct_windows(batch)
-        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in self.spec.layers + self.spec.windows]))
+        blocks = self.spec.layers + self.spec.windows
+        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in blocks]))
         patch_name = self._patch_name()
         if want_patches and patch_name and patch_name not in names:
             names.append(patch_name)

@@ -89,7 +89,8 @@ class Features:
 def feature_vector(f: Features, spec: BackboneSpec) -> np.ndarray:
     """The head's input: pooled embedding (unless spec.pooled is False), then the requested layers in
     spec order, then the native windows' blocks."""
-    parts = ([f.pooled] if spec.pooled else []) + [f.layers[k] for k in spec.layers] + [f.windows[k] for k in spec.windows]
+    parts = ([f.pooled] if spec.pooled else []) + [f.layers[k] for k in spec.layers] \
+        + [f.windows[k] for k in spec.windows]
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
@@ -244,8 +245,8 @@ def model_backbone_spec(fields, folder: str | os.PathLike):
         raise ModelFolderError(f"{d}: backbone resize/layout/channel_order has an unknown value")
     if spec.draft_gap is not None and not draft_gap_allowed(spec.draft_gap, spec.resize):
         raise ModelFolderError(f"{d}: backbone draft_gap must be a number in 1..16, and only for a resizing policy")
-    if not all(isinstance(k, int) and k != 0 for k in spec.windows) or len(spec.windows) > 64 \
-            or (spec.windows and spec.draft_gap is not None):
+    blocks_ok = all(isinstance(k, int) and not isinstance(k, bool) and k != 0 for k in spec.windows)
+    if not blocks_ok or len(spec.windows) > 64 or (spec.windows and spec.draft_gap is not None):
         raise ModelFolderError(f"{d}: backbone windows must be non-zero block numbers (and no draft_gap)")
     if spec.kind == "trained:":
         ref, sep, digest = spec.weights.partition("#")
