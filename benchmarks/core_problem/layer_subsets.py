@@ -51,10 +51,14 @@ def main() -> None:
                        for subset, blocks in SUBSETS.items()})
 
 
+def fit_probe(X: np.ndarray, y: np.ndarray):
+    """The screens' probe: standardised logistic regression, C = 0.01, fitted on X, y."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)).fit(X, y)
+
+
 def probe_auc(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray) -> float:
-    """The screens' probe (standardised logistic regression, C = 0.01) fitted on X, y; its ROC-AUC on the test rows."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)).fit(X, y)
-    return float(roc_auc_score(y_test, probe.predict_proba(X_test)[:, 1]))
+    """The screens' probe fitted on X, y; its ROC-AUC on the test rows."""
+    return float(roc_auc_score(y_test, fit_probe(X, y).predict_proba(X_test)[:, 1]))
 
 
 def loso_screen(data: dict, subsets: dict[str, np.ndarray], held_out=HELD_OUT) -> None:

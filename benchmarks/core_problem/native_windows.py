@@ -22,17 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from fakescope.backbones import load_backbone, preprocess
+from fakescope.backbones.spec import native_windows
 from fakescope.evaluation.protocols import device_fold, device_of
 from fakescope.features import FeatureCache, extract
 from fakescope.images import ImageError, decode_image
 from fakescope.training.common import load_sources
-from layer_subsets import BLOCKS as DEFAULT_BLOCKS, LAYERS as DEFAULT_LAYERS, SOURCES
+from layer_subsets import BLOCKS as DEFAULT_BLOCKS, LAYERS as DEFAULT_LAYERS, SOURCES, fit_probe
 
 WINDOW = 224
 LAYERS = [3, 4, 5, 6, 8]
@@ -49,17 +47,8 @@ PHOTOS = ["digicam", "mei"]
 
 
 def windows(img) -> list:
-    """Up to four native WINDOW px squares centred on the image's quadrants (clipped inside it)."""
-    w, h = img.size
-    xs = [w // 2] if w < 2 * WINDOW else [w // 4, 3 * w // 4]
-    ys = [h // 2] if h < 2 * WINDOW else [h // 4, 3 * h // 4]
-    out = []
-    for cy in ys:
-        for cx in xs:
-            x = min(max(0, cx - WINDOW // 2), w - WINDOW)
-            y = min(max(0, cy - WINDOW // 2), h - WINDOW)
-            out.append(img.crop((x, y, x + WINDOW, y + WINDOW)))
-    return out
+    """The image's distinct native WINDOW px windows, as `?windows=` reads them (up to four, centred on its quadrants)."""
+    return list({w.tobytes(): w for w in native_windows(img, WINDOW)}.values())
 
 
 def native_features(out: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -138,7 +127,7 @@ def main() -> None:
                 X = np.concatenate([np.concatenate([table[n][c] for c in cols], 1)[m] for n, m in train.items()])
                 y = np.concatenate([table[n]["y"][m] for n, m in train.items()])
                 Xt = np.concatenate([np.concatenate([table[n][c] for c in cols], 1)[m] for n, m in test.items()])
-                probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)).fit(X, y)
+                probe = fit_probe(X, y)
                 tr.append(probe.decision_function(X[y == 0]))
                 te.append(probe.decision_function(Xt))
             return np.mean(te, 0), float(np.quantile(np.mean(tr, 0), 0.95))
