@@ -353,3 +353,116 @@ def test_a_fused_expert_reading_intermediate_layers_saves_loads_and_scores(data,
     (moved / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFolderError, match="widths"):
         load_detector(moved)
+
+
+def _referee_head():
+    """A voter reading columns 0-1 and a referee reading columns 2-3 (domain: 64 px and up)."""
+    from fakescope.heads import make_head
+    from fakescope.heads.fusion import FusionHead
+    rng = np.random.default_rng(7)
+    n = 400
+    X1, X2 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    h1, h2 = make_head("linear"), make_head("linear")
+    h1.fit(X1, (X1[:, 0] > 0).astype(int)), h2.fit(X2, (X2[:, 0] > 0).astype(int))
+    side = np.where(np.arange(n) < 100, 32, 500)
+    X = np.concatenate([X1, X2, np.stack([side, side], 1)], axis=1)
+    head = FusionHead(experts=[{"name": "voter", "dim": 2, "domain": [0, None]},
+                               {"name": "ref", "dim": 2, "domain": [64, None], "role": "referee", "cut": None}],
+                      heads=[h1, h2])
+    return head, X, X1, X2, side, h2
+
+
+def test_a_referee_never_votes_and_objects_where_its_verdict_differs():
+    from fakescope.heads import make_head
+    from fakescope.heads.fusion import FusionHead
+    head, X, X1, X2, side, h2 = _referee_head()
+    y = (X1[:, 0] + X2[:, 0] > 0).astype(int)  # the referee's columns carry signal: it still must not vote
+    head.fit(X, y)
+    other = make_head("linear")
+    other.fit(X2, (X2[:, 1] > 0).astype(int))
+    swapped = FusionHead(experts=head.experts, heads=[head.heads[0], other], weights=head.weights, bias=head.bias)
+    np.testing.assert_array_equal(swapped.predict(X), head.predict(X))  # the fused score ignores the referee
+    assert not np.isnan(head.expert_scores(X)["ref"][side == 500]).any()  # but the scan line shows its score
+
+    reals = y == 0
+    cuts = head.set_referee_cuts(X[reals], 0.1)
+    p_ref = head.expert_probabilities(X)[:, 1]
+    np.testing.assert_allclose(p_ref, h2.predict(X2), rtol=1e-5)
+    mine = reals & (side == 500)
+    assert cuts["ref"] == head.experts[1]["cut"]
+    assert (p_ref[mine] >= cuts["ref"]).mean() <= 0.1 + 1 / mine.sum()
+    scores, threshold = head.predict(X), 0.5
+    want = (side == 500) & ((p_ref >= cuts["ref"]) != (scores >= threshold))
+    got = head.disagreements(X, scores, threshold)
+    np.testing.assert_array_equal(got, want)
+    assert got.any() and not got[side == 32].any()  # thumbnails: outside the referee's domain
+
+    again = FusionHead.from_state(json.loads(json.dumps(head.config())), head.state())
+    np.testing.assert_array_equal(again.disagreements(X, scores, threshold), want)
+    few = FusionHead(experts=[dict(e) for e in head.experts], heads=head.heads, weights=head.weights)
+    assert few.set_referee_cuts(X[:10], 0.1) == {"ref": None}  # too few reals: no cut, no objection
+    assert not few.disagreements(X, scores, threshold).any()
+
+
+def test_a_detector_with_a_referee_says_uncertain_when_the_experts_disagree():
+    from fakescope.backbones.fusion import imagesize_spec
+    from fakescope.backbones.spec import fusion_spec
+    from fakescope.detector import Detector
+    from fakescope.uncertainty import EXPERTS_DISAGREE, UNFAMILIAR, UncertaintyRule
+    head, X, X1, X2, side, h2 = _referee_head()
+    y = (X1[:, 0] + X2[:, 0] > 0).astype(int)
+    head.fit(X, y)
+    head.set_referee_cuts(X[y == 0], 0.1)
+    det = Detector(spec=fusion_spec([imagesize_spec()]), head=head, threshold=0.5)
+    scores = head.predict(X)
+    disagree = head.disagreements(X, scores, 0.5)
+    verdicts = det.verdicts(scores, X)
+    assert [r for _, r in verdicts] == [EXPERTS_DISAGREE if d else None for d in disagree]
+    assert all(label == ("uncertain" if d else "fake" if s >= 0.5 else "real")
+               for (label, _), d, s in zip(verdicts, disagree, scores))
+    # "unfamiliar" comes first; a referee's objection comes before "near threshold"
+    from fakescope.uncertainty import NEAR_THRESHOLD, knn_distance
+    ref = np.tile([[1.0, 0.0]], (8, 1)).astype(np.float32)  # the voter's columns pointing one way are familiar
+    det.uncertainty = UncertaintyRule(reference=ref, k=1, max_distance=0.5, low=0.0, high=1.0, quantile=0.99,
+                                      miss_rate=0.05)  # every score in the band
+    far = knn_distance(X[:, :2], ref, 1) > 0.5
+    assert (far & disagree).any() and (~far & disagree).any() and (~far & ~disagree).any()
+    reasons = [r for _, r in det.verdicts(scores, X)]
+    assert reasons == [UNFAMILIAR if f else EXPERTS_DISAGREE if d else NEAR_THRESHOLD for f, d in zip(far, disagree)]
+    det.abstain = False
+    assert all(label != "uncertain" for label, _ in det.verdicts(scores, X))
+
+
+def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, one_thread):
+    """--method fusion with a referee: the fused score is the first expert's alone; the referee's cut
+    is set on held-out reals and saved; a folder whose referee cut or role is not data is refused."""
+    first = ["--backbone", "pixels?size=16", "--per-class", "24", "--val-fraction", "0.6", "--no-cache"]
+    alone, fused = tmp_path / "alone", tmp_path / "fused-ref"
+    assert train(["--data", str(data), "--method", "linear", "--out", str(alone), *first]).exit_code == 0
+    opts = ["--set", "experts=clip,native", "--set", "clip.backbone=pixels?size=16", "--set", "cuts=first",
+            "--set", "native.backbone=pixels?size=8", "--set", "native.domain=0:"]
+    r = train(["--data", str(data), "--method", "fusion", "--out", str(fused), *first, *opts])
+    assert r.exit_code == 0, r.output
+    a, f = load_detector(alone), load_detector(fused)
+    meta = f.metadata
+    assert meta["experts"]["native"]["role"] == "referee" and meta["experts"]["clip"]["role"] == "voter"
+    cut = meta["fit"]["referee_cuts"]["native"]
+    assert cut is not None and f.head.experts[1]["cut"] == pytest.approx(cut)
+    rng = np.random.default_rng(4)
+    images = [_noise(rng, 48, up) for up in (False, True) * 6]
+    ra, rf = a.predict(images), f.predict(images)
+    np.testing.assert_allclose([r.score for r in rf], [r.score for r in ra], rtol=1e-5, atol=1e-6)
+    objections = [(res.experts["native"] >= cut) != (res.score >= f.threshold) for res in rf]
+    assert 0 < sum(objections) < len(objections)  # both kinds of image are checked
+    for res, objects in zip(rf, objections):  # each verdict follows the referee: uncertain exactly where it objects
+        if objects:
+            assert res.label == "uncertain" and res.reason.startswith("experts disagree")
+        else:
+            assert res.reason is None or not res.reason.startswith("experts disagree")
+    doc = json.loads((fused / "detector.json").read_text())
+    for bad in ({"cut": "0.5"}, {"cut": True}, {"role": "judge"}):
+        broken = json.loads(json.dumps(doc))
+        broken["head"]["experts"][1].update(bad)
+        (fused / "detector.json").write_text(json.dumps(broken))
+        with pytest.raises(ModelFolderError):
+            load_detector(fused)

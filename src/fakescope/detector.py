@@ -30,7 +30,7 @@ from .images import DEFAULT_LIMITS, ImageLimits
 from .pipeline import Item, batched, iter_items, run_isolating, stack
 from .errors import ModelFolderError
 from .saving import check_model_ref, finite_number, load_model_dir, save_model_dir
-from .uncertainty import UncertaintyRule
+from .uncertainty import EXPERTS_DISAGREE, UNFAMILIAR, UncertaintyRule
 
 FORMAT = "fakescope.detector/1"
 UNCERTAINTY_PREFIX = "uncertainty."
@@ -111,6 +111,11 @@ class Detector:
         reasons: list[str | None] = [None] * len(scores)
         if self.abstain and self.uncertainty is not None and features is not None:
             reasons = self.uncertainty.reasons(self.head.uncertainty_input(features), scores, self.threshold)
+        disagree = getattr(self.head, "disagreements", None)
+        if self.abstain and disagree is not None and features is not None:
+            # after "unfamiliar", before "near threshold": a referee that objects says more than the band
+            reasons = [EXPERTS_DISAGREE if d and r != UNFAMILIAR else r
+                       for r, d in zip(reasons, disagree(features, scores, self.threshold))]
         return [("uncertain", r) if r else ("fake" if s >= self.threshold else "real", None)
                 for s, r in zip(scores, reasons)]
 

@@ -21,6 +21,9 @@ both fitted on the training run's own data and saved in the model folder as arra
                  thumbnails) owns both tails; "per-source" cuts each source at the rates and takes
                  the mean of the cuts: the band of a typical unseen source (docs/results.md 11.7).
 
+A fused detector with a referee expert adds a third reason, "experts disagree" (heads/fusion.py
+`disagreements`; detector.py applies it after "unfamiliar" and before "near threshold").
+
 Measured as selective classification (accuracy and false-positive rate on the answered images
 against coverage) by `fakescope validate`; `--no-uncertain` (or `Detector.abstain = False`)
 turns it off.
@@ -33,6 +36,8 @@ import numpy as np
 
 UNFAMILIAR = "unfamiliar: unlike the images this detector was trained and validated on"
 NEAR_THRESHOLD = "near threshold: the score is between the confident-real and confident-fake cuts"
+# a fused detector's referee (heads/fusion.py) gives the other verdict at its own cut
+EXPERTS_DISAGREE = "experts disagree: a second expert, reading other evidence, gives the other verdict"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -224,7 +229,8 @@ def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
     answered = np.array([r is None for r in reasons], bool)
     pred = np.asarray(scores) >= threshold
     out = {"coverage": float(answered.mean()) if len(y) else float("nan"),
-           "unfamiliar": float(np.mean([r == UNFAMILIAR for r in reasons])) if len(y) else float("nan")}
+           "unfamiliar": float(np.mean([r == UNFAMILIAR for r in reasons])) if len(y) else float("nan"),
+           "disagree": float(np.mean([r == EXPERTS_DISAGREE for r in reasons])) if len(y) else float("nan")}
     a = answered
     out["answered_accuracy"] = float((pred[a] == (y[a] == 1)).mean()) if a.any() else float("nan")
     reals = a & (y == 0)
@@ -259,5 +265,5 @@ def risk_coverage(labels: np.ndarray, scores: np.ndarray, threshold: float, step
     return out
 
 
-__all__ = ["BANDS", "NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
+__all__ = ["BANDS", "EXPERTS_DISAGREE", "NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
            "per_source_cuts", "risk_coverage", "selective_metrics", "source_band", "weighted_quantile"]

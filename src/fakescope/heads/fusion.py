@@ -12,6 +12,13 @@ images the same experts speak for (`equalise_domains`).
 `predict_with_experts(X)` gives the fused score and each expert's P(fake) (NaN where it abstains)
 from one run of every expert's head: the JSON line shows them beside the fused score, so a user
 sees which kind of evidence spoke.
+
+A *referee* (an expert with `"role": "referee"` and its own `"cut"`) never votes: the stacker does
+not read it, so the fused score is what the voting experts make of the image. It is a second
+opinion: where it speaks and its verdict at its cut differs from the fused verdict at the
+detector's threshold, the detector answers "uncertain: the experts disagree" (`disagreements`,
+read by detector.py). Two experts that read different evidence (CLIP's whole-image read and its
+native-resolution windows, results.md 11.11) rarely err together on an unseen source.
 """
 from __future__ import annotations
 
@@ -63,11 +70,46 @@ class FusionHead:
             cols.append((side >= float(lo)) & (side <= (math.inf if hi is None else float(hi))))
         return np.stack(cols, axis=1).astype(np.float64) if cols else np.zeros((len(X), 0))
 
+    def is_referee(self, e: dict) -> bool:
+        return e.get("role") == "referee"
+
+    def votes(self, X: np.ndarray) -> np.ndarray:
+        """(n, E) `applies` with every referee's column 0: what the stacking layer reads."""
+        a = self.applies(X)
+        voters = np.array([0.0 if self.is_referee(e) else 1.0 for e in self.experts])
+        return a * voters if len(voters) else a
+
+    def disagreements(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+        """(n,) True where a referee speaks for the image and its verdict at its own cut is not the
+        detector's verdict (`scores` at `threshold`)."""
+        out = np.zeros(len(X), bool)
+        referees = [i for i, e in enumerate(self.experts) if self.is_referee(e) and e.get("cut") is not None]
+        if not referees or not len(X):
+            return out
+        p, a = self.expert_probabilities(X), self.applies(X)
+        fake = np.asarray(scores) >= threshold
+        for i in referees:
+            out |= (a[:, i] > 0) & ((p[:, i] >= float(self.experts[i]["cut"])) != fake)
+        return out
+
+    def set_referee_cuts(self, X_real: np.ndarray, target_fpr: float, min_reals: int = 10) -> dict:
+        """Each referee's cut: the score at which `target_fpr` of the held-out reals it speaks for are
+        called fake (the rule every detector's threshold follows); with fewer than `min_reals` of
+        them it has no cut and never objects."""
+        from ..evaluation.metrics import threshold_at_fpr
+        p, a, cuts = self.expert_probabilities(X_real), self.applies(X_real), {}
+        for i, e in enumerate(self.experts):
+            if self.is_referee(e):
+                mine = a[:, i] > 0
+                e["cut"] = float(threshold_at_fpr(p[mine, i], target_fpr)) if mine.sum() >= min_reals else None
+                cuts[e["name"]] = e["cut"]
+        return cuts
+
     def expert_probabilities(self, X: np.ndarray) -> np.ndarray:
         return np.stack([np.asarray(h.predict(x), np.float64) for h, x in zip(self.heads, self._slices(X))], axis=1)
 
     def stacking_features(self, X: np.ndarray) -> np.ndarray:
-        return stacking_input(self.expert_probabilities(X), self.applies(X))
+        return stacking_input(self.expert_probabilities(X), self.votes(X))
 
     # ------------------------------------------------------------ head protocol
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> dict:
@@ -89,7 +131,7 @@ class FusionHead:
         the false-positive budget where the reals are hardest (a 32 px photo) and loosen it elsewhere.
         Groups with fewer than `min_reals` reals keep their offset. Returns each group's cut before."""
         from ..evaluation.metrics import threshold_at_fpr
-        a = self.applies(X_real)
+        a = self.votes(X_real)
         z = stacking_input(self.expert_probabilities(X_real), a) @ self.weights + self.bias
         patterns, rows, shifts, cuts = sorted({tuple(r) for r in a.tolist()}), [], [], {}
         for pat in patterns:
@@ -115,7 +157,7 @@ class FusionHead:
     def beyond_first(self, X: np.ndarray) -> np.ndarray:
         """Rows some expert other than the first speaks for: where a stacker anchored to the first
         expert (`anchor_to_first`) has something to learn."""
-        return self.applies(X)[:, 1:].any(axis=1)
+        return self.votes(X)[:, 1:].any(axis=1)
 
     def fit_anchored(self, X: np.ndarray, y: np.ndarray) -> dict:
         """Fit the stacking layer for `anchor_to_first`: on the rows beyond the first expert's lone
@@ -149,7 +191,7 @@ class FusionHead:
         w[:E] /= scale
         w[0] = 1.0
         offsets_before = w[E:] / scale, self.bias / scale
-        a = self.applies(X_real)
+        a = self.votes(X_real)
         z = stacking_input(self.expert_probabilities(X_real), a)[:, :E] @ w[:E]  # logit terms, no offsets
         patterns = sorted({tuple(r) for r in a.tolist()})
         rows, targets, offsets = [], [], {}
@@ -180,7 +222,7 @@ class FusionHead:
     def predict_with_experts(self, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The fused P(fake) and each expert's (NaN where it abstains), every expert's head run once."""
         p, a = self.expert_probabilities(X), self.applies(X)
-        z = stacking_input(p, a) @ self.weights + self.bias
+        z = stacking_input(p, self.votes(X)) @ self.weights + self.bias
         fused = (1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))).astype(np.float32)
         return fused, {e["name"]: np.where(a[:, i] > 0, p[:, i], np.nan) for i, e in enumerate(self.experts)}
 
@@ -209,7 +251,14 @@ class FusionHead:
             prefix = f"expert.{e['name']}."
             heads.append(head_from_state(e["method"], e["config"],
                                          {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}))
-            experts.append({k: v for k, v in e.items() if k not in ("method", "config")})
+            expert = {k: v for k, v in e.items() if k not in ("method", "config")}
+            if expert.get("role", "voter") not in ("voter", "referee"):
+                raise ValueError(f"fusion expert {e['name']!r}: unknown role {expert['role']!r}")
+            if expert.get("cut") is not None:
+                cut = expert["cut"]
+                if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not math.isfinite(cut):
+                    raise ValueError(f"fusion expert {e['name']!r}: cut must be a finite number, not {cut!r}")
+            experts.append(expert)
         weights = np.asarray(state["stacker.weights"], np.float64)
         if weights.shape != (2 * len(experts),):
             raise ValueError(f"stacker weights of shape {weights.shape} for {len(experts)} experts")

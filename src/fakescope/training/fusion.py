@@ -15,6 +15,9 @@
        same split, and the fused score *is* its score wherever it speaks alone, each other group cut
        at its threshold by that group's own validation reals: experts for thumbnails then change
        the verdicts on thumbnails and nothing else (the shipped default, results.md 11.6)
+    -> each referee's cut (an expert that does not vote: native) on the validation reals it speaks
+       for, at the run's target false-positive rate; where its verdict differs from the fused one the
+       detector says "uncertain: experts disagree"
     -> "uncertain": with cuts=first, the first expert's rule; otherwise fitted on its features
        (familiarity) and the fused score (band)
     -> Detector(fusion backbone of the experts' backbones + imagesize, FusionHead)
@@ -22,10 +25,11 @@
 The stacker has two numbers per expert and a bias, so fitting it and the threshold on the same
 held-out images costs little; the protocols (evaluation/protocols.py) judge the whole recipe on
 sources it never saw. Options (`--set`): experts=clip,thumbnail (also lowlevel, thumbnail-npr,
-thumbnail-cnn);
+thumbnail-cnn, and native, a referee: it does not vote, and where its verdict differs the
+detector says "uncertain: experts disagree");
 stack_l2=1.0; cuts=pooled|groups|first; and any expert's own option as <expert>.<key>=<value>
 (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0), including <expert>.domain=MIN:MAX (shorter
-side, px), <expert>.train_on=domain|all and <expert>.per_class=N (this expert's own share of
+side, px), <expert>.train_on=domain|all, <expert>.role=voter|referee, <expert>.views=K and <expert>.per_class=N (this expert's own share of
 --data, e.g. all of CIFAKE for a thumbnail CNN, minus the run's held-out images).
 """
 from __future__ import annotations
@@ -64,7 +68,15 @@ EXPERTS = {
     # no up-sampling trace to read, and on CIFAKE the pixels reach 0.988 (results.md 11.5)
     "thumbnail-cnn": ({"method": "lowlevel", "head_options": {"encoder": "npr-tiny", "thumbnail": True,
                                                                "residual": False, "epochs": 20}}, [0, 96], "all"),
+    # a referee (below): CLIP's blocks 3-6 read at native resolution in four windows, without its
+    # whole-image read; it calls an unseen camera collection fake 10x less often than the whole-image
+    # read does (results.md 11.11). Images of 64 px or more: a thumbnail has no native pixels to read
+    "native": ({"backbone": "clip-b16?windows=3,4,5,6&pooled=0", "method": "linear", "head_options": {}}, [64, None],
+               "domain"),
 }
+# experts that do not vote: the stacker leaves them out, and where one's verdict at its own cut is not
+# the fused one the detector says "uncertain: experts disagree" (heads/fusion.py); `<expert>.role=` changes it
+ROLES = {"native": "referee"}
 DEFAULT_EXPERTS = "clip,thumbnail"
 # pooled: the usual rule on the fused score; groups: target_fpr within each group of images the
 # same experts speak for; first: the first expert's own detector wherever it speaks alone, every
@@ -110,11 +122,14 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
                 k = key.split(".", 1)[1]
                 if k in ("backbone", "method"):
                     changes[k] = value
-                elif k == "per_class":  # this expert's own share of --data (e.g. every CIFAKE image)
+                elif k in ("per_class", "views"):  # its own share of --data (e.g. every CIFAKE image); views
                     changes[k] = int(value)
                 elif k == "domain":
                     lo, _, hi = str(value).partition(":")
                     domain = [int(lo or 0), int(hi) if hi else None]
+                elif k == "role":
+                    if value not in ("voter", "referee"):
+                        raise ValueError(f"{key} must be voter or referee, not {value!r}")
                 elif k == "train_on":
                     if value not in ("domain", "all"):
                         raise ValueError(f"{key} must be domain or all, not {value!r}")
@@ -128,6 +143,11 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
         out.append((name, replace(cfg, head_options=head_options, uncertainty=None, val_fraction=0.0, **changes),
                     domain, train_on))
     return out
+
+
+def expert_role(name: str, options: dict) -> str:
+    """voter (read by the stacking layer) or referee (a second opinion: `ROLES`, `<expert>.role=`)."""
+    return str(options.get(f"{name}.role", ROLES.get(name, "voter")))
 
 
 def cut_rule(options: dict) -> str:
@@ -165,6 +185,8 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
     configs = expert_configs(cfg, options)
     if rule == "first" and (configs[0][2] != [0, None] or configs[0][3] != "domain"):
         raise ValueError("--method fusion: cuts=first needs a first expert that speaks for every image")
+    if expert_role(configs[0][0], options) == "referee":
+        raise ValueError("--method fusion: the first expert votes; a referee can only be a later one")
     shares, parts = own_shares(cfg, configs), None
     if shares and samples is not None:
         log(f"fusion: per_class of {', '.join(shares)} ignored: the images were given, not read from --data")
@@ -200,14 +222,17 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
         else:
             det = fit_detector(ecfg, mine, log=log)
         experts.append((name, det, domain))
-        record[name] = {"method": ecfg.method, "backbone": det.spec.name if ecfg.method != "lowlevel" else "NPR CNN",
+        record[name] = {"role": expert_role(name, options), "method": ecfg.method, "backbone": det.spec.name if ecfg.method != "lowlevel" else "NPR CNN",
                         "domain": domain, "train_on": train_on, "train": describe(mine),
                         "options": {k: v for k, v in ecfg.head_options.items() if k != "run_dir"}}
     if not experts:
         raise ValueError("--method fusion: no expert could be trained")
     widths = [sum(block_widths(d.backbone)) for _, d, _ in experts]  # measured: a spec's dim may not say it
     spec = fusion_spec([d.spec for _, d, _ in experts] + [imagesize_spec()], widths + [2])
-    head = FusionHead(experts=[{"name": n, "dim": w, "domain": dom} for (n, _, dom), w in zip(experts, widths)],
+    roles = {n: expert_role(n, options) for n, _, _ in experts}
+    head = FusionHead(experts=[{"name": n, "dim": w, "domain": dom, **({"role": "referee", "cut": None}
+                                                                      if roles[n] == "referee" else {})}
+                               for (n, _, dom), w in zip(experts, widths)],
                       heads=[d.head for _, d, _ in experts], l2=float(options.get("stack_l2", 1.0)))
     backbone = load_backbone(spec)
     cache = FeatureCache(cfg.cache, spec) if cfg.cache else None
@@ -222,6 +247,8 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
         info["cuts_before_equalising"] = head.equalise_domains(VX[vy == REAL], cfg.target_fpr)
     elif rule == "first":
         info["offsets"] = head.anchor_to_first(VX[vy == REAL], anchor.threshold, cfg.target_fpr)
+    if "referee" in roles.values():  # each referee cut on the held-out reals, as a detector's threshold
+        info["referee_cuts"] = head.set_referee_cuts(VX[vy == REAL], cfg.target_fpr)
     vs = head.predict(VX)
     threshold, val_metrics, by_source = threshold_and_validation(
         cfg, vsamples, vy, vs, threshold=anchor.threshold if anchor is not None else None)
@@ -243,4 +270,4 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
                     metadata=metadata, _backbone=backbone, uncertainty=uncertainty)
 
 
-__all__ = ["DEFAULT_EXPERTS", "EXPERTS", "fit_fused_detector", "shorter_side"]
+__all__ = ["DEFAULT_EXPERTS", "EXPERTS", "ROLES", "expert_role", "fit_fused_detector", "shorter_side"]
