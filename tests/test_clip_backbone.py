@@ -178,6 +178,20 @@ def test_windows_features_are_the_mean_patch_token_of_the_native_windows():
         np.testing.assert_allclose(got[i, want_plain.shape[1]:], want, atol=1e-5)
 
 
+def test_the_windows_alone_skip_the_whole_read_and_give_the_same_columns():
+    from fakescope.backbones.spec import feature_vector
+    both, alone = load_backbone("clip-b16?windows=3,5"), load_backbone("clip-b16?windows=3,5&pooled=0")
+    x = np.stack([preprocess(img, both.spec) for img in _test_images()[:3]])
+    calls = []
+    run = alone._run
+    alone._run = lambda names, batch: calls.append(len(batch)) or run(names, batch)
+    got = feature_vector(alone.forward(x), alone.spec)
+    want = feature_vector(both.forward(x), both.spec)[:, -2 * 768:]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    from fakescope.backbones.offline import _distinct_windows
+    assert calls == [len(_distinct_windows(x)[1])]  # each distinct window once, and no whole read
+
+
 @needs_clip
 def test_a_fused_detector_part_can_read_windows(tmp_path):
     """A fusion (the default's backbone) carries a windows part: its flattened input holds the whole

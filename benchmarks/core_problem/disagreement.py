@@ -8,6 +8,12 @@ images matched by path: coverage and accuracy on the answered images, and for re
 share called fake. A screen on saved scores, not the protocol: results.md 11.11.
 
     python benchmarks/core_problem/disagreement.py runs/band/v6-collections.npz runs/band/v7cand-native-only-collections.npz
+
+With one file (a fused detector with a referee, whose own reasons include "experts disagree"): each
+fold as run, and with the score band off (an image "near threshold" answered; "unfamiliar" and the
+referee's objection kept): results.md 11.12.
+
+    python benchmarks/core_problem/disagreement.py runs/band/s8-referee-400-collections.npz
 """
 from __future__ import annotations
 
@@ -33,7 +39,23 @@ def rates(y: np.ndarray, fake: np.ndarray, answered: np.ndarray) -> str:
     return f"{cov:6.3f} {acc:6.3f} {called:6.3f}"
 
 
+def band_off(path: str) -> None:
+    d = np.load(path)
+    print("fold".ljust(16) + "  as run: answered / acc. / called fake      score band off")
+    for name in sorted({k.split("/")[0] for k in d.files}):
+        y, s, t = d[f"{name}/labels"].astype(int), d[f"{name}/scores"], float(d[f"{name}/threshold"])
+        reasons = [str(r) for r in d[f"{name}/reasons"]]
+        fake = s >= t
+        answered = np.array([not r for r in reasons])
+        no_band = np.array([not r or r.startswith("near threshold") for r in reasons])
+        print(f"{name:<16}  {rates(y, fake, answered)}           {rates(y, fake, no_band)}   (n {len(y)}, "
+              f"fakes {int(y.sum())}, experts disagree on {np.mean([r.startswith('experts disagree') for r in reasons]):.3f})")
+
+
 def main() -> None:
+    if len(sys.argv) == 2:
+        band_off(sys.argv[1])
+        return
     a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
     folds = sorted({k.split("/")[0] for k in a.files} & {k.split("/")[0] for k in b.files})
     print("fold".ljust(16) + "  A alone: answered / acc. / called fake      A unless B disagrees"

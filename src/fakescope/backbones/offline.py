@@ -215,12 +215,17 @@ class OnnxBackbone:
         windows, owner = None, None
         if self.spec.windows:
             batch, windows, owner = _distinct_windows(batch)
+        n = len(batch)
+        if windows is not None and not (self.spec.pooled or self.spec.layers or want_patches):
+            # the windows alone (`pooled=0`): the whole read would be computed and thrown away
+            out = self._run([self._layer_name(k) for k in self.spec.windows], windows)
+            out = {k: np.concatenate([np.zeros((n,) + v.shape[1:], v.dtype), v]) for k, v in out.items()}
+            return Features(pooled=np.zeros((n, 0), np.float32), windows=_window_means(out, owner, n, self))
         blocks = self.spec.layers + self.spec.windows
         names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in blocks]))
         patch_name = self._patch_name()
         if want_patches and patch_name and patch_name not in names:
             names.append(patch_name)
-        n = len(batch)
         out = self._run(names, batch if windows is None else np.concatenate([batch, windows]))
         pooled = out[self.pooled_name][:n]
         if self.pooled_is_token:
@@ -236,14 +241,20 @@ class OnnxBackbone:
                 patches = grid[:, 1:].reshape(n, side, side, c)
             else:  # the converted graph computes convolutions in NCHW
                 patches = grid.transpose(0, 2, 3, 1)
-        means = {}
-        if windows is not None:  # each block: the mean over an image's distinct windows of their mean patch token
-            counts = np.bincount(owner, minlength=n)[:, None]
-            for k in self.spec.windows:
-                total = np.zeros((n, out[self._layer_name(k)].shape[2]), np.float64)
-                np.add.at(total, owner, out[self._layer_name(k)][n:, 1:].mean(1))
-                means[k] = (total / counts).astype(np.float32)
+        means = _window_means(out, owner, n, self) if windows is not None else {}
         return Features(pooled=np.ascontiguousarray(pooled, np.float32), patches=patches, layers=layers, windows=means)
+
+
+def _window_means(out: dict, owner: np.ndarray, n: int, backbone) -> dict[int, np.ndarray]:
+    """Each windows block: the mean over an image's distinct windows of their mean patch token
+    (`out` holds the n whole reads' rows first, then the windows')."""
+    counts, means = np.bincount(owner, minlength=n)[:, None], {}
+    for k in backbone.spec.windows:
+        tokens = out[backbone._layer_name(k)]
+        total = np.zeros((n, tokens.shape[2]), np.float64)
+        np.add.at(total, owner, tokens[n:, 1:].mean(1))
+        means[k] = (total / counts).astype(np.float32)
+    return means
 
 
 def _distinct_windows(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
