@@ -190,6 +190,14 @@ def test_the_windows_alone_skip_the_whole_read_and_give_the_same_columns():
     np.testing.assert_allclose(got, want, atol=1e-5)
     from fakescope.backbones.offline import _distinct_windows
     assert calls == [len(_distinct_windows(x)[1])]  # each distinct window once, and no whole read
+    # blocks only: the graph ends at the last block read, and gives what the whole graph gives there
+    assert alone.truncated and not both.truncated
+    layer6, full = load_backbone("clip-b16?layers=6&pooled=0"), load_backbone("clip-b16?layers=6")
+    y = np.stack([preprocess(img, full.spec) for img in _test_images()[:3]])
+    np.testing.assert_allclose(feature_vector(layer6.forward(y), layer6.spec),
+                               feature_vector(full.forward(y), full.spec)[:, -768:], atol=1e-5)
+    with pytest.raises(ValueError, match="no patch grid"):
+        layer6.forward(y, want_patches=True)
 
 
 @needs_clip

@@ -139,12 +139,21 @@ class OnnxBackbone:
         self.pooled_is_token = (self.layout.tokens and self.layout.pooled_is_token
                                 and self.pooled_name == self.layout.pooled)
         model = onnx.load(weights_path)
-        wanted = {self.pooled_name, *(self._layer_name(k) for k in spec.layers + spec.windows)}
-        if self._patch_name():
-            wanted.add(self._patch_name())
-        present = {o.name for o in model.graph.output}
-        for name in sorted(wanted - present):
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        # a spec reading intermediate blocks only (`pooled=0`) runs the graph up to its last block and
+        # no further: blocks 3-6 of CLIP's 12 cost half a forward pass (results.md 11.12)
+        self.truncated = not spec.pooled and spec.patch_layer is None
+        wanted = {*(self._layer_name(k) for k in spec.layers + spec.windows)}
+        if not self.truncated:
+            wanted.add(self.pooled_name)
+            if self._patch_name():
+                wanted.add(self._patch_name())
+            present = {o.name for o in model.graph.output}
+            for name in sorted(wanted - present):
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        else:
+            weights = {t.name for t in model.graph.initializer}
+            image = [i.name for i in model.graph.input if i.name not in weights][:1]
+            model = onnx.utils.Extractor(model).extract_model(image, sorted(wanted))
         graph, providers = model.SerializeToString(), onnx_providers(ort.get_available_providers())
         # A graph run one image at a time keeps the cores busy with one single-threaded session per
         # thread, each on its own image, rather than splitting every matrix product across threads:
@@ -222,14 +231,20 @@ class OnnxBackbone:
             out = {k: np.concatenate([np.zeros((n,) + v.shape[1:], v.dtype), v]) for k, v in out.items()}
             return Features(pooled=np.zeros((n, 0), np.float32), windows=_window_means(out, owner, n, self))
         blocks = self.spec.layers + self.spec.windows
-        names = list(dict.fromkeys([self.pooled_name] + [self._layer_name(k) for k in blocks]))
+        names = list(dict.fromkeys(([] if self.truncated else [self.pooled_name])
+                                   + [self._layer_name(k) for k in blocks]))
         patch_name = self._patch_name()
         if want_patches and patch_name and patch_name not in names:
+            if self.truncated:
+                raise ValueError(f"{self.spec.name}: reads blocks only (pooled=0), so it has no patch grid")
             names.append(patch_name)
         out = self._run(names, batch if windows is None else np.concatenate([batch, windows]))
-        pooled = out[self.pooled_name][:n]
-        if self.pooled_is_token:
-            pooled = pooled[:, 0]  # the CLS token
+        if self.truncated:
+            pooled = np.zeros((n, 0), np.float32)
+        else:
+            pooled = out[self.pooled_name][:n]
+            if self.pooled_is_token:
+                pooled = pooled[:, 0]  # the CLS token
         layers = {k: out[self._layer_name(k)][:n, 0] if self.layout.tokens else out[self._layer_name(k)][:n]
                   for k in self.spec.layers}
         patches = None
