@@ -459,6 +459,18 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
             assert res.label == "uncertain" and res.reason.startswith("experts disagree")
         else:
             assert res.reason is None or not res.reason.startswith("experts disagree")
+    # what `fakescope validate --scores` keeps of a fold: each expert's score and the referee's cut
+    from fakescope.data.sources import load_labelled
+    from fakescope.evaluation.protocols import fold_arrays
+    from fakescope.evaluation.report import evaluate_detector
+    m = evaluate_detector(f, list(load_labelled(str(data))), None, intervals=False)
+    arrays = fold_arrays(f, m)
+    assert float(arrays["cut.native"]) == pytest.approx(cut)
+    fake = arrays["scores"].astype(np.float32) >= f.threshold  # as the detector compares its float32 scores
+    objects = (arrays["expert.native"] >= cut) != fake
+    assert objects.any()
+    assert [r.startswith("experts disagree") for r in arrays["reasons"]] == \
+        [bool(o) and not r.startswith("unfamiliar") for o, r in zip(objects, arrays["reasons"])]
     doc = json.loads((fused / "detector.json").read_text())
     for bad in ({"cut": "0.5"}, {"cut": True}, {"role": "judge"}):
         broken = json.loads(json.dumps(doc))

@@ -133,13 +133,19 @@ def generator_rows(m: dict) -> dict[str, dict]:
 
 def fold_arrays(det, m: dict) -> dict[str, np.ndarray]:
     """One fold's per-image results, for `fakescope validate --scores`: each held-out image's path,
-    label, score and "uncertain" reason ("" = answered); the refit's threshold and band; and, when
+    label, score and "uncertain" reason ("" = answered); a fused detector's experts' scores and its
+    referees' cuts; the refit's threshold and band; and, when
     the band was cut from out-of-source scores, those scores (labels, scores, source names)."""
     rule = det.uncertainty
     out = {"paths": np.array(m.get("_paths", []), dtype=str), "labels": np.asarray(m.get("_labels", [])),
            "scores": np.asarray(m.get("_scores", []), np.float64),
            "reasons": np.array([r or "" for r in m.get("_reasons", [""] * len(m.get("_labels", [])))], dtype=str),
            "threshold": np.array(det.threshold)}
+    for name, values in (m.get("_experts") or {}).items():  # NaN where the expert does not speak
+        out[f"expert.{name}"] = np.asarray(values, np.float64)
+    for e in getattr(det.head, "experts", None) or []:  # a referee's cut (heads/fusion.py)
+        if e.get("cut") is not None:
+            out[f"cut.{e['name']}"] = np.array(float(e["cut"]))
     if rule is not None:
         out["band"] = np.array(rule.cuts(det.threshold))
         if rule.out_of_source is not None:

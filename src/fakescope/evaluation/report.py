@@ -57,6 +57,8 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
         metrics["ap_ci95"] = list(bootstrap_ci(average_precision, labels, scores, n=500))
     metrics["_labels"], metrics["_scores"] = labels, scores  # for reports and calibration; not written to JSON
     metrics["_paths"] = [s.path for s in ok]
+    if len(ok) and getattr(det.head, "experts", None):  # a fused head's experts, each score beside the fused one
+        metrics["_experts"] = det.head.predict_with_experts(head_input(X, T, det.modality))[1]
     metrics["_generators"] = [s.generator for s in ok]
     return metrics
 
