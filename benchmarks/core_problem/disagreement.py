@@ -41,15 +41,26 @@ def rates(y: np.ndarray, fake: np.ndarray, answered: np.ndarray) -> str:
 
 def band_off(path: str) -> None:
     d = np.load(path)
-    print("fold".ljust(16) + "  as run: answered / acc. / called fake      score band off")
+    print("fold".ljust(16) + "  as run: answered / acc. / called fake      score band off"
+          "              one-sided referee (stops 'fake' only), with and without the band")
     for name in sorted({k.split("/")[0] for k in d.files}):
         y, s, t = d[f"{name}/labels"].astype(int), d[f"{name}/scores"], float(d[f"{name}/threshold"])
         reasons = [str(r) for r in d[f"{name}/reasons"]]
         fake = s >= t
         answered = np.array([not r for r in reasons])
         no_band = np.array([not r or r.startswith("near threshold") for r in reasons])
-        print(f"{name:<16}  {rates(y, fake, answered)}           {rates(y, fake, no_band)}   (n {len(y)}, "
-              f"fakes {int(y.sum())}, experts disagree on {np.mean([r.startswith('experts disagree') for r in reasons]):.3f})")
+        line = f"{name:<16}  {rates(y, fake, answered)}           {rates(y, fake, no_band)}"
+        referees = [k.split("/", 1)[1][4:] for k in d.files if k.startswith(f"{name}/cut.")]
+        if referees:  # one-sided: the referee may only stop a "fake" verdict (a camera photo's protection)
+            p, cut = d[f"{name}/expert.{referees[0]}"], float(d[f"{name}/cut.{referees[0]}"])
+            low, high = d[f"{name}/band"]
+            unfamiliar = np.array([r.startswith("unfamiliar") for r in reasons])
+            near = (s >= low) & (s < high)
+            stopped = fake & (p < cut)  # NaN (no referee for the image) never stops
+            line += f"           {rates(y, fake, ~unfamiliar & ~near & ~stopped)}"
+            line += f"   band off: {rates(y, fake, ~unfamiliar & ~stopped)}"
+        print(line + f"   (n {len(y)}, fakes {int(y.sum())}, experts disagree on "
+              f"{np.mean([r.startswith('experts disagree') for r in reasons]):.3f})")
 
 
 def main() -> None:
