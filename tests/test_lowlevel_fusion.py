@@ -399,6 +399,12 @@ def test_a_referee_never_votes_and_objects_where_its_verdict_differs():
 
     again = FusionHead.from_state(json.loads(json.dumps(head.config())), head.state())
     np.testing.assert_array_equal(again.disagreements(X, scores, threshold), want)
+    # objecting to "fake" verdicts only: where the referee says real and the detector fake
+    head.experts[1]["objects"] = "fake"
+    one_sided = head.disagreements(X, scores, threshold)
+    np.testing.assert_array_equal(one_sided, want & (scores >= threshold))
+    assert one_sided.any() and (want & ~one_sided).any()
+    head.experts[1]["objects"] = "both"
     few = FusionHead(experts=[dict(e) for e in head.experts], heads=head.heads, weights=head.weights)
     assert few.set_referee_cuts(X[:10], 0.1) == {"ref": None}  # too few reals: no cut, no objection
     assert not few.disagreements(X, scores, threshold).any()
@@ -452,7 +458,8 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     images = [_noise(rng, 48, up) for up in (False, True) * 6]
     ra, rf = a.predict(images), f.predict(images)
     np.testing.assert_allclose([r.score for r in rf], [r.score for r in ra], rtol=1e-5, atol=1e-6)
-    objections = [(res.experts["native"] >= cut) != (res.score >= f.threshold) for res in rf]
+    assert f.head.experts[1]["objects"] == "fake"  # the preset: it guards against false "fake" verdicts
+    objections = [res.experts["native"] < cut and res.score >= f.threshold for res in rf]
     assert 0 < sum(objections) < len(objections)  # both kinds of image are checked
     for res, objects in zip(rf, objections):  # each verdict follows the referee: uncertain exactly where it objects
         if objects:
@@ -467,14 +474,27 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     arrays = fold_arrays(f, m)
     assert float(arrays["cut.native"]) == pytest.approx(cut)
     fake = arrays["scores"].astype(np.float32) >= f.threshold  # as the detector compares its float32 scores
-    objects = (arrays["expert.native"] >= cut) != fake
+    objects = (arrays["expert.native"] < cut) & fake
     assert objects.any()
     assert [r.startswith("experts disagree") for r in arrays["reasons"]] == \
         [bool(o) and not r.startswith("unfamiliar") for o, r in zip(objects, arrays["reasons"])]
     doc = json.loads((fused / "detector.json").read_text())
-    for bad in ({"cut": "0.5"}, {"cut": True}, {"role": "judge"}):
+    for bad in ({"cut": "0.5"}, {"cut": True}, {"role": "judge"}, {"objects": "real"}):
         broken = json.loads(json.dumps(doc))
         broken["head"]["experts"][1].update(bad)
         (fused / "detector.json").write_text(json.dumps(broken))
         with pytest.raises(ModelFolderError):
             load_detector(fused)
+
+
+def test_referee_options_are_checked():
+    from fakescope.training.fit import TrainConfig
+    from fakescope.training.fusion import expert_configs, expert_role
+    cfg = TrainConfig(data=["x"], method="fusion")
+    options = {"experts": "clip,native", "native.objects": "both"}
+    assert [name for name, *_ in expert_configs(cfg, options)] == ["clip", "native"]
+    assert expert_role("native", options) == "referee" and expert_role("clip", options) == "voter"
+    assert expert_configs(cfg, options)[1][1].head_options == {}  # its role options are not the head's
+    for bad in ({"native.objects": "real"}, {"native.role": "judge"}):
+        with pytest.raises(ValueError, match="must be"):
+            expert_configs(cfg, {"experts": "clip,native", **bad})

@@ -13,7 +13,7 @@ images the same experts speak for (`equalise_domains`).
 from one run of every expert's head: the JSON line shows them beside the fused score, so a user
 sees which kind of evidence spoke.
 
-A *referee* (an expert with `"role": "referee"` and its own `"cut"`) never votes: the stacker does
+A *referee* (an expert with `"role": "referee"`, its own `"cut"` and what it `"objects"` to) never votes: the stacker does
 not read it, so the fused score is what the voting experts make of the image. It is a second
 opinion: where it speaks and its verdict at its cut differs from the fused verdict at the
 detector's threshold, the detector answers "uncertain: the experts disagree" (`disagreements`,
@@ -27,6 +27,10 @@ import math
 import numpy as np
 
 from .registry import head_from_state, register
+
+
+# what a referee objects to: any verdict of the voters' it does not share, or only a "fake" verdict
+OBJECTIONS = ("both", "fake")
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -81,7 +85,9 @@ class FusionHead:
 
     def disagreements(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
         """(n,) True where a referee speaks for the image and its verdict at its own cut is not the
-        detector's verdict (`scores` at `threshold`)."""
+        detector's verdict (`scores` at `threshold`). A referee with `"objects": "fake"` objects only
+        to a "fake" verdict (it says real): it guards reals against false accusations without
+        taking answers away from the fakes the voters find (results.md 11.12)."""
         out = np.zeros(len(X), bool)
         referees = [i for i, e in enumerate(self.experts) if self.is_referee(e) and e.get("cut") is not None]
         if not referees or not len(X):
@@ -89,7 +95,10 @@ class FusionHead:
         p, a = self.expert_probabilities(X), self.applies(X)
         fake = np.asarray(scores) >= threshold
         for i in referees:
-            out |= (a[:, i] > 0) & ((p[:, i] >= float(self.experts[i]["cut"])) != fake)
+            objection = (p[:, i] >= float(self.experts[i]["cut"])) != fake
+            if self.experts[i].get("objects", "both") == "fake":
+                objection &= fake
+            out |= (a[:, i] > 0) & objection
         return out
 
     def set_referee_cuts(self, X_real: np.ndarray, target_fpr: float, min_reals: int = 10) -> dict:
@@ -254,6 +263,8 @@ class FusionHead:
             expert = {k: v for k, v in e.items() if k not in ("method", "config")}
             if expert.get("role", "voter") not in ("voter", "referee"):
                 raise ValueError(f"fusion expert {e['name']!r}: unknown role {expert['role']!r}")
+            if expert.get("objects", "both") not in OBJECTIONS:
+                raise ValueError(f"fusion expert {e['name']!r}: objects must be one of {OBJECTIONS}")
             if expert.get("cut") is not None:
                 cut = expert["cut"]
                 if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not math.isfinite(cut):
