@@ -49,8 +49,13 @@ def test_default_is_small_described_and_calibrated(det):
     # CLIP ViT-B/16 (its embedding and intermediate blocks) for every image, a pixel CNN for thumbnails
     from fakescope.backbones.spec import part_specs
     parts = part_specs(det.spec)
-    assert [p.kind for p in parts] == ["clip-b16", "trained:", "imagesize"] and parts[0].layers
-    assert [e["name"] for e in det.head.experts] == ["clip", "thumbnail-cnn"] and m["fit"]["cuts"] == "first"
+    assert [p.kind for p in parts] == ["clip-b16", "trained:", "clip-b16", "imagesize"] and parts[0].layers
+    assert [e["name"] for e in det.head.experts] == ["clip", "thumbnail-cnn", "native"] and m["fit"]["cuts"] == "first"
+    # and CLIP's early blocks at native resolution as a referee: no vote, it may only stop a "fake" verdict
+    referee = det.head.experts[2]
+    assert parts[2].windows and not parts[2].pooled
+    assert (referee["role"], referee["objects"], referee["domain"]) == ("referee", "fake", [64, None])
+    assert 0.0 < referee["cut"] < 1.0
     # trained on CIFAKE thumbnails, web photos, full-size camera photos from many devices and
     # modern photoreal generators, not on one source
     assert len(m["data"]) >= 5 and any("photos" in d for d in m["data"])
