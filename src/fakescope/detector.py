@@ -111,11 +111,10 @@ class Detector:
         reasons: list[str | None] = [None] * len(scores)
         if self.abstain and self.uncertainty is not None and features is not None:
             reasons = self.uncertainty.reasons(self.head.uncertainty_input(features), scores, self.threshold)
-        disagree = getattr(self.head, "disagreements", None)
-        if self.abstain and disagree is not None and features is not None:
+        if self.abstain and features is not None:
             # after "unfamiliar", before "near threshold": a referee that objects says more than the band
             reasons = [EXPERTS_DISAGREE if d and r != UNFAMILIAR else r
-                       for r, d in zip(reasons, disagree(features, scores, self.threshold))]
+                       for r, d in zip(reasons, self.head.disagreements(features, scores, self.threshold))]
         return [("uncertain", r) if r else ("fake" if s >= self.threshold else "real", None)
                 for s, r in zip(scores, reasons)]
 

@@ -228,8 +228,8 @@ class OnnxBackbone:
         if windows is not None and not (self.spec.pooled or self.spec.layers or want_patches):
             # the windows alone (`pooled=0`): the whole read would be computed and thrown away
             out = self._run([self._layer_name(k) for k in self.spec.windows], windows)
-            out = {k: np.concatenate([np.zeros((n,) + v.shape[1:], v.dtype), v]) for k, v in out.items()}
-            return Features(pooled=np.zeros((n, 0), np.float32), windows=_window_means(out, owner, n, self))
+            tokens = {k: out[self._layer_name(k)] for k in self.spec.windows}
+            return Features(pooled=np.zeros((n, 0), np.float32), windows=_window_means(tokens, owner, n))
         blocks = self.spec.layers + self.spec.windows
         names = list(dict.fromkeys(([] if self.truncated else [self.pooled_name])
                                    + [self._layer_name(k) for k in blocks]))
@@ -256,18 +256,18 @@ class OnnxBackbone:
                 patches = grid[:, 1:].reshape(n, side, side, c)
             else:  # the converted graph computes convolutions in NCHW
                 patches = grid.transpose(0, 2, 3, 1)
-        means = _window_means(out, owner, n, self) if windows is not None else {}
+        means = {} if windows is None else \
+            _window_means({k: out[self._layer_name(k)][n:] for k in self.spec.windows}, owner, n)
         return Features(pooled=np.ascontiguousarray(pooled, np.float32), patches=patches, layers=layers, windows=means)
 
 
-def _window_means(out: dict, owner: np.ndarray, n: int, backbone) -> dict[int, np.ndarray]:
+def _window_means(tokens: dict[int, np.ndarray], owner: np.ndarray, n: int) -> dict[int, np.ndarray]:
     """Each windows block: the mean over an image's distinct windows of their mean patch token
-    (`out` holds the n whole reads' rows first, then the windows')."""
+    (`tokens`: block -> the windows' token rows; `owner`: the image of each row, of n)."""
     counts, means = np.bincount(owner, minlength=n)[:, None], {}
-    for k in backbone.spec.windows:
-        tokens = out[backbone._layer_name(k)]
-        total = np.zeros((n, tokens.shape[2]), np.float64)
-        np.add.at(total, owner, tokens[n:, 1:].mean(1))
+    for k, rows in tokens.items():
+        total = np.zeros((n, rows.shape[2]), np.float64)
+        np.add.at(total, owner, rows[:, 1:].mean(1))
         means[k] = (total / counts).astype(np.float32)
     return means
 

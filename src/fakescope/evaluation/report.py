@@ -30,7 +30,9 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
         ok, X = [ok[j] for j in with_text], X[with_text]
         T = det.encode_text([s.text for s in ok])
     labels = np.array([s.label for s in ok])
-    scores = det.head_scores(head_input(X, T, det.modality)) if len(ok) else np.zeros(0)
+    # one pass of the head: the score and, for a fused head, each expert's (for validate --scores)
+    raw, experts = det.head.predict_with_experts(head_input(X, T, det.modality)) if len(ok) else (np.zeros(0), None)
+    scores = det.calibrated(raw) if len(ok) else raw
     metrics = summary(labels, scores, det.threshold) if len(ok) else {"n": 0}
     metrics["model"] = det.name
     metrics["per_generator"] = metrics_by_generator(labels, scores, [s.generator for s in ok], det.threshold)
@@ -57,8 +59,8 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
         metrics["ap_ci95"] = list(bootstrap_ci(average_precision, labels, scores, n=500))
     metrics["_labels"], metrics["_scores"] = labels, scores  # for reports and calibration; not written to JSON
     metrics["_paths"] = [s.path for s in ok]
-    if len(ok) and getattr(det.head, "experts", None):  # a fused head's experts, each score beside the fused one
-        metrics["_experts"] = det.head.predict_with_experts(head_input(X, T, det.modality))[1]
+    if experts:  # a fused head's experts, each score beside the fused one
+        metrics["_experts"] = experts
     metrics["_generators"] = [s.generator for s in ok]
     return metrics
 

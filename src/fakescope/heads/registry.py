@@ -19,7 +19,7 @@ class Head(Protocol):
                       read off the backbone by training (heads/multilayer.py)
       trains_encoder  it holds an encoder its recipe trained (training/trained_embedding.py); `save_encoder(dir,
                       input_spec, extra)` writes it as a `trained:` backbone
-    and answers `analysis`, `uncertainty_input` and `predict_with_experts` (defaults below).
+    and answers `analysis`, `uncertainty_input`, `predict_with_experts` and `disagreements` (defaults below).
     """
     method: str
     reads_text: bool
@@ -35,6 +35,7 @@ class Head(Protocol):
     def analysis(self, X: np.ndarray, y: np.ndarray) -> dict | None: ...
     def uncertainty_input(self, X: np.ndarray) -> np.ndarray: ...
     def predict_with_experts(self, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]: ...
+    def disagreements(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray: ...
 
 
 class HeadDefaults:
@@ -55,6 +56,10 @@ class HeadDefaults:
     def predict_with_experts(self, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """P(fake) and, for a head of several experts, each expert's P(fake) from the same pass."""
         return self.predict(X), None
+
+    def disagreements(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+        """(n,) True where a second opinion inside the head objects to the verdict (a fusion's referee)."""
+        return np.zeros(len(X), bool)
 
 
 _HEADS: dict[str, type] = {}
