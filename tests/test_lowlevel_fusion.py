@@ -299,9 +299,18 @@ def test_fused_cuts_first_is_the_first_experts_detector_outside_the_thumbnail_do
     assert f.uncertainty.config() == a.uncertainty.config()
     rng = np.random.default_rng(3)
     big = [_noise(rng, 48, up) for up in (False, True) * 4]
+    runs = _count_rows(f.backbone.parts[1])
     ra, rf = a.predict(big), f.predict(big)
     np.testing.assert_allclose([r.score for r in rf], [r.score for r in ra], rtol=1e-5, atol=1e-6)
     assert [r.label for r in rf] == [r.label for r in ra]
+    # a scan runs an expert only on the images in its domain: the thumbnail expert not on 48 px images
+    assert runs == [] and all(r.experts["thumbnail-npr"] is None for r in rf)
+    small = [_noise(rng, 24, up) for up in (False, True) * 2]
+    assert all(r.experts["thumbnail-npr"] is not None for r in f.predict(small + big[:2])[:4]) and sum(runs) == 4
+    f.every_expert = True  # every expert on every image: the same scores, and its score on the 48 px ones too
+    eager = f.predict(big)
+    assert [(r.score, r.label) for r in eager] == [(r.score, r.label) for r in rf]
+    assert all(r.experts["thumbnail-npr"] is None for r in eager) and sum(runs) == 4 + len(big)
     meta = f.metadata
     assert meta["fit"]["cuts"] == "first"
     held = meta["validation"]["n"]
@@ -353,6 +362,16 @@ def test_a_fused_expert_reading_intermediate_layers_saves_loads_and_scores(data,
     (moved / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFolderError, match="widths"):
         load_detector(moved)
+
+
+def _count_rows(backbone) -> list[int]:
+    """Spy on a fused detector's part: the number of images of each of its forward passes."""
+    runs, forward = [], backbone.forward
+    def counted(x, *args, **kwargs):
+        runs.append(len(x))
+        return forward(x, *args, **kwargs)
+    backbone.forward = counted
+    return runs
 
 
 def _referee_head():
@@ -456,6 +475,7 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     assert cut is not None and f.head.experts[1]["cut"] == pytest.approx(cut)
     rng = np.random.default_rng(4)
     images = [_noise(rng, 48, up) for up in (False, True) * 6]
+    f.every_expert = True  # the referee's score on every image
     ra, rf = a.predict(images), f.predict(images)
     np.testing.assert_allclose([r.score for r in rf], [r.score for r in ra], rtol=1e-5, atol=1e-6)
     assert f.head.experts[1]["objects"] == "fake"  # the preset: it guards against false "fake" verdicts
@@ -466,6 +486,18 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
             assert res.label == "uncertain" and res.reason.startswith("experts disagree")
         else:
             assert res.reason is None or not res.reason.startswith("experts disagree")
+    # a scan asks a referee that objects only to "fake" only where the voters say fake: the same
+    # scores, verdicts and reasons, the referee run on those images alone
+    f.every_expert = False
+    runs = _count_rows(f.backbone.parts[1])
+    lazy = f.predict(images)
+    assert [(r.score, r.label, r.reason) for r in lazy] == [(r.score, r.label, r.reason) for r in rf]
+    called_fake = [r.score >= f.threshold for r in rf]
+    assert 0 < sum(called_fake) < len(images) and sum(runs) == sum(called_fake)
+    assert [r.experts["native"] is not None for r in lazy] == called_fake
+    for r, e in zip(lazy, rf):
+        if r.experts["native"] is not None:
+            assert r.experts["native"] == pytest.approx(e.experts["native"], rel=1e-5)
     # what `fakescope validate --scores` keeps of a fold: each expert's score and the referee's cut
     from fakescope.data.sources import load_labelled
     from fakescope.evaluation.protocols import fold_arrays

@@ -151,3 +151,14 @@ def test_tpr_at_fpr_consistent(seed, ties):
         assert got == pytest.approx(float((s[y == 1] >= t).mean()))
         # best TPR on scikit-learn's ROC curve among operating points within the FPR budget
         assert got == pytest.approx(tpr[fpr <= target].max(), abs=1e-12), target
+
+
+def test_threshold_at_fpr_holds_for_float32_scores_compared_as_detectors_compare_them():
+    # detectors compare float32 scores with a Python float (NumPy casts it to float32): a threshold one
+    # float64 step above a real's score rounds back onto it and would flag that real as well
+    rng = np.random.default_rng(5)
+    real = rng.random(500).astype(np.float32)
+    for target in (0.0, 0.01, 0.05, 0.1, 0.3):
+        t = threshold_at_fpr(real, target)
+        assert (real >= t).mean() <= target and (real.astype(np.float64) >= t).mean() <= target
+        assert (real >= np.float32(t)).sum() == (real > np.sort(real)[::-1][int(target * 500)]).sum()

@@ -69,6 +69,8 @@ class Detector:
     calibration: dict | None = None # {"kind": "platt", "a", "b"} or {"kind": "temperature", "t"}: maps head scores to calibrated P(fake)
     uncertainty: UncertaintyRule | None = None  # when to answer "uncertain" instead of real/fake
     abstain: bool = True            # False: always answer real/fake, even where the rule says uncertain
+    every_expert: bool = False      # a fused detector: True runs every expert on every image (each one's score
+                                    # in every line); False only where it can change the verdict (same verdicts)
     _backbone: Backbone | None = field(default=None, repr=False)
     _text: Any = field(default=None, repr=False)
 
@@ -100,10 +102,38 @@ class Detector:
                             ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None]:
         """P(fake) per image, the image features the head read (None for a text-only head) and, for a
         head of several experts, each expert's P(fake) (else None)."""
+        if self.spec.kind == "fusion" and self.head.method == "fusion" and self.modality == "image" \
+                and not self.every_expert:
+            return self._fused_scores(arrays)
         image = feature_vector(self.backbone.forward(arrays), self.spec) if self.modality != "text" else None
         text = self.encode_text(texts) if self.needs_text else None
         scores, experts = self.head.predict_with_experts(head_input(image, text, self.modality))
         return self.calibrated(scores), image, experts
+
+    def _fused_scores(self, arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """`scores_and_features` of a fused detector, each expert run only where it can change the
+        verdict: on the images in its domain, and a referee that objects only to "fake" on the images
+        the voters call fake. The scores and verdicts are those of every expert run on every image
+        (the skipped columns are zeros the stacker and `disagreements` never read); an expert not
+        run on an image has no score there (None in its line). The first expert always runs: the
+        "unfamiliar" rule reads its features. A referee costs most on full-size photos (results.md 11.13)."""
+        bb, head = self.backbone, self.head
+        speaks = head.applies_to_sizes(bb.sizes(arrays)) > 0
+        asked_later = [head.objects_to_fake_only(e) for e in head.experts]
+        ran = speaks & ~np.array(asked_later)
+        ran[:, 0] = True
+        image = bb.forward(arrays, rows=[*ran.T, None]).pooled  # the last part is the image size
+        scores, experts = head.predict_with_experts(image)
+        scores = self.calibrated(scores)
+        starts, asked = np.cumsum([0, *(int(e["dim"]) for e in head.experts)]), False
+        for i in np.flatnonzero(asked_later):
+            need = speaks[:, i] & (scores >= self.threshold)  # the comparison `disagreements` makes
+            if need.any():
+                image[np.ix_(need, np.arange(starts[i], starts[i + 1]))] = bb.forward_part(i, arrays[need])
+                ran[:, i], asked = need, True
+        if asked:  # the referees' scores on the rows they now read (the fused score does not read them)
+            experts = head.predict_with_experts(image)[1]
+        return scores, image, {name: np.where(ran[:, i], v, np.nan) for i, (name, v) in enumerate(experts.items())}
 
     def verdicts(self, scores: np.ndarray, features: np.ndarray | None) -> list[tuple[str, str | None]]:
         """(label, reason) per score: fake at or above the threshold, else real, unless the

@@ -16,10 +16,13 @@ own cache rows.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from . import load_backbone, register
-from .spec import FUSION, IMAGESIZE, NATIVE_WINDOWS, BackboneSpec, Features, feature_vector, part_specs
+from .spec import (FUSION, IMAGESIZE, NATIVE_WINDOWS, BackboneSpec, Features, feature_vector, part_dim, part_specs,
+                   recorded_widths)
 
 
 def imagesize_spec(_: str = "") -> BackboneSpec:
@@ -53,18 +56,52 @@ class FusionBackbone:
         self.spec = spec
         self.parts = [load_backbone(p) for p in part_specs(spec)]
         self.batch_size = min(int(getattr(b, "batch_size", 16)) for b in self.parts)
+        self.widths = recorded_widths(spec) or [_known_width(p) for p in part_specs(spec)]
+        sizes = input_sizes(spec)
+        self._starts = [sum(sizes[:i]) for i in range(len(sizes))]
 
-    def forward(self, batch: np.ndarray, want_patches: bool = False) -> Features:
-        out, start = [], 0
-        for b, p, n in zip(self.parts, part_specs(self.spec), input_sizes(self.spec)):
-            x = np.asarray(batch[:, start:start + n], np.float32)
-            start += n
-            if p.kind != IMAGESIZE:
-                stacked = (reads(p),) if p.windows else ()
-                x = x.reshape(len(x), *stacked, 3, p.input_size, p.input_size) if p.layout == "NCHW" else \
-                    x.reshape(len(x), *stacked, p.input_size, p.input_size, 3)
-            out.append(feature_vector(b.forward(np.ascontiguousarray(x)), p))
+    def part_input(self, batch: np.ndarray, i: int) -> np.ndarray:
+        """Part i's preprocessed images, cut out of the fused batch and shaped as it reads them."""
+        p, n = part_specs(self.spec)[i], input_sizes(self.spec)[i]
+        x = np.asarray(batch[:, self._starts[i]:self._starts[i] + n], np.float32)
+        if p.kind != IMAGESIZE:
+            stacked = (reads(p),) if p.windows else ()
+            x = x.reshape(len(x), *stacked, 3, p.input_size, p.input_size) if p.layout == "NCHW" else \
+                x.reshape(len(x), *stacked, p.input_size, p.input_size, 3)
+        return np.ascontiguousarray(x)
+
+    def sizes(self, batch: np.ndarray) -> np.ndarray:
+        """(n, 2) each image's file (width, height), read off the batch (no network runs)."""
+        i = [p.kind for p in part_specs(self.spec)].index(IMAGESIZE)
+        return self.part_input(batch, i).reshape(len(batch), 2)
+
+    def forward_part(self, i: int, batch: np.ndarray) -> np.ndarray:
+        """Part i's feature vectors (n, widths[i]) for a fused batch."""
+        return feature_vector(self.parts[i].forward(self.part_input(batch, i)), part_specs(self.spec)[i])
+
+    def forward(self, batch: np.ndarray, want_patches: bool = False,
+                rows: Sequence[np.ndarray | None] | None = None) -> Features:
+        """Every part's features side by side. `rows` (one per part, None: every image) runs a part on
+        the images a mask selects only; the others get zeros in its columns (a fused detector skips
+        experts that do not speak for an image: detector.py)."""
+        out = []
+        for i, width in enumerate(self.widths):
+            mask = None if rows is None or rows[i] is None else np.asarray(rows[i], bool)
+            if mask is None or mask.all() or width is None:  # (a width not known without a run: every row)
+                out.append(self.forward_part(i, batch))
+                continue
+            part = np.zeros((len(batch), width), np.float32)
+            if mask.any():
+                part[mask] = self.forward_part(i, batch[mask])
+            out.append(part)
         return Features(pooled=np.concatenate(out, axis=1))
+
+
+def _known_width(spec: BackboneSpec) -> int | None:
+    try:
+        return part_dim(spec)
+    except ValueError:  # a part reading layers whose fused spec records no widths
+        return None
 
 
 def _no_string(_: str) -> BackboneSpec:

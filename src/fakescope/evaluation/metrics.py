@@ -88,7 +88,14 @@ def threshold_at_fpr(real_scores, target_fpr: float) -> float:
         k += 1
     if k >= len(s):
         return float(s[-1])
-    return float(np.nextafter(s[k], np.inf))
+    return just_above(s[k])
+
+
+def just_above(score: float) -> float:
+    """The smallest threshold above `score` in float32 as well as float64: detectors compare float32
+    scores with a Python float, which NumPy casts to float32, so a float64 step above a real's score
+    would round back onto it and flag that real too."""
+    return float(np.nextafter(np.float32(score), np.float32(np.inf)))
 
 
 def tpr_at_fpr(y_true, scores, target_fpr: float) -> float:
@@ -130,7 +137,7 @@ def best_accuracy(y_true, scores) -> tuple[float, float]:
     acc = np.r_[n_neg, tps + n_neg - fps] / n  # first entry: nothing called fake
     k = int(np.argmax(acc))
     if k == 0:
-        t = float(np.nextafter(thr[0], np.inf))
+        t = just_above(thr[0])
     elif k == len(thr):  # everything called fake
         t = float(thr[-1])
     else:

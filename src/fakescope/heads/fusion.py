@@ -67,7 +67,11 @@ class FusionHead:
 
     def applies(self, X: np.ndarray) -> np.ndarray:
         """(n, E) 1 where the image's shorter side is in the expert's domain."""
-        side = np.asarray(X[:, -2:], np.float64).min(axis=1)
+        return self.applies_to_sizes(X[:, -2:])
+
+    def applies_to_sizes(self, sizes: np.ndarray) -> np.ndarray:
+        """`applies` from the images' (width, height) alone: before any expert has run."""
+        side = np.asarray(sizes, np.float64).min(axis=1)
         cols = []
         for e in self.experts:
             lo, hi = e.get("domain") or [0, None]
@@ -76,6 +80,11 @@ class FusionHead:
 
     def is_referee(self, e: dict) -> bool:
         return e.get("role") == "referee"
+
+    def objects_to_fake_only(self, e: dict) -> bool:
+        """A referee that can only object to a "fake" verdict: it has nothing to say about an image
+        the voters call real, so a scan need not run it there (detector.py)."""
+        return self.is_referee(e) and e.get("cut") is not None and e.get("objects", "both") == "fake"
 
     def votes(self, X: np.ndarray) -> np.ndarray:
         """(n, E) `applies` with every referee's column 0: what the stacking layer reads."""

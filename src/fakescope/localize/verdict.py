@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..evaluation.metrics import just_above
+
 
 def edit_evidence(loc, prob_map: np.ndarray) -> dict:
     """{"edit_score": s, "edit_threshold": t, "edited": s >= t} under the localiser's image rule,
@@ -54,4 +56,4 @@ def threshold_at_fpr(scores, max_fpr: float) -> float:
     if k >= len(s):
         return float(s[-1])
     upper = s[k - 1] if k > 0 else max(1.0, s[0])
-    return float((s[k] + upper) / 2) if upper > s[k] else float(np.nextafter(s[k], np.inf))
+    return float((s[k] + upper) / 2) if upper > s[k] else just_above(s[k])
