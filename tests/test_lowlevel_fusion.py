@@ -498,6 +498,21 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     for r, e in zip(lazy, rf):
         if r.experts["native"] is not None:
             assert r.experts["native"] == pytest.approx(e.experts["native"], rel=1e-5)
+    # the same through `fakescope scan`, and `--every-expert` gives the referee's score on every line
+    folder = tmp_path / "scan-these"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:02d}.png")
+    lines = {}
+    for flag in ([], ["--every-expert"]):
+        out = tmp_path / f"scan{len(flag)}.jsonl"
+        r = CliRunner().invoke(app, ["scan", str(folder), "--model", str(fused), "--out", str(out), "--no-table",
+                                     "--provenance", "off", *flag], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        lines[bool(flag)] = sorted((json.loads(x) for x in out.read_text().splitlines()), key=lambda d: d["path"])
+    assert [(d["score"], d["label"]) for d in lines[False]] == [(d["score"], d["label"]) for d in lines[True]]
+    assert [d["experts"]["native"] is not None for d in lines[False]] == [d["score"] >= d["threshold"] for d in lines[False]]
+    assert all(d["experts"]["native"] is not None for d in lines[True])
     # what `fakescope validate --scores` keeps of a fold: each expert's score and the referee's cut
     from fakescope.data.sources import load_labelled
     from fakescope.evaluation.protocols import fold_arrays

@@ -33,6 +33,7 @@ def scan(
     out_format: ScanFormat = typer.Option("auto", "--format", help="auto: Parquet for a folder or a name without suffix, else JSON lines."),
     threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold for this run instead of the model's; recorded in every line's `threshold`."),
     uncertain: bool = typer.Option(True, "--uncertain/--no-uncertain", help="Answer \"uncertain\" (with a reason) where the model's rule says it cannot know; --no-uncertain: always real or fake."),
+    every_expert: bool = typer.Option(False, "--every-expert", help="A model of several experts: run every expert on every image, so each line has every expert's score (slower; the verdicts are the same). Without it an expert runs only where it can change the verdict, and is null elsewhere."),
     # provenance and video (README "Provenance" and "Video")
     provenance: str = typer.Option("decide", "--provenance", help="off, report (a provenance object per image: C2PA, IPTC/XMP, EXIF, PNG generation chunks) or decide (also: a valid C2PA or metadata AI claim makes the verdict fake, reason 'provenance: ...')."),
     frames: int = typer.Option(16, "--frames", min=1, help="Videos (.mp4 .webm .mov .mkv .avi; the video extra): frames sampled, evenly spaced."),
@@ -77,6 +78,8 @@ def scan(
         masks.mkdir(parents=True, exist_ok=True)
     limits = ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels)
     score_options = _scan_evidence_options(provenance, frames, fps, max_video_bytes, max_video_seconds)
+    if every_expert:  # only when set: a job resumed from before the option existed keeps its identity
+        score_options["every_expert"] = True
     try:
         inputs = enumerate_inputs(paths, limits=limits, videos=True)
     except (ValueError, ImportError, KeyError) as e:  # a manifest without a path column, hf: without datasets, ...

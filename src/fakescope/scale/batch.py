@@ -220,7 +220,8 @@ class ScoreBatch(BatchFn):
     provenance.apply_rule). `video`: data/video.py VideoLimits as a dict (sampling and limits)."""
 
     def __init__(self, model: str | None = None, batch_size: int | None = None, abstain: bool = True,
-                 provenance: str = "off", video: dict | None = None, threshold: float | None = None, **kw):
+                 provenance: str = "off", video: dict | None = None, threshold: float | None = None,
+                 every_expert: bool = False, **kw):
         super().__init__(**kw)
         from ..provenance import check_mode
         self.model = model
@@ -229,6 +230,7 @@ class ScoreBatch(BatchFn):
         self.threshold = threshold  # `scan --threshold`: this run's threshold instead of the model's
         self.provenance = check_mode(provenance)
         self.video = dict(video or {})
+        self.every_expert = every_expert  # a fused detector: every expert's score on every image (detector.py)
         self._det = None
 
     @property
@@ -238,6 +240,7 @@ class ScoreBatch(BatchFn):
             from ..detector import load_detector
             self._det = load_detector(self.model)
             self._det.abstain = self.abstain
+            self._det.every_expert = self.every_expert
             if self.threshold is not None:
                 self._det.threshold = float(self.threshold)
             if self.batch_size:
