@@ -235,6 +235,43 @@ def test_thumbnail_views_shrink_both_classes_and_keep_old_view_keys():
     assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_thumbnails_by_any_resampler_vary_the_kernel_and_keep_old_view_keys():
+    """`augment.thumbnail_resample=any` makes each thumbnail with one of Pillow's resamplers (the same
+    one for the same image and view), aliased nearest-neighbour among them; "bicubic" (the default)
+    leaves the views and cache keys of thumbnail runs as they were; an unknown resampler is refused."""
+    import random
+
+    from fakescope.data.augment import RESAMPLERS, AugmentConfig, augment, make_view, thumbnail
+    from fakescope.training import TrainConfig
+
+    noise = np.random.default_rng(1).integers(0, 256, (240, 240, 3), dtype=np.uint8)
+    photo = Image.fromarray(noise)  # pixel noise: an antialiased resize averages it away, nearest keeps it
+    assert np.asarray(thumbnail(photo, 40, "nearest")).std() > 60 > 30 > np.asarray(thumbnail(photo, 40, "bicubic")).std()
+    cfg = TrainConfig(data=[], head_options={"augment.p_thumbnail": 1.0, "augment.thumbnail_resample": "any"}).augment
+    quiet = replace(cfg, crop_area=(1.0, 1.0), p_jpeg=0.0, p_blur=0.0, p_flip=0.0, thumbnail_side=(40, 40))
+    looks = {np.asarray(augment(photo, random.Random(i), quiet)).tobytes() for i in range(40)}
+    assert len(looks) >= 5  # several kernels drawn
+    assert np.array_equal(np.asarray(make_view(photo, "ab", 1, cfg)), np.asarray(make_view(photo, "ab", 1, cfg)))
+    bicubic = AugmentConfig(p_thumbnail=1.0)
+    assert replace(bicubic, thumbnail_resample="bicubic").signature() == bicubic.signature() != cfg.signature()
+    fixed = replace(bicubic, thumbnail_resample="lanczos")
+    assert fixed.signature() != bicubic.signature()
+    # the default draws no resampler: its views are the ones made before the option existed (crop,
+    # the thumbnail draw, its side, an antialiased bicubic resize)
+    from fakescope.data.augment import random_crop, view_seed
+    plain = replace(bicubic, p_jpeg=0.0, p_blur=0.0, p_flip=0.0)
+    for view in range(1, 6):
+        rng = random.Random(view_seed("ab", view))
+        crop = random_crop(photo, rng, plain.crop_area)
+        assert rng.random() < 1.0
+        side = rng.randint(*plain.thumbnail_side)
+        size = tuple(max(1, round(v * side / min(crop.size))) for v in crop.size)
+        assert np.array_equal(np.asarray(crop.resize(size, Image.BICUBIC)), np.asarray(make_view(photo, "ab", view, plain)))
+    assert set(RESAMPLERS) >= {"nearest", "bicubic", "lanczos"}
+    with pytest.raises(ValueError, match="thumbnail_resample"):
+        TrainConfig(data=[], head_options={"augment.thumbnail_resample": "sinc"})
+
+
 def test_noise_views_add_noise_of_the_drawn_strength_and_keep_old_view_keys():
     """`augment.p_noise` adds Gaussian noise (sigma in noise_sigma, 8-bit units) to a view; the same
     seed gives the same noise; off, views and cache keys are those from before the option existed."""

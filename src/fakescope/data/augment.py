@@ -33,6 +33,9 @@ class AugmentConfig:
     # look like nothing else to a detector trained on full-size images alone)
     p_thumbnail: float = 0.0
     thumbnail_side: tuple[int, int] = (32, 64)
+    # "bicubic", or "any": each thumbnail made by one of Pillow's resamplers (RESAMPLERS), since the
+    # thumbnails a scan meets come from many resizers and a detector should not key on one kernel
+    thumbnail_resample: str = "bicubic"
     # sensor-like noise (before the JPEG draw), so noise added to a fake does not read as "real"
     p_noise: float = 0.0
     noise_sigma: tuple[float, float] = (1.0, 10.0)   # standard deviation in 8-bit units
@@ -41,6 +44,8 @@ class AugmentConfig:
         fields = asdict(self)
         if not self.p_thumbnail:  # views made before thumbnails existed keep their cache keys
             del fields["p_thumbnail"], fields["thumbnail_side"]
+        if self.thumbnail_resample == "bicubic" or not self.p_thumbnail:  # and before the resampler was drawn
+            del fields["thumbnail_resample"]
         if not self.p_noise:  # and those made before noise existed
             del fields["p_noise"], fields["noise_sigma"]
         return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:8]
@@ -65,6 +70,9 @@ class AugmentConfig:
             except (TypeError, ValueError):
                 like = list(default) if isinstance(default, tuple) else default
                 raise ValueError(f"augment option {key!r}: expected a value like {like!r}, got {value!r}") from None
+        if values.get("thumbnail_resample", "bicubic") not in THUMBNAIL_RESAMPLE:
+            raise ValueError(f"augment option thumbnail_resample: one of {', '.join(THUMBNAIL_RESAMPLE)}, "
+                             f"got {values['thumbnail_resample']!r}")
         return cls(**values)
 
 
@@ -80,16 +88,26 @@ def random_crop(img: Image.Image, rng: random.Random, area: tuple[float, float])
     return img.crop((left, top, left + cw, top + ch))
 
 
-def thumbnail(img: Image.Image, side: int) -> Image.Image:
-    """The image shrunk (antialiased bicubic) so its shorter side is `side`; a smaller image is kept."""
+# what `thumbnail_resample="any"` draws from: aliased (nearest) to antialiased of every width
+RESAMPLERS = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR,
+              "hamming": Image.Resampling.HAMMING, "bicubic": Image.Resampling.BICUBIC,
+              "lanczos": Image.Resampling.LANCZOS}
+THUMBNAIL_RESAMPLE = ("any", *RESAMPLERS)
+
+
+def thumbnail(img: Image.Image, side: int, resample: str = "bicubic") -> Image.Image:
+    """The image shrunk (antialiased bicubic, or another of RESAMPLERS) so its shorter side is `side`;
+    a smaller image is kept."""
     factor = side / min(img.size)
-    return rescale(img, factor, min_side=1) if factor < 1 else img
+    return rescale(img, factor, min_side=1, resample=RESAMPLERS[resample]) if factor < 1 else img
 
 
 def augment(img: Image.Image, rng: random.Random, cfg: AugmentConfig = AugmentConfig()) -> Image.Image:
     img = random_crop(img, rng, cfg.crop_area)
     if cfg.p_thumbnail and rng.random() < cfg.p_thumbnail:  # drawn only when on: old views stay as they were
-        img = thumbnail(img, rng.randint(*cfg.thumbnail_side))
+        side = rng.randint(*cfg.thumbnail_side)
+        resample = rng.choice(list(RESAMPLERS)) if cfg.thumbnail_resample == "any" else cfg.thumbnail_resample
+        img = thumbnail(img, side, resample)
     elif rng.random() < cfg.p_downscale:
         img = rescale(img, rng.uniform(*cfg.downscale), min_side=8)
     if rng.random() < cfg.p_blur:
