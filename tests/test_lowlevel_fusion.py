@@ -498,6 +498,27 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     for r, e in zip(lazy, rf):
         if r.experts["native"] is not None:
             assert r.experts["native"] == pytest.approx(e.experts["native"], rel=1e-5)
+    # a scan's items leave the referee's input unread (zeros) until an image needs it; a file changed
+    # between the two reads gets no referee score and keeps its batch-mates' results
+    from fakescope.data.samples import Sample
+    from fakescope.pipeline import prepare
+    files = []
+    for i, im in enumerate(images):
+        files.append(tmp_path / f"img{i:02d}.png")
+        Image.fromarray(im).save(files[-1])
+    items = [f.prepare_item(Sample(path=str(x))) for x in files]
+    part = slice(f.backbone._starts[1], f.backbone._starts[2])
+    assert all(it.deferred == (1,) and not it.array[part].any() for it in items)
+    full = prepare(Sample(path=str(files[0])), f.spec)[0]
+    assert full.deferred == () and full.array[part].any()
+    assert [(r.score, r.label, r.reason) for r in f.predict_batch(items)] == [(r.score, r.label, r.reason) for r in rf]
+    accused = called_fake.index(True)
+    items = [f.prepare_item(Sample(path=str(x))) for x in files]
+    Image.fromarray(images[accused][::-1].copy()).save(files[accused])  # the file changes after its first read
+    again = f.predict_batch(items)
+    assert again[accused].score == rf[accused].score and again[accused].experts["native"] is None
+    assert [(r.score, r.label) for i, r in enumerate(again) if i != accused] == \
+        [(r.score, r.label) for i, r in enumerate(rf) if i != accused]
     # the same through `fakescope scan`, and `--every-expert` gives the referee's score on every line
     folder = tmp_path / "scan-these"
     folder.mkdir()

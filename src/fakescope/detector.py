@@ -27,7 +27,7 @@ from .data.samples import Sample
 from .features import feature_vector, head_input
 from .heads import Head, head_from_state
 from .images import DEFAULT_LIMITS, ImageLimits
-from .pipeline import Item, batched, iter_items, run_isolating, stack
+from .pipeline import Item, batched, iter_items, prepare, prepare_part, run_isolating, stack
 from .errors import ModelFolderError
 from .saving import check_model_ref, finite_number, load_model_dir, save_model_dir
 from .uncertainty import EXPERTS_DISAGREE, UNFAMILIAR, UncertaintyRule
@@ -85,6 +85,23 @@ class Detector:
         return self._backbone
 
     @property
+    def fused(self) -> bool:
+        """A detector of several experts over a fused input (heads/fusion.py, backbones/fusion.py)."""
+        return self.spec.kind == "fusion" and self.head.method == "fusion" and self.modality == "image"
+
+    @property
+    def deferred_parts(self) -> tuple[int, ...]:
+        """Parts of a fused input a scan reads only for the images that need them: the referees
+        that object only to "fake" (none when `every_expert`). `prepare_item` leaves them unread."""
+        if self.every_expert or not self.fused:
+            return ()
+        return tuple(i for i, e in enumerate(self.head.experts) if i > 0 and self.head.objects_to_fake_only(e))
+
+    def prepare_item(self, sample: Sample, limits: ImageLimits = DEFAULT_LIMITS) -> Item:
+        """One image decoded and preprocessed for this detector (`pipeline.prepare`, view 0)."""
+        return prepare(sample, self.spec, (0,), limits, defer=self.deferred_parts)[0]
+
+    @property
     def needs_text(self) -> bool:
         return self.modality != "image"
 
@@ -98,25 +115,28 @@ class Detector:
     def scores(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None) -> np.ndarray:
         return self.scores_and_features(arrays, texts)[0]
 
-    def scores_and_features(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None
+    def scores_and_features(self, arrays: np.ndarray | None, texts: Sequence[str] | None = None,
+                            items: Sequence[Item] | None = None
                             ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None]:
         """P(fake) per image, the image features the head read (None for a text-only head) and, for a
-        head of several experts, each expert's P(fake) (else None)."""
-        if self.spec.kind == "fusion" and self.head.method == "fusion" and self.modality == "image" \
-                and not self.every_expert:
-            return self._fused_scores(arrays)
+        head of several experts, each expert's P(fake) (else None). `items`: the prepared items
+        `arrays` was stacked from, for parts they deferred (`prepare_item`)."""
+        if self.fused and not self.every_expert:
+            return self._fused_scores(arrays, items)
         image = feature_vector(self.backbone.forward(arrays), self.spec) if self.modality != "text" else None
         text = self.encode_text(texts) if self.needs_text else None
         scores, experts = self.head.predict_with_experts(head_input(image, text, self.modality))
         return self.calibrated(scores), image, experts
 
-    def _fused_scores(self, arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def _fused_scores(self, arrays: np.ndarray, items: Sequence[Item] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """`scores_and_features` of a fused detector, each expert run only where it can change the
         verdict: on the images in its domain, and a referee that objects only to "fake" on the images
         the voters call fake. The scores and verdicts are those of every expert run on every image
         (the skipped columns are zeros the stacker and `disagreements` never read); an expert not
         run on an image has no score there (None in its line). The first expert always runs: the
-        "unfamiliar" rule reads its features. A referee costs most on full-size photos (results.md 11.13)."""
+        "unfamiliar" rule reads its features. A referee costs most on full-size photos (results.md 11.13):
+        an item that deferred it (`prepare_item`) has it decoded and read only here, when needed."""
         bb, head = self.backbone, self.head
         speaks = head.applies_to_sizes(bb.sizes(arrays)) > 0
         asked_later = [head.objects_to_fake_only(e) for e in head.experts]
@@ -127,10 +147,14 @@ class Detector:
         scores = self.calibrated(scores)
         starts, asked = np.cumsum([0, *(int(e["dim"]) for e in head.experts)]), False
         for i in np.flatnonzero(asked_later):
-            need = speaks[:, i] & (scores >= self.threshold)  # the comparison `disagreements` makes
-            if need.any():
-                image[np.ix_(need, np.arange(starts[i], starts[i + 1]))] = bb.forward_part(i, arrays[need])
-                ran[:, i], asked = need, True
+            need = np.flatnonzero(speaks[:, i] & (scores >= self.threshold))  # the comparison `disagreements` makes
+            inputs = [prepare_part(items[r], self.spec, i) if items is not None and i in items[r].deferred
+                      else bb.part_input(arrays[r:r + 1], i)[0] for r in need]
+            read = [r for r, x in zip(need, inputs) if x is not None]  # (None: the file is gone or changed)
+            if read:
+                image[np.ix_(read, np.arange(starts[i], starts[i + 1]))] = \
+                    bb.run_part(i, np.stack([x for x in inputs if x is not None]))
+                ran[read, i], asked = True, True
         if asked:  # the referees' scores on the rows they now read (the fused score does not read them)
             experts = head.predict_with_experts(image)[1]
         return scores, image, {name: np.where(ran[:, i], v, np.nan) for i, (name, v) in enumerate(experts.items())}
@@ -165,7 +189,7 @@ class Detector:
         def score(items: list[Item]):
             x = stack(items) if self.modality != "text" else None
             values, features, by_name = self.scores_and_features(
-                x, [it.sample.text for it in items] if self.needs_text else None)
+                x, [it.sample.text for it in items] if self.needs_text else None, items)
             return values, self.verdicts(values, features), by_name
 
         ok = [it for it in batch if it.ok]
@@ -204,7 +228,8 @@ class Detector:
         found: dict[int, dict] = {}  # id(sample) -> its provenance, until its result is out
         if check_mode(provenance) != "off":
             samples = _with_provenance(samples, limits, found)
-        for batch in batched(iter_items(samples, self.spec, limits=limits, workers=workers), size):
+        for batch in batched(iter_items(samples, self.spec, limits=limits, workers=workers,
+                                        defer=self.deferred_parts), size):
             results = self.predict_batch(batch)
             if provenance != "off":
                 for it, r in zip(batch, results):

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .backbones import BackboneSpec, preprocess
+from .backbones.fusion import input_sizes
 from .backbones.spec import part_specs
 from .data.augment import AugmentConfig, make_view
 from .data.samples import Sample
@@ -35,6 +36,8 @@ class Item:
     sha256: str | None = None
     array: np.ndarray | None = None   # preprocessed input, None when the image failed
     error: str | None = None          # "<code>: <message>" for a failed image
+    deferred: tuple[int, ...] = ()    # a fusion's parts left as zeros in `array`, read on demand (prepare_part)
+    limits: ImageLimits | None = None # what the image was decoded under (for prepare_part)
 
     @property
     def ok(self) -> bool:
@@ -42,18 +45,23 @@ class Item:
 
 
 def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
-            limits: ImageLimits = DEFAULT_LIMITS, augment: AugmentConfig | None = None) -> list[Item]:
-    """Decode once, then one preprocessed Item per requested view (view 0 = the image as it is)."""
+            limits: ImageLimits = DEFAULT_LIMITS, augment: AugmentConfig | None = None,
+            defer: Sequence[int] = ()) -> list[Item]:
+    """Decode once, then one preprocessed Item per requested view (view 0 = the image as it is).
+
+    `defer`: parts of a fusion neither decoded nor preprocessed now (zeros in the array), for a
+    detector that may not need them (a referee: detector.py); `prepare_part` reads one later."""
     if sample.error is not None:  # known bad before reading (e.g. an archive member over the limit)
         return [Item(sample, v, error=sample.error) for v in views]
     # A fused detector's parts may want different decodes (backbones/fusion.py): one per setting.
     parts = part_specs(spec) if spec.kind == "fusion" else (spec,)
+    defer = tuple(sorted(set(defer))) if spec.kind == "fusion" else ()
     drafts = [_draft(part) for part in parts]
     decoded: dict[int | None, Image.Image] = {}
     try:
-        for part, draft in zip(parts, drafts):
-            if part.kind == "imagesize" and len(parts) > 1:
-                continue  # reads the file's size, which any decode below records
+        read = [(part.kind != "imagesize" or len(parts) == 1) and i not in defer  # imagesize: the file's
+                for i, part in enumerate(parts)]                                    # size, any decode records it
+        for draft in [d for d, r in zip(drafts, read) if r] or [1]:  # nothing to read now: the smallest decode
             if draft not in decoded:
                 decoded[draft], sha = decode_image_with_hash(sample.data if sample.data is not None else sample.path,
                                                              limits=limits, name=sample.path, draft_size=draft)
@@ -64,13 +72,23 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
     items = []
     for v in views:
         try:
-            arrays = [preprocess(make_view(img, sha, v, augment or AugmentConfig()), part)
-                      for part, img in zip(parts, images)]
+            arrays = [np.zeros(input_sizes(part)[0], np.float32) if i in defer else
+                      preprocess(make_view(img, sha, v, augment or AugmentConfig()), part)
+                      for i, (part, img) in enumerate(zip(parts, images))]
             array = arrays[0] if spec.kind != "fusion" else np.concatenate([a.ravel() for a in arrays])
-            items.append(Item(sample, v, sha, array))
+            items.append(Item(sample, v, sha, array, deferred=defer, limits=limits if defer else None))
         except Exception as e:  # a preprocessing failure is still this item's problem only
             items.append(Item(sample, v, sha, error=f"preprocess_failed: {type(e).__name__}: {e}"))
     return items
+
+
+def prepare_part(item: Item, spec: BackboneSpec, part: int, augment: AugmentConfig | None = None) -> np.ndarray | None:
+    """Part `part` of a fusion, for an item `prepare` deferred it in: its sample decoded again (as
+    that part decodes) and preprocessed, shaped as the part's backbone reads one image. None if the
+    image cannot be read now (a file changed or gone since)."""
+    one = part_specs(spec)[part]
+    again = prepare(item.sample, one, (item.view,), item.limits or DEFAULT_LIMITS, augment)[0]
+    return again.array if again.ok and again.sha256 == item.sha256 else None
 
 
 def _draft(spec: BackboneSpec) -> int | None:
@@ -117,10 +135,10 @@ def map_ahead(fn: Callable[[T], R], inputs: Iterable[T], ahead: int = 64, worker
 
 def iter_items(samples: Iterable[Sample], spec: BackboneSpec, views: Sequence[int] = (0,),
                limits: ImageLimits = DEFAULT_LIMITS, augment: AugmentConfig | None = None,
-               workers: int | None = None, prefetch: int = 64) -> Iterator[Item]:
+               workers: int | None = None, prefetch: int = 64, defer: Sequence[int] = ()) -> Iterator[Item]:
     """Prepared items in input order, at most `prefetch` samples decoded ahead."""
     def one(s: Sample) -> list[Item]:
-        return prepare(s, spec, views, limits, augment)
+        return prepare(s, spec, views, limits, augment, defer)
     for items in map_ahead(one, samples, prefetch, workers):
         yield from items
 

@@ -77,7 +77,11 @@ class FusionBackbone:
 
     def forward_part(self, i: int, batch: np.ndarray) -> np.ndarray:
         """Part i's feature vectors (n, widths[i]) for a fused batch."""
-        return feature_vector(self.parts[i].forward(self.part_input(batch, i)), part_specs(self.spec)[i])
+        return self.run_part(i, self.part_input(batch, i))
+
+    def run_part(self, i: int, x: np.ndarray) -> np.ndarray:
+        """Part i's feature vectors for its own input (`part_input`'s shape)."""
+        return feature_vector(self.parts[i].forward(np.ascontiguousarray(x, np.float32)), part_specs(self.spec)[i])
 
     def forward(self, batch: np.ndarray, want_patches: bool = False,
                 rows: Sequence[np.ndarray | None] | None = None) -> Features:

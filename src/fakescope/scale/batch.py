@@ -261,7 +261,7 @@ class ScoreBatch(BatchFn):
         if is_video_name(s.path):
             return video_row(s, spec, limits, VideoLimits(**self.video), self.provenance)
         if self.provenance == "off":
-            return _Row(prepare(s, spec, (0,), limits)[0:1])
+            return _Row([self.detector.prepare_item(s, limits)])
         from ..provenance import read_provenance
         try:  # read once: the same bytes give the provenance and the pixels
             data = s.data if s.data is not None else read_bytes(s.path, limits, s.path)
@@ -269,7 +269,7 @@ class ScoreBatch(BatchFn):
             return _Row([Item(s, error=e.reason)])
         prov = read_provenance(data, s.path)
         one = Sample(path=s.path, data=data, label=s.label, generator=s.generator, text=s.text)
-        return _Row(prepare(one, spec, (0,), limits)[0:1], prov)
+        return _Row([self.detector.prepare_item(one, limits)], prov)
 
     def prepare(self, batch):
         return batch, self._decode(batch, self.detector.spec, self._row)

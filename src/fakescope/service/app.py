@@ -341,7 +341,8 @@ class Service:
     def _prepare(self, name: str | None, data: bytes, localize: bool) -> tuple[_Job, float]:
         t = time.perf_counter()
         models, cfg = self.models, self.config
-        item = prepare(Sample(path=name or "upload", data=data), models.detector.spec, limits=cfg.limits())[0]
+        item = prepare(Sample(path=name or "upload", data=data), models.detector.spec, limits=cfg.limits(),
+                       defer=getattr(models.detector, "deferred_parts", ()))[0]  # a referee read only if needed
         if not item.ok:
             raise image_error(item.error)
         image, map_error = None, None
