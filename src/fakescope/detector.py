@@ -27,7 +27,8 @@ from .data.samples import Sample
 from .features import feature_vector, head_input
 from .heads import Head, head_from_state
 from .images import DEFAULT_LIMITS, ImageLimits
-from .pipeline import Item, batched, iter_items, prepare, prepare_part, run_isolating, stack
+from .pipeline import (Item, batched, default_workers, iter_items, map_ahead, prepare, prepare_part, run_isolating,
+                       stack)
 from .errors import ModelFolderError
 from .saving import check_model_ref, finite_number, load_model_dir, save_model_dir
 from .uncertainty import EXPERTS_DISAGREE, UNFAMILIAR, UncertaintyRule
@@ -148,13 +149,16 @@ class Detector:
         starts, asked = np.cumsum([0, *(int(e["dim"]) for e in head.experts)]), False
         for i in np.flatnonzero(asked_later):
             need = np.flatnonzero(speaks[:, i] & (scores >= self.threshold))  # the comparison `disagreements` makes
-            inputs = [prepare_part(items[r], self.spec, i) if items is not None and i in items[r].deferred
-                      else bb.part_input(arrays[r:r + 1], i)[0] for r in need]
-            read = [r for r, x in zip(need, inputs) if x is not None]  # (None: the file is gone or changed)
-            if read:
-                image[np.ix_(read, np.arange(starts[i], starts[i + 1]))] = \
+            def read(r: int, i: int = i) -> np.ndarray | None:
+                if items is not None and i in items[r].deferred:
+                    return prepare_part(items[r], self.spec, i)
+                return bb.part_input(arrays[r:r + 1], i)[0]
+            inputs = list(map_ahead(read, need, workers=min(len(need), default_workers())))  # decodes in threads
+            done = [r for r, x in zip(need, inputs) if x is not None]  # (None: the file is gone or changed)
+            if done:
+                image[np.ix_(done, np.arange(starts[i], starts[i + 1]))] = \
                     bb.run_part(i, np.stack([x for x in inputs if x is not None]))
-                ran[read, i], asked = True, True
+                ran[done, i], asked = True, True
         if asked:  # the referees' scores on the rows they now read (the fused score does not read them)
             experts = head.predict_with_experts(image)[1]
         return scores, image, {name: np.where(ran[:, i], v, np.nan) for i, (name, v) in enumerate(experts.items())}
