@@ -337,7 +337,7 @@ def scan_records(columns: dict[str, np.ndarray]) -> list[dict]:
         if video is not None:  # only video lines carry it
             out[-1]["video"] = video
         experts = _json_cell(columns, "experts", i)
-        if experts is not None:  # only a fused detector's lines: each expert's P(fake), null where it abstains
+        if experts is not None:  # only a fused detector's lines: each expert's P(fake), null where it did not run
             out[-1]["experts"] = experts
     return out
 

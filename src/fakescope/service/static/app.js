@@ -129,9 +129,9 @@ function show(card, res) {
     numbers += " · no heatmap: " + res.map_error;
   }
   if (res.video) numbers += ` · video: ${res.video.frames.length} frames, max ${res.video.max.toFixed(3)}`;
-  if (res.experts) {  // a fused detector: which kind of evidence spoke (null: outside that expert's domain)
+  if (res.experts) {  // a fused detector: which kind of evidence spoke (null: the expert did not run on it)
     numbers += " · experts: " + Object.entries(res.experts)
-      .map(([name, p]) => `${name} ${p === null ? "n/a" : p.toFixed(3)}`).join(", ");
+      .map(([name, p]) => `${name} ${p === null ? "not run" : p.toFixed(3)}`).join(", ");
   }
   $(".numbers", card).textContent = numbers;
   showProvenance(card, res.provenance);
