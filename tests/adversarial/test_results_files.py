@@ -46,15 +46,39 @@ def test_scan_to_jsonl_python_api_resumes_and_repairs(tmp_path, tiny_model, imag
         f.write(b'{"path": "torn by a ki')  # a killed run's half line
     scored: list = []
     full = scan_to_jsonl(inputs, ResultsFile(out), "tiny", "1", str(tiny_model),
-                         enrich=lambda recs: scored.extend(r["path"] for r in recs), log=lambda m: None)
+                         enrich=lambda recs, sources: scored.extend(r["path"] for r in recs), log=lambda m: None)
     assert [r["path"] for r in full] == inputs.paths  # every input once, in input order
     assert scored == inputs.paths[1:] and full[0] == first[0]  # the first was read back, not scored again
     assert [json.loads(x)["path"] for x in _lines(out)] == inputs.paths  # the torn line is gone
     # a record without the key a run requires is scored again (and replaced, not duplicated)
     again = scan_to_jsonl(inputs, ResultsFile(out), "tiny", "1", str(tiny_model), require="map_mean",
-                          enrich=lambda recs: [r.update(map_mean=0.5) for r in recs], log=lambda m: None)
+                          enrich=lambda recs, sources: [r.update(map_mean=0.5) for r in recs], log=lambda m: None)
     assert all(r["map_mean"] == 0.5 for r in again) and len(_lines(out)) == len(inputs.paths)
     assert scan_to_jsonl(inputs.take([1]), None, "tiny", "1", str(tiny_model))[0]["score"] == full[1]["score"]
+
+
+def test_enrich_gets_each_records_own_bytes_for_tar_members(tmp_path, tiny_model, images):
+    """What scan --localize reads per record: a tar member's bytes (no file has its path), a file's path."""
+    import tarfile
+
+    from fakescope.scale.inputs import enumerate_inputs
+    from fakescope.scale.jobs import scan_to_jsonl
+
+    files = sorted(p for p in images.iterdir() if p.suffix != ".txt")
+    tar = tmp_path / "photos.tar"
+    with tarfile.open(tar, "w") as t:
+        for f in files:
+            t.add(f, arcname=f"real/{f.name}")
+    inputs = enumerate_inputs([str(tar), str(files[0])])
+    seen: dict = {}
+    def enrich(recs, sources):
+        seen.update({r["path"]: s for r, s in zip(recs, sources)})
+    recs = scan_to_jsonl(inputs, None, "tiny", "1", str(tiny_model), enrich=enrich, log=lambda m: None)
+    assert set(seen) == {r["path"] for r in recs} == set(inputs.paths)
+    for f in files:
+        member = seen[f"{tar}::real/{f.name}"]
+        assert member.data == f.read_bytes()  # its bytes, read from the tar
+    assert seen[str(files[0])].data is None and seen[str(files[0])].path == str(files[0])  # a file: its path
 
 
 def test_case6_out_that_is_the_input_manifest_is_refused(tmp_path, tiny_model, images):

@@ -25,7 +25,7 @@ import numpy as np
 from .. import __version__
 from ..images import ImageLimits
 from . import engines
-from .batch import EmbedBatch, ScoreBatch
+from .batch import EmbedBatch, ScoreBatch, samples_of
 from .engines import EngineOptions
 from .inputs import Inputs, Shard, inputs_digest, plan_shards
 from .outputs import PartStore, fsync_write, register_features
@@ -168,8 +168,9 @@ def scan_to_jsonl(inputs: Inputs, sink, model_id: str, model_version: str, model
     `sink`: an `outputs.ResultsFile` (resumed: the records of this model (`model_id`,
     `model_version`) it already holds are returned, not scored again; failed ones, and ones
     without the key `require`, are scored again), an `outputs.ResultsStream`, or None (records
-    only). `given`: the user's input arguments, which the file must not be. `enrich(records)`
-    may add to each batch's records before they are written (e.g. localisation maps).
+    only). `given`: the user's input arguments, which the file must not be. `enrich(records,
+    sources=...)` may add to each batch's records before they are written (e.g. localisation maps);
+    `sources` are the records' inputs as Samples, a tar member's bytes read (or a failed Item).
     `score_kwargs` go to `iter_scan_records` (abstain, threshold, score_options)."""
     from ..progress import progress
 
@@ -184,9 +185,14 @@ def scan_to_jsonl(inputs: Inputs, sink, model_id: str, model_version: str, model
                 f"this model's ({model_id}@{model_version}) are written after them (tell them apart by model_version)")
         results = [done[f] for f in files if f in done]
         with progress(total=len(todo), desc="scan") as bar:
-            for recs in iter_scan_records(inputs.take(todo), model, opts, limits, batch_size, chunk, **score_kwargs):
-                if enrich is not None:
-                    enrich(recs)
+            rows = inputs.take(todo)
+            row_of = {}
+            for k, f in enumerate(rows.paths):
+                row_of.setdefault(f, k)
+            for recs in iter_scan_records(rows, model, opts, limits, batch_size, chunk, **score_kwargs):
+                if enrich is not None:  # each record's own input: a tar member is no file to open by its path
+                    enrich(recs, sources=[samples_of(rows.batch(row_of[r["path"]], row_of[r["path"]] + 1),
+                                                     limits or ImageLimits())[0] for r in recs])
                 if sink:
                     sink.append(recs)
                 results += recs

@@ -10,13 +10,15 @@ from pathlib import Path
 
 
 def add_maps(loc, recs: list[dict], masks: Path | None = None, used: set[str] | None = None,
-             video: dict | None = None) -> None:
+             video: dict | None = None, sources: list | None = None) -> None:
     """Localise the images of one batch that could be read; an image the localiser cannot use
     gets its error in `map_error` and keeps its detection score. Each image is decoded once
     here, for both the localiser and its overlay. A video's frames are mapped one by one
     (video_maps.py; `video`: the scan's frame sampling, data/video.py VideoLimits as a dict).
     `masks`: a folder for <name>_mask.png and <name>_overlay.png; `used`: the names written so
-    far (shared across batches, so two inputs with one name both keep their files)."""
+    far (shared across batches, so two inputs with one name both keep their files). `sources`: each
+    record's input as a Sample (its bytes, for a tar member or a Hugging Face row) or a failed Item;
+    without them an image is read from its path."""
     from ..evaluation.localization import map_scores
     from ..images import ImageError
     from ..localize import load_image, save_mask_png, save_overlay_png
@@ -26,12 +28,18 @@ def add_maps(loc, recs: list[dict], masks: Path | None = None, used: set[str] | 
 
     used = set() if used is None else used
     ready, images = [], []
-    for rec in (r for r in recs if r["error"] is None):
+    for rec, src in zip(recs, sources or [None] * len(recs)):
+        if rec["error"] is not None:
+            continue
         if "video" in rec:
             add_video_maps(loc, rec, video, masks, used)
             continue
+        if getattr(src, "error", None) is not None:  # its bytes could not be read
+            rec["map_error"] = src.error
+            continue
         try:
-            images.append(load_image(rec["path"], loc.limits))
+            data = getattr(src, "data", None)
+            images.append(load_image(data if data is not None else rec["path"], loc.limits))
             ready.append(rec)
         except ImageError as e:
             rec["map_error"] = e.reason
