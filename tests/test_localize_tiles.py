@@ -303,3 +303,35 @@ def test_calibrate_recentres_and_sets_the_image_rule(tiled, tmp_path):
     assert loc.image_rule["fraction"] == 0.1 and sum(flagged) <= int(0.2 * len(real))
     with pytest.raises(ValueError, match="real images"):
         calibrate_localizer(loc, [p for p in pairs if p.label == 1], image_fraction=0.1)
+
+
+def test_scan_maps_decode_a_few_images_at_a_time(tiled, tmp_path, monkeypatch):
+    """scan --localize holds at most DECODED_AT_ONCE full-resolution images: a batch of large photos
+    decoded whole would not fit in memory. Every record still gets its map, and a bad file its error."""
+    import fakescope.localize as localize_pkg
+    from fakescope.scale import maps
+
+    loc, _ = tiled
+    recs = []
+    for i, (img, _mask) in enumerate(_pairs(20, 3 * maps.DECODED_AT_ONCE, 0)[:2 * maps.DECODED_AT_ONCE + 3]):
+        img.save(tmp_path / f"{i:02d}.png")
+        recs.append({"path": str(tmp_path / f"{i:02d}.png"), "sha256": None, "error": None, "label": "real",
+                     "reason": None, "score": 0.01})
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    recs.insert(5, {"path": str(tmp_path / "bad.png"), "sha256": None, "error": None, "label": "real",
+                    "reason": None, "score": 0.01})
+    held, most, load = [0], [0], localize_pkg.load_image
+    def counting_load(*args, **kwargs):
+        img = load(*args, **kwargs)
+        held[0] += 1
+        most[0] = max(most[0], held[0])
+        return img
+    predict = loc.predict_maps
+    def counting_predict(images, *args, **kwargs):
+        held[0] -= len(images)  # mapped: the next images may be decoded
+        return predict(images, *args, **kwargs)
+    monkeypatch.setattr(localize_pkg, "load_image", counting_load)
+    monkeypatch.setattr(loc, "predict_maps", counting_predict)
+    maps.add_maps(loc, recs)
+    assert 0 < most[0] <= maps.DECODED_AT_ONCE
+    assert recs[5]["map_error"] and all("map_mean" in r for i, r in enumerate(recs) if i != 5)

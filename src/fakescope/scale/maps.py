@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DECODED_AT_ONCE = 8  # images held at full resolution at a time
+
 
 def add_maps(loc, recs: list[dict], masks: Path | None = None, used: set[str] | None = None,
              video: dict | None = None, sources: list | None = None) -> None:
@@ -27,7 +29,7 @@ def add_maps(loc, recs: list[dict], masks: Path | None = None, used: set[str] | 
     from .video_maps import add_video_maps
 
     used = set() if used is None else used
-    ready, images = [], []
+    todo = []  # (record, where its image is)
     for rec, src in zip(recs, sources or [None] * len(recs)):
         if rec["error"] is not None:
             continue
@@ -37,24 +39,30 @@ def add_maps(loc, recs: list[dict], masks: Path | None = None, used: set[str] | 
         if getattr(src, "error", None) is not None:  # its bytes could not be read
             rec["map_error"] = src.error
             continue
-        try:
-            data = getattr(src, "data", None)
-            images.append(load_image(data if data is not None else rec["path"], loc.limits))
-            ready.append(rec)
-        except ImageError as e:
-            rec["map_error"] = e.reason
-    for i, m, error in iter_maps(loc, images):
-        rec = ready[i]
-        if error is not None:
-            rec["map_error"] = error
-            continue
-        rec.update({f"map_{k}": v for k, v in map_scores(m).items()})
-        apply_edit_rule(loc, rec, m)  # edit_score / edited; a confident edit region is not "real"
-        if masks is not None:
-            stem = Path(rec["path"]).stem
-            if stem in used:  # two inputs with one name: keep both, told apart by content hash
-                stem = f"{stem}-{(rec['sha256'] or '')[:8]}"
-            used.add(stem)
-            save_mask_png(m, masks / f"{stem}_mask.png")
-            save_overlay_png(images[i], m, masks / f"{stem}_overlay.png")
-            rec["mask_png"] = str(masks / f"{stem}_mask.png")
+        data = getattr(src, "data", None)
+        todo.append((rec, data if data is not None else rec["path"]))
+    # a few images decoded at a time: a batch of 50 MP photos held at full resolution at once would
+    # not fit in memory
+    for lo in range(0, len(todo), DECODED_AT_ONCE):
+        ready, images = [], []
+        for rec, where in todo[lo:lo + DECODED_AT_ONCE]:
+            try:
+                images.append(load_image(where, loc.limits))
+                ready.append(rec)
+            except ImageError as e:
+                rec["map_error"] = e.reason
+        for i, m, error in iter_maps(loc, images, chunk=DECODED_AT_ONCE):
+            rec = ready[i]
+            if error is not None:
+                rec["map_error"] = error
+                continue
+            rec.update({f"map_{k}": v for k, v in map_scores(m).items()})
+            apply_edit_rule(loc, rec, m)  # edit_score / edited; a confident edit region is not "real"
+            if masks is not None:
+                stem = Path(rec["path"]).stem
+                if stem in used:  # two inputs with one name: keep both, told apart by content hash
+                    stem = f"{stem}-{(rec['sha256'] or '')[:8]}"
+                used.add(stem)
+                save_mask_png(m, masks / f"{stem}_mask.png")
+                save_overlay_png(images[i], m, masks / f"{stem}_overlay.png")
+                rec["mask_png"] = str(masks / f"{stem}_mask.png")
