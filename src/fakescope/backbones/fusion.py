@@ -57,13 +57,13 @@ class FusionBackbone:
         self.parts = [load_backbone(p) for p in part_specs(spec)]
         self.batch_size = min(int(getattr(b, "batch_size", 16)) for b in self.parts)
         self.widths = recorded_widths(spec) or [_known_width(p) for p in part_specs(spec)]
-        sizes = input_sizes(spec)
-        self._starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._sizes = input_sizes(spec)
+        self._starts = [sum(self._sizes[:i]) for i in range(len(self._sizes))]
 
     def part_input(self, batch: np.ndarray, i: int) -> np.ndarray:
         """Part i's preprocessed images, cut out of the fused batch and shaped as it reads them."""
-        p, n = part_specs(self.spec)[i], input_sizes(self.spec)[i]
-        x = np.asarray(batch[:, self._starts[i]:self._starts[i] + n], np.float32)
+        p, start = part_specs(self.spec)[i], self._starts[i]
+        x = np.asarray(batch[:, start:start + self._sizes[i]], np.float32)
         if p.kind != IMAGESIZE:
             stacked = (reads(p),) if p.windows else ()
             x = x.reshape(len(x), *stacked, 3, p.input_size, p.input_size) if p.layout == "NCHW" else \

@@ -186,8 +186,8 @@ def scan_to_jsonl(inputs: Inputs, sink, model_id: str, model_version: str, model
         results = [done[f] for f in files if f in done]
         with progress(total=len(todo), desc="scan") as bar:
             rows = inputs.take(todo)
-            row_of = {}
-            for k, f in enumerate(rows.paths):
+            row_of: dict[str, int] = {}
+            for k, f in enumerate(rows.paths if enrich is not None else ()):  # only enrich reads them
                 row_of.setdefault(f, k)
             for recs in iter_scan_records(rows, model, opts, limits, batch_size, chunk, **score_kwargs):
                 if enrich is not None:  # each record's own input: a tar member is no file to open by its path
