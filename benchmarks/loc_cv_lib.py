@@ -366,7 +366,7 @@ def ship(a) -> dict:
     saved with its rule and CV numbers."""
     from fakescope.evaluation.localization import PixelMetrics, top_mean
     from fakescope.localize.localizer import Localizer, LocalizerConfig, _Prepared
-    from fakescope.localize.verdict import threshold_at_fpr as _cut_at_fpr
+    from fakescope.evaluation.metrics import threshold_at_fpr
 
     if a.second:
         raise ValueError("ship: the ridge decoder reads one backbone's grid (no --second)")
@@ -393,7 +393,7 @@ def ship(a) -> dict:
     aucs = {q: roc_auc(y, [top_mean(rm[i], q) for i in maps]) for q in TOPK}
     q = max(aucs, key=aucs.get)
     real_scores = [top_mean(rm[i], q) for i in maps if first[i]["label"] == 0]
-    rule = {"fraction": q, "threshold": _cut_at_fpr(real_scores, a.max_real_images), "max_real_fpr": a.max_real_images,
+    rule = {"fraction": q, "threshold": threshold_at_fpr(real_scores, a.max_real_images, margin="midpoint"), "max_real_fpr": a.max_real_images,
             "chosen_on": f"out-of-fold maps of {len(maps)} CocoGlide dev images ({a.folds}-fold CV by pair)"}
     grids, targets, meta = load_view(a.cache, a.name, a.view, a.blocks)
     one = len(a.blocks) == 1
@@ -426,7 +426,7 @@ def verdict_report(maps_npy: Path, detections: Path, fraction: float, max_fpr: f
     the OTHER folds' pristine images (out-of-fold maps)."""
     from fakescope.evaluation.localization import top_mean
     from fakescope.evaluation.metrics import roc_auc
-    from fakescope.localize.verdict import threshold_at_fpr as _cut_at_fpr
+    from fakescope.evaluation.metrics import threshold_at_fpr
     maps = np.load(maps_npy).astype(np.float32)
     rows = json.loads(maps_npy.with_suffix(".json").read_text())
     det = {}
@@ -443,7 +443,7 @@ def verdict_report(maps_npy: Path, detections: Path, fraction: float, max_fpr: f
     flagged = np.zeros(len(rows), bool)
     cuts = {}
     for k in sorted(set(f)):
-        cuts[int(k)] = _cut_at_fpr(list(edit[(f != k) & (y == 0)]), max_fpr)
+        cuts[int(k)] = threshold_at_fpr(list(edit[(f != k) & (y == 0)]), max_fpr, margin="midpoint")
         flagged[f == k] = edit[f == k] >= cuts[int(k)]
     both = det_fake | flagged
     rate = lambda v, lab: float(v[y == lab].mean())  # noqa: E731
@@ -498,15 +498,15 @@ def rule_report(maps_npy: Path, detections: Path, fraction: float, calib: list[P
     each calibration set of other real photos (scan --localize JSONL: edit_score); the rates it gives
     on CocoGlide edits / originals and on held-out real photos (no edited image enters the choice)."""
     from fakescope.evaluation.localization import top_mean
-    from fakescope.localize.verdict import threshold_at_fpr
+    from fakescope.evaluation.metrics import threshold_at_fpr
     maps = np.load(maps_npy).astype(np.float32)
     rows = json.loads(maps_npy.with_suffix(".json").read_text())
     y = np.array([r["label"] for r in rows])
     edit = np.array([top_mean(m, fraction) for m in maps])
     read = lambda p: [json.loads(x) for x in p.read_text().splitlines() if x.strip()]  # noqa: E731
     cal = {str(p): [r["edit_score"] for r in read(p) if r.get("edit_score") is not None] for p in calib}
-    cuts = {"cocoglide originals (out-of-fold)": threshold_at_fpr(edit[y == 0], max_fpr),
-            **{k: threshold_at_fpr(v, max_fpr) for k, v in cal.items()}}
+    cuts = {"cocoglide originals (out-of-fold)": threshold_at_fpr(edit[y == 0], max_fpr, margin="midpoint"),
+            **{k: threshold_at_fpr(v, max_fpr, margin="midpoint") for k, v in cal.items()}}
     t = max(cuts.values())
     det = {}
     for line in detections.read_text().splitlines():

@@ -231,14 +231,15 @@ def test_blocks_are_the_single_block_grids_side_by_side(one_thread):
         Localizer(LocalizerConfig(backbone="clip-b16?resize=resize&patch_layer=5", blocks=[6]))
 
 
-def test_threshold_at_fpr_by_hand():
-    from fakescope.localize.verdict import threshold_at_fpr
+def test_the_edit_rule_threshold_sits_halfway_by_hand():
+    from fakescope.evaluation.metrics import threshold_at_fpr
     scores = [0.1, 0.9, 0.3, 0.7, 0.5, 0.2, 0.4, 0.6, 0.8, 0.0]  # 10 pristine images
-    t = threshold_at_fpr(scores, 0.2)  # 2 may be flagged: 0.9 and 0.8; 0.7 must not be
-    assert 0.7 < t <= 0.8 and sum(s >= t for s in scores) == 2
-    t = threshold_at_fpr(scores, 0.05)  # none may be flagged
-    assert 0.9 < t and not any(s >= t for s in scores)
-    assert threshold_at_fpr(scores, 1.0) == 0.0  # all may be flagged
+    t = threshold_at_fpr(scores, 0.2, margin="midpoint")  # 2 may be flagged: 0.9 and 0.8; 0.7 must not be
+    assert t == pytest.approx(0.75) and sum(s >= t for s in scores) == 2
+    t = threshold_at_fpr(scores, 0.05, margin="midpoint")  # none may be flagged: halfway to 1
+    assert t == pytest.approx(0.95) and not any(s >= t for s in scores)
+    assert threshold_at_fpr(scores, 1.0, margin="midpoint") == 0.0  # all may be flagged
+    assert threshold_at_fpr([0.5, 0.5, 0.2], 0.34, margin="midpoint") == threshold_at_fpr([0.5, 0.5, 0.2], 0.34)
 
 
 def test_service_answer_uses_the_same_verdict(tiled):

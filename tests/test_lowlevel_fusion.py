@@ -19,6 +19,7 @@ from typer.testing import CliRunner  # noqa: E402
 from fakescope.cli import app  # noqa: E402
 from fakescope.detector import load_detector  # noqa: E402
 from fakescope.errors import ModelFolderError  # noqa: E402
+from fakescope.uncertainty import REFEREE_VETO, knn_distance  # noqa: E402
 
 TINY_LL = ["--set", "image_size=16", "--set", "width=8", "--set", "epochs=4", "--set", "batch_size=16",
            "--set", "workers=0", "--set", "region=48", "--set", "min_side=32"]
@@ -458,6 +459,49 @@ def test_a_detector_with_a_referee_says_uncertain_when_the_experts_disagree():
     assert all(label != "uncertain" for label, _ in det.verdicts(scores, X))
 
 
+def test_a_referee_veto_answers_real_where_it_is_surest():
+    from fakescope.backbones.fusion import imagesize_spec
+    from fakescope.backbones.spec import fusion_spec
+    from fakescope.detector import Detector
+    from fakescope.heads.fusion import FusionHead
+    from fakescope.uncertainty import EXPERTS_DISAGREE, UNFAMILIAR, UncertaintyRule
+    head, X, X1, X2, side, h2 = _referee_head()
+    y = (X1[:, 0] + X2[:, 0] > 0).astype(int)
+    head.fit(X, y)
+    head.experts[1]["objects"] = "fake"
+    assert head.set_referee_vetoes(X[y == 1], {"ref": 0.2}) == {"ref": None}  # no cut yet: nothing to veto with
+    cut = head.set_referee_cuts(X[y == 0], 0.1)["ref"]
+    assert head.set_referee_vetoes(X[y == 1], {}) == {"ref": None}  # no rate: no veto
+    veto = head.set_referee_vetoes(X[y == 1], {"ref": 0.2})["ref"]
+    p_ref = head.expert_probabilities(X)[:, 1]
+    mine = (y == 1) & (side == 500)
+    assert veto <= cut and (p_ref[mine] < veto).mean() == pytest.approx(0.2, abs=1 / mine.sum())
+    assert head.set_referee_vetoes(X[y == 1], {"ref": 0.45})["ref"] == cut  # never above the cut
+    head.set_referee_vetoes(X[y == 1], {"ref": 0.2})
+    scores, threshold = head.predict(X), 0.5
+    want = (side == 500) & (scores >= threshold) & (p_ref < veto)
+    np.testing.assert_array_equal(head.vetoes(X, scores, threshold), want)
+    assert want.any() and (head.disagreements(X, scores, threshold) & ~want).any()  # a veto is a surer objection
+    again = FusionHead.from_state(json.loads(json.dumps(head.config())), head.state())
+    np.testing.assert_array_equal(again.vetoes(X, scores, threshold), want)
+
+    det = Detector(spec=fusion_spec([imagesize_spec()]), head=head, threshold=threshold)
+    disagree = head.disagreements(X, scores, threshold)
+    assert det.verdicts(scores, X) == [("real", REFEREE_VETO) if v else ("uncertain", EXPERTS_DISAGREE) if d
+                                       else ("fake" if s >= threshold else "real", None)
+                                       for v, d, s in zip(want, disagree, scores)]
+    ref = np.tile([[1.0, 0.0]], (8, 1)).astype(np.float32)
+    det.uncertainty = UncertaintyRule(reference=ref, k=1, max_distance=0.5, low=0.0, high=1.0, quantile=0.99,
+                                      miss_rate=0.05)
+    far = knn_distance(X[:, :2], ref, 1) > 0.5
+    assert (far & want).any() and (~far & want).any()
+    got = det.verdicts(scores, X)
+    assert all(g == ("uncertain", UNFAMILIAR) for g, f in zip(got, far) if f)  # "unfamiliar" still comes first
+    assert all(g == ("real", REFEREE_VETO) for g, f, v in zip(got, far, want) if v and not f)
+    det.abstain = False  # the rule off: the threshold alone
+    assert det.verdicts(scores, X) == [("fake" if s >= threshold else "real", None) for s in scores]
+
+
 def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, one_thread):
     """--method fusion with a referee: the fused score is the first expert's alone; the referee's cut
     is set on held-out reals and saved; a folder whose referee cut or role is not data is refused."""
@@ -465,14 +509,15 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     alone, fused = tmp_path / "alone", tmp_path / "fused-ref"
     assert train(["--data", str(data), "--method", "linear", "--out", str(alone), *first]).exit_code == 0
     opts = ["--set", "experts=clip,native", "--set", "clip.backbone=pixels?size=16", "--set", "cuts=first",
-            "--set", "native.backbone=pixels?size=8", "--set", "native.domain=0:"]
+            "--set", "native.backbone=pixels?size=8", "--set", "native.domain=0:", "--set", "native.veto=0.3"]
     r = train(["--data", str(data), "--method", "fusion", "--out", str(fused), *first, *opts])
     assert r.exit_code == 0, r.output
     a, f = load_detector(alone), load_detector(fused)
     meta = f.metadata
     assert meta["experts"]["native"]["role"] == "referee" and meta["experts"]["clip"]["role"] == "voter"
-    cut = meta["fit"]["referee_cuts"]["native"]
+    cut, veto = meta["fit"]["referee_cuts"]["native"], meta["fit"]["referee_vetoes"]["native"]
     assert cut is not None and f.head.experts[1]["cut"] == pytest.approx(cut)
+    assert veto is not None and veto <= cut and f.head.experts[1]["veto"] == pytest.approx(veto)
     rng = np.random.default_rng(4)
     images = [_noise(rng, 48, up) for up in (False, True) * 6]
     f.every_expert = True  # the referee's score on every image
@@ -481,11 +526,27 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     assert f.head.experts[1]["objects"] == "fake"  # the preset: it guards against false "fake" verdicts
     objections = [res.experts["native"] < cut and res.score >= f.threshold for res in rf]
     assert 0 < sum(objections) < len(objections)  # both kinds of image are checked
-    for res, objects in zip(rf, objections):  # each verdict follows the referee: uncertain exactly where it objects
-        if objects:
-            assert res.label == "uncertain" and res.reason.startswith("experts disagree")
+    # these noise images sit above the veto learnt from the run's fakes: a veto between the objections'
+    # scores, written into the folder as data, makes both kinds of objection
+    objecting = sorted(res.experts["native"] for res, o in zip(rf, objections) if o)
+    assert len(objecting) >= 2
+    veto = (objecting[0] + objecting[1]) / 2
+    doc = json.loads((fused / "detector.json").read_text())
+    doc["head"]["experts"][1]["veto"] = veto
+    (fused / "detector.json").write_text(json.dumps(doc))
+    f = load_detector(fused)
+    f.every_expert = True
+    rf = f.predict(images)
+    vetoes = [o and res.experts["native"] < veto for o, res in zip(objections, rf)]
+    assert any(vetoes) and not all(v for v, o in zip(vetoes, objections) if o)  # both kinds of objection
+    for res, objects, vetoed in zip(rf, objections, vetoes):
+        # each verdict follows the referee: "real" under its veto, else uncertain exactly where it objects
+        if vetoed and not res.reason.startswith("unfamiliar"):
+            assert (res.label, res.reason) == ("real", REFEREE_VETO)
+        elif objects:
+            assert res.label == "uncertain" and res.reason.startswith(("experts disagree", "unfamiliar"))
         else:
-            assert res.reason is None or not res.reason.startswith("experts disagree")
+            assert res.reason is None or not res.reason.startswith(("experts disagree", "referee"))
     # a scan asks a referee that objects only to "fake" only where the voters say fake: the same
     # scores, verdicts and reasons, the referee run on those images alone
     f.every_expert = False
@@ -531,7 +592,9 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
                                      "--provenance", "off", *flag], catch_exceptions=False)
         assert r.exit_code == 0, r.output
         lines[bool(flag)] = sorted((json.loads(x) for x in out.read_text().splitlines()), key=lambda d: d["path"])
-    assert [(d["score"], d["label"]) for d in lines[False]] == [(d["score"], d["label"]) for d in lines[True]]
+    assert [(d["score"], d["label"], d["reason"]) for d in lines[False]] == \
+        [(d["score"], d["label"], d["reason"]) for d in lines[True]]
+    assert any(d["reason"] == REFEREE_VETO and d["label"] == "real" for d in lines[False])
     assert [d["experts"]["native"] is not None for d in lines[False]] == [d["score"] >= d["threshold"] for d in lines[False]]
     assert all(d["experts"]["native"] is not None for d in lines[True])
     # what `fakescope validate --scores` keeps of a fold: each expert's score and the referee's cut
@@ -544,10 +607,15 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     fake = arrays["scores"].astype(np.float32) >= f.threshold  # as the detector compares its float32 scores
     objects = (arrays["expert.native"] < cut) & fake
     assert objects.any()
+    assert float(arrays["veto.native"]) == pytest.approx(veto)
+    vetoed = objects & (arrays["expert.native"] < veto) & (arrays["verdicts"] == "real")
+    assert vetoed.any() and all(arrays["reasons"][vetoed] == "")  # a veto is an answer: no "uncertain" reason
     assert [r.startswith("experts disagree") for r in arrays["reasons"]] == \
-        [bool(o) and not r.startswith("unfamiliar") for o, r in zip(objects, arrays["reasons"])]
+        [bool(o) and not v and not r.startswith("unfamiliar") for o, v, r in zip(objects, vetoed, arrays["reasons"])]
+    assert m["selective"]["vetoed"] == pytest.approx(vetoed.mean())
     doc = json.loads((fused / "detector.json").read_text())
-    for bad in ({"cut": "0.5"}, {"cut": True}, {"role": "judge"}, {"objects": "real"}):
+    for bad in ({"cut": "0.5"}, {"cut": True}, {"role": "judge"}, {"objects": "real"}, {"veto": "0.1"},
+                {"veto": 0.01, "cut": None}):
         broken = json.loads(json.dumps(doc))
         broken["head"]["experts"][1].update(bad)
         (fused / "detector.json").write_text(json.dumps(broken))
@@ -563,6 +631,7 @@ def test_referee_options_are_checked():
     assert [name for name, *_ in expert_configs(cfg, options)] == ["clip", "native"]
     assert expert_role("native", options) == "referee" and expert_role("clip", options) == "voter"
     assert expert_configs(cfg, options)[1][1].head_options == {}  # its role options are not the head's
-    for bad in ({"native.objects": "real"}, {"native.role": "judge"}):
+    for bad in ({"native.objects": "real"}, {"native.role": "judge"}, {"native.veto": "0.5"}, {"native.veto": "some"},
+                {"native.veto": "-0.1"}):
         with pytest.raises(ValueError, match="must be"):
             expert_configs(cfg, {"experts": "clip,native", **bad})

@@ -130,6 +130,9 @@ def test_threshold_at_fpr_is_the_smallest_admissible(seed, ties):
             assert _fpr(real, below.max()) > target, (n, target, t)
         else:
             assert t <= real.min()
+        # the midpoint margin flags the same reals, from further away
+        m = threshold_at_fpr(real, target, margin="midpoint")
+        assert m >= t and ((real >= m) == (real >= t)).all(), (n, target, t, m)
 
 
 def test_threshold_at_fpr_small_cases():

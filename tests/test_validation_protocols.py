@@ -184,9 +184,14 @@ def test_uncertainty_rule_flags_unfamiliar_and_near_threshold():
     # about `quantile` of the validation images themselves are familiar
     d = unc.knn_distance(val, rule.reference, 5)
     assert 0.9 <= (d <= rule.max_distance).mean() <= 1.0
-    m = unc.selective_metrics(np.array([0, 1, 1, 0]), np.array([0.9, 0.95, 0.6, 0.01]), 0.7,
-                              [unc.UNFAMILIAR, None, unc.NEAR_THRESHOLD, None])
+    m = unc.selective_metrics(np.array([0, 1, 1, 0]), [("uncertain", unc.UNFAMILIAR), ("fake", None),
+                                                       ("uncertain", unc.NEAR_THRESHOLD), ("real", None)])
     assert m["coverage"] == 0.5 and m["answered_accuracy"] == 1.0 and m["answered_fpr"] == 0.0
+    # a referee's veto is an answer, scored by its verdict ("real"), not by the score it overruled
+    m = unc.selective_metrics(np.array([0, 1, 0, 1]), [("real", unc.REFEREE_VETO), ("real", unc.REFEREE_VETO),
+                                                       ("fake", None), ("uncertain", unc.EXPERTS_DISAGREE)])
+    assert m["coverage"] == 0.75 and m["vetoed"] == 0.5 and m["disagree"] == 0.25
+    assert m["answered_accuracy"] == pytest.approx(1 / 3) and m["answered_fpr"] == 0.5 and m["answered_tpr"] == 0.0
 
 
 @pytest.fixture(scope="module")

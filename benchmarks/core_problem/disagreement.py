@@ -11,7 +11,8 @@ share called fake. A screen on saved scores, not the protocol: results.md 11.11.
 
 With one file (a fused detector with a referee, whose own reasons include "experts disagree"): each
 fold as run, and with the score band off (an image "near threshold" answered; "unfamiliar" and the
-referee's objection kept): results.md 11.12.
+referee's objection kept): results.md 11.12. A referee's veto (its "real" answered above the
+threshold, results.md 11.14) counts as the answer it gave.
 
     python benchmarks/core_problem/disagreement.py runs/band/s8-referee-400-collections.npz
 """
@@ -47,6 +48,8 @@ def band_off(path: str) -> None:
         y, s, t = d[f"{name}/labels"].astype(int), d[f"{name}/scores"], float(d[f"{name}/threshold"])
         reasons = [str(r) for r in d[f"{name}/reasons"]]
         fake = s >= t
+        if f"{name}/verdicts" in d.files:  # a referee's veto answered "real" above the threshold
+            fake &= d[f"{name}/verdicts"] != "real"
         answered = np.array([not r for r in reasons])
         no_band = np.array([not r or r.startswith("near threshold") for r in reasons])
         line = f"{name:<16}  {rates(y, fake, answered)}           {rates(y, fake, no_band)}"
@@ -56,9 +59,12 @@ def band_off(path: str) -> None:
             low, high = d[f"{name}/band"]
             unfamiliar = np.array([r.startswith("unfamiliar") for r in reasons])
             near = (s >= low) & (s < high)
-            stopped = fake & (p < cut)  # NaN (no referee for the image) never stops
-            line += f"           {rates(y, fake, ~unfamiliar & ~near & ~stopped)}"
-            line += f"   band off: {rates(y, fake, ~unfamiliar & ~stopped)}"
+            said = s >= t
+            veto = d[f"{name}/veto.{referees[0]}"] if f"{name}/veto.{referees[0]}" in d.files else -np.inf
+            vetoed = said & (p < veto)  # answered "real" (NaN never vetoes)
+            stopped = said & (p < cut) & ~vetoed  # NaN (no referee for the image) never stops
+            line += f"           {rates(y, said & ~vetoed, ~unfamiliar & (vetoed | ~near & ~stopped))}"
+            line += f"   band off: {rates(y, said & ~vetoed, ~unfamiliar & ~stopped)}"
         print(line + f"   (n {len(y)}, fakes {int(y.sum())}, experts disagree on "
               f"{np.mean([r.startswith('experts disagree') for r in reasons]):.3f})")
 

@@ -31,7 +31,7 @@ from .pipeline import (Item, batched, default_workers, iter_items, map_ahead, pr
                        stack)
 from .errors import ModelFolderError
 from .saving import check_model_ref, finite_number, load_model_dir, save_model_dir
-from .uncertainty import EXPERTS_DISAGREE, UNFAMILIAR, UncertaintyRule
+from .uncertainty import EXPERTS_DISAGREE, REFEREE_VETO, UNFAMILIAR, UncertaintyRule
 
 FORMAT = "fakescope.detector/1"
 UNCERTAINTY_PREFIX = "uncertainty."
@@ -48,7 +48,7 @@ class Result:
     model: str                   # detector id
     model_version: str
     error: str | None = None
-    reason: str | None = None    # why the verdict is "uncertain" (uncertainty.py) or "provenance: ..."; None otherwise
+    reason: str | None = None    # why the verdict is "uncertain" (uncertainty.py), a referee's "real", or "provenance: ..."
     provenance: dict | None = None  # provenance.read_provenance of the file (None: mode "off", or pixels without a file)
     experts: dict | None = None  # a fused detector's experts' P(fake), None where one abstains (heads/fusion.py)
 
@@ -169,12 +169,17 @@ class Detector:
         reasons: list[str | None] = [None] * len(scores)
         if self.abstain and self.uncertainty is not None and features is not None:
             reasons = self.uncertainty.reasons(self.head.uncertainty_input(features), scores, self.threshold)
+        vetoed = np.zeros(len(scores), bool)
         if self.abstain and features is not None:
             # after "unfamiliar", before "near threshold": a referee that objects says more than the band
             reasons = [EXPERTS_DISAGREE if d and r != UNFAMILIAR else r
                        for r, d in zip(reasons, self.head.disagreements(features, scores, self.threshold))]
-        return [("uncertain", r) if r else ("fake" if s >= self.threshold else "real", None)
-                for s, r in zip(scores, reasons)]
+            # a referee's veto answers where it would only have objected ("unfamiliar" still wins)
+            vetoed = self.head.vetoes(features, scores, self.threshold) & \
+                np.array([r != UNFAMILIAR for r in reasons], bool)
+        return [("real", REFEREE_VETO) if v else ("uncertain", r) if r else
+                ("fake" if s >= self.threshold else "real", None)
+                for s, r, v in zip(scores, reasons, vetoed)]
 
     def head_scores(self, x: np.ndarray) -> np.ndarray:
         """The head's P(fake), through the calibration map when the detector has one."""

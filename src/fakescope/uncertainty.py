@@ -22,7 +22,9 @@ both fitted on the training run's own data and saved in the model folder as arra
                  the mean of the cuts: the band of a typical unseen source (docs/results.md 11.7).
 
 A fused detector with a referee expert adds a third reason, "experts disagree" (heads/fusion.py
-`disagreements`; detector.py applies it after "unfamiliar" and before "near threshold").
+`disagreements`; detector.py applies it after "unfamiliar" and before "near threshold"). A referee
+with a veto turns the most confident of those objections into an answer: "real", with the reason
+REFEREE_VETO (heads/fusion.py `vetoes`).
 
 Measured as selective classification (accuracy and false-positive rate on the answered images
 against coverage) by `fakescope validate`; `--no-uncertain` (or `Detector.abstain = False`)
@@ -38,6 +40,9 @@ UNFAMILIAR = "unfamiliar: unlike the images this detector was trained and valida
 NEAR_THRESHOLD = "near threshold: the score is between the confident-real and confident-fake cuts"
 # a fused detector's referee (heads/fusion.py) gives the other verdict at its own cut
 EXPERTS_DISAGREE = "experts disagree: a second expert, reading other evidence, gives the other verdict"
+# ... and is so sure the image is real that it overrules the voters' "fake" (a referee's veto): the
+# verdict is "real", with this reason, where the rule is on
+REFEREE_VETO = "referee: a second expert, reading other evidence, is confident the image is real"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -222,15 +227,18 @@ def fit_uncertainty(train_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, v
                            out_of_source=out_of_source if cfg.from_sources else None)
 
 
-def selective_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
-                      reasons: list[str | None]) -> dict:
-    """Coverage (share answered) and, on the answered images, accuracy and false-positive rate."""
+def selective_metrics(labels: np.ndarray, verdicts: list[tuple[str, str | None]]) -> dict:
+    """Coverage (share answered: not "uncertain") and, on the answered images, accuracy and
+    false-positive rate of the verdicts (a vetoed "fake" is an answer: "real")."""
     y = np.asarray(labels)
-    answered = np.array([r is None for r in reasons], bool)
-    pred = np.asarray(scores) >= threshold
+    said = np.array([label for label, _ in verdicts], dtype=object)
+    reasons = [reason for _, reason in verdicts]
+    answered = said != "uncertain"
+    pred = said == "fake"
     out = {"coverage": float(answered.mean()) if len(y) else float("nan"),
            "unfamiliar": float(np.mean([r == UNFAMILIAR for r in reasons])) if len(y) else float("nan"),
-           "disagree": float(np.mean([r == EXPERTS_DISAGREE for r in reasons])) if len(y) else float("nan")}
+           "disagree": float(np.mean([r == EXPERTS_DISAGREE for r in reasons])) if len(y) else float("nan"),
+           "vetoed": float(np.mean([r == REFEREE_VETO for r in reasons])) if len(y) else float("nan")}
     a = answered
     out["answered_accuracy"] = float((pred[a] == (y[a] == 1)).mean()) if a.any() else float("nan")
     reals = a & (y == 0)
@@ -265,5 +273,5 @@ def risk_coverage(labels: np.ndarray, scores: np.ndarray, threshold: float, step
     return out
 
 
-__all__ = ["BANDS", "EXPERTS_DISAGREE", "NEAR_THRESHOLD", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
+__all__ = ["BANDS", "EXPERTS_DISAGREE", "NEAR_THRESHOLD", "REFEREE_VETO", "UNFAMILIAR", "UncertaintyConfig", "UncertaintyRule", "fit_uncertainty", "knn_distance",
            "per_source_cuts", "risk_coverage", "selective_metrics", "source_band", "weighted_quantile"]

@@ -78,8 +78,13 @@ def class_accuracy(y_true, scores, threshold: float) -> dict[str, float]:
     return out
 
 
-def threshold_at_fpr(real_scores, target_fpr: float) -> float:
-    """Smallest threshold whose false-positive rate on these real images is <= target (score >= t means fake)."""
+def threshold_at_fpr(real_scores, target_fpr: float, margin: str = "least") -> float:
+    """A threshold whose false-positive rate on these real images is <= target (score >= t means
+    fake). margin "least": the smallest such threshold; "midpoint": halfway between the highest
+    real it must pass and the next one up (or 1), for scores recomputed later (a localiser's map
+    statistic) that may land a rounding error away from where they were measured."""
+    if margin not in ("least", "midpoint"):
+        raise ValueError(f"margin must be least or midpoint, not {margin!r}")
     s = np.sort(np.asarray(real_scores, np.float64))[::-1]
     if not len(s):
         raise ValueError("need real images to set a threshold")
@@ -88,6 +93,10 @@ def threshold_at_fpr(real_scores, target_fpr: float) -> float:
         k += 1
     if k >= len(s):
         return float(s[-1])
+    if margin == "midpoint":
+        upper = s[k - 1] if k > 0 else max(1.0, s[0])
+        if upper > s[k]:
+            return float((s[k] + upper) / 2)
     return just_above(s[k])
 
 

@@ -118,7 +118,7 @@ def generator_rows(m: dict) -> dict[str, dict]:
     share found among those (which generator the held-out number hides)."""
     gens = np.array([g or "unnamed" for g in m.get("_generators", [])], dtype=object)
     labels, scores = np.asarray(m.get("_labels", [])), np.asarray(m.get("_scores", []))
-    reasons = m.get("_reasons")
+    reasons, said = m.get("_reasons"), np.array(m.get("_verdicts", []), dtype=object)
     answered = np.array([not r for r in reasons]) if reasons is not None else None
     rows = {}
     for g, summary in (m.get("per_generator") or {}).items():
@@ -127,25 +127,28 @@ def generator_rows(m: dict) -> dict[str, dict]:
         if answered is not None:
             shown = mine & answered
             rows[g]["answered"] = float(shown.sum() / mine.sum())
-            rows[g]["answered_found"] = float((scores[shown] >= m["threshold"]).mean()) if shown.any() else None
+            rows[g]["answered_found"] = float((said[shown] == "fake").mean()) if shown.any() else None
     return rows
 
 
 def fold_arrays(det, m: dict) -> dict[str, np.ndarray]:
     """One fold's per-image results, for `fakescope validate --scores`: each held-out image's path,
-    label, score and "uncertain" reason ("" = answered); a fused detector's experts' scores and its
-    referees' cuts; the refit's threshold and band; and, when
+    label, score, "uncertain" reason ("" = answered) and verdict; a fused detector's experts' scores and its
+    referees' cuts and vetoes; the refit's threshold and band; and, when
     the band was cut from out-of-source scores, those scores (labels, scores, source names)."""
     rule = det.uncertainty
     out = {"paths": np.array(m.get("_paths", []), dtype=str), "labels": np.asarray(m.get("_labels", [])),
            "scores": np.asarray(m.get("_scores", []), np.float64),
            "reasons": np.array([r or "" for r in m.get("_reasons", [""] * len(m.get("_labels", [])))], dtype=str),
            "threshold": np.array(det.threshold)}
+    if "_verdicts" in m:
+        out["verdicts"] = np.array(m["_verdicts"], dtype=str)
     for name, values in (m.get("_experts") or {}).items():  # NaN where the expert does not speak
         out[f"expert.{name}"] = np.asarray(values, np.float64)
     for e in getattr(det.head, "experts", None) or []:  # a referee's cut (heads/fusion.py)
-        if e.get("cut") is not None:
-            out[f"cut.{e['name']}"] = np.array(float(e["cut"]))
+        for key in ("cut", "veto"):
+            if e.get(key) is not None:
+                out[f"{key}.{e['name']}"] = np.array(float(e[key]))
     if rule is not None:
         out["band"] = np.array(rule.cuts(det.threshold))
         if rule.out_of_source is not None:

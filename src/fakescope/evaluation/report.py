@@ -39,9 +39,11 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
     if det.uncertainty is not None and len(ok) and det.modality != "text":
         # selective classification: coverage, and accuracy / FPR on the images the rule answers
         from ..uncertainty import selective_metrics
-        reasons = [r for _, r in det.verdicts(scores, X)]
-        metrics["selective"] = selective_metrics(labels, scores, det.threshold, reasons)
-        metrics["_reasons"] = reasons
+        verdicts = det.verdicts(scores, X)
+        metrics["selective"] = selective_metrics(labels, verdicts)
+        # why each image was left unanswered (None: answered), and what was answered ("uncertain" too)
+        metrics["_reasons"] = [r if label == "uncertain" else None for label, r in verdicts]
+        metrics["_verdicts"] = [label for label, _ in verdicts]
     if len(ok):  # what answering only the most confident share would buy (selective classification)
         from ..uncertainty import risk_coverage
         metrics["risk_coverage"] = risk_coverage(labels, scores, det.threshold)

@@ -18,7 +18,11 @@ not read it, so the fused score is what the voting experts make of the image. It
 opinion: where it speaks and its verdict at its cut differs from the fused verdict at the
 detector's threshold, the detector answers "uncertain: the experts disagree" (`disagreements`,
 read by detector.py). Two experts that read different evidence (CLIP's whole-image read and its
-native-resolution windows, results.md 11.11) rarely err together on an unseen source.
+native-resolution windows, results.md 11.11) rarely err together on an unseen source. A referee
+may also hold a `"veto"`: a score so low that only a small share of the held-out fakes reach it
+(`set_referee_vetoes`). Where the voters say fake and the referee scores under its veto, the
+detector answers "real" with the reason (`vetoes`): a disagreement that confident is an answer,
+not a doubt (results.md 11.14).
 """
 from __future__ import annotations
 
@@ -109,6 +113,34 @@ class FusionHead:
                 objection &= fake
             out |= (a[:, i] > 0) & objection
         return out
+
+    def vetoes(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+        """(n,) True where the voters say fake (`scores` at `threshold`) and a referee that speaks for
+        the image scores under its veto: the referee overrules the "fake" verdict."""
+        out = np.zeros(len(X), bool)
+        referees = [i for i, e in enumerate(self.experts) if self.is_referee(e) and e.get("veto") is not None]
+        if not referees or not len(X):
+            return out
+        p, a = self.expert_probabilities(X), self.applies(X)
+        fake = np.asarray(scores) >= threshold
+        for i in referees:
+            out |= (a[:, i] > 0) & fake & (p[:, i] < float(self.experts[i]["veto"]))
+        return out
+
+    def set_referee_vetoes(self, X_fake: np.ndarray, miss_rates: dict[str, float], min_fakes: int = 10) -> dict:
+        """Each referee's veto: the score under which its miss rate (`miss_rates[name]`) of the
+        held-out fakes it speaks for fall, and never above its cut (a veto is a surer "real" than an
+        objection). None (no veto) when the rate is 0 or missing, the referee has no cut, or it
+        speaks for fewer than `min_fakes` fakes."""
+        p, a, vetoes = self.expert_probabilities(X_fake), self.applies(X_fake), {}
+        for i, e in enumerate(self.experts):
+            if self.is_referee(e):
+                mine, rate = a[:, i] > 0, float(miss_rates.get(e["name"], 0.0))
+                e["veto"] = None
+                if rate > 0 and e.get("cut") is not None and mine.sum() >= min_fakes:
+                    e["veto"] = min(float(np.quantile(p[mine, i], rate)), float(e["cut"]))
+                vetoes[e["name"]] = e["veto"]
+        return vetoes
 
     def set_referee_cuts(self, X_real: np.ndarray, target_fpr: float, min_reals: int = 10) -> dict:
         """Each referee's cut: the score at which `target_fpr` of the held-out reals it speaks for are
@@ -274,10 +306,13 @@ class FusionHead:
                 raise ValueError(f"fusion expert {e['name']!r}: unknown role {expert['role']!r}")
             if expert.get("objects", "both") not in OBJECTIONS:
                 raise ValueError(f"fusion expert {e['name']!r}: objects must be one of {OBJECTIONS}")
-            if expert.get("cut") is not None:
-                cut = expert["cut"]
-                if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not math.isfinite(cut):
-                    raise ValueError(f"fusion expert {e['name']!r}: cut must be a finite number, not {cut!r}")
+            for key in ("cut", "veto"):  # a folder is data: a referee's numbers are checked as such
+                value = expert.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                          or not math.isfinite(value)):
+                    raise ValueError(f"fusion expert {e['name']!r}: {key} must be a finite number, not {value!r}")
+            if expert.get("veto") is not None and expert.get("cut") is None:
+                raise ValueError(f"fusion expert {e['name']!r}: a veto needs a cut")
             experts.append(expert)
         weights = np.asarray(state["stacker.weights"], np.float64)
         if weights.shape != (2 * len(experts),):

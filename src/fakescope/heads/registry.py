@@ -19,7 +19,7 @@ class Head(Protocol):
                       read off the backbone by training (heads/multilayer.py)
       trains_encoder  it holds an encoder its recipe trained (training/trained_embedding.py); `save_encoder(dir,
                       input_spec, extra)` writes it as a `trained:` backbone
-    and answers `analysis`, `uncertainty_input`, `predict_with_experts` and `disagreements` (defaults below).
+    and answers `analysis`, `uncertainty_input`, `predict_with_experts`, `disagreements` and `vetoes` (defaults below).
     """
     method: str
     reads_text: bool
@@ -36,6 +36,7 @@ class Head(Protocol):
     def uncertainty_input(self, X: np.ndarray) -> np.ndarray: ...
     def predict_with_experts(self, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]: ...
     def disagreements(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray: ...
+    def vetoes(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray: ...
 
 
 class HeadDefaults:
@@ -59,6 +60,10 @@ class HeadDefaults:
 
     def disagreements(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
         """(n,) True where a second opinion inside the head objects to the verdict (a fusion's referee)."""
+        return np.zeros(len(X), bool)
+
+    def vetoes(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+        """(n,) True where a second opinion inside the head is sure enough to overrule a "fake" verdict."""
         return np.zeros(len(X), bool)
 
 

@@ -140,11 +140,11 @@ def calibrate_localizer(loc: Localizer, pairs: Sequence[MaskPair], max_real_fpr:
         record["recentred"] = True  # map >= 0.5 is now the cut t of the maps above
     if image_fraction is not None:
         from ..evaluation.localization import top_mean
-        from .verdict import threshold_at_fpr
+        from ..evaluation.metrics import threshold_at_fpr
         z = float(np.log(t / (1 - t))) if recenter else 0.0
         scores = [top_mean(1 / (1 + np.exp(-(np.log(np.clip(r, 1e-7, 1 - 1e-7) / np.clip(1 - r, 1e-7, None)) - z))),
                            image_fraction) for r in real_maps]
-        loc.image_rule = {"fraction": float(image_fraction), "threshold": threshold_at_fpr(scores, image_max_fpr),
+        loc.image_rule = {"fraction": float(image_fraction), "threshold": threshold_at_fpr(scores, image_max_fpr, margin="midpoint"),
                           "max_real_fpr": image_max_fpr, "n_real": len(scores)}
         record["image_rule"] = loc.image_rule
     loc.metadata["threshold_calibration"] = record

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..evaluation.metrics import just_above
-
 
 def edit_evidence(loc, prob_map: np.ndarray) -> dict:
     """{"edit_score": s, "edit_threshold": t, "edited": s >= t} under the localiser's image rule,
@@ -43,17 +41,3 @@ def apply(loc, record: dict, prob_map: np.ndarray) -> None:
         return
     record.update(ev)
     record["label"], record["reason"] = combine(record.get("label"), record.get("reason"), ev)
-
-
-def threshold_at_fpr(scores, max_fpr: float) -> float:
-    """A threshold t (score >= t flags) that flags at most `max_fpr` of these pristine images'
-    scores: halfway between the k-th and (k+1)-th highest, k = floor(max_fpr x n) (halfway to 1
-    when none may be flagged), so a score recomputed with float rounding stays on its side."""
-    s = np.sort(np.asarray(scores, np.float64))[::-1]
-    if not len(s):
-        raise ValueError("no scores to set a threshold on")
-    k = int(np.floor(max_fpr * len(s)))
-    if k >= len(s):
-        return float(s[-1])
-    upper = s[k - 1] if k > 0 else max(1.0, s[0])
-    return float((s[k] + upper) / 2) if upper > s[k] else just_above(s[k])

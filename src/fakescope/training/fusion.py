@@ -17,7 +17,9 @@
        the verdicts on thumbnails and nothing else (the shipped default, results.md 11.6)
     -> each referee's cut (an expert that does not vote: native) on the validation reals it speaks
        for, at the run's target false-positive rate; where it says real and the fused verdict is fake
-       (objects=both: any verdict it does not share) the detector says "uncertain: experts disagree"
+       (objects=both: any verdict it does not share) the detector says "uncertain: experts disagree";
+       with a veto (<expert>.veto=RATE), under the score that RATE of the validation fakes fall below
+       it says "real" instead
     -> "uncertain": with cuts=first, the first expert's rule; otherwise fitted on its features
        (familiarity) and the fused score (band)
     -> Detector(fusion backbone of the experts' backbones + imagesize, FusionHead)
@@ -30,7 +32,7 @@ detector says "uncertain: experts disagree");
 stack_l2=1.0; cuts=pooled|groups|first; and any expert's own option as <expert>.<key>=<value>
 (e.g. lowlevel.epochs=4, clip.backbone=effnet-lite0), including <expert>.domain=MIN:MAX (shorter
 side, px), <expert>.train_on=domain|all, <expert>.role=voter|referee, <expert>.objects=fake|both (what a referee objects to: a "fake"
-verdict only, the default, or any verdict it does not share), <expert>.views=K and <expert>.per_class=N (this expert's own share of
+verdict only, the default, or any verdict it does not share), <expert>.veto=RATE (a referee's veto: 0, none, by default), <expert>.views=K and <expert>.per_class=N (this expert's own share of
 --data, e.g. all of CIFAKE for a thumbnail CNN, minus the run's held-out images).
 """
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 from ..backbones import load_backbone
 from ..backbones.spec import block_widths, fusion_spec
 from ..backbones.fusion import imagesize_spec
-from ..data.samples import REAL, Sample
+from ..data.samples import FAKE, REAL, Sample
 from ..detector import Detector
 from ..features import FeatureCache, extract
 from ..heads.fusion import OBJECTIONS, FusionHead
@@ -82,6 +84,9 @@ ROLES = {"native": "referee"}
 # training reals from being called fake; objecting to "real" verdicts too cost held-out fakes' coverage
 # (people 0.606 against 0.747 answered at 400 per class, results.md 11.12). `<expert>.objects=both`
 REFEREE_OBJECTS = "fake"
+# a referee's veto, as the share of held-out fakes it may free: under that score its "real" overrules
+# the voters' "fake" instead of making it "uncertain" (results.md 11.14). 0: no veto. `<expert>.veto=`
+REFEREE_VETO = 0.0
 DEFAULT_EXPERTS = "clip,thumbnail"
 # pooled: the usual rule on the fused score; groups: target_fpr within each group of images the
 # same experts speak for; first: the first expert's own detector wherever it speaks alone, every
@@ -138,6 +143,8 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
                 elif k == "objects":
                     if value not in OBJECTIONS:
                         raise ValueError(f"{key} must be one of {', '.join(OBJECTIONS)}, not {value!r}")
+                elif k == "veto":
+                    veto_miss_rate(name, options)  # checked here, read when the cuts are set
                 elif k == "train_on":
                     if value not in ("domain", "all"):
                         raise ValueError(f"{key} must be domain or all, not {value!r}")
@@ -156,6 +163,18 @@ def expert_configs(cfg, options: dict) -> list[tuple[str, object, list]]:
 def expert_role(name: str, options: dict) -> str:
     """voter (read by the stacking layer) or referee (a second opinion: `ROLES`, `<expert>.role=`)."""
     return str(options.get(f"{name}.role", ROLES.get(name, "voter")))
+
+
+def veto_miss_rate(name: str, options: dict) -> float:
+    """A referee's veto (`<expert>.veto=`): the share of held-out fakes allowed under it; 0 = no veto."""
+    value = options.get(f"{name}.veto", REFEREE_VETO)
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if not 0.0 <= rate < 0.5:
+        raise ValueError(f"{name}.veto must be a share of fakes in [0, 0.5), not {value!r}")
+    return rate
 
 
 def cut_rule(options: dict) -> str:
@@ -258,6 +277,8 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
         info["offsets"] = head.anchor_to_first(VX[vy == REAL], anchor.threshold, cfg.target_fpr)
     if "referee" in roles.values():  # each referee cut on the held-out reals, as a detector's threshold
         info["referee_cuts"] = head.set_referee_cuts(VX[vy == REAL], cfg.target_fpr)
+        info["referee_vetoes"] = head.set_referee_vetoes(
+            VX[vy == FAKE], {n: veto_miss_rate(n, options) for n, role in roles.items() if role == "referee"})
     vs = head.predict(VX)
     threshold, val_metrics, by_source = threshold_and_validation(
         cfg, vsamples, vy, vs, threshold=anchor.threshold if anchor is not None else None)

@@ -105,7 +105,7 @@ function show(card, res) {
   setState(card, state);
   $(".verdict", card).textContent = state === "fake" && res.edited ? "Likely AI-edited (a region)"
     : {fake: "Likely AI-generated", uncertain: "Uncertain", real: "Likely real"}[state];
-  if (res.reason) {  // why the model will not say real or fake
+  if (res.reason) {  // why it says uncertain, or why a score above the threshold still reads "real"
     const m = $(".message", card);
     m.textContent = res.reason;
     m.hidden = false;
