@@ -115,7 +115,7 @@ def main() -> None:
     for name, key, method, opts in runs:
         if method == "multilayer":
             bb = load_backbone(spaces[key])
-            from fakescope.training.fit import head_options
+            from fakescope.training.common import head_options
             opts = head_options(TrainConfig(data=[], method="multilayer"), bb)
         Xtr = F[key]["train"]
         res, head = fit_eval(method, opts, Xtr, y, groups, tests(key), F[key]["wild"][yv == REAL])

@@ -48,6 +48,19 @@ def data(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def data_b(tmp_path_factory):
+    """A second source like `data` (other noise), so a run has a source to hold out of a head."""
+    root = tmp_path_factory.mktemp("lowlevel-b") / "data"
+    rng = np.random.default_rng(1)
+    for label, sub in (("real", "cam"), ("fake", "up")):
+        d = root / label / sub
+        d.mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(_noise(rng, 48, label == "fake")).save(d / f"{label}b{i:02d}.png")
+    return root
+
+
 def train(args):
     return CliRunner().invoke(app, ["train", *args], catch_exceptions=False)
 
@@ -289,12 +302,14 @@ def test_fused_cuts_first_is_the_first_experts_detector_outside_the_thumbnail_do
     without any of the run's held-out images."""
     first = ["--backbone", "pixels?size=16", "--per-class", "16", "--no-cache"]
     alone, fused = tmp_path / "alone", tmp_path / "fused"
-    assert train(["--data", str(data), "--method", "linear", "--out", str(alone), *first]).exit_code == 0
+    sources = ["--data", str(data), "--data", str(data_b)]  # two: the referee's veto is cut on a source held out
+    assert train([*sources, "--method", "linear", "--out", str(alone), *first]).exit_code == 0
     opts = ["--set", "experts=clip,thumbnail-npr", "--set", "clip.backbone=pixels?size=16", "--set", "cuts=first",
             "--set", "thumbnail-npr.domain=0:40", "--set", "thumbnail-npr.per_class=24"]
     opts += [x if x == "--set" else f"thumbnail-npr.{x}" for x in TINY_LL[:-2]]
-    r = train(["--data", str(data), "--method", "fusion", "--out", str(fused), *first, *opts])
+    r = train([*sources, "--method", "fusion", "--out", str(fused), *first, *opts])
     assert r.exit_code == 0, r.output
+    assert "out-of-source scores" in r.output  # the veto's: each source scored by a referee head without it
     a, f = load_detector(alone), load_detector(fused)
     assert f.threshold == a.threshold
     assert f.uncertainty.config() == a.uncertainty.config()
@@ -469,15 +484,14 @@ def test_a_referee_veto_answers_real_where_it_is_surest():
     y = (X1[:, 0] + X2[:, 0] > 0).astype(int)
     head.fit(X, y)
     head.experts[1]["objects"] = "fake"
-    assert head.set_referee_vetoes(X[y == 1], {"ref": 0.2}) == {"ref": None}  # no cut yet: nothing to veto with
+    assert head.set_referee_vetoes({"ref": 0.1}) == {"ref": None}  # no cut yet: nothing to veto with
     cut = head.set_referee_cuts(X[y == 0], 0.1)["ref"]
-    assert head.set_referee_vetoes(X[y == 1], {}) == {"ref": None}  # no rate: no veto
-    veto = head.set_referee_vetoes(X[y == 1], {"ref": 0.2})["ref"]
+    assert head.set_referee_vetoes({}) == {"ref": None}  # none given: no veto
+    assert head.set_referee_vetoes({"ref": cut + 0.2}) == {"ref": cut}  # never above the cut
     p_ref = head.expert_probabilities(X)[:, 1]
     mine = (y == 1) & (side == 500)
-    assert veto <= cut and (p_ref[mine] < veto).mean() == pytest.approx(0.2, abs=1 / mine.sum())
-    assert head.set_referee_vetoes(X[y == 1], {"ref": 0.45})["ref"] == cut  # never above the cut
-    head.set_referee_vetoes(X[y == 1], {"ref": 0.2})
+    veto = float(np.quantile(p_ref[mine], 0.2))
+    assert veto < cut and head.set_referee_vetoes({"ref": veto}) == {"ref": veto}
     scores, threshold = head.predict(X), 0.5
     want = (side == 500) & (scores >= threshold) & (p_ref < veto)
     np.testing.assert_array_equal(head.vetoes(X, scores, threshold), want)
@@ -502,16 +516,18 @@ def test_a_referee_veto_answers_real_where_it_is_surest():
     assert det.verdicts(scores, X) == [("fake" if s >= threshold else "real", None) for s in scores]
 
 
-def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, one_thread):
+def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, data_b, tmp_path, one_thread):
     """--method fusion with a referee: the fused score is the first expert's alone; the referee's cut
     is set on held-out reals and saved; a folder whose referee cut or role is not data is refused."""
     first = ["--backbone", "pixels?size=16", "--per-class", "24", "--val-fraction", "0.6", "--no-cache"]
     alone, fused = tmp_path / "alone", tmp_path / "fused-ref"
-    assert train(["--data", str(data), "--method", "linear", "--out", str(alone), *first]).exit_code == 0
+    sources = ["--data", str(data), "--data", str(data_b)]  # two: the referee's veto is cut on a source held out
+    assert train([*sources, "--method", "linear", "--out", str(alone), *first]).exit_code == 0
     opts = ["--set", "experts=clip,native", "--set", "clip.backbone=pixels?size=16", "--set", "cuts=first",
             "--set", "native.backbone=pixels?size=8", "--set", "native.domain=0:", "--set", "native.veto=0.3"]
-    r = train(["--data", str(data), "--method", "fusion", "--out", str(fused), *first, *opts])
+    r = train([*sources, "--method", "fusion", "--out", str(fused), *first, *opts])
     assert r.exit_code == 0, r.output
+    assert "out-of-source scores" in r.output  # the veto's: each source scored by a referee head without it
     a, f = load_detector(alone), load_detector(fused)
     meta = f.metadata
     assert meta["experts"]["native"]["role"] == "referee" and meta["experts"]["clip"]["role"] == "voter"
@@ -519,7 +535,7 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
     assert cut is not None and f.head.experts[1]["cut"] == pytest.approx(cut)
     assert veto is not None and veto <= cut and f.head.experts[1]["veto"] == pytest.approx(veto)
     rng = np.random.default_rng(4)
-    images = [_noise(rng, 48, up) for up in (False, True) * 6]
+    images = [_noise(rng, 48, up) for up in (False, True) * 40]
     f.every_expert = True  # the referee's score on every image
     ra, rf = a.predict(images), f.predict(images)
     np.testing.assert_allclose([r.score for r in rf], [r.score for r in ra], rtol=1e-5, atol=1e-6)
@@ -569,9 +585,14 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
         Image.fromarray(im).save(files[-1])
     items = [f.prepare_item(Sample(path=str(x))) for x in files]
     part = slice(f.backbone._starts[1], f.backbone._starts[2])
-    assert all(it.deferred == (1,) and not it.array[part].any() for it in items)
     full = prepare(Sample(path=str(files[0])), f.spec)[0]
     assert full.deferred == () and full.array[part].any()
+    from fakescope.pipeline import stack
+    assert all(it.deferred == (1,) and it.holes == ((part.start, part.stop - part.start),)
+               and it.array.size == full.array.size - (part.stop - part.start) for it in items)  # not held
+    stacked = stack(items)
+    assert stacked.shape == (len(items), full.array.size) and not stacked[:, part].any()  # zeros until read
+    np.testing.assert_array_equal(np.delete(stacked[0], np.arange(part.start, part.stop)), items[0].array)
     assert [(r.score, r.label, r.reason) for r in f.predict_batch(items)] == [(r.score, r.label, r.reason) for r in rf]
     accused = called_fake.index(True)
     items = [f.prepare_item(Sample(path=str(x))) for x in files]
@@ -621,6 +642,24 @@ def test_a_fused_detector_with_a_referee_trains_saves_and_scans(data, tmp_path, 
         (fused / "detector.json").write_text(json.dumps(broken))
         with pytest.raises(ModelFolderError):
             load_detector(fused)
+
+
+def test_a_referee_veto_is_cut_on_the_fakes_of_sources_its_head_never_saw():
+    from fakescope.heads.fusion import FusionHead
+    from fakescope.training.fusion import referee_veto
+    head = FusionHead(experts=[{"name": "voter", "dim": 1, "domain": [0, None]},
+                               {"name": "ref", "dim": 1, "domain": [64, None], "role": "referee", "cut": 0.3}], heads=[])
+    rng = np.random.default_rng(0)
+    # two sources' fakes as a head that never saw them scores them, and one source of reals only
+    a, b, reals = rng.uniform(0.2, 1.0, 200), rng.uniform(0.0, 1.0, 100), rng.uniform(0.0, 0.3, 50)
+    unseen = (np.r_[np.ones(300, int), np.zeros(50, int)], np.r_[a, b, reals], np.array(["a"] * 200 + ["b"] * 100 + ["r"] * 50))
+    got = referee_veto(unseen, head, "ref", 0.05)
+    # each source's own 5% of fakes (never above the cut), averaged: a source with many fakes weighs no more
+    assert got == pytest.approx((min(np.quantile(a, 0.05), 0.3) + min(np.quantile(b, 0.05), 0.3)) / 2)
+    assert referee_veto(unseen, head, "ref", 0.9) == 0.3  # at most the cut
+    assert referee_veto(None, head, "ref", 0.05) is None  # one source: nothing was scored unseen
+    head.experts[1]["cut"] = None
+    assert referee_veto(unseen, head, "ref", 0.05) is None
 
 
 def test_referee_options_are_checked():

@@ -30,6 +30,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from fakescope.backbones import parse_spec  # noqa: E402
 from fakescope.detector import Result  # noqa: E402
+from fakescope.images import DEFAULT_LIMITS  # noqa: E402
+from fakescope.pipeline import prepare  # noqa: E402
 from fakescope.service.app import Models, ServiceConfig, create_app  # noqa: E402
 from fakescope.service.batcher import MicroBatcher  # noqa: E402
 
@@ -51,6 +53,9 @@ class StubDetector:
         self.batches: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
+
+    def prepare_item(self, sample, limits=DEFAULT_LIMITS):  # Detector.prepare_item: nothing deferred
+        return prepare(sample, self.spec, (0,), limits)[0]
 
     def predict_batch(self, items):
         self.batches.append(len(items))

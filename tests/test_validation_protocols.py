@@ -327,7 +327,7 @@ def test_out_of_source_scores_come_from_heads_that_never_saw_the_source():
     without it, c comes out inverted (AUC under 0.5) though a head that saw it would not."""
     from sklearn.metrics import roc_auc_score
 
-    from fakescope.training.fit import out_of_source_scores
+    from fakescope.training.common import out_of_source_scores
     rng = np.random.default_rng(0)
     n = 60
     y = np.tile([0, 1], 3 * n // 2)

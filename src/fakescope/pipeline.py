@@ -36,8 +36,11 @@ class Item:
     sha256: str | None = None
     array: np.ndarray | None = None   # preprocessed input, None when the image failed
     error: str | None = None          # "<code>: <message>" for a failed image
-    deferred: tuple[int, ...] = ()    # a fusion's parts left as zeros in `array`, read on demand (prepare_part)
+    deferred: tuple[int, ...] = ()    # a fusion's parts not read yet, read on demand (prepare_part)
     limits: ImageLimits | None = None # what the image was decoded under (for prepare_part)
+    # where the deferred parts sit in the full input, (start, length) each: `array` leaves them out
+    # (a referee's native windows are 2.4 MB an image), `stack` puts zeros there
+    holes: tuple[tuple[int, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -49,8 +52,9 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
             defer: Sequence[int] = ()) -> list[Item]:
     """Decode once, then one preprocessed Item per requested view (view 0 = the image as it is).
 
-    `defer`: parts of a fusion neither decoded nor preprocessed now (zeros in the array), for a
-    detector that may not need them (a referee: detector.py); `prepare_part` reads one later."""
+    `defer`: parts of a fusion neither decoded nor preprocessed now (left out of the array: `stack`
+    puts zeros there), for a detector that may not need them (a referee: detector.py);
+    `prepare_part` reads one later."""
     if sample.error is not None:  # known bad before reading (e.g. an archive member over the limit)
         return [Item(sample, v, error=sample.error) for v in views]
     # A fused detector's parts may want different decodes (backbones/fusion.py): one per setting.
@@ -72,11 +76,20 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
     items = []
     for v in views:
         try:
-            arrays = [np.zeros(input_sizes(part)[0], np.float32) if i in defer else
-                      preprocess(make_view(img, sha, v, augment or AugmentConfig()), part)
+            arrays = [None if i in defer else preprocess(make_view(img, sha, v, augment or AugmentConfig()), part)
                       for i, (part, img) in enumerate(zip(parts, images))]
-            array = arrays[0] if spec.kind != "fusion" else np.concatenate([a.ravel() for a in arrays])
-            items.append(Item(sample, v, sha, array, deferred=defer, limits=limits if defer else None))
+            if spec.kind != "fusion":
+                items.append(Item(sample, v, sha, arrays[0]))
+                continue
+            holes, start = [], 0
+            for i, (part, a) in enumerate(zip(parts, arrays)):
+                size = int(np.prod(input_sizes(part)[0])) if a is None else a.size
+                if a is None:
+                    holes.append((start, size))
+                start += size
+            array = np.concatenate([a.ravel() for a in arrays if a is not None])
+            items.append(Item(sample, v, sha, array, deferred=defer, limits=limits if defer else None,
+                              holes=tuple(holes)))
         except Exception as e:  # a preprocessing failure is still this item's problem only
             items.append(Item(sample, v, sha, error=f"preprocess_failed: {type(e).__name__}: {e}"))
     return items
@@ -192,5 +205,17 @@ def _control_item(spec: BackboneSpec) -> Item:
 
 
 def stack(batch: list[Item]) -> np.ndarray | None:
-    arrays = [it.array for it in batch if it.ok]
-    return np.stack(arrays) if arrays else None
+    """The ok items' inputs as one array, each deferred part zeros (its `holes`)."""
+    ok = [it for it in batch if it.ok]
+    if not ok:
+        return None
+    if not any(it.holes for it in ok):
+        return np.stack([it.array for it in ok])
+    width = ok[0].array.size + sum(n for _, n in ok[0].holes)
+    out = np.zeros((len(ok), width), ok[0].array.dtype)
+    for row, it in zip(out, ok):
+        kept = np.ones(width, bool)
+        for start, n in it.holes:
+            kept[start:start + n] = False
+        row[kept] = it.array
+    return out

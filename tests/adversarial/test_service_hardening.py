@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from fakescope.backbones import parse_spec  # noqa: E402
 from fakescope.detector import Result  # noqa: E402
+from fakescope.images import DEFAULT_LIMITS  # noqa: E402
+from fakescope.pipeline import prepare  # noqa: E402
 from fakescope.service.app import Models, ServiceConfig, create_app, server_options  # noqa: E402
 
 from .conftest import png_bytes  # noqa: E402
@@ -29,6 +31,9 @@ class Stub:
     def __init__(self):
         self.spec = parse_spec("effnet-lite0")
         self.threshold, self.id, self.version = 0.5, "stub", "1"
+
+    def prepare_item(self, sample, limits=DEFAULT_LIMITS):  # Detector.prepare_item: nothing deferred
+        return prepare(sample, self.spec, (0,), limits)[0]
 
     def predict_batch(self, items):
         return [Result(it.sample.path, it.sha256, float(np.clip(it.array.mean() * 0.25 + 0.5, 0, 1)) if it.ok else None,

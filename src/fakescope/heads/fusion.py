@@ -19,8 +19,8 @@ opinion: where it speaks and its verdict at its cut differs from the fused verdi
 detector's threshold, the detector answers "uncertain: the experts disagree" (`disagreements`,
 read by detector.py). Two experts that read different evidence (CLIP's whole-image read and its
 native-resolution windows, results.md 11.11) rarely err together on an unseen source. A referee
-may also hold a `"veto"`: a score so low that only a small share of the held-out fakes reach it
-(`set_referee_vetoes`). Where the voters say fake and the referee scores under its veto, the
+may also hold a `"veto"`: a score so low that only a small share of the fakes of a source it never
+saw fall under it (`set_referee_vetoes`). Where the voters say fake and the referee scores under its veto, the
 detector answers "real" with the reason (`vetoes`): a disagreement that confident is an answer,
 not a doubt (results.md 11.14).
 """
@@ -127,20 +127,17 @@ class FusionHead:
             out |= (a[:, i] > 0) & fake & (p[:, i] < float(self.experts[i]["veto"]))
         return out
 
-    def set_referee_vetoes(self, X_fake: np.ndarray, miss_rates: dict[str, float], min_fakes: int = 10) -> dict:
-        """Each referee's veto: the score under which its miss rate (`miss_rates[name]`) of the
-        held-out fakes it speaks for fall, and never above its cut (a veto is a surer "real" than an
-        objection). None (no veto) when the rate is 0 or missing, the referee has no cut, or it
-        speaks for fewer than `min_fakes` fakes."""
-        p, a, vetoes = self.expert_probabilities(X_fake), self.applies(X_fake), {}
-        for i, e in enumerate(self.experts):
+    def set_referee_vetoes(self, vetoes: dict[str, float | None]) -> dict:
+        """Each referee's veto from `vetoes` (name -> score; training/fusion.py reads it off the fakes
+        of sources its head never saw), never above its cut: a veto is a surer "real" than an
+        objection. A referee without a cut, or missing from `vetoes`, has none."""
+        out = {}
+        for e in self.experts:
             if self.is_referee(e):
-                mine, rate = a[:, i] > 0, float(miss_rates.get(e["name"], 0.0))
-                e["veto"] = None
-                if rate > 0 and e.get("cut") is not None and mine.sum() >= min_fakes:
-                    e["veto"] = min(float(np.quantile(p[mine, i], rate)), float(e["cut"]))
-                vetoes[e["name"]] = e["veto"]
-        return vetoes
+                value = vetoes.get(e["name"])
+                e["veto"] = None if value is None or e.get("cut") is None else min(float(value), float(e["cut"]))
+                out[e["name"]] = e["veto"]
+        return out
 
     def set_referee_cuts(self, X_real: np.ndarray, target_fpr: float, min_reals: int = 10) -> dict:
         """Each referee's cut: the score at which `target_fpr` of the held-out reals it speaks for are

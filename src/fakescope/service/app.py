@@ -10,8 +10,8 @@
 Path of a request: the body is read with a bound (Content-Length first, then bytes counted,
 so an oversize upload is refused before it sits in memory) and parsed in memory (multipart,
 or JSON + base64; nothing touches the disk unless `keep_uploads_dir` asks for it). Each file
-is decoded and preprocessed in a thread by `pipeline.prepare`, the very function
-`fakescope scan` uses, so a file scores the same here as there. The micro-batcher then runs
+is decoded and preprocessed in a thread by `Detector.prepare_item`, as `fakescope scan`
+prepares it, so a file scores the same here as there. The micro-batcher then runs
 `Detector.predict_batch` (and the localiser) once for all concurrent requests; PNGs are
 encoded in a thread; the answer is JSON.
 
@@ -48,7 +48,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from .. import __version__
 from ..data.samples import IMAGE_SUFFIXES, Sample
 from ..images import ImageError, ImageLimits, decode_image
-from ..pipeline import Item, prepare
+from ..pipeline import Item
 from . import schemas
 from .batcher import MicroBatcher, PixelBudget
 
@@ -251,7 +251,7 @@ async def read_uploads(request: Request, limit: int, many: bool, max_files: int)
 # ---------------------------------------------------------------- the model side
 @dataclass
 class _Job:
-    item: Item                       # the detector's input, from pipeline.prepare
+    item: Item                       # the detector's input, from Detector.prepare_item
     image: Image.Image | None        # the picture for the localiser; None when no map is wanted
     map_error: str | None = None     # why the localiser could not have it
     keep_error: str | None = None    # --keep-uploads could not store it (disk full, ...); scored all the same
@@ -318,7 +318,7 @@ class Service:
         """One tiny image through the whole path, so the first real request is not the slow one."""
         img, buf = Image.new("RGB", (64, 64), (128, 128, 128)), io.BytesIO()
         img.save(buf, format="PNG")
-        item = prepare(Sample(path="<warm-up>", data=buf.getvalue()), models.detector.spec)[0]
+        item = models.detector.prepare_item(Sample(path="<warm-up>", data=buf.getvalue()))
         self._run_batch([_Job(item, img if models.localizer is not None else None)], models)
 
     # ------------------------------------------------------------ one batch (in the batcher's thread)
@@ -341,8 +341,8 @@ class Service:
     def _prepare(self, name: str | None, data: bytes, localize: bool) -> tuple[_Job, float]:
         t = time.perf_counter()
         models, cfg = self.models, self.config
-        item = prepare(Sample(path=name or "upload", data=data), models.detector.spec, limits=cfg.limits(),
-                       defer=getattr(models.detector, "deferred_parts", ()))[0]  # a referee read only if needed
+        # as a scan prepares it: a referee's input is read only if the image needs it (detector.py)
+        item = models.detector.prepare_item(Sample(path=name or "upload", data=data), cfg.limits())
         if not item.ok:
             raise image_error(item.error)
         image, map_error = None, None

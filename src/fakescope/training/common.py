@@ -17,7 +17,9 @@ from .. import __version__
 from ..data.samples import FAKE, REAL, Sample, balanced_subset
 from ..data.sources import load_labelled
 from ..data.splits import split_samples
+from ..backbones.spec import block_widths
 from ..evaluation.metrics import metrics_by_generator, summary, threshold_at_fpr
+from ..heads import head_class, make_head
 
 
 def source_parts(sources: Sequence[str]) -> list[list[Sample]]:
@@ -86,6 +88,39 @@ def threshold_and_validation(cfg, vsamples: Sequence[Sample], vy: np.ndarray, vs
         m = np.array([s.source == src for s in vsamples])
         by_source[src] = summary(vy[m], vs[m], threshold)
     return threshold, val_metrics, by_source
+
+
+def head_options(cfg, backbone) -> dict:
+    """Options the head needs from the backbone: the block sizes of a multi-layer feature vector
+    (a head that `needs_blocks`), read off one forward pass (backbones/spec.py block_widths)."""
+    opts = dict(cfg.head_options)
+    if head_class(cfg.method).needs_blocks and "blocks" not in opts:
+        spec = backbone.spec
+        if not spec.layers or cfg.modality != "image":
+            raise ValueError(f"method {cfg.method} reads several layers' class tokens: use an image backbone spec "
+                             "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
+        opts["blocks"] = block_widths(backbone)
+    return opts
+
+
+def out_of_source_scores(cfg, backbone, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                         sources: np.ndarray, clean: np.ndarray, log=print) -> tuple | None:
+    """(labels, scores, sources) of each training source's clean images scored by a head fitted on
+    the other sources' rows: how a source the detector never saw is scored. None with fewer than
+    two sources. The same head and options as the run's; images only (no captions)."""
+    names = sorted(set(sources))
+    if len(names) < 2:
+        return None
+    parts = []
+    for name in names:
+        held, rest = (sources == name) & clean, sources != name
+        if len(set(y[rest])) < 2:  # the others alone cannot train a detector: this source is not scored
+            continue
+        head = make_head(cfg.method, seed=cfg.seed, **head_options(cfg, backbone))
+        head.fit(X[rest], y[rest], groups[rest])
+        parts.append((y[held], head.predict(X[held]), sources[held]))
+        log(f"out-of-source scores: {name} ({int(held.sum())} images) by a head fitted without it")
+    return tuple(np.concatenate(p) for p in zip(*parts)) if parts else None
 
 
 def run_metadata(cfg, train: Sequence[Sample], val: Sequence[Sample], val_metrics: dict | None, by_source: dict,

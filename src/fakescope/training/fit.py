@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 
 from ..backbones import load_backbone, parse_spec
-from ..backbones.spec import block_widths
 from ..data.augment import AugmentConfig
 from ..data.samples import Sample
 from ..detector import Detector
@@ -24,8 +23,8 @@ from ..features import DEFAULT_CACHE, FeatureCache, extract, head_input
 from ..heads import head_class, make_head
 from ..uncertainty import UncertaintyConfig, fit_uncertainty
 from . import fusion as _fusion, lowlevel as _lowlevel, trained_embedding as _trained_embedding  # noqa: F401 (recipes)
-from .common import (describe, held_out_split, load_sources, run_metadata, threshold_and_validation,
-                     training_samples)
+from .common import (describe, head_options, held_out_split, load_sources, out_of_source_scores, run_metadata,
+                     threshold_and_validation, training_samples)
 from .methods import recipe
 
 
@@ -70,39 +69,6 @@ def caption_features(samples: Sequence[Sample], encoder) -> np.ndarray:
     emb = encoder.encode(unique)
     row = {t: i for i, t in enumerate(unique)}
     return emb[[row[s.text] for s in samples]]
-
-
-def head_options(cfg: TrainConfig, backbone) -> dict:
-    """Options the head needs from the backbone: the block sizes of a multi-layer feature vector
-    (a head that `needs_blocks`), read off one forward pass (backbones/spec.py block_widths)."""
-    opts = dict(cfg.head_options)
-    if head_class(cfg.method).needs_blocks and "blocks" not in opts:
-        spec = backbone.spec
-        if not spec.layers or cfg.modality != "image":
-            raise ValueError(f"method {cfg.method} reads several layers' class tokens: use an image backbone spec "
-                             "with ?layers=..., e.g. vit-s14-focus?layers=3,6,9")
-        opts["blocks"] = block_widths(backbone)
-    return opts
-
-
-def out_of_source_scores(cfg: TrainConfig, backbone, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                         sources: np.ndarray, clean: np.ndarray, log=print) -> tuple | None:
-    """(labels, scores, sources) of each training source's clean images scored by a head fitted on
-    the other sources' rows: how a source the detector never saw is scored. None with fewer than
-    two sources. The same head and options as the run's; images only (no captions)."""
-    names = sorted(set(sources))
-    if len(names) < 2:
-        return None
-    parts = []
-    for name in names:
-        held, rest = (sources == name) & clean, sources != name
-        if len(set(y[rest])) < 2:  # the others alone cannot train a detector: this source is not scored
-            continue
-        head = make_head(cfg.method, seed=cfg.seed, **head_options(cfg, backbone))
-        head.fit(X[rest], y[rest], groups[rest])
-        parts.append((y[held], head.predict(X[held]), sources[held]))
-        log(f"out-of-source scores: {name} ({int(held.sum())} images) by a head fitted without it")
-    return tuple(np.concatenate(p) for p in zip(*parts)) if parts else None
 
 
 def fit_detector(cfg: TrainConfig, samples: Sequence[Sample] | None = None, log=print) -> Detector:

@@ -18,8 +18,8 @@
     -> each referee's cut (an expert that does not vote: native) on the validation reals it speaks
        for, at the run's target false-positive rate; where it says real and the fused verdict is fake
        (objects=both: any verdict it does not share) the detector says "uncertain: experts disagree";
-       with a veto (<expert>.veto=RATE), under the score that RATE of the validation fakes fall below
-       it says "real" instead
+       with a veto (<expert>.veto=RATE), under the score that RATE of a training source's fakes
+       fall below when its head never saw that source, it says "real" instead
     -> "uncertain": with cuts=first, the first expert's rule; otherwise fitted on its features
        (familiarity) and the fused score (band)
     -> Detector(fusion backbone of the experts' backbones + imagesize, FusionHead)
@@ -50,9 +50,9 @@ from ..data.samples import FAKE, REAL, Sample
 from ..detector import Detector
 from ..features import FeatureCache, extract
 from ..heads.fusion import OBJECTIONS, FusionHead
-from ..uncertainty import fit_uncertainty
-from .common import (describe, held_out_split, source_parts, subset_of_parts, threshold_and_validation,
-                     training_samples)
+from ..uncertainty import fit_uncertainty, source_band
+from .common import (describe, held_out_split, out_of_source_scores, source_parts, subset_of_parts,
+                     threshold_and_validation, training_samples)
 from .methods import register_recipe
 
 # name -> (TrainConfig fields, domain: [min, max] of the image's shorter side (max None: no limit) where
@@ -177,6 +177,31 @@ def veto_miss_rate(name: str, options: dict) -> float:
     return rate
 
 
+def scores_of_unseen_sources(ecfg, det: Detector, samples: Sequence[Sample], log) -> tuple | None:
+    """(labels, scores, sources): each of an expert's training sources scored by its head fitted
+    without that source (common.py `out_of_source_scores`, as the "uncertain" band reads them), from
+    the features its fit cached. None with fewer than two sources."""
+    cache = FeatureCache(ecfg.cache, det.spec) if ecfg.cache else None
+    rows, X, _ = extract(samples, det.backbone, cache, views=range(ecfg.views), augment=ecfg.augment,
+                         desc="out-of-source features")
+    mine = [samples[i] for i, _ in rows]
+    return out_of_source_scores(ecfg, det.backbone, X, np.array([s.label for s in mine]),
+                                np.array([s.group_key() for s in mine]), np.array([str(s.source) for s in mine]),
+                                np.array([v == 0 for _, v in rows]), log=log)
+
+
+def referee_veto(unseen: tuple | None, head: FusionHead, name: str, miss_rate: float) -> float | None:
+    """A referee's veto: for each training source with fakes, the score under which `miss_rate` of
+    them fall when its head never saw that source (never above the referee's cut), averaged over
+    the sources, as the "uncertain" band's per-source cuts (uncertainty.py). A fake from a generator
+    nobody trained on is what a veto must not free; held-out fakes of the training generators sit
+    far above it (results.md 11.14)."""
+    cut = next(e.get("cut") for e in head.experts if e["name"] == name)
+    if unseen is None or cut is None or not (np.asarray(unseen[0]) == FAKE).any():
+        return None
+    return source_band(*unseen, cut, miss_rate, miss_rate, per_source=True)[0]
+
+
 def cut_rule(options: dict) -> str:
     """How the fused detector's threshold is set: `cuts=pooled|groups|first` (`equalise=true` is groups)."""
     rule = str(options.get("cuts", "")).lower()
@@ -226,6 +251,7 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
         log(f"fusion: expert {name} draws from {len(pool)} training images (per_class {shares[name]})")
     sides: dict[int, int | None] = {}
     experts, record, anchor = [], {}, None
+    unseen: dict[str, tuple | None] = {}  # a referee with a veto: its training sources, each scored unseen
     for i, (name, ecfg, domain, train_on) in enumerate(configs):
         pool = pools.get(name, train)
         if train_on != "all":  # header reads, once per image
@@ -248,6 +274,8 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
             det = anchor
         else:
             det = fit_detector(ecfg, mine, log=log)
+            if expert_role(name, options) == "referee" and veto_miss_rate(name, options) > 0:
+                unseen[name] = scores_of_unseen_sources(ecfg, det, mine, log)
         experts.append((name, det, domain))
         record[name] = {"role": expert_role(name, options), "method": ecfg.method, "backbone": det.spec.name if ecfg.method != "lowlevel" else "NPR CNN",
                         "domain": domain, "train_on": train_on, "train": describe(mine),
@@ -278,7 +306,7 @@ def fit_fused_detector(cfg, samples: Sequence[Sample] | None, log, fit_detector)
     if "referee" in roles.values():  # each referee cut on the held-out reals, as a detector's threshold
         info["referee_cuts"] = head.set_referee_cuts(VX[vy == REAL], cfg.target_fpr)
         info["referee_vetoes"] = head.set_referee_vetoes(
-            VX[vy == FAKE], {n: veto_miss_rate(n, options) for n, role in roles.items() if role == "referee"})
+            {n: referee_veto(o, head, n, veto_miss_rate(n, options)) for n, o in unseen.items()})
     vs = head.predict(VX)
     threshold, val_metrics, by_source = threshold_and_validation(
         cfg, vsamples, vy, vs, threshold=anchor.threshold if anchor is not None else None)
