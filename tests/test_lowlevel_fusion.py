@@ -34,17 +34,21 @@ def _noise(rng, side: int, upsampled: bool) -> np.ndarray:
     return rng.integers(40, 216, (side, side, 3)).astype(np.uint8)
 
 
+def _noise_source(root, seed: int, n: int, sides, tag: str = "") -> None:
+    """real/cam: noise; fake/up: the same noise statistics, 2x nearest up-sampled; image i is sides(i) px."""
+    rng = np.random.default_rng(seed)
+    for label, sub in (("real", "cam"), ("fake", "up")):
+        d = root / label / sub
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(_noise(rng, sides(i), label == "fake")).save(d / f"{label}{tag}{i:02d}.png")
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """real/: noise; fake/up: the same noise statistics, 2x nearest up-sampled. 48 px and 24 px images."""
     root = tmp_path_factory.mktemp("lowlevel") / "data"
-    rng = np.random.default_rng(0)
-    for label, sub in (("real", "cam"), ("fake", "up")):
-        d = root / label / sub
-        d.mkdir(parents=True)
-        for i in range(24):
-            side = 48 if i < 16 else 24
-            Image.fromarray(_noise(rng, side, label == "fake")).save(d / f"{label}{i:02d}.png")
+    _noise_source(root, 0, 24, lambda i: 48 if i < 16 else 24)
     return root
 
 
@@ -52,12 +56,7 @@ def data(tmp_path_factory):
 def data_b(tmp_path_factory):
     """A second source like `data` (other noise), so a run has a source to hold out of a head."""
     root = tmp_path_factory.mktemp("lowlevel-b") / "data"
-    rng = np.random.default_rng(1)
-    for label, sub in (("real", "cam"), ("fake", "up")):
-        d = root / label / sub
-        d.mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(_noise(rng, 48, label == "fake")).save(d / f"{label}b{i:02d}.png")
+    _noise_source(root, 1, 12, lambda i: 48, tag="b")
     return root
 
 

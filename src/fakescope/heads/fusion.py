@@ -96,35 +96,33 @@ class FusionHead:
         voters = np.array([0.0 if self.is_referee(e) else 1.0 for e in self.experts])
         return a * voters if len(voters) else a
 
+    def _referees_with(self, key: str, X: np.ndarray):
+        """(index, its P(fake) on X, where it speaks) of each referee that holds `key` ("cut", "veto")."""
+        referees = [i for i, e in enumerate(self.experts) if self.is_referee(e) and e.get(key) is not None]
+        if not referees or not len(X):
+            return []
+        p, a = self.expert_probabilities(X), self.applies(X)
+        return [(i, p[:, i], a[:, i] > 0) for i in referees]
+
     def disagreements(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
         """(n,) True where a referee speaks for the image and its verdict at its own cut is not the
         detector's verdict (`scores` at `threshold`). A referee with `"objects": "fake"` objects only
         to a "fake" verdict (it says real): it guards reals against false accusations without
         taking answers away from the fakes the voters find (results.md 11.12)."""
-        out = np.zeros(len(X), bool)
-        referees = [i for i, e in enumerate(self.experts) if self.is_referee(e) and e.get("cut") is not None]
-        if not referees or not len(X):
-            return out
-        p, a = self.expert_probabilities(X), self.applies(X)
-        fake = np.asarray(scores) >= threshold
-        for i in referees:
-            objection = (p[:, i] >= float(self.experts[i]["cut"])) != fake
+        out, fake = np.zeros(len(X), bool), np.asarray(scores) >= threshold
+        for i, p, speaks in self._referees_with("cut", X):
+            objection = (p >= float(self.experts[i]["cut"])) != fake
             if self.experts[i].get("objects", "both") == "fake":
                 objection &= fake
-            out |= (a[:, i] > 0) & objection
+            out |= speaks & objection
         return out
 
     def vetoes(self, X: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
         """(n,) True where the voters say fake (`scores` at `threshold`) and a referee that speaks for
         the image scores under its veto: the referee overrules the "fake" verdict."""
-        out = np.zeros(len(X), bool)
-        referees = [i for i, e in enumerate(self.experts) if self.is_referee(e) and e.get("veto") is not None]
-        if not referees or not len(X):
-            return out
-        p, a = self.expert_probabilities(X), self.applies(X)
-        fake = np.asarray(scores) >= threshold
-        for i in referees:
-            out |= (a[:, i] > 0) & fake & (p[:, i] < float(self.experts[i]["veto"]))
+        out, fake = np.zeros(len(X), bool), np.asarray(scores) >= threshold
+        for i, p, speaks in self._referees_with("veto", X):
+            out |= speaks & fake & (p < float(self.experts[i]["veto"]))
         return out
 
     def set_referee_vetoes(self, vetoes: dict[str, float | None]) -> dict:
