@@ -17,28 +17,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from fakescope.backbones import load_backbone
-from fakescope.data.augment import AugmentConfig
-from fakescope.features import FeatureCache, extract
-from fakescope.training.common import load_sources
-from layer_subsets import SOURCES
+from layer_subsets import cached_features
 
 SPEC = "clip-b16?layers=6,8,10,12"
 CAMERAS = ("digicam", "mei")
 HELD_OUT = ("cifake", "wild", "sd512", "people")
 WEIGHTS = (1, 3, 10, 30)
-
-
-def cached_features() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """source -> (features, labels, view of each row) of v6's recipe (clean + thumbnail view)."""
-    backbone = load_backbone(SPEC)
-    cache = FeatureCache(".cache/features", backbone.spec)
-    data = {}
-    for name, path in SOURCES.items():
-        samples = load_sources([path], 1000, 0)
-        rows, X, _ = extract(samples, backbone, cache, views=range(2), augment=AugmentConfig(p_thumbnail=1.0))
-        data[name] = (X, np.array([samples[i].label for i, _ in rows]), np.array([v for _, v in rows]))
-    return data
 
 
 def fit(data: dict, train: list[str], weight: float):
@@ -54,7 +38,7 @@ def fit(data: dict, train: list[str], weight: float):
 
 
 def main() -> None:
-    data = cached_features()
+    data = cached_features(SPEC)
     print("camera weight".ljust(14) + "".join(f"{h + ': AUC / real / fake':>28}" for h in HELD_OUT)
           + "".join(f"{'all of ' + c + ' unseen':>22}" for c in CAMERAS))
     for weight in WEIGHTS:

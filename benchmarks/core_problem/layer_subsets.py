@@ -33,9 +33,11 @@ SUBSETS = {"emb": ["emb"], "emb+L2-12": list(BLOCKS), "L2-12": [f"L{k}" for k in
            "emb+L6-12": ["emb", "L6", "L8", "L10", "L12"], "emb+L10-12": ["emb", "L10", "L12"]}
 
 
-def cached_features() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """source -> (features, labels, view of each row): v5's recipe's cached rows (clean + thumbnail view)."""
-    backbone = load_backbone("clip-b16?layers=" + ",".join(map(str, LAYERS)))
+def cached_features(spec: str = "clip-b16?layers=" + ",".join(map(str, LAYERS))
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """source -> (features, labels, view of each row): the cached rows (clean + thumbnail view) of
+    `spec` (v5's columns by default) as `fakescope validate` with that recipe cached them."""
+    backbone = load_backbone(spec)
     cache = FeatureCache(".cache/features", backbone.spec)
     data = {}
     for name, path in SOURCES.items():
