@@ -73,6 +73,8 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
         return [Item(sample, v, error=e.reason) for v in views]
     # each part's decode; imagesize takes any (every decode records the file's size)
     images = [decoded[d] if d in decoded else next(iter(decoded.values())) for d in drafts]
+    sizes = input_sizes(spec) if defer else []
+    holes = tuple((sum(sizes[:i]), sizes[i]) for i in defer)  # where the deferred parts sit in the fused input
     items = []
     for v in views:
         try:
@@ -81,15 +83,9 @@ def prepare(sample: Sample, spec: BackboneSpec, views: Sequence[int] = (0,),
             if spec.kind != "fusion":
                 items.append(Item(sample, v, sha, arrays[0]))
                 continue
-            holes, start = [], 0
-            for i, (part, a) in enumerate(zip(parts, arrays)):
-                size = int(np.prod(input_sizes(part)[0])) if a is None else a.size
-                if a is None:
-                    holes.append((start, size))
-                start += size
             array = np.concatenate([a.ravel() for a in arrays if a is not None])
             items.append(Item(sample, v, sha, array, deferred=defer, limits=limits if defer else None,
-                              holes=tuple(holes)))
+                              holes=holes))
         except Exception as e:  # a preprocessing failure is still this item's problem only
             items.append(Item(sample, v, sha, error=f"preprocess_failed: {type(e).__name__}: {e}"))
     return items
@@ -213,9 +209,12 @@ def stack(batch: list[Item]) -> np.ndarray | None:
         return np.stack([it.array for it in ok])
     width = ok[0].array.size + sum(n for _, n in ok[0].holes)
     out = np.zeros((len(ok), width), ok[0].array.dtype)
+    kept: dict[tuple, np.ndarray] = {}  # holes -> the columns an item's array fills (one mask per layout)
     for row, it in zip(out, ok):
-        kept = np.ones(width, bool)
-        for start, n in it.holes:
-            kept[start:start + n] = False
-        row[kept] = it.array
+        if it.holes not in kept:
+            mask = np.ones(width, bool)
+            for start, n in it.holes:
+                mask[start:start + n] = False
+            kept[it.holes] = mask
+        row[kept[it.holes]] = it.array
     return out

@@ -41,7 +41,7 @@ def evaluate_detector(det, samples: Sequence[Sample], cache=None, intervals: boo
         from ..uncertainty import selective_metrics
         verdicts = det.verdicts(scores, X)
         metrics["selective"] = selective_metrics(labels, verdicts)
-        # why each image was left unanswered (None: answered), and what was answered ("uncertain" too)
+        # why each image was left unanswered (None: answered), and each verdict (a veto answers "real")
         metrics["_reasons"] = [r if label == "uncertain" else None for label, r in verdicts]
         metrics["_verdicts"] = [label for label, _ in verdicts]
     if len(ok):  # what answering only the most confident share would buy (selective classification)

@@ -84,8 +84,9 @@ ROLES = {"native": "referee"}
 # training reals from being called fake; objecting to "real" verdicts too cost held-out fakes' coverage
 # (people 0.606 against 0.747 answered at 400 per class, results.md 11.12). `<expert>.objects=both`
 REFEREE_OBJECTS = "fake"
-# a referee's veto, as the share of held-out fakes it may free: under that score its "real" overrules
-# the voters' "fake" instead of making it "uncertain" (results.md 11.14). 0: no veto. `<expert>.veto=`
+# a referee's veto, as the share of an unseen source's fakes it may free (read off out-of-source
+# scores): under that score its "real" overrules the voters' "fake" instead of making it "uncertain"
+# (results.md 11.14: not worth it on unseen generators, so 0: no veto). `<expert>.veto=`
 REFEREE_VETO = 0.0
 DEFAULT_EXPERTS = "clip,thumbnail"
 # pooled: the usual rule on the fused score; groups: target_fpr within each group of images the
@@ -166,7 +167,7 @@ def expert_role(name: str, options: dict) -> str:
 
 
 def veto_miss_rate(name: str, options: dict) -> float:
-    """A referee's veto (`<expert>.veto=`): the share of held-out fakes allowed under it; 0 = no veto."""
+    """A referee's veto (`<expert>.veto=`): the share of an unseen source's fakes allowed under it; 0 = no veto."""
     value = options.get(f"{name}.veto", REFEREE_VETO)
     try:
         rate = float(value)
